@@ -1,0 +1,213 @@
+//! decode: what the decoder remembers about one exporter: per observation domain its
+//! templates, clock and samplers, its sequence numbers, and the data sets waiting for a
+//! template. Everything is bounded by `DecoderLimits`.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::layout::Layout;
+use super::stats::DecodeCounters;
+use super::record::FlowKind;
+
+/// The samplers one domain has announced, capped so an exporter cannot grow it unbounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Samplers {
+    /// (sampler or selector id, 1-in-N rate); id 0 where the options record named none.
+    pub rates: Vec<(u64, u32)>,
+    /// The most recently announced rate, for data records that name no sampler.
+    pub latest: Option<u32>,
+}
+
+/// At most this many samplers per domain; a new one beyond it replaces the oldest.
+pub const MAX_SAMPLERS: usize = 64;
+
+impl Samplers {
+    pub fn set(&mut self, sampler_id: u64, rate: u32) {
+        if let Some(entry) = self.rates.iter_mut().find(|(id, _)| *id == sampler_id) {
+            entry.1 = rate;
+        } else {
+            if self.rates.len() == MAX_SAMPLERS {
+                self.rates.remove(0);
+            }
+            self.rates.push((sampler_id, rate));
+        }
+        self.latest = Some(rate);
+    }
+
+    /// The rate for a data record: its sampler's, else the latest announced.
+    pub fn rate_for(&self, sampler_id: Option<u64>) -> Option<u32> {
+        sampler_id
+            .and_then(|wanted| self.rates.iter().find(|(id, _)| *id == wanted).map(|&(_, rate)| rate))
+            .or(self.latest)
+    }
+}
+
+/// How an exporter's sequence number counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceUnit {
+    /// NetFlow v9: one per export packet.
+    Datagrams,
+    /// NetFlow v5 and IPFIX: records sent before this datagram.
+    Records,
+}
+
+/// Sequence tracking for one domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sequence {
+    /// The last datagram's sequence number with its data record count, and the same
+    /// count without options records.
+    last: Option<(u32, u32, u32)>,
+}
+
+/// A forward jump this large is a restart, not loss.
+const MAX_PLAUSIBLE_GAP: u32 = 1 << 30;
+
+impl Sequence {
+    /// Records a datagram and returns how many units went missing before it.
+    ///
+    /// IPFIX exporters disagree on what they count: RFC 7011 says data records *before*
+    /// this message, options records included; softflowd counts the records *including*
+    /// this message's and leaves options records out. Any of those readings that matches
+    /// is in order, so neither exporter shows false loss.
+    pub fn observe(&mut self, unit: SequenceUnit, sequence: u32, records: u32, flow_records: u32) -> SequenceCheck {
+        let previous = self.last.replace((sequence, records, flow_records));
+        let Some((last, last_records, last_flows)) = previous else { return SequenceCheck::InOrder };
+        let expected: &[u32] = match unit {
+            SequenceUnit::Datagrams => &[last.wrapping_add(1)],
+            SequenceUnit::Records => &[
+                last.wrapping_add(last_records),
+                last.wrapping_add(last_flows),
+                last.wrapping_add(records),
+                last.wrapping_add(flow_records),
+            ],
+        };
+        if expected.contains(&sequence) {
+            return SequenceCheck::InOrder;
+        }
+        let gap = sequence.wrapping_sub(expected[0]);
+        if gap < MAX_PLAUSIBLE_GAP { SequenceCheck::Lost(u64::from(gap)) } else { SequenceCheck::Reset }
+    }
+
+    /// Forgets the last datagram (its record count was unknown).
+    pub fn resync(&mut self) {
+        self.last = None;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    InOrder,
+    Lost(u64),
+    Reset,
+}
+
+/// Template scope inside an exporter: protocol and v5 engine / v9 source id / IPFIX
+/// observation domain.
+pub type DomainKey = (FlowKind, u32);
+
+/// State of one observation domain of one exporter.
+#[derive(Debug, Default)]
+pub struct Domain {
+    /// Data and options templates share one id space.
+    pub templates: HashMap<u16, Layout>,
+    /// IPFIX systemInitTimeMilliseconds, for sysUpTime-relative flow times.
+    pub system_init_ms: Option<u64>,
+    pub samplers: Samplers,
+    pub sequence: Sequence,
+}
+
+/// A data set that arrived before its template, copied out of the datagram.
+#[derive(Debug)]
+pub struct PendingSet {
+    pub domain: DomainKey,
+    pub template_id: u16,
+    pub header: super::HeaderInfo,
+    pub body: Box<[u8]>,
+}
+
+/// Everything known about one exporter (one source address).
+#[derive(Debug, Default)]
+pub struct Exporter {
+    /// Few per exporter (usually one), so a short vector beats a map.
+    pub domains: Vec<(DomainKey, Domain)>,
+    pub template_count: usize,
+    pub pending: VecDeque<PendingSet>,
+    pub pending_bytes: usize,
+    /// The decoder's datagram counter when this exporter last sent: for evicting the
+    /// least recently heard exporter when `max_exporters` is reached.
+    pub last_seen: u64,
+    pub counters: DecodeCounters,
+}
+
+impl Exporter {
+    pub fn domain_mut(&mut self, key: DomainKey) -> &mut Domain {
+        let index = match self.domains.iter().position(|(k, _)| *k == key) {
+            Some(index) => index,
+            None => {
+                self.domains.push((key, Domain::default()));
+                self.domains.len() - 1
+            }
+        };
+        &mut self.domains[index].1
+    }
+
+    pub fn domain(&self, key: DomainKey) -> Option<&Domain> {
+        self.domains.iter().find(|(k, _)| *k == key).map(|(_, d)| d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v9_counts_datagrams() {
+        let mut seq = Sequence::default();
+        assert_eq!(seq.observe(SequenceUnit::Datagrams, 1, 4, 4), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Datagrams, 2, 9, 9), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Datagrams, 5, 1, 1), SequenceCheck::Lost(2));
+        assert_eq!(seq.observe(SequenceUnit::Datagrams, 1, 1, 1), SequenceCheck::Reset);
+    }
+
+    #[test]
+    fn ipfix_counts_records_before_the_message() {
+        let mut seq = Sequence::default();
+        assert_eq!(seq.observe(SequenceUnit::Records, 0, 2, 2), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Records, 2, 2, 2), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Records, 10, 2, 2), SequenceCheck::Lost(6));
+        assert_eq!(seq.observe(SequenceUnit::Records, 12, 2, 2), SequenceCheck::InOrder);
+    }
+
+    #[test]
+    fn softflowd_off_by_one_ipfix_sequence_is_not_loss() {
+        // softflowd: 4 records (+1 options record) with sequence 4, then 2 with 6, 6 with 12.
+        let mut seq = Sequence::default();
+        assert_eq!(seq.observe(SequenceUnit::Records, 4, 5, 4), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Records, 6, 2, 2), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Records, 12, 6, 6), SequenceCheck::InOrder);
+        assert_eq!(seq.observe(SequenceUnit::Records, 14, 2, 2), SequenceCheck::InOrder);
+        // A real gap still shows: 2 records of one datagram went missing.
+        assert_eq!(seq.observe(SequenceUnit::Records, 18, 2, 2), SequenceCheck::Lost(2));
+    }
+
+    #[test]
+    fn sequence_wraps_without_loss() {
+        let mut seq = Sequence::default();
+        seq.observe(SequenceUnit::Records, u32::MAX - 1, 3, 3);
+        assert_eq!(seq.observe(SequenceUnit::Records, 1, 3, 3), SequenceCheck::InOrder);
+    }
+
+    #[test]
+    fn samplers_are_capped_and_fall_back_to_latest() {
+        let mut samplers = Samplers::default();
+        assert_eq!(samplers.rate_for(None), None);
+        samplers.set(1, 100);
+        samplers.set(2, 1000);
+        assert_eq!(samplers.rate_for(Some(1)), Some(100));
+        assert_eq!(samplers.rate_for(Some(9)), Some(1000));
+        assert_eq!(samplers.rate_for(None), Some(1000));
+        for id in 0..200 {
+            samplers.set(id + 10, 5);
+        }
+        assert_eq!(samplers.rates.len(), MAX_SAMPLERS);
+    }
+}

@@ -1,0 +1,511 @@
+//! decode: a template compiled once into the offsets of the fields exflow reads. Decoding a
+//! data record walks that short list and fills a `FlowRecord` (or `OptionsRecord`) in place;
+//! every other field is skipped by its length. No allocation per record or per field.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::record::{ETYPE_IPV4, ETYPE_IPV6, FlowRecord};
+use crate::wire::ie;
+use crate::wire::read_uint;
+use crate::wire::template::{Dialect, FieldSpec, TemplateKind, VARIABLE_LENGTH};
+
+/// How a timestamp field counts time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Milliseconds,
+    /// dateTimeMicroseconds: NTP format (RFC 7011 section 6.1.9).
+    NtpMicroseconds,
+    /// dateTimeNanoseconds: NTP format.
+    NtpNanoseconds,
+    /// Milliseconds since the exporter booted (IE 21/22).
+    SysUpTime,
+    /// Microseconds before the export time (IE 158/159).
+    DeltaMicroseconds,
+}
+
+/// Where a field's value goes. `Skip` for every element exflow does not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Skip,
+    Bytes,
+    Packets,
+    BytesTotal,
+    PacketsTotal,
+    ReverseBytes,
+    ReversePackets,
+    Proto,
+    Tos,
+    TcpFlags,
+    SrcPort,
+    DstPort,
+    SrcAddrV4,
+    DstAddrV4,
+    SrcAddrV6,
+    DstAddrV6,
+    NextHopV4,
+    NextHopV6,
+    InIf,
+    OutIf,
+    SrcAs,
+    DstAs,
+    IpVersion,
+    Start(TimeUnit),
+    End(TimeUnit),
+    DurationMilliseconds,
+    DurationMicroseconds,
+    SamplerId,
+    SamplingInterval,
+    SamplerRandomInterval,
+    SystemInitMilliseconds,
+    SamplingPacketInterval,
+    SamplingPacketSpace,
+    SamplingSize,
+    SamplingPopulation,
+}
+
+impl Target {
+    /// The target of one field specifier, `Skip` when exflow does not read it or when its
+    /// length cannot hold the element (a 3-byte IPv4 address, a 9-byte counter).
+    fn of(spec: FieldSpec, dialect: Dialect, is_scope: bool) -> Target {
+        // NetFlow v9 scope fields have their own numbering (1 = system, 2 = interface...).
+        if is_scope && dialect == Dialect::V9 {
+            return Target::Skip;
+        }
+        let target = match (spec.enterprise, spec.id) {
+            (0, ie::OCTET_DELTA_COUNT) => Target::Bytes,
+            (0, ie::PACKET_DELTA_COUNT) => Target::Packets,
+            (0, ie::OCTET_TOTAL_COUNT) => Target::BytesTotal,
+            (0, ie::PACKET_TOTAL_COUNT) => Target::PacketsTotal,
+            (ie::REVERSE_PEN, ie::OCTET_DELTA_COUNT) => Target::ReverseBytes,
+            (ie::REVERSE_PEN, ie::PACKET_DELTA_COUNT) => Target::ReversePackets,
+            (0, ie::PROTOCOL_IDENTIFIER) => Target::Proto,
+            (0, ie::IP_CLASS_OF_SERVICE) => Target::Tos,
+            (0, ie::TCP_CONTROL_BITS) => Target::TcpFlags,
+            (0, ie::SOURCE_TRANSPORT_PORT) => Target::SrcPort,
+            (0, ie::DESTINATION_TRANSPORT_PORT) => Target::DstPort,
+            (0, ie::SOURCE_IPV4_ADDRESS) => Target::SrcAddrV4,
+            (0, ie::DESTINATION_IPV4_ADDRESS) => Target::DstAddrV4,
+            (0, ie::SOURCE_IPV6_ADDRESS) => Target::SrcAddrV6,
+            (0, ie::DESTINATION_IPV6_ADDRESS) => Target::DstAddrV6,
+            (0, ie::IP_NEXT_HOP_IPV4_ADDRESS) => Target::NextHopV4,
+            (0, ie::IP_NEXT_HOP_IPV6_ADDRESS) => Target::NextHopV6,
+            (0, ie::INGRESS_INTERFACE) => Target::InIf,
+            (0, ie::EGRESS_INTERFACE) => Target::OutIf,
+            (0, ie::BGP_SOURCE_AS_NUMBER) => Target::SrcAs,
+            (0, ie::BGP_DESTINATION_AS_NUMBER) => Target::DstAs,
+            (0, ie::IP_VERSION) => Target::IpVersion,
+            (0, ie::FLOW_START_SYS_UP_TIME) => Target::Start(TimeUnit::SysUpTime),
+            (0, ie::FLOW_END_SYS_UP_TIME) => Target::End(TimeUnit::SysUpTime),
+            (0, ie::FLOW_START_SECONDS) => Target::Start(TimeUnit::Seconds),
+            (0, ie::FLOW_END_SECONDS) => Target::End(TimeUnit::Seconds),
+            (0, ie::FLOW_START_MILLISECONDS) => Target::Start(TimeUnit::Milliseconds),
+            (0, ie::FLOW_END_MILLISECONDS) => Target::End(TimeUnit::Milliseconds),
+            (0, ie::FLOW_START_MICROSECONDS) => Target::Start(TimeUnit::NtpMicroseconds),
+            (0, ie::FLOW_END_MICROSECONDS) => Target::End(TimeUnit::NtpMicroseconds),
+            (0, ie::FLOW_START_NANOSECONDS) => Target::Start(TimeUnit::NtpNanoseconds),
+            (0, ie::FLOW_END_NANOSECONDS) => Target::End(TimeUnit::NtpNanoseconds),
+            (0, ie::FLOW_START_DELTA_MICROSECONDS) => Target::Start(TimeUnit::DeltaMicroseconds),
+            (0, ie::FLOW_END_DELTA_MICROSECONDS) => Target::End(TimeUnit::DeltaMicroseconds),
+            (0, ie::FLOW_DURATION_MILLISECONDS) => Target::DurationMilliseconds,
+            (0, ie::FLOW_DURATION_MICROSECONDS) => Target::DurationMicroseconds,
+            (0, ie::SAMPLER_ID) | (0, ie::SELECTOR_ID) => Target::SamplerId,
+            (0, ie::SAMPLING_INTERVAL) => Target::SamplingInterval,
+            (0, ie::SAMPLER_RANDOM_INTERVAL) => Target::SamplerRandomInterval,
+            (0, ie::SYSTEM_INIT_TIME_MILLISECONDS) => Target::SystemInitMilliseconds,
+            (0, ie::SAMPLING_PACKET_INTERVAL) => Target::SamplingPacketInterval,
+            (0, ie::SAMPLING_PACKET_SPACE) => Target::SamplingPacketSpace,
+            (0, ie::SAMPLING_SIZE) => Target::SamplingSize,
+            (0, ie::SAMPLING_POPULATION) => Target::SamplingPopulation,
+            _ => Target::Skip,
+        };
+        let length_fits = match target {
+            Target::Skip => true,
+            Target::SrcAddrV4 | Target::DstAddrV4 | Target::NextHopV4 => spec.length == 4,
+            Target::SrcAddrV6 | Target::DstAddrV6 | Target::NextHopV6 => spec.length == 16,
+            _ => (1..=8).contains(&spec.length),
+        };
+        if length_fits { target } else { Target::Skip }
+    }
+}
+
+/// One field exflow reads, at a fixed offset in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Op {
+    offset: u16,
+    length: u16,
+    target: Target,
+}
+
+/// A compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub template_id: u16,
+    pub kind: TemplateKind,
+    pub dialect: Dialect,
+    pub scope_field_count: u16,
+    /// The template as received, kept for persistence and for variable-length records.
+    pub specs: Box<[FieldSpec]>,
+    /// Targets of `specs`, index for index.
+    targets: Box<[Target]>,
+    /// Fields read, with offsets; only valid when `record_length` is `Some`.
+    ops: Box<[Op]>,
+    /// Length of every record when no field has variable length.
+    record_length: Option<u16>,
+    /// The fewest bytes a record can take (at least 1, so walking a set always progresses).
+    min_record_length: usize,
+}
+
+/// Why a template cannot be compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutError {
+    /// More fields than the configured cap.
+    TooManyFields,
+    /// A template whose records would take zero bytes, or a v9 template without fields.
+    Empty,
+}
+
+impl Layout {
+    pub fn compile(
+        template_id: u16,
+        kind: TemplateKind,
+        dialect: Dialect,
+        scope_field_count: u16,
+        specs: &[FieldSpec],
+        max_fields: usize,
+    ) -> Result<Layout, LayoutError> {
+        if specs.len() > max_fields {
+            return Err(LayoutError::TooManyFields);
+        }
+        let mut targets = Vec::with_capacity(specs.len());
+        let mut ops = Vec::new();
+        let mut offset: usize = 0;
+        let mut variable = false;
+        let mut min_record_length: usize = 0;
+        for (index, &spec) in specs.iter().enumerate() {
+            let is_scope = index < usize::from(scope_field_count);
+            let target = Target::of(spec, dialect, is_scope);
+            targets.push(target);
+            if dialect == Dialect::Ipfix && spec.length == VARIABLE_LENGTH {
+                variable = true;
+                min_record_length += 1;
+                continue;
+            }
+            if target != Target::Skip && offset <= usize::from(u16::MAX) {
+                ops.push(Op { offset: offset as u16, length: spec.length, target });
+            }
+            offset += usize::from(spec.length);
+            min_record_length += usize::from(spec.length);
+        }
+        if min_record_length == 0 {
+            return Err(LayoutError::Empty);
+        }
+        let record_length = if variable { None } else { u16::try_from(offset).ok() };
+        Ok(Layout {
+            template_id,
+            kind,
+            dialect,
+            scope_field_count,
+            specs: specs.into(),
+            targets: targets.into(),
+            ops: ops.into(),
+            record_length,
+            min_record_length,
+        })
+    }
+
+    /// Splits the next record off the front of `body`: `Some((record, rest))`, or `None`
+    /// when what is left is shorter than a record (padding, or a truncated record).
+    #[inline]
+    pub fn split_record<'a>(&self, body: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let length = match self.record_length {
+            Some(length) => usize::from(length),
+            None => self.variable_record_length(body)?,
+        };
+        if body.len() < length.max(self.min_record_length) {
+            return None;
+        }
+        Some(body.split_at(length))
+    }
+
+    fn variable_record_length(&self, body: &[u8]) -> Option<usize> {
+        let mut at = 0usize;
+        for spec in self.specs.iter() {
+            at += if spec.length == VARIABLE_LENGTH { variable_field(body, at)?.1 } else { usize::from(spec.length) };
+            if at > body.len() {
+                return None;
+            }
+        }
+        Some(at)
+    }
+
+    /// Calls `apply` with each field exflow reads in `record` (as split by
+    /// [`split_record`](Self::split_record)).
+    #[inline]
+    fn for_each_field(&self, record: &[u8], mut apply: impl FnMut(Target, &[u8])) {
+        if self.record_length.is_some() {
+            for op in self.ops.iter() {
+                let start = usize::from(op.offset);
+                if let Some(bytes) = record.get(start..start + usize::from(op.length)) {
+                    apply(op.target, bytes);
+                }
+            }
+            return;
+        }
+        let mut at = 0usize;
+        for (spec, &target) in self.specs.iter().zip(self.targets.iter()) {
+            let (start, length) = if spec.length == VARIABLE_LENGTH {
+                match variable_field(record, at) {
+                    Some((header, total)) => (at + header, total - header),
+                    None => return,
+                }
+            } else {
+                (at, usize::from(spec.length))
+            };
+            let Some(bytes) = record.get(start..start + length) else { return };
+            if target != Target::Skip {
+                apply(target, bytes);
+            }
+            at = start + length;
+        }
+    }
+
+    /// Decodes a data record into `flow` and `times`. `flow`'s header fields (exporter,
+    /// sequence...) are the caller's to set.
+    #[inline]
+    pub fn decode_flow(&self, record: &[u8], flow: &mut FlowRecord, times: &mut RecordTimes) {
+        let mut bytes_total = 0;
+        let mut packets_total = 0;
+        let mut ip_version = 0;
+        self.for_each_field(record, |target, bytes| match target {
+            Target::Bytes => flow.bytes = read_uint(bytes),
+            Target::Packets => flow.packets = read_uint(bytes),
+            Target::BytesTotal => bytes_total = read_uint(bytes),
+            Target::PacketsTotal => packets_total = read_uint(bytes),
+            Target::ReverseBytes => flow.reverse_bytes = read_uint(bytes),
+            Target::ReversePackets => flow.reverse_packets = read_uint(bytes),
+            Target::Proto => flow.proto = read_uint(bytes) as u8,
+            Target::Tos => flow.ip_tos = read_uint(bytes) as u8,
+            Target::TcpFlags => flow.tcp_flags = read_uint(bytes) as u8,
+            Target::SrcPort => flow.src_port = read_uint(bytes) as u16,
+            Target::DstPort => flow.dst_port = read_uint(bytes) as u16,
+            Target::SrcAddrV4 => flow.src_addr = ipv4(bytes),
+            Target::DstAddrV4 => flow.dst_addr = ipv4(bytes),
+            Target::SrcAddrV6 => flow.src_addr = ipv6(bytes),
+            Target::DstAddrV6 => flow.dst_addr = ipv6(bytes),
+            Target::NextHopV4 => flow.next_hop = ipv4(bytes),
+            Target::NextHopV6 => flow.next_hop = ipv6(bytes),
+            Target::InIf => flow.in_if = read_uint(bytes) as u32,
+            Target::OutIf => flow.out_if = read_uint(bytes) as u32,
+            Target::SrcAs => flow.src_as = read_uint(bytes) as u32,
+            Target::DstAs => flow.dst_as = read_uint(bytes) as u32,
+            Target::IpVersion => ip_version = read_uint(bytes),
+            Target::Start(unit) => times.start = Some((unit, read_uint(bytes))),
+            Target::End(unit) => times.end = Some((unit, read_uint(bytes))),
+            Target::DurationMilliseconds => times.duration_ns = Some(read_uint(bytes).saturating_mul(1_000_000)),
+            Target::DurationMicroseconds => times.duration_ns = Some(read_uint(bytes).saturating_mul(1_000)),
+            Target::SamplerId => times.sampler_id = Some(read_uint(bytes)),
+            Target::SamplingInterval | Target::SamplerRandomInterval => {
+                times.sampling_interval = Some(read_uint(bytes))
+            }
+            _ => {}
+        });
+        if flow.bytes == 0 {
+            flow.bytes = bytes_total;
+        }
+        if flow.packets == 0 {
+            flow.packets = packets_total;
+        }
+        flow.etype = match ip_version {
+            4 => ETYPE_IPV4,
+            6 => ETYPE_IPV6,
+            _ if flow.src_addr.is_ipv6() || flow.dst_addr.is_ipv6() => ETYPE_IPV6,
+            _ => ETYPE_IPV4,
+        };
+    }
+
+    /// Decodes an options data record: the sampling and clock facts exflow keeps.
+    pub fn decode_options(&self, record: &[u8]) -> OptionsRecord {
+        let mut options = OptionsRecord::default();
+        self.for_each_field(record, |target, bytes| {
+            let value = read_uint(bytes);
+            match target {
+                Target::SystemInitMilliseconds => options.system_init_ms = Some(value),
+                Target::SamplerId => options.sampler_id = Some(value),
+                Target::SamplingInterval | Target::SamplerRandomInterval => options.sampling_interval = Some(value),
+                Target::SamplingPacketInterval => options.packet_interval = Some(value),
+                Target::SamplingPacketSpace => options.packet_space = Some(value),
+                Target::SamplingSize => options.sampling_size = Some(value),
+                Target::SamplingPopulation => options.sampling_population = Some(value),
+                _ => {}
+            }
+        });
+        options
+    }
+}
+
+/// Length of an IPFIX variable-length field at `at` (RFC 7011 section 7): `(header, total)`
+/// where `header` is 1 or 3 bytes and `total` includes it.
+#[inline]
+fn variable_field(record: &[u8], at: usize) -> Option<(usize, usize)> {
+    let first = *record.get(at)?;
+    if first < 255 {
+        Some((1, 1 + usize::from(first)))
+    } else {
+        let long = crate::wire::read_u16(record, at + 1)?;
+        Some((3, 3 + usize::from(long)))
+    }
+}
+
+#[inline]
+fn ipv4(bytes: &[u8]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+}
+
+#[inline]
+fn ipv6(bytes: &[u8]) -> IpAddr {
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(bytes);
+    IpAddr::V6(Ipv6Addr::from(octets))
+}
+
+/// The raw time and sampling fields of one data record, resolved by the decoder against
+/// the export header and the exporter's clock and sampler state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordTimes {
+    pub start: Option<(TimeUnit, u64)>,
+    pub end: Option<(TimeUnit, u64)>,
+    pub duration_ns: Option<u64>,
+    pub sampler_id: Option<u64>,
+    pub sampling_interval: Option<u64>,
+}
+
+/// What an options data record told about the exporter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OptionsRecord {
+    pub system_init_ms: Option<u64>,
+    pub sampler_id: Option<u64>,
+    pub sampling_interval: Option<u64>,
+    pub packet_interval: Option<u64>,
+    pub packet_space: Option<u64>,
+    pub sampling_size: Option<u64>,
+    pub sampling_population: Option<u64>,
+}
+
+impl OptionsRecord {
+    /// The 1-in-N sampling rate this record announces, if any.
+    pub fn sampling_rate(&self) -> Option<u32> {
+        let rate = match (self.sampling_size, self.sampling_population, self.packet_interval, self.packet_space) {
+            // RFC 5476 n-out-of-N: `size` packets of every `population` (Cisco's random sampler).
+            (Some(size), Some(population), _, _) if size > 0 => population / size,
+            // RFC 5476 count-based: select `interval` packets, then skip `space`.
+            (_, _, Some(interval), Some(space)) if interval > 0 => (interval + space) / interval,
+            _ => self.sampling_interval?,
+        };
+        u32::try_from(rate).ok().filter(|&rate| rate > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: u16, length: u16) -> FieldSpec {
+        FieldSpec::new(id, length)
+    }
+
+    #[test]
+    fn fixed_layout_reads_reduced_size_fields_and_skips_the_rest() {
+        let specs = [spec(8, 4), spec(12, 4), spec(1, 2), spec(2, 1), spec(82, 3), spec(7, 2), spec(11, 2), spec(4, 1)];
+        let layout = Layout::compile(256, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        #[rustfmt::skip]
+        let body = [
+            10, 0, 0, 1,     // sourceIPv4Address
+            192, 0, 2, 9,    // destinationIPv4Address
+            0x05, 0xdc,      // octetDeltaCount in 2 bytes: 1500
+            3,               // packetDeltaCount in 1 byte
+            0xaa, 0xbb, 0xcc,// interfaceName: skipped
+            0x04, 0xd2,      // source port 1234
+            0x00, 0x35,      // destination port 53
+            17,              // UDP
+            0xff,            // start of the next record (incomplete)
+        ];
+        let (record, rest) = layout.split_record(&body).unwrap();
+        assert_eq!(rest, &[0xff]);
+        assert!(layout.split_record(rest).is_none());
+        let mut flow = FlowRecord::default();
+        let mut times = RecordTimes::default();
+        layout.decode_flow(record, &mut flow, &mut times);
+        assert_eq!(flow.src_addr, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(flow.dst_addr, "192.0.2.9".parse::<IpAddr>().unwrap());
+        assert_eq!((flow.bytes, flow.packets), (1500, 3));
+        assert_eq!((flow.src_port, flow.dst_port, flow.proto), (1234, 53, 17));
+        assert_eq!(flow.etype, ETYPE_IPV4);
+        assert_eq!(times, RecordTimes::default());
+    }
+
+    #[test]
+    fn variable_length_fields_in_both_forms() {
+        let specs = [spec(82, VARIABLE_LENGTH), spec(1, 4), spec(83, VARIABLE_LENGTH), spec(2, 4)];
+        let layout = Layout::compile(300, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        let mut body = vec![2, b'e', b't']; // short form: 2 bytes
+        body.extend_from_slice(&[0, 0, 0, 100]); // octets
+        body.extend_from_slice(&[255, 0, 3, b'a', b'b', b'c']); // long form: 3 bytes
+        body.extend_from_slice(&[0, 0, 0, 7]); // packets
+        let (record, rest) = layout.split_record(&body).unwrap();
+        assert!(rest.is_empty());
+        let mut flow = FlowRecord::default();
+        layout.decode_flow(record, &mut flow, &mut RecordTimes::default());
+        assert_eq!((flow.bytes, flow.packets), (100, 7));
+        // A variable-length field running past the end is not a record.
+        assert!(layout.split_record(&[9, 1, 2]).is_none());
+        assert!(layout.split_record(&[255, 0xff]).is_none());
+    }
+
+    #[test]
+    fn misfit_lengths_are_skipped_and_empty_templates_refused() {
+        let specs = [spec(8, 3), spec(1, 9), spec(27, 4)];
+        let layout = Layout::compile(256, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        assert!(layout.targets.iter().all(|&t| t == Target::Skip));
+        assert_eq!(
+            Layout::compile(256, TemplateKind::Data, Dialect::V9, 0, &[], 64),
+            Err(LayoutError::Empty)
+        );
+        assert_eq!(
+            Layout::compile(256, TemplateKind::Data, Dialect::V9, 0, &[spec(1, 0)], 64),
+            Err(LayoutError::Empty)
+        );
+        assert_eq!(
+            Layout::compile(256, TemplateKind::Data, Dialect::V9, 0, &[spec(1, 4); 3], 2),
+            Err(LayoutError::TooManyFields)
+        );
+    }
+
+    #[test]
+    fn v9_scope_fields_are_not_information_elements() {
+        // Scope type 1 is "system" in v9, not octetDeltaCount.
+        let specs = [spec(1, 4), spec(34, 4)];
+        let layout = Layout::compile(257, TemplateKind::Options, Dialect::V9, 1, &specs, 64).unwrap();
+        let options = layout.decode_options(&[0, 0, 0, 9, 0, 0, 0, 100]);
+        assert_eq!(options.sampling_interval, Some(100));
+        assert_eq!(options.sampling_rate(), Some(100));
+    }
+
+    #[test]
+    fn sampling_rates_from_options() {
+        let psamp = OptionsRecord { packet_interval: Some(1), packet_space: Some(9), ..Default::default() };
+        assert_eq!(psamp.sampling_rate(), Some(10));
+        let unsampled = OptionsRecord { packet_interval: Some(1), packet_space: Some(0), ..Default::default() };
+        assert_eq!(unsampled.sampling_rate(), Some(1));
+        let population = OptionsRecord { sampling_size: Some(1), sampling_population: Some(512), ..Default::default() };
+        assert_eq!(population.sampling_rate(), Some(512));
+        // Cisco sends an interval of 1 beside its n-out-of-N numbers: the latter win.
+        let cisco = OptionsRecord { packet_interval: Some(1), ..population };
+        assert_eq!(cisco.sampling_rate(), Some(512));
+        let interval_alone = OptionsRecord { packet_interval: Some(1), ..Default::default() };
+        assert_eq!(interval_alone.sampling_rate(), None);
+        assert_eq!(OptionsRecord::default().sampling_rate(), None);
+        let zero = OptionsRecord { sampling_interval: Some(0), ..Default::default() };
+        assert_eq!(zero.sampling_rate(), None);
+    }
+}

@@ -1,0 +1,613 @@
+//! decode: the stateful decoder. Datagram bytes in, `FlowRecord`s out: recognises NetFlow v5,
+//! v9 and IPFIX by the version field, keeps template, clock, sampler and sequence state per
+//! exporter and observation domain, holds data that arrives before its template, and counts
+//! every record it could not decode by why.
+//!
+//! Synchronous and single-threaded: the daemon gives each worker its own `Decoder` for the
+//! exporters it owns, and `exflow decode` / `replay` drive one directly.
+
+pub mod exporter;
+pub mod layout;
+pub mod record;
+pub mod state;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use exporter::{DomainKey, Exporter, PendingSet, SequenceCheck, SequenceUnit};
+use layout::{Layout, LayoutError, RecordTimes, TimeUnit};
+pub use record::{FlowKind, FlowRecord};
+pub use stats::{DecodeCounters, DecodeError, ErrorCounts};
+
+use crate::wire::template::{Dialect, TemplateKind, TemplateRecords};
+use crate::wire::{Version, ipfix, netflow_v5, netflow_v9};
+
+/// Bounds on everything an exporter controls. Hitting one drops or evicts, and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecoderLimits {
+    pub max_exporters: usize,
+    pub max_templates_per_exporter: usize,
+    pub max_fields_per_template: usize,
+    pub max_pending_sets_per_exporter: usize,
+    pub max_pending_bytes_per_exporter: usize,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            max_exporters: 4096,
+            max_templates_per_exporter: 1024,
+            max_fields_per_template: 256,
+            max_pending_sets_per_exporter: 64,
+            max_pending_bytes_per_exporter: 256 * 1024,
+        }
+    }
+}
+
+/// Sampling rates the operator sets: per-exporter overrides win over what the exporter
+/// says; the default applies where the exporter says nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SamplingConfig {
+    pub default_rate: Option<u32>,
+    pub overrides: HashMap<IpAddr, u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecoderConfig {
+    pub limits: DecoderLimits,
+    pub sampling: SamplingConfig,
+}
+
+/// The export header facts a data record needs, kept with held data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub kind: FlowKind,
+    pub received_ns: u64,
+    pub sequence: u32,
+    pub domain_id: u32,
+    /// Export time from the header, in nanoseconds since the epoch.
+    pub export_ns: u64,
+    /// NetFlow v9's sysUpTime at export (ms), the base of its relative flow times.
+    pub sys_uptime_ms: Option<u32>,
+}
+
+/// The stateful NetFlow/IPFIX decoder.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    config: DecoderConfig,
+    exporters: HashMap<IpAddr, Exporter>,
+    /// Datagrams seen, the clock of the exporters' `last_seen`.
+    datagrams: u64,
+    /// Counts for exporters no longer tracked (evicted), so totals never go backwards.
+    evicted_counters: DecodeCounters,
+}
+
+/// Nanoseconds between the NTP epoch (1900) and the UNIX epoch (1970).
+const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+
+impl Decoder {
+    pub fn new(config: DecoderConfig) -> Self {
+        Decoder { config, ..Decoder::default() }
+    }
+
+    /// Decodes one datagram from `exporter`, appending its flow records (and any held ones
+    /// its templates unlock) to `out`. Returns how many records were appended, or the error
+    /// that stopped decoding: records before the error are kept, and every error is counted.
+    pub fn decode(
+        &mut self,
+        exporter: IpAddr,
+        received_ns: u64,
+        datagram: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<usize, DecodeError> {
+        self.datagrams += 1;
+        let before = out.len();
+        let state = self.exporter_mut(exporter);
+        state.counters.datagrams += 1;
+        let result = match Version::of(datagram) {
+            Some(Version::NetflowV5) => decode_v5(state, exporter, received_ns, datagram, out),
+            Some(Version::NetflowV9) => self.decode_templated(exporter, received_ns, datagram, Dialect::V9, out),
+            Some(Version::Ipfix) => self.decode_templated(exporter, received_ns, datagram, Dialect::Ipfix, out),
+            Some(Version::Unknown(_)) => Err(DecodeError::UnknownVersion),
+            None => Err(DecodeError::Truncated),
+        };
+        let state = self.exporter_mut(exporter);
+        let added = out.len() - before;
+        state.counters.records += added as u64;
+        match result {
+            Ok(()) => Ok(added),
+            Err(error) => {
+                state.counters.errors.add(error);
+                Err(error)
+            }
+        }
+    }
+
+    fn exporter_mut(&mut self, address: IpAddr) -> &mut Exporter {
+        if !self.exporters.contains_key(&address) && self.exporters.len() >= self.config.limits.max_exporters.max(1) {
+            self.evict_least_recent();
+        }
+        let now = self.datagrams;
+        let state = self.exporters.entry(address).or_default();
+        state.last_seen = now;
+        state
+    }
+
+    fn evict_least_recent(&mut self) {
+        let Some(oldest) = self.exporters.iter().min_by_key(|(_, e)| e.last_seen).map(|(a, _)| *a) else { return };
+        if let Some(gone) = self.exporters.remove(&oldest) {
+            self.evicted_counters.merge(&gone.counters);
+            self.evicted_counters.errors.add(DecodeError::ExporterEvicted);
+        }
+    }
+
+    /// Counters summed over all exporters, evicted ones included.
+    pub fn totals(&self) -> DecodeCounters {
+        let mut total = self.evicted_counters;
+        for exporter in self.exporters.values() {
+            total.merge(&exporter.counters);
+        }
+        total
+    }
+
+    /// Per-exporter counters, in no particular order.
+    pub fn exporters(&self) -> impl Iterator<Item = (IpAddr, &DecodeCounters)> {
+        self.exporters.iter().map(|(address, e)| (*address, &e.counters))
+    }
+
+    /// Exporters currently tracked.
+    pub fn exporter_count(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// Template records currently held, all exporters.
+    pub fn template_count(&self) -> usize {
+        self.exporters.values().map(|e| e.template_count).sum()
+    }
+
+    fn decode_templated(
+        &mut self,
+        address: IpAddr,
+        received_ns: u64,
+        datagram: &[u8],
+        dialect: Dialect,
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<(), DecodeError> {
+        let (header, sets) = match dialect {
+            Dialect::V9 => {
+                let packet = netflow_v9::Packet::new_checked(datagram)?;
+                let header = HeaderInfo {
+                    kind: FlowKind::NetflowV9,
+                    received_ns,
+                    sequence: packet.sequence(),
+                    domain_id: packet.source_id(),
+                    export_ns: u64::from(packet.unix_secs()) * 1_000_000_000,
+                    sys_uptime_ms: Some(packet.sys_uptime()),
+                };
+                (header, crate::wire::set::Sets::new(&datagram[netflow_v9::HEADER_LEN..]))
+            }
+            Dialect::Ipfix => {
+                let message = ipfix::Message::new_checked(datagram)?;
+                let header = HeaderInfo {
+                    kind: FlowKind::Ipfix,
+                    received_ns,
+                    sequence: message.sequence(),
+                    domain_id: message.observation_domain_id(),
+                    export_ns: u64::from(message.export_time()) * 1_000_000_000,
+                    sys_uptime_ms: None,
+                };
+                let end = usize::from(message.length());
+                (header, crate::wire::set::Sets::new(&datagram[ipfix::HEADER_LEN..end]))
+            }
+        };
+        let (template_set, options_set) = match dialect {
+            Dialect::V9 => (netflow_v9::TEMPLATE_SET_ID, netflow_v9::OPTIONS_TEMPLATE_SET_ID),
+            Dialect::Ipfix => (ipfix::TEMPLATE_SET_ID, ipfix::OPTIONS_TEMPLATE_SET_ID),
+        };
+        let key: DomainKey = (header.kind, header.domain_id);
+        let limits = self.config.limits;
+        let rate_override = self.config.sampling.overrides.get(&address).copied();
+        let default_rate = self.config.sampling.default_rate;
+        let mut data_records = 0u32;
+        let mut flow_records = 0u32;
+        let mut count_known = true;
+        let mut result = Ok(());
+        for set in sets {
+            let set = match set {
+                Ok(set) => set,
+                Err(error) => {
+                    result = Err(error.into());
+                    break;
+                }
+            };
+            let exporter = self.exporters.get_mut(&address).expect("decode() registered the exporter");
+            if set.id == template_set || set.id == options_set {
+                let kind = if set.id == template_set { TemplateKind::Data } else { TemplateKind::Options };
+                for template_id in learn_templates(exporter, key, dialect, kind, set.body, &limits) {
+                    self.decode_pending(address, key, template_id, out);
+                }
+            } else if set.id >= ipfix::MIN_DATA_SET_ID {
+                let decoded = decode_data_set(
+                    exporter,
+                    address,
+                    key,
+                    set.id,
+                    &header,
+                    set.body,
+                    rate_override,
+                    default_rate,
+                    out,
+                );
+                match decoded {
+                    Some((records, flows)) => {
+                        data_records += records;
+                        flow_records += flows;
+                    }
+                    None => {
+                        count_known = false;
+                        hold_pending(exporter, key, set.id, header, set.body, &limits);
+                    }
+                }
+            } else {
+                exporter.counters.errors.add(DecodeError::ReservedSet);
+            }
+        }
+        let exporter = self.exporters.get_mut(&address).expect("still registered");
+        let domain = exporter.domain_mut(key);
+        if !count_known || result.is_err() {
+            domain.sequence.resync();
+        } else {
+            let unit = if dialect == Dialect::V9 { SequenceUnit::Datagrams } else { SequenceUnit::Records };
+            match domain.sequence.observe(unit, header.sequence, data_records, flow_records) {
+                SequenceCheck::InOrder => {}
+                SequenceCheck::Lost(n) if unit == SequenceUnit::Datagrams => exporter.counters.lost_datagrams += n,
+                SequenceCheck::Lost(n) => exporter.counters.lost_records += n,
+                SequenceCheck::Reset => exporter.counters.sequence_resets += 1,
+            }
+        }
+        result
+    }
+
+    /// Decodes the held data sets a new template unlocks, in arrival order.
+    fn decode_pending(&mut self, address: IpAddr, key: DomainKey, template_id: u16, out: &mut Vec<FlowRecord>) {
+        let rate_override = self.config.sampling.overrides.get(&address).copied();
+        let default_rate = self.config.sampling.default_rate;
+        let exporter = self.exporters.get_mut(&address).expect("still registered");
+        if exporter.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut exporter.pending);
+        for held in pending {
+            if held.domain == key && held.template_id == template_id {
+                exporter.pending_bytes -= held.body.len();
+                let before = out.len();
+                let _ = decode_data_set(
+                    exporter,
+                    address,
+                    key,
+                    template_id,
+                    &held.header,
+                    &held.body,
+                    rate_override,
+                    default_rate,
+                    out,
+                );
+                exporter.counters.pending_records += (out.len() - before) as u64;
+            } else {
+                exporter.pending.push_back(held);
+            }
+        }
+    }
+}
+
+/// Compiles the template records of one set into the domain's templates. Returns the ids
+/// of the templates learned, for releasing held data.
+fn learn_templates(
+    exporter: &mut Exporter,
+    key: DomainKey,
+    dialect: Dialect,
+    kind: TemplateKind,
+    body: &[u8],
+    limits: &DecoderLimits,
+) -> Vec<u16> {
+    let mut learned = Vec::new();
+    let mut specs = Vec::new();
+    for record in TemplateRecords::new(body, dialect, kind) {
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                exporter.counters.errors.add(error.into());
+                break;
+            }
+        };
+        if record.is_withdrawal() {
+            withdraw(exporter, key, kind, record.template_id);
+            exporter.counters.template_withdrawals += 1;
+            continue;
+        }
+        if record.template_id < ipfix::MIN_DATA_SET_ID {
+            exporter.counters.errors.add(DecodeError::BadTemplate);
+            continue;
+        }
+        specs.clear();
+        specs.extend(record.fields());
+        let known = exporter.domain(key).and_then(|d| d.templates.get(&record.template_id));
+        if let Some(layout) = known
+            && layout.kind == kind
+            && *layout.specs == specs[..]
+        {
+            exporter.counters.templates += 1; // a re-send: nothing to compile
+            continue;
+        }
+        let compiled = Layout::compile(
+            record.template_id,
+            kind,
+            dialect,
+            record.scope_field_count,
+            &specs,
+            limits.max_fields_per_template,
+        );
+        let layout = match compiled {
+            Ok(layout) => layout,
+            Err(LayoutError::TooManyFields) => {
+                exporter.counters.errors.add(DecodeError::TooManyFields);
+                continue;
+            }
+            Err(LayoutError::Empty) => {
+                exporter.counters.errors.add(DecodeError::BadTemplate);
+                continue;
+            }
+        };
+        if insert_template(exporter, key, layout, limits) {
+            exporter.counters.templates += 1;
+            learned.push(record.template_id);
+        }
+    }
+    learned
+}
+
+/// Adds or replaces a template; `false` (counted) when the exporter is at its cap.
+fn insert_template(exporter: &mut Exporter, key: DomainKey, layout: Layout, limits: &DecoderLimits) -> bool {
+    let at_cap = exporter.template_count >= limits.max_templates_per_exporter;
+    let domain = exporter.domain_mut(key);
+    let is_new = !domain.templates.contains_key(&layout.template_id);
+    if is_new && at_cap {
+        exporter.counters.errors.add(DecodeError::TemplateLimit);
+        return false;
+    }
+    domain.templates.insert(layout.template_id, layout);
+    if is_new {
+        exporter.template_count += 1;
+    }
+    true
+}
+
+/// RFC 7011 section 8.1: id 2 (3) in a template (options template) set withdraws all data
+/// (options) templates of the domain; any other id withdraws that template.
+fn withdraw(exporter: &mut Exporter, key: DomainKey, kind: TemplateKind, template_id: u16) {
+    let domain = exporter.domain_mut(key);
+    let before = domain.templates.len();
+    if template_id == ipfix::TEMPLATE_SET_ID || template_id == ipfix::OPTIONS_TEMPLATE_SET_ID {
+        domain.templates.retain(|_, layout| layout.kind != kind);
+    } else {
+        domain.templates.remove(&template_id);
+    }
+    let removed = before - domain.templates.len();
+    exporter.template_count -= removed;
+}
+
+/// Holds a data set until its template arrives, dropping the oldest held sets (counted)
+/// to stay within the exporter's limits.
+fn hold_pending(
+    exporter: &mut Exporter,
+    key: DomainKey,
+    template_id: u16,
+    header: HeaderInfo,
+    body: &[u8],
+    limits: &DecoderLimits,
+) {
+    exporter.counters.template_misses += 1;
+    if body.len() > limits.max_pending_bytes_per_exporter || limits.max_pending_sets_per_exporter == 0 {
+        exporter.counters.errors.add(DecodeError::PendingDropped);
+        return;
+    }
+    while exporter.pending.len() >= limits.max_pending_sets_per_exporter
+        || exporter.pending_bytes + body.len() > limits.max_pending_bytes_per_exporter
+    {
+        let Some(dropped) = exporter.pending.pop_front() else { break };
+        exporter.pending_bytes -= dropped.body.len();
+        exporter.counters.errors.add(DecodeError::PendingDropped);
+    }
+    exporter.pending_bytes += body.len();
+    exporter.pending.push_back(PendingSet { domain: key, template_id, header, body: body.into() });
+}
+
+/// Decodes a data set with its template. `None` when the template is unknown; otherwise
+/// the number of data records read and how many of them were flow (not options) records.
+#[allow(clippy::too_many_arguments)]
+fn decode_data_set(
+    exporter: &mut Exporter,
+    address: IpAddr,
+    key: DomainKey,
+    template_id: u16,
+    header: &HeaderInfo,
+    body: &[u8],
+    rate_override: Option<u32>,
+    default_rate: Option<u32>,
+    out: &mut Vec<FlowRecord>,
+) -> Option<(u32, u32)> {
+    let counters = &mut exporter.counters;
+    let index = exporter.domains.iter().position(|(k, _)| *k == key)?;
+    let domain = &mut exporter.domains[index].1;
+    let layout = domain.templates.get(&template_id)?;
+    let mut rest = body;
+    let mut records = 0u32;
+    if layout.kind == TemplateKind::Options {
+        let mut announced = Vec::new();
+        while let Some((record, tail)) = layout.split_record(rest) {
+            rest = tail;
+            records += 1;
+            announced.push(layout.decode_options(record));
+        }
+        counters.options_records += u64::from(records);
+        for options in announced {
+            if let Some(init) = options.system_init_ms {
+                domain.system_init_ms = Some(init);
+            }
+            if let Some(rate) = options.sampling_rate() {
+                domain.samplers.set(options.sampler_id.unwrap_or(0), rate);
+            }
+        }
+        count_leftover(counters, rest);
+        return Some((records, 0));
+    }
+    let base = FlowRecord {
+        kind: header.kind,
+        time_received_ns: header.received_ns,
+        sequence_num: header.sequence,
+        sampler_address: address,
+        observation_domain_id: header.domain_id,
+        ..FlowRecord::default()
+    };
+    let clock = Clock { header, system_init_ms: domain.system_init_ms };
+    while let Some((record, tail)) = layout.split_record(rest) {
+        rest = tail;
+        records += 1;
+        let mut flow = base;
+        let mut times = RecordTimes::default();
+        layout.decode_flow(record, &mut flow, &mut times);
+        if !clock.stamp(&mut flow, &times) {
+            counters.times_from_header += 1;
+        }
+        flow.sampling_rate = rate_override
+            .or_else(|| times.sampler_id.and_then(|id| domain.samplers.rate_for(Some(id))))
+            .or_else(|| times.sampling_interval.and_then(|r| u32::try_from(r).ok()).filter(|&r| r > 0))
+            .or_else(|| domain.samplers.rate_for(None))
+            .or(default_rate)
+            .unwrap_or(0);
+        out.push(flow);
+    }
+    count_leftover(counters, rest);
+    Some((records, records))
+}
+
+/// Bytes after the last whole record are padding when zero, a truncated record otherwise.
+fn count_leftover(counters: &mut DecodeCounters, rest: &[u8]) {
+    if rest.iter().any(|&b| b != 0) {
+        counters.errors.add(DecodeError::Truncated);
+    }
+}
+
+/// Turns a record's raw time fields into absolute nanoseconds.
+struct Clock<'a> {
+    header: &'a HeaderInfo,
+    system_init_ms: Option<u64>,
+}
+
+impl Clock<'_> {
+    fn resolve(&self, unit: TimeUnit, value: u64) -> Option<u64> {
+        Some(match unit {
+            TimeUnit::Seconds => value.saturating_mul(1_000_000_000),
+            TimeUnit::Milliseconds => value.saturating_mul(1_000_000),
+            TimeUnit::NtpMicroseconds | TimeUnit::NtpNanoseconds => ntp_to_unix_ns(value),
+            TimeUnit::DeltaMicroseconds => self.header.export_ns.saturating_sub(value.saturating_mul(1_000)),
+            TimeUnit::SysUpTime => match (self.header.sys_uptime_ms, self.system_init_ms) {
+                // v9: the header pairs sysUpTime with wall time; the signed difference
+                // tolerates uptime wrap and records stamped just after the header.
+                (Some(uptime), _) => {
+                    let age_ms = i64::from((uptime.wrapping_sub(value as u32)) as i32);
+                    let export_ms = (self.header.export_ns / 1_000_000) as i64;
+                    (export_ms - age_ms).max(0) as u64 * 1_000_000
+                }
+                (None, Some(init_ms)) => init_ms.saturating_add(value).saturating_mul(1_000_000),
+                (None, None) => return None,
+            },
+        })
+    }
+
+    /// Sets the record's start and end. `false` when they had to come from the export header
+    /// because the record's own times could not be resolved.
+    fn stamp(&self, flow: &mut FlowRecord, times: &RecordTimes) -> bool {
+        let start = times.start.and_then(|(unit, v)| self.resolve(unit, v));
+        let end = times.end.and_then(|(unit, v)| self.resolve(unit, v));
+        let duration = times.duration_ns.unwrap_or(0);
+        let (start, end, resolved) = match (start, end) {
+            (Some(s), Some(e)) => (s, e, true),
+            (Some(s), None) => (s, s.saturating_add(duration), true),
+            (None, Some(e)) => (e.saturating_sub(duration), e, true),
+            (None, None) => {
+                let asked = times.start.is_some() || times.end.is_some();
+                (self.header.export_ns, self.header.export_ns, !asked)
+            }
+        };
+        flow.time_flow_start_ns = start;
+        flow.time_flow_end_ns = end;
+        resolved
+    }
+}
+
+/// NTP timestamp (seconds since 1900 in the high 32 bits, binary fraction in the low 32)
+/// to UNIX nanoseconds.
+fn ntp_to_unix_ns(ntp: u64) -> u64 {
+    let seconds = (ntp >> 32).saturating_sub(NTP_UNIX_OFFSET_S);
+    let fraction_ns = ((ntp & 0xffff_ffff) * 1_000_000_000) >> 32;
+    seconds * 1_000_000_000 + fraction_ns
+}
+
+fn decode_v5(
+    exporter: &mut Exporter,
+    address: IpAddr,
+    received_ns: u64,
+    datagram: &[u8],
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), DecodeError> {
+    let packet = netflow_v5::Packet::new_checked(datagram)?;
+    let domain_id = u32::from(packet.engine_type()) << 8 | u32::from(packet.engine_id());
+    let export_ms = u64::from(packet.unix_secs()) * 1000 + u64::from(packet.unix_nsecs() / 1_000_000);
+    let uptime = packet.sys_uptime();
+    let at = |switched: u32| -> u64 {
+        let age_ms = i64::from(uptime.wrapping_sub(switched) as i32);
+        (export_ms as i64 - age_ms).max(0) as u64 * 1_000_000
+    };
+    let base = FlowRecord {
+        kind: FlowKind::NetflowV5,
+        time_received_ns: received_ns,
+        sequence_num: packet.flow_sequence(),
+        sampling_rate: u32::from(packet.sampling_interval()),
+        sampler_address: address,
+        observation_domain_id: domain_id,
+        etype: record::ETYPE_IPV4,
+        ..FlowRecord::default()
+    };
+    for r in packet.records() {
+        out.push(FlowRecord {
+            time_flow_start_ns: at(r.first()),
+            time_flow_end_ns: at(r.last()),
+            bytes: u64::from(r.d_octets()),
+            packets: u64::from(r.d_pkts()),
+            src_addr: IpAddr::V4(r.src_addr()),
+            dst_addr: IpAddr::V4(r.dst_addr()),
+            proto: r.prot(),
+            src_port: r.src_port(),
+            dst_port: r.dst_port(),
+            in_if: u32::from(r.input()),
+            out_if: u32::from(r.output()),
+            src_as: u32::from(r.src_as()),
+            dst_as: u32::from(r.dst_as()),
+            next_hop: IpAddr::V4(r.next_hop()),
+            tcp_flags: r.tcp_flags(),
+            ip_tos: r.tos(),
+            ..base
+        });
+    }
+    let count = u32::from(packet.count());
+    let domain = exporter.domain_mut((FlowKind::NetflowV5, domain_id));
+    match domain.sequence.observe(SequenceUnit::Records, packet.flow_sequence(), count, count) {
+        SequenceCheck::InOrder => {}
+        SequenceCheck::Lost(n) => exporter.counters.lost_records += n,
+        SequenceCheck::Reset => exporter.counters.sequence_resets += 1,
+    }
+    Ok(())
+}

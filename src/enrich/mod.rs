@@ -1,0 +1,12 @@
+//! enrich: what the detectors know about an endpoint (country, ASN, inside or not, listed or not).
+//!
+//! Everything here is built once at startup from config and files, then only read: lookups take
+//! `&self`, allocate nothing and are safe to share between flow-table shards behind an `Arc`.
+//! - [`geo`]: country (embedded database, optionally MaxMind files) and ASN (MaxMind file).
+//! - [`netset`]: sets of CIDRs for inside networks and allow- and watch-lists.
+
+pub mod geo;
+pub mod netset;
+
+pub use geo::{CountryCode, Geo, GeoSources};
+pub use netset::NetSet;

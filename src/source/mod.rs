@@ -1,0 +1,4 @@
+//! source: where datagrams come from, the front of the data path: capture files for
+//! `decode` and `replay`, UDP sockets for the daemon.
+
+pub mod capture;

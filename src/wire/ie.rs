@@ -1,0 +1,53 @@
+//! wire: the information element numbers exflow reads (IANA IPFIX registry; NetFlow v9 uses
+//! the same numbers below 128, RFC 3954 section 8). Everything else is skipped by length.
+
+pub const OCTET_DELTA_COUNT: u16 = 1;
+pub const PACKET_DELTA_COUNT: u16 = 2;
+pub const PROTOCOL_IDENTIFIER: u16 = 4;
+pub const IP_CLASS_OF_SERVICE: u16 = 5;
+pub const TCP_CONTROL_BITS: u16 = 6;
+pub const SOURCE_TRANSPORT_PORT: u16 = 7;
+pub const SOURCE_IPV4_ADDRESS: u16 = 8;
+pub const INGRESS_INTERFACE: u16 = 10;
+pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
+pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
+pub const EGRESS_INTERFACE: u16 = 14;
+pub const IP_NEXT_HOP_IPV4_ADDRESS: u16 = 15;
+pub const BGP_SOURCE_AS_NUMBER: u16 = 16;
+pub const BGP_DESTINATION_AS_NUMBER: u16 = 17;
+pub const FLOW_END_SYS_UP_TIME: u16 = 21;
+pub const FLOW_START_SYS_UP_TIME: u16 = 22;
+pub const SOURCE_IPV6_ADDRESS: u16 = 27;
+pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
+/// NetFlow v9 SAMPLING_INTERVAL; IPFIX samplingInterval (deprecated, still sent by Cisco).
+pub const SAMPLING_INTERVAL: u16 = 34;
+/// NetFlow v9 FLOW_SAMPLER_ID; IPFIX samplerId.
+pub const SAMPLER_ID: u16 = 48;
+/// NetFlow v9 FLOW_SAMPLER_RANDOM_INTERVAL; IPFIX samplerRandomInterval.
+pub const SAMPLER_RANDOM_INTERVAL: u16 = 50;
+pub const IP_VERSION: u16 = 60;
+pub const IP_NEXT_HOP_IPV6_ADDRESS: u16 = 62;
+pub const OCTET_TOTAL_COUNT: u16 = 85;
+pub const PACKET_TOTAL_COUNT: u16 = 86;
+pub const FLOW_START_SECONDS: u16 = 150;
+pub const FLOW_END_SECONDS: u16 = 151;
+pub const FLOW_START_MILLISECONDS: u16 = 152;
+pub const FLOW_END_MILLISECONDS: u16 = 153;
+pub const FLOW_START_MICROSECONDS: u16 = 154;
+pub const FLOW_END_MICROSECONDS: u16 = 155;
+pub const FLOW_START_NANOSECONDS: u16 = 156;
+pub const FLOW_END_NANOSECONDS: u16 = 157;
+pub const FLOW_START_DELTA_MICROSECONDS: u16 = 158;
+pub const FLOW_END_DELTA_MICROSECONDS: u16 = 159;
+pub const SYSTEM_INIT_TIME_MILLISECONDS: u16 = 160;
+pub const FLOW_DURATION_MILLISECONDS: u16 = 161;
+pub const FLOW_DURATION_MICROSECONDS: u16 = 162;
+pub const SELECTOR_ID: u16 = 302;
+pub const SAMPLING_PACKET_INTERVAL: u16 = 305;
+pub const SAMPLING_PACKET_SPACE: u16 = 306;
+pub const SAMPLING_SIZE: u16 = 309;
+pub const SAMPLING_POPULATION: u16 = 310;
+
+/// RFC 5103 reverse information elements: the forward element's number under this
+/// private enterprise number.
+pub const REVERSE_PEN: u32 = 29305;
