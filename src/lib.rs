@@ -7,5 +7,6 @@
 pub mod decode;
 pub mod enrich;
 pub mod source;
+pub mod synth;
 pub mod time;
 pub mod wire;

@@ -12,7 +12,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EXFLOW_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("EXFLOW_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     match cli::run(args) {

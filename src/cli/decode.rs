@@ -20,12 +20,17 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
         let mut write_error = None;
         let counters = capture::for_each_datagram(path, |datagram| {
             records.clear();
-            let _ = decoder.decode(datagram.source.ip(), datagram.received_ns, datagram.payload, &mut records);
+            let _ = decoder.decode(
+                datagram.source.ip(),
+                datagram.received_ns,
+                datagram.payload,
+                &mut records,
+            );
             for record in &records {
                 let written = match args.format {
-                    OutputFormat::Jsonl => {
-                        serde_json::to_writer(&mut out, record).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n"))
-                    }
+                    OutputFormat::Jsonl => serde_json::to_writer(&mut out, record)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n")),
                     OutputFormat::Table => writeln!(out, "{}", table_row(record)),
                 };
                 if let Err(error) = written {
@@ -60,7 +65,8 @@ fn table_header() -> String {
 
 fn table_row(r: &FlowRecord) -> String {
     let duration_s = r.time_flow_end_ns.saturating_sub(r.time_flow_start_ns) as f64 / 1e9;
-    let proto = exflow::decode::record::proto_name(r.proto).map_or_else(|| r.proto.to_string(), str::to_string);
+    let proto = exflow::decode::record::proto_name(r.proto)
+        .map_or_else(|| r.proto.to_string(), str::to_string);
     format!(
         "{:<24} {:>9.3} {:<6} {:>41} {:>41} {:>12} {:>9} {:<16}",
         exflow::time::rfc3339(r.time_flow_start_ns),
@@ -80,13 +86,20 @@ fn summary(decoder: &Decoder, capture: &CaptureCounters) -> String {
     let totals = decoder.totals();
     text.push_str(&format!(
         "capture: {} frames, {} udp datagrams, {} not udp, {} fragments, {} unreadable\n",
-        capture.frames, capture.udp_datagrams, capture.not_udp, capture.fragments, capture.unreadable
+        capture.frames,
+        capture.udp_datagrams,
+        capture.not_udp,
+        capture.fragments,
+        capture.unreadable
     ));
     text.push_str(&format!("decoded: {}\n", counters_line(&totals)));
     let mut exporters: Vec<_> = decoder.exporters().collect();
     exporters.sort_by_key(|(address, _)| *address);
     for (address, counters) in exporters {
-        text.push_str(&format!("exporter {address}: {}\n", counters_line(counters)));
+        text.push_str(&format!(
+            "exporter {address}: {}\n",
+            counters_line(counters)
+        ));
     }
     text
 }
@@ -107,7 +120,11 @@ fn counters_line(c: &DecodeCounters) -> String {
     if c.times_from_header > 0 {
         line.push_str(&format!(", {} timed by export header", c.times_from_header));
     }
-    let errors: Vec<String> = c.errors.iter().map(|(e, n)| format!("{}={n}", e.code())).collect();
+    let errors: Vec<String> = c
+        .errors
+        .iter()
+        .map(|(e, n)| format!("{}={n}", e.code()))
+        .collect();
     if !errors.is_empty() {
         line.push_str(&format!(", errors: {}", errors.join(" ")));
     }

@@ -50,6 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// A closed stdout (`exflow decode x.pcap | head`) ends the program quietly.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::layout::Layout;
-use super::stats::DecodeCounters;
 use super::record::FlowKind;
+use super::stats::DecodeCounters;
 
 /// The samplers one domain has announced, capped so an exporter cannot grow it unbounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +36,12 @@ impl Samplers {
     /// The rate for a data record: its sampler's, else the latest announced.
     pub fn rate_for(&self, sampler_id: Option<u64>) -> Option<u32> {
         sampler_id
-            .and_then(|wanted| self.rates.iter().find(|(id, _)| *id == wanted).map(|&(_, rate)| rate))
+            .and_then(|wanted| {
+                self.rates
+                    .iter()
+                    .find(|(id, _)| *id == wanted)
+                    .map(|&(_, rate)| rate)
+            })
             .or(self.latest)
     }
 }
@@ -56,6 +61,9 @@ pub struct Sequence {
     /// The last datagram's sequence number with its data record count, and the same
     /// count without options records.
     last: Option<(u32, u32, u32)>,
+    /// Which reading of the sequence number this exporter was last seen to follow (an
+    /// index into the candidates of [`observe`](Self::observe)), used to measure gaps.
+    reading: usize,
 }
 
 /// A forward jump this large is a restart, not loss.
@@ -67,24 +75,38 @@ impl Sequence {
     /// IPFIX exporters disagree on what they count: RFC 7011 says data records *before*
     /// this message, options records included; softflowd counts the records *including*
     /// this message's and leaves options records out. Any of those readings that matches
-    /// is in order, so neither exporter shows false loss.
-    pub fn observe(&mut self, unit: SequenceUnit, sequence: u32, records: u32, flow_records: u32) -> SequenceCheck {
+    /// is in order, so neither exporter shows false loss, and the one that matched measures
+    /// the next gap.
+    pub fn observe(
+        &mut self,
+        unit: SequenceUnit,
+        sequence: u32,
+        records: u32,
+        flow_records: u32,
+    ) -> SequenceCheck {
         let previous = self.last.replace((sequence, records, flow_records));
-        let Some((last, last_records, last_flows)) = previous else { return SequenceCheck::InOrder };
-        let expected: &[u32] = match unit {
-            SequenceUnit::Datagrams => &[last.wrapping_add(1)],
-            SequenceUnit::Records => &[
+        let Some((last, last_records, last_flows)) = previous else {
+            return SequenceCheck::InOrder;
+        };
+        let candidates = match unit {
+            SequenceUnit::Datagrams => [last.wrapping_add(1); 4],
+            SequenceUnit::Records => [
                 last.wrapping_add(last_records),
                 last.wrapping_add(last_flows),
                 last.wrapping_add(records),
                 last.wrapping_add(flow_records),
             ],
         };
-        if expected.contains(&sequence) {
+        if let Some(reading) = candidates.iter().position(|&c| c == sequence) {
+            self.reading = reading;
             return SequenceCheck::InOrder;
         }
-        let gap = sequence.wrapping_sub(expected[0]);
-        if gap < MAX_PLAUSIBLE_GAP { SequenceCheck::Lost(u64::from(gap)) } else { SequenceCheck::Reset }
+        let gap = sequence.wrapping_sub(candidates[self.reading]);
+        if gap < MAX_PLAUSIBLE_GAP {
+            SequenceCheck::Lost(u64::from(gap))
+        } else {
+            SequenceCheck::Reset
+        }
     }
 
     /// Forgets the last datagram (its record count was unknown).
@@ -162,38 +184,81 @@ mod tests {
     #[test]
     fn v9_counts_datagrams() {
         let mut seq = Sequence::default();
-        assert_eq!(seq.observe(SequenceUnit::Datagrams, 1, 4, 4), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Datagrams, 2, 9, 9), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Datagrams, 5, 1, 1), SequenceCheck::Lost(2));
-        assert_eq!(seq.observe(SequenceUnit::Datagrams, 1, 1, 1), SequenceCheck::Reset);
+        assert_eq!(
+            seq.observe(SequenceUnit::Datagrams, 1, 4, 4),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Datagrams, 2, 9, 9),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Datagrams, 5, 1, 1),
+            SequenceCheck::Lost(2)
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Datagrams, 1, 1, 1),
+            SequenceCheck::Reset
+        );
     }
 
     #[test]
     fn ipfix_counts_records_before_the_message() {
         let mut seq = Sequence::default();
-        assert_eq!(seq.observe(SequenceUnit::Records, 0, 2, 2), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Records, 2, 2, 2), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Records, 10, 2, 2), SequenceCheck::Lost(6));
-        assert_eq!(seq.observe(SequenceUnit::Records, 12, 2, 2), SequenceCheck::InOrder);
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 0, 2, 2),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 2, 2, 2),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 10, 2, 2),
+            SequenceCheck::Lost(6)
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 12, 2, 2),
+            SequenceCheck::InOrder
+        );
     }
 
     #[test]
     fn softflowd_off_by_one_ipfix_sequence_is_not_loss() {
         // softflowd: 4 records (+1 options record) with sequence 4, then 2 with 6, 6 with 12.
         let mut seq = Sequence::default();
-        assert_eq!(seq.observe(SequenceUnit::Records, 4, 5, 4), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Records, 6, 2, 2), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Records, 12, 6, 6), SequenceCheck::InOrder);
-        assert_eq!(seq.observe(SequenceUnit::Records, 14, 2, 2), SequenceCheck::InOrder);
-        // A real gap still shows: 2 records of one datagram went missing.
-        assert_eq!(seq.observe(SequenceUnit::Records, 18, 2, 2), SequenceCheck::Lost(2));
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 4, 5, 4),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 6, 2, 2),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 12, 6, 6),
+            SequenceCheck::InOrder
+        );
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 14, 2, 2),
+            SequenceCheck::InOrder
+        );
+        // A real gap still shows, measured softflowd's way: a datagram of 3 went missing
+        // before this one of 2.
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 19, 2, 2),
+            SequenceCheck::Lost(3)
+        );
     }
 
     #[test]
     fn sequence_wraps_without_loss() {
         let mut seq = Sequence::default();
         seq.observe(SequenceUnit::Records, u32::MAX - 1, 3, 3);
-        assert_eq!(seq.observe(SequenceUnit::Records, 1, 3, 3), SequenceCheck::InOrder);
+        assert_eq!(
+            seq.observe(SequenceUnit::Records, 1, 3, 3),
+            SequenceCheck::InOrder
+        );
     }
 
     #[test]

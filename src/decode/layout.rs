@@ -192,7 +192,11 @@ impl Layout {
                 continue;
             }
             if target != Target::Skip && offset <= usize::from(u16::MAX) {
-                ops.push(Op { offset: offset as u16, length: spec.length, target });
+                ops.push(Op {
+                    offset: offset as u16,
+                    length: spec.length,
+                    target,
+                });
             }
             offset += usize::from(spec.length);
             min_record_length += usize::from(spec.length);
@@ -200,7 +204,11 @@ impl Layout {
         if min_record_length == 0 {
             return Err(LayoutError::Empty);
         }
-        let record_length = if variable { None } else { u16::try_from(offset).ok() };
+        let record_length = if variable {
+            None
+        } else {
+            u16::try_from(offset).ok()
+        };
         Ok(Layout {
             template_id,
             kind,
@@ -231,7 +239,11 @@ impl Layout {
     fn variable_record_length(&self, body: &[u8]) -> Option<usize> {
         let mut at = 0usize;
         for spec in self.specs.iter() {
-            at += if spec.length == VARIABLE_LENGTH { variable_field(body, at)?.1 } else { usize::from(spec.length) };
+            at += if spec.length == VARIABLE_LENGTH {
+                variable_field(body, at)?.1
+            } else {
+                usize::from(spec.length)
+            };
             if at > body.len() {
                 return None;
             }
@@ -262,7 +274,9 @@ impl Layout {
             } else {
                 (at, usize::from(spec.length))
             };
-            let Some(bytes) = record.get(start..start + length) else { return };
+            let Some(bytes) = record.get(start..start + length) else {
+                return;
+            };
             if target != Target::Skip {
                 apply(target, bytes);
             }
@@ -274,49 +288,27 @@ impl Layout {
     /// sequence...) are the caller's to set.
     #[inline]
     pub fn decode_flow(&self, record: &[u8], flow: &mut FlowRecord, times: &mut RecordTimes) {
-        let mut bytes_total = 0;
-        let mut packets_total = 0;
-        let mut ip_version = 0;
-        self.for_each_field(record, |target, bytes| match target {
-            Target::Bytes => flow.bytes = read_uint(bytes),
-            Target::Packets => flow.packets = read_uint(bytes),
-            Target::BytesTotal => bytes_total = read_uint(bytes),
-            Target::PacketsTotal => packets_total = read_uint(bytes),
-            Target::ReverseBytes => flow.reverse_bytes = read_uint(bytes),
-            Target::ReversePackets => flow.reverse_packets = read_uint(bytes),
-            Target::Proto => flow.proto = read_uint(bytes) as u8,
-            Target::Tos => flow.ip_tos = read_uint(bytes) as u8,
-            Target::TcpFlags => flow.tcp_flags = read_uint(bytes) as u8,
-            Target::SrcPort => flow.src_port = read_uint(bytes) as u16,
-            Target::DstPort => flow.dst_port = read_uint(bytes) as u16,
-            Target::SrcAddrV4 => flow.src_addr = ipv4(bytes),
-            Target::DstAddrV4 => flow.dst_addr = ipv4(bytes),
-            Target::SrcAddrV6 => flow.src_addr = ipv6(bytes),
-            Target::DstAddrV6 => flow.dst_addr = ipv6(bytes),
-            Target::NextHopV4 => flow.next_hop = ipv4(bytes),
-            Target::NextHopV6 => flow.next_hop = ipv6(bytes),
-            Target::InIf => flow.in_if = read_uint(bytes) as u32,
-            Target::OutIf => flow.out_if = read_uint(bytes) as u32,
-            Target::SrcAs => flow.src_as = read_uint(bytes) as u32,
-            Target::DstAs => flow.dst_as = read_uint(bytes) as u32,
-            Target::IpVersion => ip_version = read_uint(bytes),
-            Target::Start(unit) => times.start = Some((unit, read_uint(bytes))),
-            Target::End(unit) => times.end = Some((unit, read_uint(bytes))),
-            Target::DurationMilliseconds => times.duration_ns = Some(read_uint(bytes).saturating_mul(1_000_000)),
-            Target::DurationMicroseconds => times.duration_ns = Some(read_uint(bytes).saturating_mul(1_000)),
-            Target::SamplerId => times.sampler_id = Some(read_uint(bytes)),
-            Target::SamplingInterval | Target::SamplerRandomInterval => {
-                times.sampling_interval = Some(read_uint(bytes))
+        let mut scratch = FlowScratch::default();
+        if self.record_length.is_some() {
+            // The hot path: fixed offsets, no closure, one match per field read.
+            for op in self.ops.iter() {
+                let start = usize::from(op.offset);
+                if let Some(bytes) = record.get(start..start + usize::from(op.length)) {
+                    apply_flow_field(op.target, bytes, flow, times, &mut scratch);
+                }
             }
-            _ => {}
-        });
+        } else {
+            self.for_each_field(record, |target, bytes| {
+                apply_flow_field(target, bytes, flow, times, &mut scratch)
+            });
+        }
         if flow.bytes == 0 {
-            flow.bytes = bytes_total;
+            flow.bytes = scratch.bytes_total;
         }
         if flow.packets == 0 {
-            flow.packets = packets_total;
+            flow.packets = scratch.packets_total;
         }
-        flow.etype = match ip_version {
+        flow.etype = match scratch.ip_version {
             4 => ETYPE_IPV4,
             6 => ETYPE_IPV6,
             _ if flow.src_addr.is_ipv6() || flow.dst_addr.is_ipv6() => ETYPE_IPV6,
@@ -332,7 +324,9 @@ impl Layout {
             match target {
                 Target::SystemInitMilliseconds => options.system_init_ms = Some(value),
                 Target::SamplerId => options.sampler_id = Some(value),
-                Target::SamplingInterval | Target::SamplerRandomInterval => options.sampling_interval = Some(value),
+                Target::SamplingInterval | Target::SamplerRandomInterval => {
+                    options.sampling_interval = Some(value)
+                }
                 Target::SamplingPacketInterval => options.packet_interval = Some(value),
                 Target::SamplingPacketSpace => options.packet_space = Some(value),
                 Target::SamplingSize => options.sampling_size = Some(value),
@@ -341,6 +335,61 @@ impl Layout {
             }
         });
         options
+    }
+}
+
+/// Fields of a data record that only decide other fields.
+#[derive(Default)]
+struct FlowScratch {
+    bytes_total: u64,
+    packets_total: u64,
+    ip_version: u64,
+}
+
+#[inline(always)]
+fn apply_flow_field(
+    target: Target,
+    bytes: &[u8],
+    flow: &mut FlowRecord,
+    times: &mut RecordTimes,
+    scratch: &mut FlowScratch,
+) {
+    match target {
+        Target::Bytes => flow.bytes = read_uint(bytes),
+        Target::Packets => flow.packets = read_uint(bytes),
+        Target::BytesTotal => scratch.bytes_total = read_uint(bytes),
+        Target::PacketsTotal => scratch.packets_total = read_uint(bytes),
+        Target::ReverseBytes => flow.reverse_bytes = read_uint(bytes),
+        Target::ReversePackets => flow.reverse_packets = read_uint(bytes),
+        Target::Proto => flow.proto = read_uint(bytes) as u8,
+        Target::Tos => flow.ip_tos = read_uint(bytes) as u8,
+        Target::TcpFlags => flow.tcp_flags = read_uint(bytes) as u8,
+        Target::SrcPort => flow.src_port = read_uint(bytes) as u16,
+        Target::DstPort => flow.dst_port = read_uint(bytes) as u16,
+        Target::SrcAddrV4 => flow.src_addr = ipv4(bytes),
+        Target::DstAddrV4 => flow.dst_addr = ipv4(bytes),
+        Target::SrcAddrV6 => flow.src_addr = ipv6(bytes),
+        Target::DstAddrV6 => flow.dst_addr = ipv6(bytes),
+        Target::NextHopV4 => flow.next_hop = ipv4(bytes),
+        Target::NextHopV6 => flow.next_hop = ipv6(bytes),
+        Target::InIf => flow.in_if = read_uint(bytes) as u32,
+        Target::OutIf => flow.out_if = read_uint(bytes) as u32,
+        Target::SrcAs => flow.src_as = read_uint(bytes) as u32,
+        Target::DstAs => flow.dst_as = read_uint(bytes) as u32,
+        Target::IpVersion => scratch.ip_version = read_uint(bytes),
+        Target::Start(unit) => times.start = Some((unit, read_uint(bytes))),
+        Target::End(unit) => times.end = Some((unit, read_uint(bytes))),
+        Target::DurationMilliseconds => {
+            times.duration_ns = Some(read_uint(bytes).saturating_mul(1_000_000))
+        }
+        Target::DurationMicroseconds => {
+            times.duration_ns = Some(read_uint(bytes).saturating_mul(1_000))
+        }
+        Target::SamplerId => times.sampler_id = Some(read_uint(bytes)),
+        Target::SamplingInterval | Target::SamplerRandomInterval => {
+            times.sampling_interval = Some(read_uint(bytes))
+        }
+        _ => {}
     }
 }
 
@@ -357,12 +406,12 @@ fn variable_field(record: &[u8], at: usize) -> Option<(usize, usize)> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4(bytes: &[u8]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
 }
 
-#[inline]
+#[inline(always)]
 fn ipv6(bytes: &[u8]) -> IpAddr {
     let mut octets = [0u8; 16];
     octets.copy_from_slice(bytes);
@@ -395,7 +444,12 @@ pub struct OptionsRecord {
 impl OptionsRecord {
     /// The 1-in-N sampling rate this record announces, if any.
     pub fn sampling_rate(&self) -> Option<u32> {
-        let rate = match (self.sampling_size, self.sampling_population, self.packet_interval, self.packet_space) {
+        let rate = match (
+            self.sampling_size,
+            self.sampling_population,
+            self.packet_interval,
+            self.packet_space,
+        ) {
             // RFC 5476 n-out-of-N: `size` packets of every `population` (Cisco's random sampler).
             (Some(size), Some(population), _, _) if size > 0 => population / size,
             // RFC 5476 count-based: select `interval` packets, then skip `space`.
@@ -416,8 +470,18 @@ mod tests {
 
     #[test]
     fn fixed_layout_reads_reduced_size_fields_and_skips_the_rest() {
-        let specs = [spec(8, 4), spec(12, 4), spec(1, 2), spec(2, 1), spec(82, 3), spec(7, 2), spec(11, 2), spec(4, 1)];
-        let layout = Layout::compile(256, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        let specs = [
+            spec(8, 4),
+            spec(12, 4),
+            spec(1, 2),
+            spec(2, 1),
+            spec(82, 3),
+            spec(7, 2),
+            spec(11, 2),
+            spec(4, 1),
+        ];
+        let layout =
+            Layout::compile(256, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
         #[rustfmt::skip]
         let body = [
             10, 0, 0, 1,     // sourceIPv4Address
@@ -446,8 +510,14 @@ mod tests {
 
     #[test]
     fn variable_length_fields_in_both_forms() {
-        let specs = [spec(82, VARIABLE_LENGTH), spec(1, 4), spec(83, VARIABLE_LENGTH), spec(2, 4)];
-        let layout = Layout::compile(300, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        let specs = [
+            spec(82, VARIABLE_LENGTH),
+            spec(1, 4),
+            spec(83, VARIABLE_LENGTH),
+            spec(2, 4),
+        ];
+        let layout =
+            Layout::compile(300, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
         let mut body = vec![2, b'e', b't']; // short form: 2 bytes
         body.extend_from_slice(&[0, 0, 0, 100]); // octets
         body.extend_from_slice(&[255, 0, 3, b'a', b'b', b'c']); // long form: 3 bytes
@@ -465,7 +535,8 @@ mod tests {
     #[test]
     fn misfit_lengths_are_skipped_and_empty_templates_refused() {
         let specs = [spec(8, 3), spec(1, 9), spec(27, 4)];
-        let layout = Layout::compile(256, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        let layout =
+            Layout::compile(256, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
         assert!(layout.targets.iter().all(|&t| t == Target::Skip));
         assert_eq!(
             Layout::compile(256, TemplateKind::Data, Dialect::V9, 0, &[], 64),
@@ -485,7 +556,8 @@ mod tests {
     fn v9_scope_fields_are_not_information_elements() {
         // Scope type 1 is "system" in v9, not octetDeltaCount.
         let specs = [spec(1, 4), spec(34, 4)];
-        let layout = Layout::compile(257, TemplateKind::Options, Dialect::V9, 1, &specs, 64).unwrap();
+        let layout =
+            Layout::compile(257, TemplateKind::Options, Dialect::V9, 1, &specs, 64).unwrap();
         let options = layout.decode_options(&[0, 0, 0, 9, 0, 0, 0, 100]);
         assert_eq!(options.sampling_interval, Some(100));
         assert_eq!(options.sampling_rate(), Some(100));
@@ -493,19 +565,40 @@ mod tests {
 
     #[test]
     fn sampling_rates_from_options() {
-        let psamp = OptionsRecord { packet_interval: Some(1), packet_space: Some(9), ..Default::default() };
+        let psamp = OptionsRecord {
+            packet_interval: Some(1),
+            packet_space: Some(9),
+            ..Default::default()
+        };
         assert_eq!(psamp.sampling_rate(), Some(10));
-        let unsampled = OptionsRecord { packet_interval: Some(1), packet_space: Some(0), ..Default::default() };
+        let unsampled = OptionsRecord {
+            packet_interval: Some(1),
+            packet_space: Some(0),
+            ..Default::default()
+        };
         assert_eq!(unsampled.sampling_rate(), Some(1));
-        let population = OptionsRecord { sampling_size: Some(1), sampling_population: Some(512), ..Default::default() };
+        let population = OptionsRecord {
+            sampling_size: Some(1),
+            sampling_population: Some(512),
+            ..Default::default()
+        };
         assert_eq!(population.sampling_rate(), Some(512));
         // Cisco sends an interval of 1 beside its n-out-of-N numbers: the latter win.
-        let cisco = OptionsRecord { packet_interval: Some(1), ..population };
+        let cisco = OptionsRecord {
+            packet_interval: Some(1),
+            ..population
+        };
         assert_eq!(cisco.sampling_rate(), Some(512));
-        let interval_alone = OptionsRecord { packet_interval: Some(1), ..Default::default() };
+        let interval_alone = OptionsRecord {
+            packet_interval: Some(1),
+            ..Default::default()
+        };
         assert_eq!(interval_alone.sampling_rate(), None);
         assert_eq!(OptionsRecord::default().sampling_rate(), None);
-        let zero = OptionsRecord { sampling_interval: Some(0), ..Default::default() };
+        let zero = OptionsRecord {
+            sampling_interval: Some(0),
+            ..Default::default()
+        };
         assert_eq!(zero.sampling_rate(), None);
     }
 }

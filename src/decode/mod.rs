@@ -89,7 +89,10 @@ const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
 impl Decoder {
     pub fn new(config: DecoderConfig) -> Self {
-        Decoder { config, ..Decoder::default() }
+        Decoder {
+            config,
+            ..Decoder::default()
+        }
     }
 
     /// Decodes one datagram from `exporter`, appending its flow records (and any held ones
@@ -104,16 +107,38 @@ impl Decoder {
     ) -> Result<usize, DecodeError> {
         self.datagrams += 1;
         let before = out.len();
-        let state = self.exporter_mut(exporter);
+        let config = &self.config;
+        let state = exporter_entry(
+            &mut self.exporters,
+            &mut self.evicted_counters,
+            config,
+            exporter,
+            self.datagrams,
+        );
         state.counters.datagrams += 1;
         let result = match Version::of(datagram) {
             Some(Version::NetflowV5) => decode_v5(state, exporter, received_ns, datagram, out),
-            Some(Version::NetflowV9) => self.decode_templated(exporter, received_ns, datagram, Dialect::V9, out),
-            Some(Version::Ipfix) => self.decode_templated(exporter, received_ns, datagram, Dialect::Ipfix, out),
+            Some(Version::NetflowV9) => decode_templated(
+                state,
+                config,
+                exporter,
+                received_ns,
+                datagram,
+                Dialect::V9,
+                out,
+            ),
+            Some(Version::Ipfix) => decode_templated(
+                state,
+                config,
+                exporter,
+                received_ns,
+                datagram,
+                Dialect::Ipfix,
+                out,
+            ),
             Some(Version::Unknown(_)) => Err(DecodeError::UnknownVersion),
             None => Err(DecodeError::Truncated),
         };
-        let state = self.exporter_mut(exporter);
         let added = out.len() - before;
         state.counters.records += added as u64;
         match result {
@@ -122,24 +147,6 @@ impl Decoder {
                 state.counters.errors.add(error);
                 Err(error)
             }
-        }
-    }
-
-    fn exporter_mut(&mut self, address: IpAddr) -> &mut Exporter {
-        if !self.exporters.contains_key(&address) && self.exporters.len() >= self.config.limits.max_exporters.max(1) {
-            self.evict_least_recent();
-        }
-        let now = self.datagrams;
-        let state = self.exporters.entry(address).or_default();
-        state.last_seen = now;
-        state
-    }
-
-    fn evict_least_recent(&mut self) {
-        let Some(oldest) = self.exporters.iter().min_by_key(|(_, e)| e.last_seen).map(|(a, _)| *a) else { return };
-        if let Some(gone) = self.exporters.remove(&oldest) {
-            self.evicted_counters.merge(&gone.counters);
-            self.evicted_counters.errors.add(DecodeError::ExporterEvicted);
         }
     }
 
@@ -154,7 +161,9 @@ impl Decoder {
 
     /// Per-exporter counters, in no particular order.
     pub fn exporters(&self) -> impl Iterator<Item = (IpAddr, &DecodeCounters)> {
-        self.exporters.iter().map(|(address, e)| (*address, &e.counters))
+        self.exporters
+            .iter()
+            .map(|(address, e)| (*address, &e.counters))
     }
 
     /// Exporters currently tracked.
@@ -166,138 +175,196 @@ impl Decoder {
     pub fn template_count(&self) -> usize {
         self.exporters.values().map(|e| e.template_count).sum()
     }
+}
 
-    fn decode_templated(
-        &mut self,
-        address: IpAddr,
-        received_ns: u64,
-        datagram: &[u8],
-        dialect: Dialect,
-        out: &mut Vec<FlowRecord>,
-    ) -> Result<(), DecodeError> {
-        let (header, sets) = match dialect {
-            Dialect::V9 => {
-                let packet = netflow_v9::Packet::new_checked(datagram)?;
-                let header = HeaderInfo {
-                    kind: FlowKind::NetflowV9,
-                    received_ns,
-                    sequence: packet.sequence(),
-                    domain_id: packet.source_id(),
-                    export_ns: u64::from(packet.unix_secs()) * 1_000_000_000,
-                    sys_uptime_ms: Some(packet.sys_uptime()),
-                };
-                (header, crate::wire::set::Sets::new(&datagram[netflow_v9::HEADER_LEN..]))
-            }
-            Dialect::Ipfix => {
-                let message = ipfix::Message::new_checked(datagram)?;
-                let header = HeaderInfo {
-                    kind: FlowKind::Ipfix,
-                    received_ns,
-                    sequence: message.sequence(),
-                    domain_id: message.observation_domain_id(),
-                    export_ns: u64::from(message.export_time()) * 1_000_000_000,
-                    sys_uptime_ms: None,
-                };
-                let end = usize::from(message.length());
-                (header, crate::wire::set::Sets::new(&datagram[ipfix::HEADER_LEN..end]))
-            }
-        };
-        let (template_set, options_set) = match dialect {
-            Dialect::V9 => (netflow_v9::TEMPLATE_SET_ID, netflow_v9::OPTIONS_TEMPLATE_SET_ID),
-            Dialect::Ipfix => (ipfix::TEMPLATE_SET_ID, ipfix::OPTIONS_TEMPLATE_SET_ID),
-        };
-        let key: DomainKey = (header.kind, header.domain_id);
-        let limits = self.config.limits;
-        let rate_override = self.config.sampling.overrides.get(&address).copied();
-        let default_rate = self.config.sampling.default_rate;
-        let mut data_records = 0u32;
-        let mut flow_records = 0u32;
-        let mut count_known = true;
-        let mut result = Ok(());
-        for set in sets {
-            let set = match set {
-                Ok(set) => set,
-                Err(error) => {
-                    result = Err(error.into());
-                    break;
-                }
-            };
-            let exporter = self.exporters.get_mut(&address).expect("decode() registered the exporter");
-            if set.id == template_set || set.id == options_set {
-                let kind = if set.id == template_set { TemplateKind::Data } else { TemplateKind::Options };
-                for template_id in learn_templates(exporter, key, dialect, kind, set.body, &limits) {
-                    self.decode_pending(address, key, template_id, out);
-                }
-            } else if set.id >= ipfix::MIN_DATA_SET_ID {
-                let decoded = decode_data_set(
-                    exporter,
-                    address,
-                    key,
-                    set.id,
-                    &header,
-                    set.body,
-                    rate_override,
-                    default_rate,
-                    out,
-                );
-                match decoded {
-                    Some((records, flows)) => {
-                        data_records += records;
-                        flow_records += flows;
-                    }
-                    None => {
-                        count_known = false;
-                        hold_pending(exporter, key, set.id, header, set.body, &limits);
-                    }
-                }
-            } else {
-                exporter.counters.errors.add(DecodeError::ReservedSet);
-            }
+/// The exporter's state, created on first sight; at `max_exporters` the least recently
+/// heard exporter is forgotten (and counted) to make room.
+fn exporter_entry<'a>(
+    exporters: &'a mut HashMap<IpAddr, Exporter>,
+    evicted: &mut DecodeCounters,
+    config: &DecoderConfig,
+    address: IpAddr,
+    now: u64,
+) -> &'a mut Exporter {
+    if !exporters.contains_key(&address) && exporters.len() >= config.limits.max_exporters.max(1) {
+        let oldest = exporters
+            .iter()
+            .min_by_key(|(_, e)| e.last_seen)
+            .map(|(a, _)| *a);
+        if let Some(gone) = oldest.and_then(|a| exporters.remove(&a)) {
+            evicted.merge(&gone.counters);
+            evicted.errors.add(DecodeError::ExporterEvicted);
         }
-        let exporter = self.exporters.get_mut(&address).expect("still registered");
-        let domain = exporter.domain_mut(key);
-        if !count_known || result.is_err() {
-            domain.sequence.resync();
-        } else {
-            let unit = if dialect == Dialect::V9 { SequenceUnit::Datagrams } else { SequenceUnit::Records };
-            match domain.sequence.observe(unit, header.sequence, data_records, flow_records) {
-                SequenceCheck::InOrder => {}
-                SequenceCheck::Lost(n) if unit == SequenceUnit::Datagrams => exporter.counters.lost_datagrams += n,
-                SequenceCheck::Lost(n) => exporter.counters.lost_records += n,
-                SequenceCheck::Reset => exporter.counters.sequence_resets += 1,
-            }
-        }
-        result
     }
+    let state = exporters.entry(address).or_default();
+    state.last_seen = now;
+    state
+}
 
-    /// Decodes the held data sets a new template unlocks, in arrival order.
-    fn decode_pending(&mut self, address: IpAddr, key: DomainKey, template_id: u16, out: &mut Vec<FlowRecord>) {
-        let rate_override = self.config.sampling.overrides.get(&address).copied();
-        let default_rate = self.config.sampling.default_rate;
-        let exporter = self.exporters.get_mut(&address).expect("still registered");
-        if exporter.pending.is_empty() {
-            return;
+fn decode_templated(
+    exporter: &mut Exporter,
+    config: &DecoderConfig,
+    address: IpAddr,
+    received_ns: u64,
+    datagram: &[u8],
+    dialect: Dialect,
+    out: &mut Vec<FlowRecord>,
+) -> Result<(), DecodeError> {
+    let (header, sets) = match dialect {
+        Dialect::V9 => {
+            let packet = netflow_v9::Packet::new_checked(datagram)?;
+            let header = HeaderInfo {
+                kind: FlowKind::NetflowV9,
+                received_ns,
+                sequence: packet.sequence(),
+                domain_id: packet.source_id(),
+                export_ns: u64::from(packet.unix_secs()) * 1_000_000_000,
+                sys_uptime_ms: Some(packet.sys_uptime()),
+            };
+            (
+                header,
+                crate::wire::set::Sets::new(&datagram[netflow_v9::HEADER_LEN..]),
+            )
         }
-        let pending = std::mem::take(&mut exporter.pending);
-        for held in pending {
-            if held.domain == key && held.template_id == template_id {
-                exporter.pending_bytes -= held.body.len();
-                let before = out.len();
-                let _ = decode_data_set(
+        Dialect::Ipfix => {
+            let message = ipfix::Message::new_checked(datagram)?;
+            let header = HeaderInfo {
+                kind: FlowKind::Ipfix,
+                received_ns,
+                sequence: message.sequence(),
+                domain_id: message.observation_domain_id(),
+                export_ns: u64::from(message.export_time()) * 1_000_000_000,
+                sys_uptime_ms: None,
+            };
+            let end = usize::from(message.length());
+            (
+                header,
+                crate::wire::set::Sets::new(&datagram[ipfix::HEADER_LEN..end]),
+            )
+        }
+    };
+    let (template_set, options_set) = match dialect {
+        Dialect::V9 => (
+            netflow_v9::TEMPLATE_SET_ID,
+            netflow_v9::OPTIONS_TEMPLATE_SET_ID,
+        ),
+        Dialect::Ipfix => (ipfix::TEMPLATE_SET_ID, ipfix::OPTIONS_TEMPLATE_SET_ID),
+    };
+    let key: DomainKey = (header.kind, header.domain_id);
+    let limits = config.limits;
+    let rate_override = config.sampling.overrides.get(&address).copied();
+    let default_rate = config.sampling.default_rate;
+    let mut data_records = 0u32;
+    let mut flow_records = 0u32;
+    let mut count_known = true;
+    let mut result = Ok(());
+    for set in sets {
+        let set = match set {
+            Ok(set) => set,
+            Err(error) => {
+                result = Err(error.into());
+                break;
+            }
+        };
+        if set.id == template_set || set.id == options_set {
+            let kind = if set.id == template_set {
+                TemplateKind::Data
+            } else {
+                TemplateKind::Options
+            };
+            for template_id in learn_templates(exporter, key, dialect, kind, set.body, &limits) {
+                decode_pending(
                     exporter,
                     address,
                     key,
                     template_id,
-                    &held.header,
-                    &held.body,
                     rate_override,
                     default_rate,
                     out,
                 );
-                exporter.counters.pending_records += (out.len() - before) as u64;
-            } else {
-                exporter.pending.push_back(held);
             }
+        } else if set.id >= ipfix::MIN_DATA_SET_ID {
+            let decoded = decode_data_set(
+                exporter,
+                address,
+                key,
+                set.id,
+                &header,
+                set.body,
+                rate_override,
+                default_rate,
+                out,
+            );
+            match decoded {
+                Some((records, flows)) => {
+                    data_records += records;
+                    flow_records += flows;
+                }
+                None => {
+                    count_known = false;
+                    hold_pending(exporter, key, set.id, header, set.body, &limits);
+                }
+            }
+        } else {
+            exporter.counters.errors.add(DecodeError::ReservedSet);
+        }
+    }
+    let domain = exporter.domain_mut(key);
+    if !count_known || result.is_err() {
+        domain.sequence.resync();
+    } else {
+        let unit = if dialect == Dialect::V9 {
+            SequenceUnit::Datagrams
+        } else {
+            SequenceUnit::Records
+        };
+        match domain
+            .sequence
+            .observe(unit, header.sequence, data_records, flow_records)
+        {
+            SequenceCheck::InOrder => {}
+            SequenceCheck::Lost(n) if unit == SequenceUnit::Datagrams => {
+                exporter.counters.lost_datagrams += n
+            }
+            SequenceCheck::Lost(n) => exporter.counters.lost_records += n,
+            SequenceCheck::Reset => exporter.counters.sequence_resets += 1,
+        }
+    }
+    result
+}
+
+/// Decodes the held data sets a new template unlocks, in arrival order.
+fn decode_pending(
+    exporter: &mut Exporter,
+    address: IpAddr,
+    key: DomainKey,
+    template_id: u16,
+    rate_override: Option<u32>,
+    default_rate: Option<u32>,
+    out: &mut Vec<FlowRecord>,
+) {
+    if exporter.pending.is_empty() {
+        return;
+    }
+    let pending = std::mem::take(&mut exporter.pending);
+    for held in pending {
+        if held.domain == key && held.template_id == template_id {
+            exporter.pending_bytes -= held.body.len();
+            let before = out.len();
+            let _ = decode_data_set(
+                exporter,
+                address,
+                key,
+                template_id,
+                &held.header,
+                &held.body,
+                rate_override,
+                default_rate,
+                out,
+            );
+            exporter.counters.pending_records += (out.len() - before) as u64;
+        } else {
+            exporter.pending.push_back(held);
         }
     }
 }
@@ -333,7 +400,9 @@ fn learn_templates(
         }
         specs.clear();
         specs.extend(record.fields());
-        let known = exporter.domain(key).and_then(|d| d.templates.get(&record.template_id));
+        let known = exporter
+            .domain(key)
+            .and_then(|d| d.templates.get(&record.template_id));
         if let Some(layout) = known
             && layout.kind == kind
             && *layout.specs == specs[..]
@@ -369,7 +438,12 @@ fn learn_templates(
 }
 
 /// Adds or replaces a template; `false` (counted) when the exporter is at its cap.
-fn insert_template(exporter: &mut Exporter, key: DomainKey, layout: Layout, limits: &DecoderLimits) -> bool {
+fn insert_template(
+    exporter: &mut Exporter,
+    key: DomainKey,
+    layout: Layout,
+    limits: &DecoderLimits,
+) -> bool {
     let at_cap = exporter.template_count >= limits.max_templates_per_exporter;
     let domain = exporter.domain_mut(key);
     let is_new = !domain.templates.contains_key(&layout.template_id);
@@ -409,19 +483,28 @@ fn hold_pending(
     limits: &DecoderLimits,
 ) {
     exporter.counters.template_misses += 1;
-    if body.len() > limits.max_pending_bytes_per_exporter || limits.max_pending_sets_per_exporter == 0 {
+    if body.len() > limits.max_pending_bytes_per_exporter
+        || limits.max_pending_sets_per_exporter == 0
+    {
         exporter.counters.errors.add(DecodeError::PendingDropped);
         return;
     }
     while exporter.pending.len() >= limits.max_pending_sets_per_exporter
         || exporter.pending_bytes + body.len() > limits.max_pending_bytes_per_exporter
     {
-        let Some(dropped) = exporter.pending.pop_front() else { break };
+        let Some(dropped) = exporter.pending.pop_front() else {
+            break;
+        };
         exporter.pending_bytes -= dropped.body.len();
         exporter.counters.errors.add(DecodeError::PendingDropped);
     }
     exporter.pending_bytes += body.len();
-    exporter.pending.push_back(PendingSet { domain: key, template_id, header, body: body.into() });
+    exporter.pending.push_back(PendingSet {
+        domain: key,
+        template_id,
+        header,
+        body: body.into(),
+    });
 }
 
 /// Decodes a data set with its template. `None` when the template is unknown; otherwise
@@ -471,23 +554,36 @@ fn decode_data_set(
         observation_domain_id: header.domain_id,
         ..FlowRecord::default()
     };
-    let clock = Clock { header, system_init_ms: domain.system_init_ms };
+    let clock = Clock {
+        header,
+        system_init_ms: domain.system_init_ms,
+    };
     while let Some((record, tail)) = layout.split_record(rest) {
         rest = tail;
         records += 1;
-        let mut flow = base;
+        // Decode in place at the end of `out`: one copy of `base`, none of the record.
+        out.push(base);
+        let flow = out.last_mut().expect("just pushed");
         let mut times = RecordTimes::default();
-        layout.decode_flow(record, &mut flow, &mut times);
-        if !clock.stamp(&mut flow, &times) {
+        layout.decode_flow(record, flow, &mut times);
+        if !clock.stamp(flow, &times) {
             counters.times_from_header += 1;
         }
         flow.sampling_rate = rate_override
-            .or_else(|| times.sampler_id.and_then(|id| domain.samplers.rate_for(Some(id))))
-            .or_else(|| times.sampling_interval.and_then(|r| u32::try_from(r).ok()).filter(|&r| r > 0))
+            .or_else(|| {
+                times
+                    .sampler_id
+                    .and_then(|id| domain.samplers.rate_for(Some(id)))
+            })
+            .or_else(|| {
+                times
+                    .sampling_interval
+                    .and_then(|r| u32::try_from(r).ok())
+                    .filter(|&r| r > 0)
+            })
             .or_else(|| domain.samplers.rate_for(None))
             .or(default_rate)
             .unwrap_or(0);
-        out.push(flow);
     }
     count_leftover(counters, rest);
     Some((records, records))
@@ -512,7 +608,10 @@ impl Clock<'_> {
             TimeUnit::Seconds => value.saturating_mul(1_000_000_000),
             TimeUnit::Milliseconds => value.saturating_mul(1_000_000),
             TimeUnit::NtpMicroseconds | TimeUnit::NtpNanoseconds => ntp_to_unix_ns(value),
-            TimeUnit::DeltaMicroseconds => self.header.export_ns.saturating_sub(value.saturating_mul(1_000)),
+            TimeUnit::DeltaMicroseconds => self
+                .header
+                .export_ns
+                .saturating_sub(value.saturating_mul(1_000)),
             TimeUnit::SysUpTime => match (self.header.sys_uptime_ms, self.system_init_ms) {
                 // v9: the header pairs sysUpTime with wall time; the signed difference
                 // tolerates uptime wrap and records stamped just after the header.
@@ -565,7 +664,8 @@ fn decode_v5(
 ) -> Result<(), DecodeError> {
     let packet = netflow_v5::Packet::new_checked(datagram)?;
     let domain_id = u32::from(packet.engine_type()) << 8 | u32::from(packet.engine_id());
-    let export_ms = u64::from(packet.unix_secs()) * 1000 + u64::from(packet.unix_nsecs() / 1_000_000);
+    let export_ms =
+        u64::from(packet.unix_secs()) * 1000 + u64::from(packet.unix_nsecs() / 1_000_000);
     let uptime = packet.sys_uptime();
     let at = |switched: u32| -> u64 {
         let age_ms = i64::from(uptime.wrapping_sub(switched) as i32);
@@ -604,7 +704,10 @@ fn decode_v5(
     }
     let count = u32::from(packet.count());
     let domain = exporter.domain_mut((FlowKind::NetflowV5, domain_id));
-    match domain.sequence.observe(SequenceUnit::Records, packet.flow_sequence(), count, count) {
+    match domain
+        .sequence
+        .observe(SequenceUnit::Records, packet.flow_sequence(), count, count)
+    {
         SequenceCheck::InOrder => {}
         SequenceCheck::Lost(n) => exporter.counters.lost_records += n,
         SequenceCheck::Reset => exporter.counters.sequence_resets += 1,

@@ -228,7 +228,12 @@ mod tests {
 
     #[test]
     fn biflow_counters_and_unnamed_protocols() {
-        let record = FlowRecord { proto: 47, reverse_bytes: 5, reverse_packets: 1, ..FlowRecord::default() };
+        let record = FlowRecord {
+            proto: 47,
+            reverse_bytes: 5,
+            reverse_packets: 1,
+            ..FlowRecord::default()
+        };
         let json = serde_json::to_value(record).unwrap();
         assert_eq!(json["proto"], "47");
         assert_eq!(json["reverse_bytes"], 5);

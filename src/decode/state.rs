@@ -90,13 +90,20 @@ impl Decoder {
                 })
                 .collect();
             if !domains.is_empty() {
-                exporters.push(SavedExporter { address: *address, domains });
+                exporters.push(SavedExporter {
+                    address: *address,
+                    domains,
+                });
             }
         }
         exporters.sort_by_key(|e| e.address);
-        let state = SavedState { version: STATE_VERSION, exporters };
+        let state = SavedState {
+            version: STATE_VERSION,
+            exporters,
+        };
         let json = serde_json::to_vec(&state).expect("state serialises: plain data");
-        write_atomically(path, &json).with_context(|| format!("cannot write state file '{}'", path.display()))
+        write_atomically(path, &json)
+            .with_context(|| format!("cannot write state file '{}'", path.display()))
     }
 
     /// Loads what [`save_state`](Self::save_state) wrote. A missing file is not an error
@@ -105,10 +112,14 @@ impl Decoder {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(error).with_context(|| format!("cannot read state file '{}'", path.display())),
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot read state file '{}'", path.display()));
+            }
         };
-        let state: SavedState = serde_json::from_slice(&bytes)
-            .with_context(|| format!("state file '{}' is not valid exflow state", path.display()))?;
+        let state: SavedState = serde_json::from_slice(&bytes).with_context(|| {
+            format!("state file '{}' is not valid exflow state", path.display())
+        })?;
         anyhow::ensure!(
             state.version == STATE_VERSION,
             "state file '{}' has version {}, this exflow reads version {STATE_VERSION}",
@@ -128,10 +139,17 @@ impl Decoder {
                 let key = (kind, domain.domain_id);
                 let state: &mut Domain = exporter.domain_mut(key);
                 state.system_init_ms = domain.system_init_ms;
-                state.samplers = Samplers { rates: domain.samplers, latest: domain.latest_sampling_rate };
+                state.samplers = Samplers {
+                    rates: domain.samplers,
+                    latest: domain.latest_sampling_rate,
+                };
                 state.samplers.rates.truncate(super::exporter::MAX_SAMPLERS);
                 for template in domain.templates {
-                    let template_kind = if template.options { TemplateKind::Options } else { TemplateKind::Data };
+                    let template_kind = if template.options {
+                        TemplateKind::Options
+                    } else {
+                        TemplateKind::Data
+                    };
                     let Ok(layout) = Layout::compile(
                         template.id,
                         template_kind,
@@ -154,7 +172,10 @@ impl Decoder {
 
 /// Temporary file in the same directory, fsync, rename over the target, fsync the directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = std::path::PathBuf::from(temporary);

@@ -98,7 +98,10 @@ impl ErrorCounts {
 
     /// Non-zero counts, in [`DecodeError::ALL`] order.
     pub fn iter(&self) -> impl Iterator<Item = (DecodeError, u64)> + '_ {
-        DecodeError::ALL.iter().map(|&e| (e, self.get(e))).filter(|&(_, n)| n > 0)
+        DecodeError::ALL
+            .iter()
+            .map(|&e| (e, self.get(e)))
+            .filter(|&(_, n)| n > 0)
     }
 }
 
@@ -164,9 +167,16 @@ mod tests {
 
     #[test]
     fn counters_merge() {
-        let mut a = DecodeCounters { records: 2, ..Default::default() };
+        let mut a = DecodeCounters {
+            records: 2,
+            ..Default::default()
+        };
         a.errors.add(DecodeError::Truncated);
-        let mut b = DecodeCounters { records: 3, lost_records: 1, ..Default::default() };
+        let mut b = DecodeCounters {
+            records: 3,
+            lost_records: 1,
+            ..Default::default()
+        };
         b.errors.add(DecodeError::Truncated);
         b.errors.add(DecodeError::BadTemplate);
         a.merge(&b);

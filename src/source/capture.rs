@@ -40,8 +40,12 @@ pub struct CaptureCounters {
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// Calls `each` with every UDP datagram in the capture at `path`.
-pub fn for_each_datagram(path: &Path, mut each: impl FnMut(Datagram<'_>)) -> anyhow::Result<CaptureCounters> {
-    let file = File::open(path).with_context(|| format!("cannot open capture '{}'", path.display()))?;
+pub fn for_each_datagram(
+    path: &Path,
+    mut each: impl FnMut(Datagram<'_>),
+) -> anyhow::Result<CaptureCounters> {
+    let file =
+        File::open(path).with_context(|| format!("cannot open capture '{}'", path.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; 4];
     reader
@@ -54,7 +58,9 @@ pub fn for_each_datagram(path: &Path, mut each: impl FnMut(Datagram<'_>)) -> any
         let mut pcapng = PcapNgReader::new(reader).with_context(context)?;
         while let Some(block) = pcapng.next_block() {
             let block = block.with_context(context)?.into_owned();
-            let Block::EnhancedPacket(packet) = block else { continue };
+            let Block::EnhancedPacket(packet) = block else {
+                continue;
+            };
             let interface = pcapng.packet_interface(&packet);
             let link = interface.map_or(DataLink::ETHERNET, |i| i.linktype);
             let resolution = interface.map_or(6, timestamp_resolution);
@@ -69,7 +75,13 @@ pub fn for_each_datagram(path: &Path, mut each: impl FnMut(Datagram<'_>)) -> any
         while let Some(packet) = pcap.next_packet() {
             let packet = packet.with_context(context)?;
             counters.frames += 1;
-            read_frame(link, packet.timestamp.as_nanos() as u64, &packet.data, &mut counters, &mut each);
+            read_frame(
+                link,
+                packet.timestamp.as_nanos() as u64,
+                &packet.data,
+                &mut counters,
+                &mut each,
+            );
         }
     }
     if counters.frames == 0 {
@@ -80,7 +92,9 @@ pub fn for_each_datagram(path: &Path, mut each: impl FnMut(Datagram<'_>)) -> any
 
 /// pcapng `if_tsresol`: a power of ten (high bit clear) or of two (high bit set) of
 /// units per second; 6 (microseconds) when absent.
-fn timestamp_resolution(interface: &pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock) -> u8 {
+fn timestamp_resolution(
+    interface: &pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock,
+) -> u8 {
     interface
         .options
         .iter()
@@ -116,9 +130,10 @@ fn read_frame(
         DataLink::ETHERNET => SlicedPacket::from_ethernet(frame),
         DataLink::LINUX_SLL => SlicedPacket::from_linux_sll(frame),
         // SLL2: the protocol type comes first, the header is 20 bytes.
-        DataLink::LINUX_SLL2 if frame.len() >= 20 => {
-            SlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([frame[0], frame[1]])), &frame[20..])
-        }
+        DataLink::LINUX_SLL2 if frame.len() >= 20 => SlicedPacket::from_ether_type(
+            EtherType(u16::from_be_bytes([frame[0], frame[1]])),
+            &frame[20..],
+        ),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => SlicedPacket::from_ip(frame),
         // BSD loopback: a 4-byte address family, then the IP packet.
         DataLink::NULL | DataLink::LOOP if frame.len() >= 4 => SlicedPacket::from_ip(&frame[4..]),
@@ -191,15 +206,34 @@ mod tests {
         });
         assert_eq!(
             seen,
-            vec![(5, "192.0.2.1:40000".parse().unwrap(), "192.0.2.2:2055".parse().unwrap(), vec![0, 9, 0, 0])]
+            vec![(
+                5,
+                "192.0.2.1:40000".parse().unwrap(),
+                "192.0.2.2:2055".parse().unwrap(),
+                vec![0, 9, 0, 0]
+            )]
         );
         let raw = etherparse::PacketBuilder::ipv6([0x20; 16], [0x30; 16], 64).udp(1, 4739);
         let mut packet = Vec::new();
         raw.write(&mut packet, &[0, 10]).unwrap();
-        read_frame(DataLink::RAW, 6, &packet, &mut counters, &mut |d| assert_eq!(d.destination.port(), 4739));
+        read_frame(DataLink::RAW, 6, &packet, &mut counters, &mut |d| {
+            assert_eq!(d.destination.port(), 4739)
+        });
         assert_eq!(counters.udp_datagrams, 2);
-        read_frame(DataLink::ETHERNET, 7, &frame[..20], &mut counters, &mut |_| panic!("truncated"));
-        read_frame(DataLink::Unknown(999), 7, &frame, &mut counters, &mut |_| panic!("unknown link"));
+        read_frame(
+            DataLink::ETHERNET,
+            7,
+            &frame[..20],
+            &mut counters,
+            &mut |_| panic!("truncated"),
+        );
+        read_frame(
+            DataLink::Unknown(999),
+            7,
+            &frame,
+            &mut counters,
+            &mut |_| panic!("unknown link"),
+        );
         assert_eq!(counters.unreadable, 2);
     }
 }

@@ -104,19 +104,35 @@ mod tests {
         assert_eq!(message.sequence(), 4);
         assert_eq!(message.observation_domain_id(), 7);
         let sets: Vec<_> = message.sets().collect();
-        assert_eq!(sets, vec![Ok(Set { id: 256, body: &[0xde, 0xad, 0xbe, 0xef] })]);
+        assert_eq!(
+            sets,
+            vec![Ok(Set {
+                id: 256,
+                body: &[0xde, 0xad, 0xbe, 0xef]
+            })]
+        );
     }
 
     #[test]
     fn truncations_and_bad_lengths() {
         for len in 0..24 {
-            assert_eq!(Message::new_checked(&MESSAGE[..len]).unwrap_err(), WireError::Truncated, "length {len}");
+            assert_eq!(
+                Message::new_checked(&MESSAGE[..len]).unwrap_err(),
+                WireError::Truncated,
+                "length {len}"
+            );
         }
         let mut bytes = MESSAGE;
         bytes[3] = 15;
-        assert_eq!(Message::new_checked(&bytes[..]).unwrap_err(), WireError::BadLength);
+        assert_eq!(
+            Message::new_checked(&bytes[..]).unwrap_err(),
+            WireError::BadLength
+        );
         let mut bytes = MESSAGE;
         bytes[1] = 9;
-        assert_eq!(Message::new_checked(&bytes[..]).unwrap_err(), WireError::BadVersion);
+        assert_eq!(
+            Message::new_checked(&bytes[..]).unwrap_err(),
+            WireError::BadVersion
+        );
     }
 }

@@ -94,8 +94,17 @@ pub(crate) fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 /// section 6.2). Longer slices keep their last eight bytes, so no input can panic.
 #[inline]
 pub fn read_uint(bytes: &[u8]) -> u64 {
-    let tail = &bytes[bytes.len().saturating_sub(8)..];
-    tail.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    // The common widths as single loads; the rest byte by byte.
+    match *bytes {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => {
+            let tail = &bytes[bytes.len().saturating_sub(8)..];
+            tail.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -122,7 +122,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The `count` records, each a 48-byte view.
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
-        let body = &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.count()) * RECORD_LEN];
+        let body =
+            &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.count()) * RECORD_LEN];
         body.chunks_exact(RECORD_LEN).map(|bytes| Record { bytes })
     }
 }
@@ -135,13 +136,23 @@ pub struct Record<'a> {
 
 impl Record<'_> {
     fn addr(&self, at: std::ops::Range<usize>) -> Ipv4Addr {
-        Ipv4Addr::new(self.bytes[at.start], self.bytes[at.start + 1], self.bytes[at.start + 2], self.bytes[at.start + 3])
+        Ipv4Addr::new(
+            self.bytes[at.start],
+            self.bytes[at.start + 1],
+            self.bytes[at.start + 2],
+            self.bytes[at.start + 3],
+        )
     }
     fn u16_at(&self, at: usize) -> u16 {
         u16::from_be_bytes([self.bytes[at], self.bytes[at + 1]])
     }
     fn u32_at(&self, at: usize) -> u32 {
-        u32::from_be_bytes([self.bytes[at], self.bytes[at + 1], self.bytes[at + 2], self.bytes[at + 3]])
+        u32::from_be_bytes([
+            self.bytes[at],
+            self.bytes[at + 1],
+            self.bytes[at + 2],
+            self.bytes[at + 3],
+        ])
     }
 
     pub fn src_addr(&self) -> Ipv4Addr {
@@ -280,10 +291,16 @@ mod tests {
     fn rejects_other_versions_and_impossible_counts() {
         let mut bytes = PACKET;
         bytes[1] = 9;
-        assert_eq!(Packet::new_checked(&bytes[..]).unwrap_err(), WireError::BadVersion);
+        assert_eq!(
+            Packet::new_checked(&bytes[..]).unwrap_err(),
+            WireError::BadVersion
+        );
         let mut bytes = PACKET;
         bytes[3] = 31;
-        assert_eq!(Packet::new_checked(&bytes[..]).unwrap_err(), WireError::BadLength);
+        assert_eq!(
+            Packet::new_checked(&bytes[..]).unwrap_err(),
+            WireError::BadLength
+        );
     }
 
     #[test]

@@ -108,17 +108,29 @@ mod tests {
         let sets: Vec<_> = packet.flowsets().collect();
         assert_eq!(
             sets,
-            vec![Ok(Set { id: 0, body: &[0x01, 0x00, 0x00, 0x00] }), Ok(Set { id: 256, body: &[] })]
+            vec![
+                Ok(Set {
+                    id: 0,
+                    body: &[0x01, 0x00, 0x00, 0x00]
+                }),
+                Ok(Set { id: 256, body: &[] })
+            ]
         );
     }
 
     #[test]
     fn short_header_and_wrong_version() {
         for len in 0..HEADER_LEN {
-            assert_eq!(Packet::new_checked(&PACKET[..len]).unwrap_err(), WireError::Truncated);
+            assert_eq!(
+                Packet::new_checked(&PACKET[..len]).unwrap_err(),
+                WireError::Truncated
+            );
         }
         let mut bytes = PACKET;
         bytes[1] = 10;
-        assert_eq!(Packet::new_checked(&bytes[..]).unwrap_err(), WireError::BadVersion);
+        assert_eq!(
+            Packet::new_checked(&bytes[..]).unwrap_err(),
+            WireError::BadVersion
+        );
     }
 }

@@ -68,7 +68,13 @@ mod tests {
         let sets: Vec<_> = Sets::new(&body).collect();
         assert_eq!(
             sets,
-            vec![Ok(Set { id: 2, body: &[0xaa, 0xbb] }), Ok(Set { id: 256, body: &[] })]
+            vec![
+                Ok(Set {
+                    id: 2,
+                    body: &[0xaa, 0xbb]
+                }),
+                Ok(Set { id: 256, body: &[] })
+            ]
         );
     }
 

@@ -41,7 +41,11 @@ fn is_zero(value: &u32) -> bool {
 
 impl FieldSpec {
     pub const fn new(id: u16, length: u16) -> Self {
-        FieldSpec { id, enterprise: 0, length }
+        FieldSpec {
+            id,
+            enterprise: 0,
+            length,
+        }
     }
 }
 
@@ -66,7 +70,10 @@ impl<'a> TemplateRecord<'a> {
     /// The field specifiers, in order. Never fails: lengths were checked when the record
     /// was read.
     pub fn fields(&self) -> FieldSpecs<'a> {
-        FieldSpecs { rest: self.fields, dialect: self.dialect }
+        FieldSpecs {
+            rest: self.fields,
+            dialect: self.dialect,
+        }
     }
 }
 
@@ -86,10 +93,18 @@ impl Iterator for FieldSpecs<'_> {
         if self.dialect == Dialect::Ipfix && raw_id & 0x8000 != 0 {
             let enterprise = read_u32(self.rest, 4)?;
             self.rest = &self.rest[8..];
-            Some(FieldSpec { id: raw_id & 0x7fff, enterprise, length })
+            Some(FieldSpec {
+                id: raw_id & 0x7fff,
+                enterprise,
+                length,
+            })
         } else {
             self.rest = &self.rest[4..];
-            Some(FieldSpec { id: raw_id, enterprise: 0, length })
+            Some(FieldSpec {
+                id: raw_id,
+                enterprise: 0,
+                length,
+            })
         }
     }
 }
@@ -106,7 +121,11 @@ pub struct TemplateRecords<'a> {
 
 impl<'a> TemplateRecords<'a> {
     pub fn new(body: &'a [u8], dialect: Dialect, kind: TemplateKind) -> Self {
-        TemplateRecords { rest: body, dialect, kind }
+        TemplateRecords {
+            rest: body,
+            dialect,
+            kind,
+        }
     }
 
     fn read_one(&mut self) -> Result<TemplateRecord<'a>, WireError> {
@@ -139,11 +158,21 @@ impl<'a> TemplateRecords<'a> {
         let mut at = header_len;
         for _ in 0..field_count {
             let raw_id = read_u16(buf, at).ok_or(WireError::Truncated)?;
-            at += if self.dialect == Dialect::Ipfix && raw_id & 0x8000 != 0 { 8 } else { 4 };
+            at += if self.dialect == Dialect::Ipfix && raw_id & 0x8000 != 0 {
+                8
+            } else {
+                4
+            };
         }
         let fields = buf.get(header_len..at).ok_or(WireError::Truncated)?;
         self.rest = &buf[at..];
-        Ok(TemplateRecord { template_id, field_count, scope_field_count, dialect: self.dialect, fields })
+        Ok(TemplateRecord {
+            template_id,
+            field_count,
+            scope_field_count,
+            dialect: self.dialect,
+            fields,
+        })
     }
 }
 
@@ -178,17 +207,29 @@ mod tests {
             0x00, 0x52, 0xff, 0xff, // interfaceName, variable length
             0x00, 0x00,             // padding
         ];
-        let records: Vec<_> = TemplateRecords::new(&body, Dialect::Ipfix, TemplateKind::Data).collect();
+        let records: Vec<_> =
+            TemplateRecords::new(&body, Dialect::Ipfix, TemplateKind::Data).collect();
         assert_eq!(records.len(), 1);
         let record = records[0].unwrap();
-        assert_eq!((record.template_id, record.field_count, record.scope_field_count), (256, 3, 0));
+        assert_eq!(
+            (
+                record.template_id,
+                record.field_count,
+                record.scope_field_count
+            ),
+            (256, 3, 0)
+        );
         assert!(!record.is_withdrawal());
         let fields: Vec<_> = record.fields().collect();
         assert_eq!(
             fields,
             vec![
                 FieldSpec::new(8, 4),
-                FieldSpec { id: 1, enterprise: 29305, length: 8 },
+                FieldSpec {
+                    id: 1,
+                    enterprise: 29305,
+                    length: 8
+                },
                 FieldSpec::new(82, VARIABLE_LENGTH),
             ]
         );
@@ -206,9 +247,17 @@ mod tests {
             0x00, 0x23, 0x00, 0x01, // SAMPLING_ALGORITHM, 1
             0x00, 0x00,             // padding
         ];
-        let records: Vec<_> = TemplateRecords::new(&body, Dialect::V9, TemplateKind::Options).collect();
+        let records: Vec<_> =
+            TemplateRecords::new(&body, Dialect::V9, TemplateKind::Options).collect();
         let record = records[0].unwrap();
-        assert_eq!((record.template_id, record.field_count, record.scope_field_count), (257, 3, 1));
+        assert_eq!(
+            (
+                record.template_id,
+                record.field_count,
+                record.scope_field_count
+            ),
+            (257, 3, 1)
+        );
         let ids: Vec<_> = record.fields().map(|f| f.id).collect();
         assert_eq!(ids, vec![1, 34, 35]);
     }
@@ -238,10 +287,14 @@ mod tests {
     #[test]
     fn bad_scope_counts_are_rejected() {
         let zero_scope = [0x01, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x95, 0x00, 0x04];
-        let records: Vec<_> = TemplateRecords::new(&zero_scope, Dialect::Ipfix, TemplateKind::Options).collect();
+        let records: Vec<_> =
+            TemplateRecords::new(&zero_scope, Dialect::Ipfix, TemplateKind::Options).collect();
         assert_eq!(records, vec![Err(WireError::BadTemplate)]);
-        let odd_scope = [0x01, 0x02, 0x00, 0x03, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let records: Vec<_> = TemplateRecords::new(&odd_scope, Dialect::V9, TemplateKind::Options).collect();
+        let odd_scope = [
+            0x01, 0x02, 0x00, 0x03, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let records: Vec<_> =
+            TemplateRecords::new(&odd_scope, Dialect::V9, TemplateKind::Options).collect();
         assert_eq!(records, vec![Err(WireError::BadTemplate)]);
     }
 
@@ -254,11 +307,15 @@ mod tests {
             0x80, 0x01, 0x00, 0x08, 0x00, 0x00, 0x72, 0x79,
         ];
         for len in 4..body.len() {
-            let records: Vec<_> = TemplateRecords::new(&body[..len], Dialect::Ipfix, TemplateKind::Data).collect();
+            let records: Vec<_> =
+                TemplateRecords::new(&body[..len], Dialect::Ipfix, TemplateKind::Data).collect();
             assert_eq!(records, vec![Err(WireError::Truncated)], "length {len}");
         }
         for len in 0..4 {
-            assert_eq!(TemplateRecords::new(&body[..len], Dialect::Ipfix, TemplateKind::Data).count(), 0);
+            assert_eq!(
+                TemplateRecords::new(&body[..len], Dialect::Ipfix, TemplateKind::Data).count(),
+                0
+            );
         }
     }
 }
