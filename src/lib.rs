@@ -4,8 +4,13 @@
 //! (zero-copy views) and `decode` (stateful decoder) -> `flow` (sharded conversation
 //! tables) -> `detect` (rules on event time) -> `sink` (JSON lines, Kafka).
 
+pub mod config;
 pub mod decode;
+pub mod detect;
 pub mod enrich;
+pub mod flow;
+pub mod pipeline;
+pub mod sink;
 pub mod source;
 pub mod synth;
 pub mod time;

@@ -4,9 +4,12 @@
 //! `&self`, allocate nothing and are safe to share between flow-table shards behind an `Arc`.
 //! - [`geo`]: country (embedded database, optionally MaxMind files) and ASN (MaxMind file).
 //! - [`netset`]: sets of CIDRs for inside networks and allow- and watch-lists.
+//! - [`endpoint`]: the `Enricher` that combines them into a conversation's `Destination`.
 
+pub mod endpoint;
 pub mod geo;
 pub mod netset;
 
+pub use endpoint::{Allow, Destination, Enricher};
 pub use geo::{CountryCode, Geo, GeoSources};
 pub use netset::NetSet;

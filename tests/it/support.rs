@@ -48,3 +48,64 @@ pub fn nfdump_time(text: &str) -> u64 {
     let days = (era * 146_097 + doe - 719_468) as u64;
     days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]
 }
+
+use exflow::config::Config;
+use exflow::detect::Alert;
+use exflow::enrich::Enricher;
+use exflow::pipeline::{Pipeline, PipelineCounters};
+
+/// The test configuration of the captures' README: inside networks and home country NL.
+pub fn border_config() -> Config {
+    Config {
+        inside: vec!["10.10.0.0/16".parse().unwrap(), "2001:db8:10::/48".parse().unwrap()],
+        home_countries: vec!["NL".parse().unwrap()],
+        ..Config::default()
+    }
+}
+
+/// Replays captures through the whole pipeline, as `exflow replay` does.
+pub fn replay(names: &[&str], config: &Config, shards: usize) -> (Vec<Alert>, PipelineCounters) {
+    let enricher = Enricher::from_config(config).unwrap();
+    let mut pipeline = Pipeline::new(config, enricher, shards);
+    let mut alerts = Vec::new();
+    for name in names {
+        capture::for_each_datagram(&data(name), |d| {
+            pipeline.push_datagram(d.source.ip(), d.received_ns, d.payload, &mut alerts)
+        })
+        .unwrap();
+    }
+    pipeline.finish(&mut alerts);
+    (alerts, pipeline.counters())
+}
+
+/// Feeds records (encoded as IPFIX by `synth`, decoded again) through a pipeline.
+pub fn replay_records(records: &[FlowRecord], config: &Config) -> Vec<Alert> {
+    let enricher = Enricher::from_config(config).unwrap();
+    let mut pipeline = Pipeline::new(config, enricher, 2);
+    let mut alerts = Vec::new();
+    let mut exporter = exflow::synth::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);
+    let mut datagrams = Vec::new();
+    for record in records {
+        datagrams.clear();
+        exporter.encode(std::slice::from_ref(record), record.time_flow_end_ns / 1_000_000, &mut datagrams);
+        for d in &datagrams {
+            pipeline.push_datagram("192.0.2.1".parse().unwrap(), record.time_flow_end_ns, d, &mut alerts);
+        }
+    }
+    pipeline.finish(&mut alerts);
+    alerts
+}
+
+/// Every alert must be valid against `schemas/alert.schema.json`.
+pub fn assert_schema_valid(alerts: &[Alert]) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/alert.schema.json")).unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("the schema is valid JSON Schema")
+    });
+    for alert in alerts {
+        let json = serde_json::to_value(alert).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "alert {json} violates the schema: {errors:?}");
+    }
+}

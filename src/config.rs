@@ -1,0 +1,552 @@
+//! config: the whole configuration tree, read from TOML (`--config FILE`), overlaid with
+//! command-line flags and their `EXFLOW_*` environment twins, then validated into the
+//! objects the pipeline uses. Every key has a documented default, so an empty file (or no
+//! file) runs; unknown keys are errors that name their path.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::DecoderLimits;
+use crate::enrich::CountryCode;
+
+/// The configuration file's root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The networks that are "ours": a record is oriented inside -> outside with them.
+    /// Default: RFC 1918, RFC 6598 (carrier-grade NAT) and ULA.
+    pub inside: Vec<IpNet>,
+    /// Countries that are not foreign. Empty: the inside endpoint's own country, where known.
+    pub home_countries: Vec<CountryCode>,
+    /// Countries whose traffic the `watchlist` rule reports.
+    pub watch_countries: Vec<CountryCode>,
+    /// The inside DNS resolvers, whose forwarding to outside resolvers is not tunnelling.
+    pub resolvers: Vec<IpAddr>,
+    /// Threat-intel CIDRs, one per line (`#` comments), for `watchlist`; reloaded on SIGHUP.
+    pub threat_intel_file: Option<PathBuf>,
+    /// UDP addresses the daemon receives NetFlow/IPFIX on (any version on any port).
+    pub listen: Vec<SocketAddr>,
+    /// Prometheus `/metrics` address of the daemon.
+    pub metrics_listen: SocketAddr,
+    /// Where templates and sampling state are saved across restarts (daemon only).
+    pub state_file: Option<PathBuf>,
+    pub geoip: GeoipConfig,
+    pub sampling: SamplingSection,
+    pub decoder: DecoderLimits,
+    pub flow: FlowConfig,
+    /// Global allow-list: matching traffic is never alerted on.
+    pub allow: AllowList,
+    pub rules: RulesConfig,
+    pub suppression: SuppressionConfig,
+    pub sink: SinkConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            inside: crate::enrich::netset::DEFAULT_INSIDE_NETS.to_vec(),
+            home_countries: Vec::new(),
+            watch_countries: Vec::new(),
+            resolvers: Vec::new(),
+            threat_intel_file: None,
+            listen: vec!["0.0.0.0:2055".parse().expect("literal"), "0.0.0.0:4739".parse().expect("literal")],
+            metrics_listen: "127.0.0.1:9102".parse().expect("literal"),
+            state_file: None,
+            geoip: GeoipConfig::default(),
+            sampling: SamplingSection::default(),
+            decoder: DecoderLimits::default(),
+            flow: FlowConfig::default(),
+            allow: AllowList::default(),
+            rules: RulesConfig::default(),
+            suppression: SuppressionConfig::default(),
+            sink: SinkConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoipConfig {
+    /// MaxMind GeoIP2/GeoLite2 Country (or City) databases, consulted first.
+    pub country_db: Vec<PathBuf>,
+    /// A MaxMind ASN database, for destinations whose exporter sends no AS numbers.
+    pub asn_db: Option<PathBuf>,
+    /// Fall back to the embedded geo-whois-asn-country database.
+    pub embedded: bool,
+}
+
+impl Default for GeoipConfig {
+    fn default() -> Self {
+        GeoipConfig { country_db: Vec::new(), asn_db: None, embedded: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSection {
+    /// 1-in-N rate for exporters that announce none. Unset: counters are taken as they are.
+    pub default_rate: Option<u32>,
+    /// Per-exporter rates that win over what the exporter announces.
+    pub overrides: BTreeMap<IpAddr, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// Conversations tracked at most; beyond it the longest-idle are evicted (counted).
+    pub max_conversations: usize,
+    /// A conversation idle this long (event time) ends; records of the same 5-tuple within
+    /// it are stitched into one conversation.
+    pub idle_timeout_s: u64,
+    /// How often (event time) expiry and windowed rules run.
+    pub tick_s: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig { max_conversations: 2_000_000, idle_timeout_s: 1800, tick_s: 60 }
+    }
+}
+
+/// Traffic that is never alerted on: any match allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowList {
+    /// Outside (or inside) networks.
+    pub cidrs: Vec<IpNet>,
+    /// Outside autonomous systems.
+    pub asns: Vec<u32>,
+    /// Outside countries.
+    pub countries: Vec<CountryCode>,
+    /// Outside ports.
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub long_lived_foreign: LongLivedForeignConfig,
+    pub bulk_egress: BulkEgressConfig,
+    pub new_destination: NewDestinationConfig,
+    pub beacon: BeaconConfig,
+    pub dns_tunnel: DnsTunnelConfig,
+    pub watchlist: WatchlistConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongLivedForeignConfig {
+    pub enabled: bool,
+    /// Durations at which the conversation is reported, each step more severe.
+    pub ladder_s: Vec<u64>,
+    /// Exporters time a flow from its first to its last packet, so an hour-long transfer
+    /// reads as 59 min 5x s: a step is reached this much before its duration.
+    pub duration_slack_s: u64,
+    /// Upload a conversation needs before it counts (a keepalive does not).
+    pub min_bytes_out: u64,
+    pub allow: AllowList,
+}
+
+impl Default for LongLivedForeignConfig {
+    fn default() -> Self {
+        LongLivedForeignConfig {
+            enabled: true,
+            ladder_s: vec![3600, 4 * 3600, 8 * 3600, 12 * 3600],
+            duration_slack_s: 60,
+            min_bytes_out: 1_000_000,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkEgressConfig {
+    pub enabled: bool,
+    /// Upload from one inside host to one outside address within `window_s`.
+    pub min_bytes_out: u64,
+    pub window_s: u64,
+    pub allow: AllowList,
+}
+
+impl Default for BulkEgressConfig {
+    fn default() -> Self {
+        BulkEgressConfig { enabled: true, min_bytes_out: 100_000_000, window_s: 3600, allow: AllowList::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NewDestinationConfig {
+    pub enabled: bool,
+    /// Event time from the first record during which each host's usual countries and
+    /// networks are learned.
+    pub learning_s: u64,
+    /// Upload to a never-seen country or ASN that is reported after learning.
+    pub min_bytes_out: u64,
+    /// Hosts whose destinations are remembered at most (the rest are not baselined).
+    pub max_hosts: usize,
+    pub allow: AllowList,
+}
+
+impl Default for NewDestinationConfig {
+    fn default() -> Self {
+        NewDestinationConfig {
+            enabled: true,
+            learning_s: 24 * 3600,
+            min_bytes_out: 1_000_000,
+            max_hosts: 200_000,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BeaconConfig {
+    pub enabled: bool,
+    /// Connections (or, in one quiet flow, packets) needed before a score is given.
+    pub min_occurrences: u32,
+    /// Regularity score (0..1) at or above which a beacon is reported.
+    pub score_threshold: f64,
+    /// Longest average interval between packets of a flow that still counts as quiet.
+    pub quiet_min_interval_s: u64,
+    pub allow: AllowList,
+}
+
+impl Default for BeaconConfig {
+    fn default() -> Self {
+        BeaconConfig {
+            enabled: true,
+            min_occurrences: 20,
+            score_threshold: 0.8,
+            quiet_min_interval_s: 10,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsTunnelConfig {
+    pub enabled: bool,
+    pub window_s: u64,
+    /// Volume: bytes sent to one outside resolver within the window...
+    pub min_bytes_out: u64,
+    /// ...or queries (packets) sent within the window...
+    pub min_queries: u64,
+    /// ...or at least `min_queries_for_ratio` queries averaging this many bytes (long names).
+    pub min_bytes_per_query: u64,
+    pub min_queries_for_ratio: u64,
+    pub allow: AllowList,
+}
+
+impl Default for DnsTunnelConfig {
+    fn default() -> Self {
+        DnsTunnelConfig {
+            enabled: true,
+            window_s: 600,
+            min_bytes_out: 100_000,
+            min_queries: 500,
+            min_bytes_per_query: 160,
+            min_queries_for_ratio: 100,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchlistConfig {
+    pub enabled: bool,
+    /// Traffic (both directions) between a host and a listed destination before it is reported.
+    pub min_bytes: u64,
+    pub allow: AllowList,
+}
+
+impl Default for WatchlistConfig {
+    fn default() -> Self {
+        WatchlistConfig { enabled: true, min_bytes: 100_000, allow: AllowList::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuppressionConfig {
+    /// After an alert, the same (rule, host, destination, step) stays quiet this long.
+    pub cooldown_s: u64,
+}
+
+impl Default for SuppressionConfig {
+    fn default() -> Self {
+        SuppressionConfig { cooldown_s: 24 * 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Alerts as JSON lines to this file (appended); default stdout.
+    pub file: Option<PathBuf>,
+    pub kafka: Option<KafkaConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "exflow.alerts.v1".to_string()
+}
+
+/// The flags every pipeline command shares (`replay`, `run`, `check-config`); each has an
+/// `EXFLOW_*` environment twin and wins over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SharedArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "EXFLOW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Inside network (repeatable; replaces the config's `inside`).
+    #[arg(long = "inside", env = "EXFLOW_INSIDE", value_delimiter = ',', value_name = "CIDR")]
+    pub inside: Vec<IpNet>,
+    /// Home country, ISO 3166 alpha-2 (repeatable; replaces `home_countries`).
+    #[arg(long = "home-country", env = "EXFLOW_HOME_COUNTRY", value_delimiter = ',', value_name = "CC")]
+    pub home_countries: Vec<CountryCode>,
+    /// Watch-listed country (repeatable; replaces `watch_countries`).
+    #[arg(long = "watch-country", env = "EXFLOW_WATCH_COUNTRY", value_delimiter = ',', value_name = "CC")]
+    pub watch_countries: Vec<CountryCode>,
+    /// UDP address to receive on (repeatable; replaces `listen`).
+    #[arg(long = "listen", env = "EXFLOW_LISTEN", value_delimiter = ',', value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Prometheus metrics address (replaces `metrics_listen`).
+    #[arg(long, env = "EXFLOW_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Kafka bootstrap brokers, comma-separated (sets `sink.kafka.brokers`).
+    #[arg(long, env = "EXFLOW_KAFKA_BROKERS", value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic for alerts (sets `sink.kafka.topic`).
+    #[arg(long, env = "EXFLOW_KAFKA_TOPIC", value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Config> {
+        toml::from_str(text).map_err(|error| anyhow::anyhow!("{origin}: {}", error.message().trim_end()).context(
+            match error.span() {
+                Some(span) => format!("invalid config at {origin}, line {}", line_of(text, span.start)),
+                None => format!("invalid config {origin}"),
+            },
+        ))
+    }
+
+    /// The file (when given) with the flags laid over it, validated.
+    pub fn load(args: &SharedArgs) -> anyhow::Result<Config> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file '{}'", path.display()))?;
+                Config::from_toml(&text, &format!("'{}'", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, args: &SharedArgs) {
+        if !args.inside.is_empty() {
+            self.inside = args.inside.clone();
+        }
+        if !args.home_countries.is_empty() {
+            self.home_countries = args.home_countries.clone();
+        }
+        if !args.watch_countries.is_empty() {
+            self.watch_countries = args.watch_countries.clone();
+        }
+        if !args.listen.is_empty() {
+            self.listen = args.listen.clone();
+        }
+        if let Some(address) = args.metrics_listen {
+            self.metrics_listen = address;
+        }
+        if args.kafka_brokers.is_some() || args.kafka_topic.is_some() {
+            let kafka = self.sink.kafka.get_or_insert_with(|| KafkaConfig {
+                brokers: String::new(),
+                topic: default_topic(),
+                librdkafka_options: BTreeMap::new(),
+            });
+            if let Some(brokers) = &args.kafka_brokers {
+                kafka.brokers = brokers.clone();
+            }
+            if let Some(topic) = &args.kafka_topic {
+                kafka.topic = topic.clone();
+            }
+        }
+    }
+
+    /// Checks what serde cannot: every problem is reported, each with its key path.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.inside.is_empty() {
+            problems.push("inside: at least one inside network is needed".to_string());
+        }
+        if self.flow.max_conversations == 0 {
+            problems.push("flow.max_conversations: must be at least 1".to_string());
+        }
+        if self.flow.idle_timeout_s == 0 || self.flow.tick_s == 0 {
+            problems.push("flow.idle_timeout_s, flow.tick_s: must be at least 1".to_string());
+        }
+        let ladder = &self.rules.long_lived_foreign.ladder_s;
+        if ladder.is_empty() || ladder.windows(2).any(|w| w[0] >= w[1]) || ladder.len() > 8 {
+            problems.push("rules.long_lived_foreign.ladder_s: 1 to 8 durations, increasing".to_string());
+        }
+        if self.rules.bulk_egress.window_s == 0 || self.rules.dns_tunnel.window_s == 0 {
+            problems.push("rules.*.window_s: must be at least 1".to_string());
+        }
+        if !(0.0..=1.0).contains(&self.rules.beacon.score_threshold) {
+            problems.push(format!(
+                "rules.beacon.score_threshold: {} is outside 0..1",
+                self.rules.beacon.score_threshold
+            ));
+        }
+        if self.rules.beacon.min_occurrences < 4 {
+            problems.push("rules.beacon.min_occurrences: at least 4 are needed to judge regularity".to_string());
+        }
+        if self.sampling.overrides.values().any(|&rate| rate == 0) || self.sampling.default_rate == Some(0) {
+            problems.push("sampling: a rate is 1-in-N with N at least 1".to_string());
+        }
+        if self.listen.is_empty() {
+            problems.push("listen: at least one address is needed".to_string());
+        }
+        if let Some(kafka) = &self.sink.kafka {
+            if kafka.brokers.trim().is_empty() || kafka.brokers.split(',').any(|b| !is_host_port(b.trim())) {
+                problems.push(format!(
+                    "sink.kafka.brokers: '{}' is not a comma-separated list of host:port",
+                    kafka.brokers
+                ));
+            }
+            if kafka.topic.is_empty()
+                || !kafka.topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                problems.push(format!("sink.kafka.topic: '{}' is not a valid Kafka topic name", kafka.topic));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        bail!("invalid config: {}", problems.join("; "))
+    }
+}
+
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Reads a threat-intel file: one CIDR or address per line, `#` comments.
+pub fn load_threat_intel(path: &Path) -> anyhow::Result<crate::enrich::NetSet> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read threat_intel_file '{}'", path.display()))?;
+    crate::enrich::NetSet::parse_list(&text).with_context(|| format!("threat_intel_file '{}'", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config = Config::from_toml("", "test").unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+        assert_eq!(config.inside.len(), 5);
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.rules.bulk_egress.min_bytes_out, 100_000_000);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let text = r#"
+            inside = ["10.10.0.0/16", "2001:db8:10::/48"]
+            home_countries = ["NL"]
+            watch_countries = ["kp"]
+            resolvers = ["10.10.0.53"]
+            listen = ["127.0.0.1:2055"]
+            [sampling]
+            default_rate = 1
+            overrides = { "192.0.2.1" = 1000 }
+            [allow]
+            asns = [15169]
+            [rules.bulk_egress]
+            min_bytes_out = 50_000_000
+            allow = { countries = ["DE"] }
+            [rules.beacon]
+            enabled = false
+            [sink.kafka]
+            brokers = "kafka1:9092,kafka2:9092"
+        "#;
+        let config = Config::from_toml(text, "test").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.home_countries, vec!["NL".parse().unwrap()]);
+        assert_eq!(config.watch_countries, vec!["KP".parse().unwrap()]);
+        assert_eq!(config.sampling.overrides[&"192.0.2.1".parse::<IpAddr>().unwrap()], 1000);
+        assert_eq!(config.rules.bulk_egress.allow.countries, vec!["DE".parse().unwrap()]);
+        assert!(!config.rules.beacon.enabled);
+        assert_eq!(config.sink.kafka.as_ref().unwrap().topic, "exflow.alerts.v1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_place() {
+        let error = Config::from_toml("[rules.bulk_egress]\nmin_bytes = 5\n", "'x.toml'").unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("line 2") && text.contains("unknown field `min_bytes`"), "{text}");
+        let error = Config::from_toml("home_countries = [\"Netherlands\"]", "'x.toml'").unwrap_err();
+        assert!(format!("{error:#}").contains("Netherlands"), "{error:#}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_path() {
+        let mut config = Config::default();
+        config.rules.long_lived_foreign.ladder_s = vec![3600, 60];
+        config.sink.kafka =
+            Some(KafkaConfig { brokers: "kafka1".into(), topic: "bad topic".into(), librdkafka_options: BTreeMap::new() });
+        let text = config.validate().unwrap_err().to_string();
+        assert!(text.contains("rules.long_lived_foreign.ladder_s"), "{text}");
+        assert!(text.contains("sink.kafka.brokers: 'kafka1'"), "{text}");
+        assert!(text.contains("sink.kafka.topic: 'bad topic'"), "{text}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let args = SharedArgs {
+            inside: vec!["192.0.2.0/24".parse().unwrap()],
+            home_countries: vec!["DE".parse().unwrap()],
+            kafka_brokers: Some("127.0.0.1:9092".into()),
+            ..SharedArgs::default()
+        };
+        let mut config = Config::from_toml("home_countries = [\"NL\"]", "test").unwrap();
+        config.apply(&args);
+        assert_eq!(config.inside, vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(config.home_countries, vec!["DE".parse().unwrap()]);
+        assert_eq!(config.sink.kafka.unwrap().brokers, "127.0.0.1:9092");
+    }
+}

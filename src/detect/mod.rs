@@ -1,0 +1,313 @@
+//! detect: rules over conversations on event time. Each rule sees every oriented record
+//! with its stitched conversation and the destination's facts, keeps whatever state it
+//! needs, and reports `Finding`s; suppression turns findings into `Alert`s.
+//!
+//! A `Detector` belongs to one flow-table shard (sharded by inside host), so per-host state
+//! is local and nothing is locked. All time is event time: the same records in the same
+//! order give the same alerts, live or replayed.
+
+pub mod alert;
+pub mod beacon;
+pub mod bulk_egress;
+pub mod dns_tunnel;
+pub mod long_lived_foreign;
+pub mod new_destination;
+pub mod suppress;
+pub mod watchlist;
+
+use std::net::IpAddr;
+
+pub use alert::{Alert, Severity};
+
+use crate::config::Config;
+use crate::enrich::{Allow, Destination};
+use crate::flow::{Conversation, ConversationKey, Oriented, Update};
+
+/// The rules, in a fixed order (also the order of metric labels).
+pub const RULES: [&str; 6] = ["long_lived_foreign", "bulk_egress", "new_destination", "beacon", "dns_tunnel", "watchlist"];
+
+/// What a rule sees for each record.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordEvent<'a> {
+    pub record: &'a Oriented,
+    pub key: &'a ConversationKey,
+    /// The conversation after the record was stitched in.
+    pub conversation: &'a Conversation,
+    pub update: Update,
+    /// Event time: the latest flow end seen by the pipeline.
+    pub now_ms: u64,
+    /// The inside host is a configured resolver.
+    pub from_resolver: bool,
+}
+
+impl RecordEvent<'_> {
+    pub fn destination(&self) -> &Destination {
+        &self.conversation.destination
+    }
+}
+
+/// A rule's report, before suppression. Counters describe what the rule looked at (a
+/// conversation, or a host's traffic to a destination over a window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    /// Ladder step, 0 for the first report; each higher step is an escalation.
+    pub step: u8,
+    pub score: u8,
+    pub summary: String,
+    pub inside: IpAddr,
+    pub outside: IpAddr,
+    pub outside_port: u16,
+    pub proto: u8,
+    pub destination: Destination,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub flows: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub exporter: IpAddr,
+    pub attack: &'static [&'static str],
+    /// Event time of the finding.
+    pub at_ms: u64,
+}
+
+impl Finding {
+    /// A finding about one conversation, with its counters.
+    pub fn for_conversation(rule: &'static str, event: &RecordEvent<'_>, step: u8, score: u8, summary: String) -> Self {
+        Finding::for_totals(rule, event.key, event.conversation, step, score, summary, event.now_ms)
+    }
+
+    pub fn for_totals(
+        rule: &'static str,
+        key: &ConversationKey,
+        c: &Conversation,
+        step: u8,
+        score: u8,
+        summary: String,
+        at_ms: u64,
+    ) -> Self {
+        Finding {
+            rule,
+            step,
+            score,
+            summary,
+            inside: key.inside,
+            outside: key.outside,
+            outside_port: key.outside_port,
+            proto: key.proto,
+            destination: c.destination,
+            bytes_out: c.bytes_out,
+            bytes_in: c.bytes_in,
+            packets_out: c.packets_out,
+            packets_in: c.packets_in,
+            flows: u64::from(c.flows),
+            first_ms: c.first_ms,
+            last_ms: c.last_ms,
+            exporter: c.exporter,
+            attack: &[],
+            at_ms,
+        }
+    }
+
+    pub fn with_attack(mut self, attack: &'static [&'static str]) -> Self {
+        self.attack = attack;
+        self
+    }
+}
+
+/// One detection rule. Implementations keep their own bounded state.
+pub trait Rule: Send {
+    fn name(&self) -> &'static str;
+
+    /// Called for every record of a conversation the global allow-list does not match.
+    fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>);
+
+    /// Called as event time advances (every `flow.tick_s`) and at the end of input, to
+    /// close windows and forget old state.
+    fn on_tick(&mut self, _now_ms: u64, _findings: &mut Vec<Finding>) {}
+
+    /// Called when a conversation ends (idle, evicted, end of input).
+    fn on_end(&mut self, _key: &ConversationKey, _conversation: &Conversation, _now_ms: u64, _findings: &mut Vec<Finding>) {}
+}
+
+/// Whether a rule's own allow-list matches the event's conversation.
+pub fn rule_allows(allow: &Allow, key: &ConversationKey, destination: &Destination) -> bool {
+    allow.allows(key.inside, key.outside, key.outside_port, destination)
+}
+
+/// Score 0-100 growing with the logarithm of `value / threshold`: `base` at the
+/// threshold, `per_decade` more for each tenfold, capped at 100.
+pub fn log_score(value: u64, threshold: u64, base: f64, per_decade: f64) -> u8 {
+    let ratio = value as f64 / threshold.max(1) as f64;
+    (base + per_decade * ratio.max(1.0).log10()).clamp(0.0, 100.0) as u8
+}
+
+/// Human-readable byte counts for summaries: "600.4 MB".
+pub fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
+}
+
+/// The place of a destination in a summary: "5.255.255.77:443 (RU, AS...)".
+pub fn describe_destination(outside: IpAddr, port: u16, destination: &Destination) -> String {
+    let endpoint = std::net::SocketAddr::new(outside, port);
+    match (destination.country, destination.asn) {
+        (Some(cc), Some(asn)) => format!("{endpoint} ({cc}, AS{asn})"),
+        (Some(cc), None) => format!("{endpoint} ({cc})"),
+        (None, Some(asn)) => format!("{endpoint} (AS{asn})"),
+        (None, None) => endpoint.to_string(),
+    }
+}
+
+/// The rules of one shard and the suppression in front of the sink.
+pub struct Detector {
+    rules: Vec<Box<dyn Rule>>,
+    suppressor: suppress::Suppressor,
+    findings: Vec<Finding>,
+}
+
+impl Detector {
+    /// The enabled rules of `config`.
+    pub fn new(config: &Config) -> Self {
+        let r = &config.rules;
+        let mut rules: Vec<Box<dyn Rule>> = Vec::new();
+        if r.long_lived_foreign.enabled {
+            rules.push(Box::new(long_lived_foreign::LongLivedForeign::new(&r.long_lived_foreign)));
+        }
+        if r.bulk_egress.enabled {
+            rules.push(Box::new(bulk_egress::BulkEgress::new(&r.bulk_egress)));
+        }
+        if r.new_destination.enabled {
+            rules.push(Box::new(new_destination::NewDestination::new(&r.new_destination)));
+        }
+        if r.beacon.enabled {
+            rules.push(Box::new(beacon::Beacon::new(&r.beacon)));
+        }
+        if r.dns_tunnel.enabled {
+            rules.push(Box::new(dns_tunnel::DnsTunnel::new(&r.dns_tunnel)));
+        }
+        if r.watchlist.enabled {
+            rules.push(Box::new(watchlist::Watchlist::new(&r.watchlist)));
+        }
+        Detector { rules, suppressor: suppress::Suppressor::new(config.suppression.cooldown_s), findings: Vec::new() }
+    }
+
+    pub fn on_record(&mut self, event: &RecordEvent<'_>, alerts: &mut Vec<Alert>) {
+        if event.destination().allowed {
+            return;
+        }
+        for rule in &mut self.rules {
+            rule.on_record(event, &mut self.findings);
+        }
+        self.suppress(alerts);
+    }
+
+    pub fn on_tick(&mut self, now_ms: u64, alerts: &mut Vec<Alert>) {
+        for rule in &mut self.rules {
+            rule.on_tick(now_ms, &mut self.findings);
+        }
+        self.suppressor.forget_before(now_ms);
+        self.suppress(alerts);
+    }
+
+    pub fn on_end(&mut self, key: &ConversationKey, conversation: &Conversation, now_ms: u64, alerts: &mut Vec<Alert>) {
+        if conversation.destination.allowed {
+            return;
+        }
+        for rule in &mut self.rules {
+            rule.on_end(key, conversation, now_ms, &mut self.findings);
+        }
+        self.suppress(alerts);
+    }
+
+    fn suppress(&mut self, alerts: &mut Vec<Alert>) {
+        for finding in self.findings.drain(..) {
+            if let Some(alert) = self.suppressor.admit(finding) {
+                alerts.push(alert);
+            }
+        }
+    }
+
+    /// Alerts held back by suppression since the start.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressor.suppressed
+    }
+}
+
+/// Helpers for the rules' unit tests: events built from one record.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::flow::FlowTable;
+
+    /// An outbound record `inside:port -> outside:port` (TCP).
+    #[allow(clippy::too_many_arguments)]
+    pub fn oriented(
+        inside: &str,
+        inside_port: u16,
+        outside: &str,
+        outside_port: u16,
+        bytes_out: u64,
+        bytes_in: u64,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Oriented {
+        Oriented {
+            inside: inside.parse().unwrap(),
+            outside: outside.parse().unwrap(),
+            inside_port,
+            outside_port,
+            proto: 6,
+            bytes_out,
+            bytes_in,
+            packets_out: bytes_out.div_ceil(1000),
+            packets_in: bytes_in.div_ceil(1000),
+            start_ms,
+            end_ms,
+            outside_asn: 0,
+            exporter: "127.0.0.1".parse().unwrap(),
+        }
+    }
+
+    /// A foreign (RU) destination.
+    pub fn foreign() -> Destination {
+        Destination { country: Some("RU".parse().unwrap()), foreign: true, ..Destination::default() }
+    }
+
+    /// The event of a record that starts its own conversation, to a foreign destination.
+    pub fn event_for(record: &Oriented, now_ms: u64) -> RecordEvent<'static> {
+        event_with(record, now_ms, foreign())
+    }
+
+    pub fn event_with(record: &Oriented, now_ms: u64, destination: Destination) -> RecordEvent<'static> {
+        let mut table = FlowTable::new(10, 3600);
+        let (update, conversation) = table.update(record, || destination, |_, _| {});
+        let leaked: &'static (Oriented, ConversationKey, Conversation) =
+            Box::leak(Box::new((*record, record.key(), conversation)));
+        RecordEvent {
+            record: &leaked.0,
+            key: &leaked.1,
+            conversation: &leaked.2,
+            update,
+            now_ms,
+            from_resolver: false,
+        }
+    }
+
+    #[test]
+    fn scores_and_words() {
+        assert_eq!(log_score(100, 100, 45.0, 25.0), 45);
+        assert_eq!(log_score(1000, 100, 45.0, 25.0), 70);
+        assert_eq!(log_score(1, 100, 45.0, 25.0), 45);
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(600_384_929), "600.4 MB");
+    }
+}

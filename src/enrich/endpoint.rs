@@ -1,0 +1,128 @@
+//! enrich: the `Enricher`, built once from config, answering per conversation what the
+//! detectors need to know about its endpoints: inside or not, country, ASN, foreign or not,
+//! watch-listed or not, allow-listed or not.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::{CountryCode, Geo, GeoSources, NetSet};
+use crate::config::{AllowList, Config};
+
+/// An allow-list compiled for lookups.
+#[derive(Debug, Clone, Default)]
+pub struct Allow {
+    nets: NetSet,
+    asns: Box<[u32]>,
+    countries: Box<[CountryCode]>,
+    ports: Box<[u16]>,
+}
+
+impl Allow {
+    pub fn new(list: &AllowList) -> Self {
+        Allow {
+            nets: NetSet::from_nets(list.cidrs.iter().copied()),
+            asns: list.asns.clone().into(),
+            countries: list.countries.clone().into(),
+            ports: list.ports.clone().into(),
+        }
+    }
+
+    /// Whether the conversation between `inside` and this destination is allowed: either
+    /// address in the networks, or the outside's AS, country or port listed.
+    pub fn allows(&self, inside: IpAddr, outside: IpAddr, outside_port: u16, destination: &Destination) -> bool {
+        self.nets.contains(outside)
+            || self.nets.contains(inside)
+            || destination.asn.is_some_and(|asn| self.asns.contains(&asn))
+            || destination.country.is_some_and(|cc| self.countries.contains(&cc))
+            || self.ports.contains(&outside_port)
+    }
+}
+
+/// What is known about a conversation's outside end. `Copy`, kept in the conversation so
+/// it is looked up once, not per record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Destination {
+    pub country: Option<CountryCode>,
+    pub asn: Option<u32>,
+    /// The country is known and not home.
+    pub foreign: bool,
+    /// A watch-listed country or a threat-intel network.
+    pub watched: bool,
+    /// The global allow-list matches: no rule looks at this conversation.
+    pub allowed: bool,
+}
+
+/// Endpoint facts for the whole pipeline; cheap to clone (shared behind `Arc`s).
+#[derive(Debug, Clone)]
+pub struct Enricher {
+    geo: Arc<Geo>,
+    inside: NetSet,
+    home: Box<[CountryCode]>,
+    watch: Box<[CountryCode]>,
+    threat_intel: Arc<NetSet>,
+    resolvers: Box<[IpAddr]>,
+    allow: Allow,
+}
+
+impl Enricher {
+    /// Opens the GeoIP databases and reads the threat-intel file named in `config`.
+    pub fn from_config(config: &Config) -> anyhow::Result<Enricher> {
+        let geo = Geo::open(&GeoSources {
+            country_db_paths: config.geoip.country_db.clone(),
+            embedded_country_fallback: config.geoip.embedded,
+            asn_db_path: config.geoip.asn_db.clone(),
+        })?;
+        let threat_intel = match &config.threat_intel_file {
+            Some(path) => crate::config::load_threat_intel(path)?,
+            None => NetSet::default(),
+        };
+        Ok(Enricher::new(Arc::new(geo), config, threat_intel))
+    }
+
+    pub fn new(geo: Arc<Geo>, config: &Config, threat_intel: NetSet) -> Enricher {
+        Enricher {
+            geo,
+            inside: NetSet::from_nets(config.inside.iter().copied()),
+            home: config.home_countries.clone().into(),
+            watch: config.watch_countries.clone().into(),
+            threat_intel: Arc::new(threat_intel),
+            resolvers: config.resolvers.clone().into(),
+            allow: Allow::new(&config.allow),
+        }
+    }
+
+    /// Replaces the threat-intel networks (SIGHUP).
+    pub fn set_threat_intel(&mut self, networks: NetSet) {
+        self.threat_intel = Arc::new(networks);
+    }
+
+    pub fn is_inside(&self, address: IpAddr) -> bool {
+        self.inside.contains(address)
+    }
+
+    pub fn is_resolver(&self, address: IpAddr) -> bool {
+        self.resolvers.contains(&address)
+    }
+
+    pub fn country(&self, address: IpAddr) -> Option<CountryCode> {
+        self.geo.country(address)
+    }
+
+    /// The facts about `outside` as seen from `inside`. `record_asn` is the AS number the
+    /// exporter sent (0: none), preferred over the ASN database.
+    pub fn destination(&self, inside: IpAddr, outside: IpAddr, outside_port: u16, record_asn: u32) -> Destination {
+        let country = self.geo.country(outside);
+        let asn = if record_asn != 0 { Some(record_asn) } else { self.geo.asn(outside) };
+        let foreign = match country {
+            None => false,
+            Some(cc) if !self.home.is_empty() => !self.home.contains(&cc),
+            // No home configured: foreign means another country than the inside host's;
+            // for an inside host without one (private space), any known country.
+            Some(cc) => self.geo.country(inside) != Some(cc),
+        };
+        let watched = country.is_some_and(|cc| self.watch.contains(&cc)) || self.threat_intel.contains(outside);
+        let mut destination = Destination { country, asn, foreign, watched, allowed: false };
+        destination.allowed = self.allow.allows(inside, outside, outside_port, &destination);
+        destination
+    }
+}
