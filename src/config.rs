@@ -35,6 +35,7 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Where templates and sampling state are saved across restarts (daemon only).
     pub state_file: Option<PathBuf>,
+    pub source: SourceConfig,
     pub geoip: GeoipConfig,
     pub sampling: SamplingSection,
     pub decoder: DecoderLimits,
@@ -54,9 +55,13 @@ impl Default for Config {
             watch_countries: Vec::new(),
             resolvers: Vec::new(),
             threat_intel_file: None,
-            listen: vec!["0.0.0.0:2055".parse().expect("literal"), "0.0.0.0:4739".parse().expect("literal")],
+            listen: vec![
+                "0.0.0.0:2055".parse().expect("literal"),
+                "0.0.0.0:4739".parse().expect("literal"),
+            ],
             metrics_listen: "127.0.0.1:9102".parse().expect("literal"),
             state_file: None,
+            source: SourceConfig::default(),
             geoip: GeoipConfig::default(),
             sampling: SamplingSection::default(),
             decoder: DecoderLimits::default(),
@@ -65,6 +70,29 @@ impl Default for Config {
             rules: RulesConfig::default(),
             suppression: SuppressionConfig::default(),
             sink: SinkConfig::default(),
+        }
+    }
+}
+
+/// The daemon's receive side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `SO_RCVBUF` asked for on each socket; the kernel caps it at `net.core.rmem_max`.
+    pub receive_buffer_bytes: usize,
+    /// Batches (of up to 64 datagrams) waiting for the pipeline; beyond it they are dropped
+    /// and counted.
+    pub queue_batches: usize,
+    /// How often (wall clock) templates and sampling state are saved to `state_file`.
+    pub state_save_interval_s: u64,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            receive_buffer_bytes: 32 << 20,
+            queue_batches: 4096,
+            state_save_interval_s: 60,
         }
     }
 }
@@ -82,7 +110,11 @@ pub struct GeoipConfig {
 
 impl Default for GeoipConfig {
     fn default() -> Self {
-        GeoipConfig { country_db: Vec::new(), asn_db: None, embedded: true }
+        GeoipConfig {
+            country_db: Vec::new(),
+            asn_db: None,
+            embedded: true,
+        }
     }
 }
 
@@ -100,16 +132,25 @@ pub struct SamplingSection {
 pub struct FlowConfig {
     /// Conversations tracked at most; beyond it the longest-idle are evicted (counted).
     pub max_conversations: usize,
-    /// A conversation idle this long (event time) ends; records of the same 5-tuple within
-    /// it are stitched into one conversation.
+    /// Records of the same 5-tuple that start within this long (event time) after the
+    /// conversation's last activity are stitched into it.
     pub idle_timeout_s: u64,
+    /// How late, after event time has moved on, an exporter may still deliver a record of
+    /// a conversation (softflowd holds idle flows up to an hour before exporting them). A
+    /// conversation ends when idle for `idle_timeout_s + late_records_s`.
+    pub late_records_s: u64,
     /// How often (event time) expiry and windowed rules run.
     pub tick_s: u64,
 }
 
 impl Default for FlowConfig {
     fn default() -> Self {
-        FlowConfig { max_conversations: 2_000_000, idle_timeout_s: 1800, tick_s: 60 }
+        FlowConfig {
+            max_conversations: 2_000_000,
+            idle_timeout_s: 1800,
+            late_records_s: 3600,
+            tick_s: 60,
+        }
     }
 }
 
@@ -176,7 +217,12 @@ pub struct BulkEgressConfig {
 
 impl Default for BulkEgressConfig {
     fn default() -> Self {
-        BulkEgressConfig { enabled: true, min_bytes_out: 100_000_000, window_s: 3600, allow: AllowList::default() }
+        BulkEgressConfig {
+            enabled: true,
+            min_bytes_out: 100_000_000,
+            window_s: 3600,
+            allow: AllowList::default(),
+        }
     }
 }
 
@@ -214,7 +260,8 @@ pub struct BeaconConfig {
     pub min_occurrences: u32,
     /// Regularity score (0..1) at or above which a beacon is reported.
     pub score_threshold: f64,
-    /// Longest average interval between packets of a flow that still counts as quiet.
+    /// Shortest median interval between connections, or between packets of one flow, that
+    /// can be a beacon: faster is interactive or bulk traffic.
     pub quiet_min_interval_s: u64,
     pub allow: AllowList,
 }
@@ -226,7 +273,11 @@ impl Default for BeaconConfig {
             min_occurrences: 20,
             score_threshold: 0.8,
             quiet_min_interval_s: 10,
-            allow: AllowList::default(),
+            // NTP clients poll servers like clockwork; a beacon on port 123 needs it removed.
+            allow: AllowList {
+                ports: vec![123],
+                ..AllowList::default()
+            },
         }
     }
 }
@@ -271,7 +322,11 @@ pub struct WatchlistConfig {
 
 impl Default for WatchlistConfig {
     fn default() -> Self {
-        WatchlistConfig { enabled: true, min_bytes: 100_000, allow: AllowList::default() }
+        WatchlistConfig {
+            enabled: true,
+            min_bytes: 100_000,
+            allow: AllowList::default(),
+        }
     }
 }
 
@@ -284,7 +339,9 @@ pub struct SuppressionConfig {
 
 impl Default for SuppressionConfig {
     fn default() -> Self {
-        SuppressionConfig { cooldown_s: 24 * 3600 }
+        SuppressionConfig {
+            cooldown_s: 24 * 3600,
+        }
     }
 }
 
@@ -299,15 +356,84 @@ pub struct SinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port,host:port`.
     pub brokers: String,
+    /// Versioned: a breaking change of the alert schema gets a new topic.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// Passed to librdkafka as they are (and validated by it), e.g. `security.protocol`.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
+    /// The write-ahead spool of alerts not yet acknowledged by the broker.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// The spool's cap; alerts beyond it are dropped and counted.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Alerts queued in memory between the pipeline and the sink thread.
+    #[serde(default = "default_queue_alerts")]
+    pub queue_alerts: usize,
+    /// How long librdkafka retries a message before reporting the broker down.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u64,
+    /// On shutdown, how long to wait for outstanding deliveries (the rest stays spooled).
+    #[serde(default = "default_flush_timeout_ms")]
+    pub flush_timeout_ms: u64,
+    /// Also publish every decoded flow record to this topic (off when unset).
+    #[serde(default)]
+    pub flows_topic: Option<String>,
+    /// `json` (GoFlow2's field names) or `protobuf` (GoFlow2's flow.proto field numbers).
+    #[serde(default)]
+    pub flows_format: FlowsFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowsFormat {
+    #[default]
+    Json,
+    Protobuf,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: &str) -> Self {
+        KafkaConfig {
+            brokers: brokers.to_string(),
+            topic: default_topic(),
+            librdkafka_options: BTreeMap::new(),
+            spool_dir: default_spool_dir(),
+            spool_max_bytes: default_spool_max_bytes(),
+            queue_alerts: default_queue_alerts(),
+            message_timeout_ms: default_message_timeout_ms(),
+            flush_timeout_ms: default_flush_timeout_ms(),
+            flows_topic: None,
+            flows_format: FlowsFormat::Json,
+        }
+    }
 }
 
 fn default_topic() -> String {
     "exflow.alerts.v1".to_string()
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("exflow-spool")
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+
+fn default_queue_alerts() -> usize {
+    100_000
+}
+
+fn default_message_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_flush_timeout_ms() -> u64 {
+    5_000
 }
 
 /// The flags every pipeline command shares (`replay`, `run`, `check-config`); each has an
@@ -318,16 +444,36 @@ pub struct SharedArgs {
     #[arg(long, env = "EXFLOW_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Inside network (repeatable; replaces the config's `inside`).
-    #[arg(long = "inside", env = "EXFLOW_INSIDE", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long = "inside",
+        env = "EXFLOW_INSIDE",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub inside: Vec<IpNet>,
     /// Home country, ISO 3166 alpha-2 (repeatable; replaces `home_countries`).
-    #[arg(long = "home-country", env = "EXFLOW_HOME_COUNTRY", value_delimiter = ',', value_name = "CC")]
+    #[arg(
+        long = "home-country",
+        env = "EXFLOW_HOME_COUNTRY",
+        value_delimiter = ',',
+        value_name = "CC"
+    )]
     pub home_countries: Vec<CountryCode>,
     /// Watch-listed country (repeatable; replaces `watch_countries`).
-    #[arg(long = "watch-country", env = "EXFLOW_WATCH_COUNTRY", value_delimiter = ',', value_name = "CC")]
+    #[arg(
+        long = "watch-country",
+        env = "EXFLOW_WATCH_COUNTRY",
+        value_delimiter = ',',
+        value_name = "CC"
+    )]
     pub watch_countries: Vec<CountryCode>,
     /// UDP address to receive on (repeatable; replaces `listen`).
-    #[arg(long = "listen", env = "EXFLOW_LISTEN", value_delimiter = ',', value_name = "ADDR:PORT")]
+    #[arg(
+        long = "listen",
+        env = "EXFLOW_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
     pub listen: Vec<SocketAddr>,
     /// Prometheus metrics address (replaces `metrics_listen`).
     #[arg(long, env = "EXFLOW_METRICS_LISTEN", value_name = "ADDR:PORT")]
@@ -343,12 +489,17 @@ pub struct SharedArgs {
 impl Config {
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Config> {
-        toml::from_str(text).map_err(|error| anyhow::anyhow!("{origin}: {}", error.message().trim_end()).context(
-            match error.span() {
-                Some(span) => format!("invalid config at {origin}, line {}", line_of(text, span.start)),
-                None => format!("invalid config {origin}"),
-            },
-        ))
+        toml::from_str(text).map_err(|error| {
+            anyhow::anyhow!("{origin}: {}", error.message().trim_end()).context(
+                match error.span() {
+                    Some(span) => format!(
+                        "invalid config at {origin}, line {}",
+                        line_of(text, span.start)
+                    ),
+                    None => format!("invalid config {origin}"),
+                },
+            )
+        })
     }
 
     /// The file (when given) with the flags laid over it, validated.
@@ -383,11 +534,7 @@ impl Config {
             self.metrics_listen = address;
         }
         if args.kafka_brokers.is_some() || args.kafka_topic.is_some() {
-            let kafka = self.sink.kafka.get_or_insert_with(|| KafkaConfig {
-                brokers: String::new(),
-                topic: default_topic(),
-                librdkafka_options: BTreeMap::new(),
-            });
+            let kafka = self.sink.kafka.get_or_insert_with(|| KafkaConfig::new(""));
             if let Some(brokers) = &args.kafka_brokers {
                 kafka.brokers = brokers.clone();
             }
@@ -411,7 +558,9 @@ impl Config {
         }
         let ladder = &self.rules.long_lived_foreign.ladder_s;
         if ladder.is_empty() || ladder.windows(2).any(|w| w[0] >= w[1]) || ladder.len() > 8 {
-            problems.push("rules.long_lived_foreign.ladder_s: 1 to 8 durations, increasing".to_string());
+            problems.push(
+                "rules.long_lived_foreign.ladder_s: 1 to 8 durations, increasing".to_string(),
+            );
         }
         if self.rules.bulk_egress.window_s == 0 || self.rules.dns_tunnel.window_s == 0 {
             problems.push("rules.*.window_s: must be at least 1".to_string());
@@ -423,25 +572,55 @@ impl Config {
             ));
         }
         if self.rules.beacon.min_occurrences < 4 {
-            problems.push("rules.beacon.min_occurrences: at least 4 are needed to judge regularity".to_string());
+            problems.push(
+                "rules.beacon.min_occurrences: at least 4 are needed to judge regularity"
+                    .to_string(),
+            );
         }
-        if self.sampling.overrides.values().any(|&rate| rate == 0) || self.sampling.default_rate == Some(0) {
+        if self.sampling.overrides.values().any(|&rate| rate == 0)
+            || self.sampling.default_rate == Some(0)
+        {
             problems.push("sampling: a rate is 1-in-N with N at least 1".to_string());
+        }
+        if self.source.queue_batches == 0 || self.source.state_save_interval_s == 0 {
+            problems.push(
+                "source.queue_batches, source.state_save_interval_s: must be at least 1"
+                    .to_string(),
+            );
         }
         if self.listen.is_empty() {
             problems.push("listen: at least one address is needed".to_string());
         }
         if let Some(kafka) = &self.sink.kafka {
-            if kafka.brokers.trim().is_empty() || kafka.brokers.split(',').any(|b| !is_host_port(b.trim())) {
+            if kafka.brokers.trim().is_empty()
+                || kafka.brokers.split(',').any(|b| !is_host_port(b.trim()))
+            {
                 problems.push(format!(
                     "sink.kafka.brokers: '{}' is not a comma-separated list of host:port",
                     kafka.brokers
                 ));
             }
-            if kafka.topic.is_empty()
-                || !kafka.topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
-                problems.push(format!("sink.kafka.topic: '{}' is not a valid Kafka topic name", kafka.topic));
+            for (key, topic) in [
+                ("topic", Some(&kafka.topic)),
+                ("flows_topic", kafka.flows_topic.as_ref()),
+            ] {
+                let Some(topic) = topic else { continue };
+                if topic.is_empty()
+                    || topic.len() > 249
+                    || !topic
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    problems.push(format!(
+                        "sink.kafka.{key}: '{topic}' is not a valid Kafka topic name"
+                    ));
+                }
+            }
+            if kafka.queue_alerts == 0 || kafka.spool_max_bytes == 0 {
+                problems.push(
+                    "sink.kafka.queue_alerts, sink.kafka.spool_max_bytes: must be at least 1"
+                        .to_string(),
+                );
             }
         }
         if problems.is_empty() {
@@ -464,9 +643,10 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// Reads a threat-intel file: one CIDR or address per line, `#` comments.
 pub fn load_threat_intel(path: &Path) -> anyhow::Result<crate::enrich::NetSet> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read threat_intel_file '{}'", path.display()))?;
-    crate::enrich::NetSet::parse_list(&text).with_context(|| format!("threat_intel_file '{}'", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read threat_intel_file '{}'", path.display()))?;
+    crate::enrich::NetSet::parse_list(&text)
+        .with_context(|| format!("threat_intel_file '{}'", path.display()))
 }
 
 #[cfg(test)]
@@ -508,18 +688,32 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.home_countries, vec!["NL".parse().unwrap()]);
         assert_eq!(config.watch_countries, vec!["KP".parse().unwrap()]);
-        assert_eq!(config.sampling.overrides[&"192.0.2.1".parse::<IpAddr>().unwrap()], 1000);
-        assert_eq!(config.rules.bulk_egress.allow.countries, vec!["DE".parse().unwrap()]);
+        assert_eq!(
+            config.sampling.overrides[&"192.0.2.1".parse::<IpAddr>().unwrap()],
+            1000
+        );
+        assert_eq!(
+            config.rules.bulk_egress.allow.countries,
+            vec!["DE".parse().unwrap()]
+        );
         assert!(!config.rules.beacon.enabled);
-        assert_eq!(config.sink.kafka.as_ref().unwrap().topic, "exflow.alerts.v1");
+        assert_eq!(
+            config.sink.kafka.as_ref().unwrap().topic,
+            "exflow.alerts.v1"
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_their_place() {
-        let error = Config::from_toml("[rules.bulk_egress]\nmin_bytes = 5\n", "'x.toml'").unwrap_err();
+        let error =
+            Config::from_toml("[rules.bulk_egress]\nmin_bytes = 5\n", "'x.toml'").unwrap_err();
         let text = format!("{error:#}");
-        assert!(text.contains("line 2") && text.contains("unknown field `min_bytes`"), "{text}");
-        let error = Config::from_toml("home_countries = [\"Netherlands\"]", "'x.toml'").unwrap_err();
+        assert!(
+            text.contains("line 2") && text.contains("unknown field `min_bytes`"),
+            "{text}"
+        );
+        let error =
+            Config::from_toml("home_countries = [\"Netherlands\"]", "'x.toml'").unwrap_err();
         assert!(format!("{error:#}").contains("Netherlands"), "{error:#}");
     }
 
@@ -527,8 +721,10 @@ mod tests {
     fn validation_reports_every_problem_with_its_path() {
         let mut config = Config::default();
         config.rules.long_lived_foreign.ladder_s = vec![3600, 60];
-        config.sink.kafka =
-            Some(KafkaConfig { brokers: "kafka1".into(), topic: "bad topic".into(), librdkafka_options: BTreeMap::new() });
+        config.sink.kafka = Some(KafkaConfig {
+            topic: "bad topic".into(),
+            ..KafkaConfig::new("kafka1")
+        });
         let text = config.validate().unwrap_err().to_string();
         assert!(text.contains("rules.long_lived_foreign.ladder_s"), "{text}");
         assert!(text.contains("sink.kafka.brokers: 'kafka1'"), "{text}");
@@ -545,7 +741,10 @@ mod tests {
         };
         let mut config = Config::from_toml("home_countries = [\"NL\"]", "test").unwrap();
         config.apply(&args);
-        assert_eq!(config.inside, vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            config.inside,
+            vec!["192.0.2.0/24".parse::<IpNet>().unwrap()]
+        );
         assert_eq!(config.home_countries, vec!["DE".parse().unwrap()]);
         assert_eq!(config.sink.kafka.unwrap().brokers, "127.0.0.1:9092");
     }

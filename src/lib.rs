@@ -5,13 +5,16 @@
 //! tables) -> `detect` (rules on event time) -> `sink` (JSON lines, Kafka).
 
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod enrich;
 pub mod flow;
+pub mod loadgen;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod synth;
+pub mod telemetry;
 pub mod time;
 pub mod wire;

@@ -35,13 +35,25 @@ impl AlertCounters {
     /// (rule, severity, count) for every non-zero count.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, Severity, u64)> + '_ {
         RULES.iter().enumerate().flat_map(move |(r, rule)| {
-            Severity::ALL.iter().map(move |&s| (*rule, s, self.0[r][s as usize])).filter(|&(_, _, n)| n > 0)
+            Severity::ALL
+                .iter()
+                .map(move |&s| (*rule, s, self.0[r][s as usize]))
+                .filter(|&(_, _, n)| n > 0)
         })
     }
 }
 
+/// Sees every decoded record (with its inside host, when it has one): the flows stream.
+pub trait RecordTap: Send {
+    fn record(&mut self, record: &FlowRecord, inside: Option<IpAddr>);
+
+    /// End of input: deliver what is buffered.
+    fn finish(&mut self) {}
+}
+
 pub struct Pipeline {
     decoder: Decoder,
+    tap: Option<Box<dyn RecordTap>>,
     enricher: Enricher,
     shards: Vec<Shard>,
     /// Event time: the latest flow end seen, in ms.
@@ -69,17 +81,27 @@ impl Pipeline {
             limits: config.decoder,
             sampling: SamplingConfig {
                 default_rate: config.sampling.default_rate,
-                overrides: config.sampling.overrides.iter().map(|(a, r)| (*a, *r)).collect(),
+                overrides: config
+                    .sampling
+                    .overrides
+                    .iter()
+                    .map(|(a, r)| (*a, *r))
+                    .collect(),
             },
         };
         let shard_count = shards.max(1);
         let per_shard = config.flow.max_conversations.div_ceil(shard_count);
         Pipeline {
             decoder: Decoder::new(decoder_config),
+            tap: None,
             enricher,
             shards: (0..shard_count)
                 .map(|_| Shard {
-                    table: FlowTable::new(per_shard, config.flow.idle_timeout_s),
+                    table: FlowTable::new(
+                        per_shard,
+                        config.flow.idle_timeout_s,
+                        config.flow.late_records_s,
+                    ),
                     detector: Detector::new(config),
                 })
                 .collect(),
@@ -89,6 +111,11 @@ impl Pipeline {
             records: Vec::with_capacity(64),
             alert_counters: AlertCounters::default(),
         }
+    }
+
+    /// Hands every record to `tap` as well.
+    pub fn set_tap(&mut self, tap: Box<dyn RecordTap>) {
+        self.tap = Some(tap);
     }
 
     pub fn decoder(&mut self) -> &mut Decoder {
@@ -106,10 +133,18 @@ impl Pipeline {
 
     /// Decodes a datagram and runs its records through the table and the rules; alerts are
     /// appended to `alerts`.
-    pub fn push_datagram(&mut self, exporter: IpAddr, received_ns: u64, datagram: &[u8], alerts: &mut Vec<Alert>) {
+    pub fn push_datagram(
+        &mut self,
+        exporter: IpAddr,
+        received_ns: u64,
+        datagram: &[u8],
+        alerts: &mut Vec<Alert>,
+    ) {
         let mut records = std::mem::take(&mut self.records);
         records.clear();
-        let _ = self.decoder.decode(exporter, received_ns, datagram, &mut records);
+        let _ = self
+            .decoder
+            .decode(exporter, received_ns, datagram, &mut records);
         for record in &records {
             self.push_record(record, alerts);
         }
@@ -118,7 +153,15 @@ impl Pipeline {
 
     /// Runs one decoded record through the table and the rules.
     pub fn push_record(&mut self, record: &FlowRecord, alerts: &mut Vec<Alert>) {
-        let oriented = match orient(record, &self.enricher) {
+        let orientation = orient(record, &self.enricher);
+        if let Some(tap) = &mut self.tap {
+            let inside = match &orientation {
+                Orientation::Outbound(o) => Some(o.inside),
+                _ => None,
+            };
+            tap.record(record, inside);
+        }
+        let oriented = match orientation {
             Orientation::Outbound(o) => o,
             Orientation::Transit => {
                 self.shards[0].table.counters.transit_records += 1;
@@ -138,7 +181,14 @@ impl Pipeline {
         let mut ended_alerts = Vec::new();
         let (update, conversation) = shard.table.update(
             &oriented,
-            || enricher.destination(oriented.inside, oriented.outside, oriented.outside_port, oriented.outside_asn),
+            || {
+                enricher.destination(
+                    oriented.inside,
+                    oriented.outside,
+                    oriented.outside_port,
+                    oriented.outside_asn,
+                )
+            },
             |key, ended| detector.on_end(key, ended, now_ms, &mut ended_alerts),
         );
         let key = oriented.key();
@@ -176,7 +226,9 @@ impl Pipeline {
         let mut produced = Vec::new();
         for shard in &mut self.shards {
             let detector = &mut shard.detector;
-            shard.table.expire(now_ms, |key, ended| detector.on_end(key, ended, now_ms, &mut produced));
+            shard.table.expire(now_ms, |key, ended| {
+                detector.on_end(key, ended, now_ms, &mut produced)
+            });
             detector.on_tick(now_ms, &mut produced);
         }
         self.emit(produced, alerts);
@@ -188,10 +240,15 @@ impl Pipeline {
         let mut produced = Vec::new();
         for shard in &mut self.shards {
             let detector = &mut shard.detector;
-            shard.table.drain(|key, ended| detector.on_end(key, ended, now_ms, &mut produced));
+            shard
+                .table
+                .drain(|key, ended| detector.on_end(key, ended, now_ms, &mut produced));
             detector.on_tick(now_ms, &mut produced);
         }
         self.emit(produced, alerts);
+        if let Some(tap) = &mut self.tap {
+            tap.finish();
+        }
     }
 
     fn emit(&mut self, produced: Vec<Alert>, alerts: &mut Vec<Alert>) {
@@ -213,6 +270,22 @@ impl Pipeline {
             counters.suppressed += shard.detector.suppressed();
         }
         counters
+    }
+}
+
+impl Pipeline {
+    /// State the rules dropped to stay bounded, summed over shards: (rule, kind, count).
+    pub fn rule_state_dropped(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+            Default::default();
+        for shard in &self.shards {
+            for (rule, kind, n) in shard.detector.state_dropped() {
+                *sums.entry((rule, kind)).or_default() += n;
+            }
+        }
+        sums.into_iter()
+            .map(|((rule, kind), n)| (rule, kind, n))
+            .collect()
     }
 }
 

@@ -239,6 +239,21 @@ impl Exporter {
     }
 }
 
+/// How many flow records a datagram made by [`Exporter`] carries.
+pub fn record_count(kind: FlowKind, datagram: &[u8]) -> u32 {
+    match kind {
+        FlowKind::NetflowV5 => u32::from(u16::from_be_bytes([datagram[2], datagram[3]])),
+        FlowKind::NetflowV9 | FlowKind::Ipfix => {
+            let header = if kind == FlowKind::Ipfix { 16 } else { 20 };
+            crate::wire::set::Sets::new(&datagram[header..])
+                .flatten()
+                .filter(|set| set.id >= 256)
+                .map(|set| (set.body.len() / record_len(set.id == TEMPLATE_V6)) as u32)
+                .sum()
+        }
+    }
+}
+
 fn v4_octets(addr: IpAddr) -> [u8; 4] {
     match addr {
         IpAddr::V4(v4) => v4.octets(),
@@ -409,5 +424,10 @@ mod tests {
         Exporter::new(FlowKind::Ipfix, 0).encode(&records, 1_710_230_500_000, &mut datagrams);
         let per_datagram = records.len() as f64 / datagrams.len() as f64;
         assert!((15.0..=21.0).contains(&per_datagram), "{per_datagram}");
+        let counted: u32 = datagrams
+            .iter()
+            .map(|d| record_count(FlowKind::Ipfix, d))
+            .sum();
+        assert_eq!(counted as usize, records.len());
     }
 }

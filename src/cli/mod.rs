@@ -1,7 +1,10 @@
 //! cli: the subcommands, parsed into plain data by clap, then handed to the library.
 
+mod check_config;
 mod decode;
+mod loadgen;
 mod replay;
+mod run;
 
 use std::path::PathBuf;
 
@@ -31,6 +34,73 @@ pub enum Command {
     /// state at the end. Alerts go to stdout as JSON lines (or to `sink.file`); a summary
     /// goes to stderr. The same datagrams give the same alerts as the live daemon.
     Replay(ReplayArgs),
+    /// Run the collector daemon: receive NetFlow/IPFIX on UDP, detect, emit alerts.
+    ///
+    /// Listens on 0.0.0.0:2055 and 0.0.0.0:4739 by default (any version on any port),
+    /// serves Prometheus metrics on 127.0.0.1:9102, and writes alerts as JSON lines to
+    /// stdout (or `sink.file`, or Kafka). SIGTERM/SIGINT drain and stop; SIGHUP reloads the
+    /// threat-intel file.
+    Run(RunArgs),
+    /// Validate the configuration and print it as exflow understands it.
+    CheckConfig(CheckConfigArgs),
+    /// Load-test a running exflow: send realistic NetFlow/IPFIX from many simulated
+    /// exporters over loopback and report what it received, decoded and dropped.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    V5,
+    V9,
+    Ipfix,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadgenArgs {
+    /// Where exflow listens (loopback only).
+    #[arg(long, default_value = "127.0.0.1:4739", value_name = "ADDR:PORT")]
+    pub target: std::net::SocketAddr,
+    #[arg(long, value_enum, default_value_t = Protocol::Ipfix)]
+    pub protocol: Protocol,
+    /// Simulated exporters, each from its own 127.x address.
+    #[arg(long, default_value_t = 16)]
+    pub exporters: u16,
+    /// Records per second (default: flat out).
+    #[arg(long, value_name = "RECORDS_PER_S")]
+    pub rate: Option<u64>,
+    /// How long to send, in seconds.
+    #[arg(long = "duration", default_value_t = 10.0, value_name = "SECONDS")]
+    pub duration_s: f64,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Re-send templates every this many datagrams per exporter.
+    #[arg(long, default_value_t = 64)]
+    pub template_every: u32,
+    /// exflow's metrics address, to report what it received and dropped.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Step the rate up and report the highest with loss below --max-loss.
+    #[arg(long)]
+    pub find_max: bool,
+    /// Loss allowed by --find-max (a fraction: 0.0001 = 0.01%).
+    #[arg(long, default_value_t = 0.0001)]
+    pub max_loss: f64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub shared: exflow::config::SharedArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub shared: exflow::config::SharedArgs,
+    /// Also connect to the Kafka broker and check that the topic is there.
+    #[arg(long)]
+    pub connect: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Decode(decode) => decode::run(decode),
         Command::Replay(replay) => replay::run(replay),
+        Command::Run(args) => run::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
+        Command::Loadgen(args) => loadgen::run(args),
     }
 }
 

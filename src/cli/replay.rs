@@ -28,7 +28,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     };
     for path in &args.captures {
         capture::for_each_datagram(path, |datagram| {
-            pipeline.push_datagram(datagram.source.ip(), datagram.received_ns, datagram.payload, &mut alerts);
+            pipeline.push_datagram(
+                datagram.source.ip(),
+                datagram.received_ns,
+                datagram.payload,
+                &mut alerts,
+            );
             deliver(&mut alerts, &mut sink);
         })?;
     }

@@ -39,7 +39,12 @@ impl Severity {
         }
     }
 
-    pub const ALL: [Severity; 4] = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
 }
 
 /// One alert, as serialised. Times are RFC 3339 UTC strings; counters are sampled-up

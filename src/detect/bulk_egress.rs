@@ -6,7 +6,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
-use super::{Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows};
+use super::{
+    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+};
 use crate::config::BulkEgressConfig;
 use crate::enrich::Allow;
 
@@ -101,7 +103,10 @@ impl Rule for BulkEgress {
         if rule_allows(&self.allow, event.key, destination) {
             return;
         }
-        let window = self.windows.entry((record.inside, record.outside)).or_default();
+        let window = self
+            .windows
+            .entry((record.inside, record.outside))
+            .or_default();
         if window.buckets.is_empty() {
             window.first_ms = record.start_ms;
         }
@@ -110,7 +115,10 @@ impl Rule for BulkEgress {
         if window.bytes_out < self.min_bytes_out {
             return;
         }
-        let step = LADDER.iter().rposition(|&m| window.bytes_out >= self.min_bytes_out.saturating_mul(m)).unwrap_or(0);
+        let step = LADDER
+            .iter()
+            .rposition(|&m| window.bytes_out >= self.min_bytes_out.saturating_mul(m))
+            .unwrap_or(0);
         let asymmetric = window.bytes_out >= window.bytes_in.saturating_mul(10);
         let score = log_score(window.bytes_out, self.min_bytes_out, 45.0, 25.0)
             .saturating_add(if destination.foreign { 10 } else { 0 })
@@ -128,7 +136,10 @@ impl Rule for BulkEgress {
         finding.bytes_out = window.bytes_out;
         finding.bytes_in = window.bytes_in;
         finding.flows = window.flows;
-        finding.first_ms = window.first_ms.max(event.now_ms.saturating_sub(self.window_ms)).min(record.start_ms);
+        finding.first_ms = window
+            .first_ms
+            .max(event.now_ms.saturating_sub(self.window_ms))
+            .min(record.start_ms);
         finding.last_ms = record.end_ms;
         let web = matches!(event.key.outside_port, 80 | 443 | 8080 | 8443);
         findings.push(finding.with_attack(if web { ATTACK_WEB } else { ATTACK }));
@@ -149,7 +160,10 @@ mod tests {
     use crate::detect::tests::{event_for, oriented};
 
     fn rule(min: u64) -> BulkEgress {
-        BulkEgress::new(&BulkEgressConfig { min_bytes_out: min, ..BulkEgressConfig::default() })
+        BulkEgress::new(&BulkEgressConfig {
+            min_bytes_out: min,
+            ..BulkEgressConfig::default()
+        })
     }
 
     #[test]
@@ -163,7 +177,10 @@ mod tests {
         let b = oriented("10.0.0.1", 5001, "5.255.255.77", 443, 1, 0, 60_000, 120_000);
         r.on_record(&event_for(&b, 120_000), &mut findings);
         assert_eq!(findings.len(), 1);
-        assert_eq!((findings[0].bytes_out, findings[0].flows, findings[0].step), (1000, 2, 0));
+        assert_eq!(
+            (findings[0].bytes_out, findings[0].flows, findings[0].step),
+            (1000, 2, 0)
+        );
         assert_eq!(findings[0].attack, ATTACK_WEB);
     }
 
@@ -173,14 +190,35 @@ mod tests {
         let mut findings = Vec::new();
         let early = oriented("10.0.0.1", 5000, "5.255.255.77", 22, 600, 0, 0, 60_000);
         r.on_record(&event_for(&early, 60_000), &mut findings);
-        let late = oriented("10.0.0.1", 5000, "5.255.255.77", 22, 600, 0, 3_700_000, 3_720_000);
+        let late = oriented(
+            "10.0.0.1",
+            5000,
+            "5.255.255.77",
+            22,
+            600,
+            0,
+            3_700_000,
+            3_720_000,
+        );
         r.on_record(&event_for(&late, 3_720_000), &mut findings);
         assert!(findings.is_empty(), "600 + 600 but an hour apart");
-        let download = oriented("10.0.0.1", 5000, "5.255.255.77", 22, 0, 1_000_000_000, 3_720_000, 3_730_000);
+        let download = oriented(
+            "10.0.0.1",
+            5000,
+            "5.255.255.77",
+            22,
+            0,
+            1_000_000_000,
+            3_720_000,
+            3_730_000,
+        );
         r.on_record(&event_for(&download, 3_730_000), &mut findings);
         assert!(findings.is_empty());
         r.on_tick(10_000_000, &mut findings);
-        assert!(r.windows.is_empty(), "state is dropped once the window is empty");
+        assert!(
+            r.windows.is_empty(),
+            "state is dropped once the window is empty"
+        );
     }
 
     #[test]
@@ -189,7 +227,16 @@ mod tests {
         let mut findings = Vec::new();
         for (i, bytes) in [1000u64, 4000, 5000, 90_000].into_iter().enumerate() {
             let at = 60_000 * (i as u64 + 1);
-            let o = oriented("10.0.0.1", 5000, "5.255.255.77", 9000, bytes, 0, at - 1000, at);
+            let o = oriented(
+                "10.0.0.1",
+                5000,
+                "5.255.255.77",
+                9000,
+                bytes,
+                0,
+                at - 1000,
+                at,
+            );
             r.on_record(&event_for(&o, at), &mut findings);
         }
         let steps: Vec<u8> = findings.iter().map(|f| f.step).collect();
@@ -200,7 +247,10 @@ mod tests {
 
     #[test]
     fn allow_list_by_country() {
-        let mut config = BulkEgressConfig { min_bytes_out: 10, ..BulkEgressConfig::default() };
+        let mut config = BulkEgressConfig {
+            min_bytes_out: 10,
+            ..BulkEgressConfig::default()
+        };
         config.allow.countries = vec!["RU".parse().unwrap()];
         let mut r = BulkEgress::new(&config);
         let mut findings = Vec::new();

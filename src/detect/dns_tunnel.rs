@@ -1,15 +1,174 @@
-//! detect: `dns_tunnel` (not yet written).
+//! detect: `dns_tunnel`, an inside host pushing data out through DNS queries sent straight
+//! to an outside resolver (port 53, UDP or TCP). Per (inside host, outside resolver), summed
+//! over every source port (tunnel tools use a new port per query), within a sliding window
+//! of event time (default 10 min), it fires on volume (default 100 kB), on the number of
+//! queries (packets, default 500), or on long queries (default 100 queries averaging 160 B
+//! or more: data encoded in names). Inside resolvers forwarding for everyone are exempt.
+//!
+//! A record counts at its end time, in buckets of a thirtieth of the window (20 s by
+//! default, 10 s at least), so the window is exact to a bucket.
 
-use super::{Finding, RecordEvent, Rule};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use super::{
+    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+};
 use crate::config::DnsTunnelConfig;
+use crate::enrich::{Allow, Destination};
+use crate::flow::evict_stalest;
 
 pub const NAME: &str = "dns_tunnel";
+/// Exfiltration over an unencrypted non-C2 protocol; application layer protocol: DNS.
+const ATTACK: &[&str] = &["T1048.003", "T1071.004"];
+const DNS_PORT: u16 = 53;
+/// Buckets are at least this wide, and a window holds at most `MAX_BUCKETS` of them (1.8 kB
+/// per pair).
+const MIN_BUCKET_MS: u64 = 10_000;
+const MAX_BUCKETS: u64 = 30;
+/// Pairs tracked per shard; when full the stalest tenth goes. Most clients use the inside
+/// resolvers, so pairs are few.
+const MAX_PAIRS: usize = 16_384;
+/// Multiples of `min_bytes_out` within the window at which the alert escalates.
+const LADDER: [u64; 3] = [1, 10, 100];
+/// While a pair stays over a threshold its finding is repeated this often, so that it
+/// alerts again once the suppression cooldown has passed; the suppressor drops the rest.
+const REPEAT_MS: u64 = 3_600_000;
 
-pub struct DnsTunnel;
+/// What a host sent to one outside resolver in one bucket of time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    start_ms: u64,
+    bytes_out: u64,
+    bytes_in: u64,
+    queries: u64,
+    packets_in: u64,
+    records: u64,
+    /// Earliest record start, for the finding's first-seen time.
+    first_ms: u64,
+}
+
+impl Bucket {
+    fn add(&mut self, other: &Bucket) {
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.queries = self.queries.saturating_add(other.queries);
+        self.packets_in = self.packets_in.saturating_add(other.packets_in);
+        self.records = self.records.saturating_add(other.records);
+        self.first_ms = self.first_ms.min(other.first_ms);
+    }
+}
+
+/// One host's DNS traffic to one outside resolver.
+#[derive(Debug)]
+struct Pair {
+    /// Oldest first, by start; at most the window's worth plus the one being filled.
+    buckets: VecDeque<Bucket>,
+    /// Latest record end: the window ends here.
+    last_ms: u64,
+    /// Of the latest record, for the finding.
+    proto: u8,
+    destination: Destination,
+    exporter: IpAddr,
+    /// (step, event time) of the last report, while the pair stays over a threshold.
+    reported: Option<(u8, u64)>,
+}
+
+impl Pair {
+    /// Adds a record's counters to the bucket of its end time `end_ms`; a record older than
+    /// the window is dropped.
+    fn add(&mut self, end_ms: u64, sample: Bucket, bucket_ms: u64, window_ms: u64) {
+        let start_ms = end_ms - end_ms % bucket_ms;
+        if start_ms.saturating_add(bucket_ms) <= self.last_ms.saturating_sub(window_ms) {
+            return;
+        }
+        let sample = Bucket { start_ms, ..sample };
+        // Records come roughly in end order: search from the newest bucket.
+        let mut at = self.buckets.len();
+        while at > 0 && self.buckets[at - 1].start_ms > start_ms {
+            at -= 1;
+        }
+        match at.checked_sub(1).map(|i| &mut self.buckets[i]) {
+            Some(bucket) if bucket.start_ms == start_ms => bucket.add(&sample),
+            _ => self.buckets.insert(at, sample),
+        }
+    }
+
+    /// Drops buckets that ended at or before `horizon_ms`.
+    fn slide(&mut self, horizon_ms: u64, bucket_ms: u64) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| b.start_ms.saturating_add(bucket_ms) <= horizon_ms)
+        {
+            self.buckets.pop_front();
+        }
+    }
+
+    fn totals(&self) -> Bucket {
+        let mut sum = Bucket {
+            first_ms: u64::MAX,
+            ..Bucket::default()
+        };
+        for bucket in &self.buckets {
+            sum.add(bucket);
+        }
+        sum
+    }
+}
+
+pub struct DnsTunnel {
+    window_ms: u64,
+    bucket_ms: u64,
+    min_bytes_out: u64,
+    min_queries: u64,
+    min_bytes_per_query: u64,
+    min_queries_for_ratio: u64,
+    allow: Allow,
+    pairs: HashMap<(IpAddr, IpAddr), Pair>,
+    /// Pairs dropped to make room (counted, not otherwise reported).
+    pub pairs_evicted: u64,
+}
 
 impl DnsTunnel {
-    pub fn new(_config: &DnsTunnelConfig) -> Self {
-        DnsTunnel
+    pub fn new(config: &DnsTunnelConfig) -> Self {
+        let window_ms = config.window_s.saturating_mul(1000).max(1);
+        DnsTunnel {
+            window_ms,
+            bucket_ms: (window_ms / MAX_BUCKETS).max(MIN_BUCKET_MS),
+            min_bytes_out: config.min_bytes_out.max(1),
+            min_queries: config.min_queries.max(1),
+            min_bytes_per_query: config.min_bytes_per_query,
+            min_queries_for_ratio: config.min_queries_for_ratio.max(1),
+            allow: Allow::new(&config.allow),
+            pairs: HashMap::new(),
+            pairs_evicted: 0,
+        }
+    }
+
+    /// The alert score and ladder step of a window's totals, or `None` under every
+    /// threshold. The score is 50 at a threshold, 20 more for each tenfold of the volume or
+    /// count thresholds (whichever is further), and 10 more when the queries are long.
+    fn judge(&self, sum: &Bucket) -> Option<(u8, u8)> {
+        let long = sum.bytes_out / sum.queries.max(1) >= self.min_bytes_per_query;
+        let crossed = sum.bytes_out >= self.min_bytes_out
+            || sum.queries >= self.min_queries
+            || (sum.queries >= self.min_queries_for_ratio && long);
+        if !crossed {
+            return None;
+        }
+        let over = log_score(sum.bytes_out, self.min_bytes_out, 50.0, 20.0).max(log_score(
+            sum.queries,
+            self.min_queries,
+            50.0,
+            20.0,
+        ));
+        let score = over.saturating_add(if long { 10 } else { 0 }).min(100);
+        let step = LADDER
+            .iter()
+            .rposition(|&m| sum.bytes_out >= self.min_bytes_out.saturating_mul(m))
+            .unwrap_or(0);
+        Some((score, step as u8))
     }
 }
 
@@ -18,5 +177,575 @@ impl Rule for DnsTunnel {
         NAME
     }
 
-    fn on_record(&mut self, _event: &RecordEvent<'_>, _findings: &mut Vec<Finding>) {}
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![("pairs_evicted", self.pairs_evicted)]
+    }
+
+    fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
+        let (key, record) = (event.key, event.record);
+        if key.outside_port != DNS_PORT || !matches!(key.proto, 6 | 17) || event.from_resolver {
+            return;
+        }
+        let destination = event.destination();
+        if rule_allows(&self.allow, key, destination) {
+            return;
+        }
+        let pair_key = (key.inside, key.outside);
+        if record.bytes_out == 0 && record.packets_out == 0 && !self.pairs.contains_key(&pair_key) {
+            // Answers alone (the reply direction's record) open no window.
+            return;
+        }
+        if !self.pairs.contains_key(&pair_key) && self.pairs.len() >= MAX_PAIRS {
+            self.pairs_evicted += evict_stalest(&mut self.pairs, |p| p.last_ms, |_, _| {}) as u64;
+        }
+        let (bucket_ms, window_ms) = (self.bucket_ms, self.window_ms);
+        let pair = self.pairs.entry(pair_key).or_insert_with(|| Pair {
+            buckets: VecDeque::new(),
+            last_ms: record.end_ms,
+            proto: key.proto,
+            destination: *destination,
+            exporter: record.exporter,
+            reported: None,
+        });
+        pair.last_ms = pair.last_ms.max(record.end_ms);
+        pair.proto = key.proto;
+        pair.destination = *destination;
+        pair.exporter = record.exporter;
+        let sample = Bucket {
+            start_ms: 0,
+            bytes_out: record.bytes_out,
+            bytes_in: record.bytes_in,
+            queries: record.packets_out,
+            packets_in: record.packets_in,
+            records: 1,
+            first_ms: record.start_ms,
+        };
+        pair.add(record.end_ms, sample, bucket_ms, window_ms);
+        pair.slide(pair.last_ms.saturating_sub(window_ms), bucket_ms);
+        let sum = pair.totals();
+        let Some((score, step)) = self.judge(&sum) else {
+            if let Some(pair) = self.pairs.get_mut(&pair_key) {
+                pair.reported = None;
+            }
+            return;
+        };
+        let Some(pair) = self.pairs.get_mut(&pair_key) else {
+            return;
+        };
+        let due = match pair.reported {
+            Some((reported, at)) => step > reported || event.now_ms >= at.saturating_add(REPEAT_MS),
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        pair.reported = Some((step, event.now_ms));
+        let summary = format!(
+            "{} sent {} DNS queries ({}, {} B per query) to {} within {}",
+            key.inside,
+            sum.queries,
+            human_bytes(sum.bytes_out),
+            sum.bytes_out / sum.queries.max(1),
+            describe_destination(key.outside, DNS_PORT, destination),
+            human_window(window_ms),
+        );
+        findings.push(Finding {
+            rule: NAME,
+            step,
+            score,
+            summary,
+            inside: key.inside,
+            outside: key.outside,
+            outside_port: DNS_PORT,
+            proto: pair.proto,
+            destination: pair.destination,
+            bytes_out: sum.bytes_out,
+            bytes_in: sum.bytes_in,
+            packets_out: sum.queries,
+            packets_in: sum.packets_in,
+            flows: sum.records,
+            first_ms: sum.first_ms,
+            last_ms: pair.last_ms,
+            exporter: pair.exporter,
+            attack: ATTACK,
+            at_ms: event.now_ms,
+        });
+    }
+
+    /// Slides every window to `now_ms` and forgets pairs with nothing left in it.
+    fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
+        let (bucket_ms, horizon_ms) = (self.bucket_ms, now_ms.saturating_sub(self.window_ms));
+        self.pairs.retain(|_, pair| {
+            pair.slide(horizon_ms, bucket_ms);
+            !pair.buckets.is_empty()
+        });
+    }
+}
+
+/// A window for summaries: "10 min", "90 s".
+fn human_window(ms: u64) -> String {
+    if ms.is_multiple_of(60_000) {
+        format!("{} min", ms / 60_000)
+    } else {
+        format!("{} s", ms / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FlowTable, Oriented};
+
+    const S: u64 = 1000;
+    /// 2024-03-12 09:00 UTC.
+    const T0: u64 = 1_710_234_000_000;
+
+    struct Harness {
+        table: FlowTable,
+        rule: DnsTunnel,
+        findings: Vec<Finding>,
+    }
+
+    impl Harness {
+        fn new(config: DnsTunnelConfig) -> Self {
+            Harness {
+                table: FlowTable::new(100_000, 1800, 0),
+                rule: DnsTunnel::new(&config),
+                findings: Vec::new(),
+            }
+        }
+
+        fn feed(&mut self, record: Oriented, from_resolver: bool) {
+            let destination = Destination {
+                country: Some("RU".parse().unwrap()),
+                foreign: true,
+                ..Default::default()
+            };
+            let (update, conversation) = self.table.update(&record, || destination, |_, _| {});
+            let key = record.key();
+            let event = RecordEvent {
+                record: &record,
+                key: &key,
+                conversation: &conversation,
+                update,
+                now_ms: record.end_ms,
+                from_resolver,
+            };
+            self.rule.on_record(&event, &mut self.findings);
+        }
+    }
+
+    /// Queries `inside:port -> outside:53` over UDP.
+    fn queries(
+        inside: &str,
+        port: u16,
+        outside: &str,
+        count: u64,
+        bytes: u64,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Oriented {
+        Oriented {
+            inside: inside.parse().unwrap(),
+            outside: outside.parse().unwrap(),
+            inside_port: port,
+            outside_port: 53,
+            proto: 17,
+            bytes_out: bytes,
+            bytes_in: 0,
+            packets_out: count,
+            packets_in: 0,
+            start_ms,
+            end_ms,
+            outside_asn: 0,
+            exporter: "127.0.0.1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn e1_long_txt_queries_from_one_port() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        // As softflowd exported it: 854 queries in 5.7 min, then 146 more.
+        h.feed(
+            queries(
+                "10.10.40.23",
+                53211,
+                "77.88.8.8",
+                854,
+                236_558,
+                T0 - S,
+                T0 + 339_274,
+            ),
+            false,
+        );
+        h.feed(
+            queries(
+                "10.10.40.23",
+                53211,
+                "77.88.8.8",
+                146,
+                40_442,
+                T0 + 339_274,
+                T0 + 398_126,
+            ),
+            false,
+        );
+        assert_eq!(h.findings.len(), 1, "the second record changes no step");
+        let f = &h.findings[0];
+        assert_eq!(
+            f.summary,
+            "10.10.40.23 sent 854 DNS queries (236.6 kB, 277 B per query) to 77.88.8.8:53 (RU) within 10 min"
+        );
+        assert_eq!(
+            (f.rule, f.step, f.proto, f.outside_port, f.flows),
+            (NAME, 0, 17, 53, 1)
+        );
+        // Volume 2.4x the threshold (50 + 20 log10 2.37 = 57), long queries (+10).
+        assert_eq!(f.score, 67);
+        assert_eq!(f.attack, ATTACK);
+    }
+
+    #[test]
+    fn e2_null_queries_from_random_ports() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        for i in 0..300u64 {
+            let at = T0 + 1_800_000 + i * S;
+            let port = 1024 + (i.wrapping_mul(7919) % 60_000) as u16;
+            h.feed(
+                queries("10.10.40.24", port, "114.114.114.114", 1, 277, at, at + 100),
+                false,
+            );
+        }
+        // Long queries: the 100th query crosses min_queries_for_ratio; reported once.
+        assert_eq!(h.findings.len(), 1);
+        let f = &h.findings[0];
+        assert_eq!(
+            (f.packets_out, f.bytes_out, f.flows, f.score),
+            (100, 27_700, 100, 60)
+        );
+        assert!(f.summary.starts_with(
+            "10.10.40.24 sent 100 DNS queries (27.7 kB, 277 B per query) to 114.114.114.114:53"
+        ));
+    }
+
+    #[test]
+    fn each_threshold_fires_just_over_and_not_just_under() {
+        // (queries, bytes) just under, then one query or byte more.
+        let cases = [
+            ((499, 499 * 60), (1, 60)),     // min_queries
+            ((10, 99_999), (0, 1)),         // min_bytes_out
+            ((99, 99 * 200), (1, 200)),     // min_queries_for_ratio
+            ((100, 100 * 160 - 1), (0, 1)), // min_bytes_per_query
+        ];
+        for ((count, bytes), (more_count, more_bytes)) in cases {
+            let mut h = Harness::new(DnsTunnelConfig::default());
+            h.feed(
+                queries(
+                    "10.10.40.30",
+                    5000,
+                    "77.88.8.8",
+                    count,
+                    bytes,
+                    T0,
+                    T0 + 60 * S,
+                ),
+                false,
+            );
+            assert!(h.findings.is_empty(), "{count} queries, {bytes} B");
+            h.feed(
+                queries(
+                    "10.10.40.30",
+                    5000,
+                    "77.88.8.8",
+                    more_count,
+                    more_bytes,
+                    T0 + 60 * S,
+                    T0 + 61 * S,
+                ),
+                false,
+            );
+            assert_eq!(
+                h.findings.len(),
+                1,
+                "{count} + {more_count} queries, {bytes} + {more_bytes} B"
+            );
+        }
+    }
+
+    #[test]
+    fn inside_resolvers_are_exempt() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        h.feed(
+            queries(
+                "10.10.0.53",
+                35637,
+                "8.8.8.8",
+                5000,
+                5_000_000,
+                T0,
+                T0 + 60 * S,
+            ),
+            true,
+        );
+        assert!(h.findings.is_empty());
+        assert!(h.rule.pairs.is_empty());
+    }
+
+    #[test]
+    fn ordinary_lookups_do_not_fire() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        // An unlisted resolver forwarding 122 queries of 62 B over two hours, answers apart.
+        for i in 0..122u64 {
+            let at = T0 + i * 59 * S;
+            h.feed(
+                queries(
+                    "10.10.0.53",
+                    30_000 + i as u16,
+                    "8.8.8.8",
+                    1,
+                    62,
+                    at,
+                    at + 20,
+                ),
+                false,
+            );
+            let mut answer = queries(
+                "10.10.0.53",
+                30_000 + i as u16,
+                "8.8.8.8",
+                0,
+                0,
+                at + 20,
+                at + 20,
+            );
+            (answer.bytes_in, answer.packets_in) = (92, 1);
+            h.feed(answer, false);
+        }
+        // IPv6 hosts with a handful of queries each.
+        for host in 0..20u16 {
+            let inside = format!("2001:db8:10:1::{host:x}");
+            for q in 0..9u64 {
+                let at = T0 + q * 10 * S;
+                h.feed(
+                    queries(
+                        &inside,
+                        40_000 + q as u16,
+                        "2606:4700:4700::1111",
+                        1,
+                        81,
+                        at,
+                        at + 10,
+                    ),
+                    false,
+                );
+            }
+        }
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn the_window_slides() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        h.feed(
+            queries(
+                "10.10.40.30",
+                5000,
+                "77.88.8.8",
+                300,
+                300 * 60,
+                T0,
+                T0 + 60 * S,
+            ),
+            false,
+        );
+        // 550 queries, but the first 300 ended 10 min and a bucket (20 s) before the last 250.
+        h.feed(
+            queries(
+                "10.10.40.30",
+                5000,
+                "77.88.8.8",
+                250,
+                250 * 60,
+                T0 + 670 * S,
+                T0 + 681 * S,
+            ),
+            false,
+        );
+        assert!(h.findings.is_empty());
+        // A late record older than the window is dropped, not counted.
+        h.feed(
+            queries(
+                "10.10.40.30",
+                5001,
+                "77.88.8.8",
+                400,
+                400 * 60,
+                T0,
+                T0 + 10 * S,
+            ),
+            false,
+        );
+        assert!(h.findings.is_empty());
+        h.rule.on_tick(T0 + 1300 * S, &mut h.findings);
+        assert!(
+            h.rule.pairs.is_empty(),
+            "state is dropped once the window is empty"
+        );
+    }
+
+    #[test]
+    fn steps_rise_with_volume() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        for (i, bytes) in [100_000u64, 100_000, 800_000, 9_000_000]
+            .into_iter()
+            .enumerate()
+        {
+            let at = T0 + i as u64 * 30 * S;
+            h.feed(
+                queries(
+                    "10.10.40.30",
+                    5000,
+                    "77.88.8.8",
+                    bytes / 250,
+                    bytes,
+                    at,
+                    at + 20 * S,
+                ),
+                false,
+            );
+        }
+        let steps: Vec<u8> = h.findings.iter().map(|f| f.step).collect();
+        assert_eq!(steps, vec![0, 1, 2], "the second record is no news");
+        assert!(h.findings.windows(2).all(|w| w[0].score < w[1].score));
+    }
+
+    #[test]
+    fn other_ports_and_protocols_are_ignored() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut r = queries(
+            "10.10.40.30",
+            5000,
+            "77.88.8.8",
+            5000,
+            5_000_000,
+            T0,
+            T0 + 60 * S,
+        );
+        r.outside_port = 5353;
+        h.feed(r, false);
+        let mut r = queries(
+            "10.10.40.30",
+            5000,
+            "77.88.8.8",
+            5000,
+            5_000_000,
+            T0,
+            T0 + 60 * S,
+        );
+        r.proto = 132;
+        h.feed(r, false);
+        assert!(h.findings.is_empty() && h.rule.pairs.is_empty());
+        let mut r = queries(
+            "10.10.40.30",
+            5000,
+            "77.88.8.8",
+            5000,
+            5_000_000,
+            T0,
+            T0 + 60 * S,
+        );
+        r.proto = 6;
+        h.feed(r, false);
+        assert_eq!(h.findings.len(), 1, "DNS over TCP counts");
+    }
+
+    #[test]
+    fn the_rules_allow_list_silences_it() {
+        let mut config = DnsTunnelConfig::default();
+        config.allow.countries = vec!["RU".parse().unwrap()];
+        let mut h = Harness::new(config);
+        h.feed(
+            queries(
+                "10.10.40.23",
+                53211,
+                "77.88.8.8",
+                1000,
+                277_000,
+                T0,
+                T0 + 60 * S,
+            ),
+            false,
+        );
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn state_stays_bounded() {
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        for i in 0..20_000u64 {
+            let outside = format!("100.{}.{}.53", 64 + i / 256, i % 256);
+            h.feed(
+                queries("10.10.40.30", 5000, &outside, 1, 60, T0 + i, T0 + i),
+                false,
+            );
+        }
+        assert!(h.rule.pairs.len() <= MAX_PAIRS);
+        assert!(h.rule.pairs_evicted >= 20_000 - MAX_PAIRS as u64);
+        // One pair with a query every second for an hour keeps a window's buckets only.
+        for i in 0..3600u64 {
+            h.feed(
+                queries(
+                    "10.10.40.31",
+                    5000,
+                    "77.88.8.8",
+                    1,
+                    60,
+                    T0 + i * S,
+                    T0 + i * S,
+                ),
+                false,
+            );
+        }
+        let pair = &h.rule.pairs[&("10.10.40.31".parse().unwrap(), "77.88.8.8".parse().unwrap())];
+        assert!(pair.buckets.len() <= 31, "{}", pair.buckets.len());
+        h.rule.on_tick(T0 + 3600 * S + 600 * S, &mut h.findings);
+        assert!(h.rule.pairs.is_empty());
+    }
+
+    #[test]
+    fn hostile_counters_and_times_do_not_panic() {
+        let mut h = Harness::new(DnsTunnelConfig {
+            window_s: u64::MAX,
+            ..DnsTunnelConfig::default()
+        });
+        h.feed(
+            queries(
+                "10.10.40.30",
+                1,
+                "77.88.8.8",
+                u64::MAX,
+                u64::MAX,
+                u64::MAX,
+                0,
+            ),
+            false,
+        );
+        h.feed(
+            queries("10.10.40.30", 2, "77.88.8.8", 0, u64::MAX, 0, u64::MAX),
+            false,
+        );
+        h.feed(
+            queries("10.10.40.30", 3, "77.88.8.8", u64::MAX, 0, 5, 5),
+            false,
+        );
+        h.rule.on_tick(u64::MAX, &mut h.findings);
+        h.rule.on_tick(0, &mut h.findings);
+        assert!(h.findings.iter().all(|f| f.score <= 100));
+    }
+
+    #[test]
+    fn windows_in_words() {
+        assert_eq!(human_window(600_000), "10 min");
+        assert_eq!(human_window(90_000), "90 s");
+    }
 }

@@ -27,7 +27,10 @@ impl LongLivedForeign {
             ladder_ms: config
                 .ladder_s
                 .iter()
-                .map(|s| s.saturating_sub(config.duration_slack_s).saturating_mul(1000))
+                .map(|s| {
+                    s.saturating_sub(config.duration_slack_s)
+                        .saturating_mul(1000)
+                })
                 .collect(),
             min_bytes_out: config.min_bytes_out,
             allow: Allow::new(&config.allow),
@@ -47,7 +50,9 @@ impl Rule for LongLivedForeign {
         }
         let duration = c.duration_ms();
         // The highest step reached; suppression drops steps already reported.
-        let Some(step) = self.ladder_ms.iter().rposition(|&at| duration >= at) else { return };
+        let Some(step) = self.ladder_ms.iter().rposition(|&at| duration >= at) else {
+            return;
+        };
         if rule_allows(&self.allow, event.key, &c.destination) {
             return;
         }
@@ -60,6 +65,8 @@ impl Rule for LongLivedForeign {
             human_bytes(c.bytes_in),
         );
         let score = STEP_SCORES[step.min(STEP_SCORES.len() - 1)];
-        findings.push(Finding::for_conversation(NAME, event, step as u8, score, summary).with_attack(ATTACK));
+        findings.push(
+            Finding::for_conversation(NAME, event, step as u8, score, summary).with_attack(ATTACK),
+        );
     }
 }

@@ -24,7 +24,14 @@ use crate::enrich::{Allow, Destination};
 use crate::flow::{Conversation, ConversationKey, Oriented, Update};
 
 /// The rules, in a fixed order (also the order of metric labels).
-pub const RULES: [&str; 6] = ["long_lived_foreign", "bulk_egress", "new_destination", "beacon", "dns_tunnel", "watchlist"];
+pub const RULES: [&str; 6] = [
+    "long_lived_foreign",
+    "bulk_egress",
+    "new_destination",
+    "beacon",
+    "dns_tunnel",
+    "watchlist",
+];
 
 /// What a rule sees for each record.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +82,22 @@ pub struct Finding {
 
 impl Finding {
     /// A finding about one conversation, with its counters.
-    pub fn for_conversation(rule: &'static str, event: &RecordEvent<'_>, step: u8, score: u8, summary: String) -> Self {
-        Finding::for_totals(rule, event.key, event.conversation, step, score, summary, event.now_ms)
+    pub fn for_conversation(
+        rule: &'static str,
+        event: &RecordEvent<'_>,
+        step: u8,
+        score: u8,
+        summary: String,
+    ) -> Self {
+        Finding::for_totals(
+            rule,
+            event.key,
+            event.conversation,
+            step,
+            score,
+            summary,
+            event.now_ms,
+        )
     }
 
     pub fn for_totals(
@@ -129,7 +150,19 @@ pub trait Rule: Send {
     fn on_tick(&mut self, _now_ms: u64, _findings: &mut Vec<Finding>) {}
 
     /// Called when a conversation ends (idle, evicted, end of input).
-    fn on_end(&mut self, _key: &ConversationKey, _conversation: &Conversation, _now_ms: u64, _findings: &mut Vec<Finding>) {}
+    fn on_end(
+        &mut self,
+        _key: &ConversationKey,
+        _conversation: &Conversation,
+        _now_ms: u64,
+        _findings: &mut Vec<Finding>,
+    ) {
+    }
+
+    /// State the rule dropped to stay within its bounds, by kind: (kind, count).
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Whether a rule's own allow-list matches the event's conversation.
@@ -153,7 +186,11 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
 }
 
 /// The place of a destination in a summary: "5.255.255.77:443 (RU, AS...)".
@@ -180,13 +217,17 @@ impl Detector {
         let r = &config.rules;
         let mut rules: Vec<Box<dyn Rule>> = Vec::new();
         if r.long_lived_foreign.enabled {
-            rules.push(Box::new(long_lived_foreign::LongLivedForeign::new(&r.long_lived_foreign)));
+            rules.push(Box::new(long_lived_foreign::LongLivedForeign::new(
+                &r.long_lived_foreign,
+            )));
         }
         if r.bulk_egress.enabled {
             rules.push(Box::new(bulk_egress::BulkEgress::new(&r.bulk_egress)));
         }
         if r.new_destination.enabled {
-            rules.push(Box::new(new_destination::NewDestination::new(&r.new_destination)));
+            rules.push(Box::new(new_destination::NewDestination::new(
+                &r.new_destination,
+            )));
         }
         if r.beacon.enabled {
             rules.push(Box::new(beacon::Beacon::new(&r.beacon)));
@@ -197,7 +238,11 @@ impl Detector {
         if r.watchlist.enabled {
             rules.push(Box::new(watchlist::Watchlist::new(&r.watchlist)));
         }
-        Detector { rules, suppressor: suppress::Suppressor::new(config.suppression.cooldown_s), findings: Vec::new() }
+        Detector {
+            rules,
+            suppressor: suppress::Suppressor::new(config.suppression.cooldown_s),
+            findings: Vec::new(),
+        }
     }
 
     pub fn on_record(&mut self, event: &RecordEvent<'_>, alerts: &mut Vec<Alert>) {
@@ -218,7 +263,13 @@ impl Detector {
         self.suppress(alerts);
     }
 
-    pub fn on_end(&mut self, key: &ConversationKey, conversation: &Conversation, now_ms: u64, alerts: &mut Vec<Alert>) {
+    pub fn on_end(
+        &mut self,
+        key: &ConversationKey,
+        conversation: &Conversation,
+        now_ms: u64,
+        alerts: &mut Vec<Alert>,
+    ) {
         if conversation.destination.allowed {
             return;
         }
@@ -239,6 +290,18 @@ impl Detector {
     /// Alerts held back by suppression since the start.
     pub fn suppressed(&self) -> u64 {
         self.suppressor.suppressed
+    }
+
+    /// Every rule's dropped state: (rule, kind, count).
+    pub fn state_dropped(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.rules
+            .iter()
+            .flat_map(|rule| {
+                rule.state_dropped()
+                    .into_iter()
+                    .map(move |(kind, n)| (rule.name(), kind, n))
+            })
+            .collect()
     }
 }
 
@@ -279,7 +342,11 @@ pub(crate) mod tests {
 
     /// A foreign (RU) destination.
     pub fn foreign() -> Destination {
-        Destination { country: Some("RU".parse().unwrap()), foreign: true, ..Destination::default() }
+        Destination {
+            country: Some("RU".parse().unwrap()),
+            foreign: true,
+            ..Destination::default()
+        }
     }
 
     /// The event of a record that starts its own conversation, to a foreign destination.
@@ -287,8 +354,12 @@ pub(crate) mod tests {
         event_with(record, now_ms, foreign())
     }
 
-    pub fn event_with(record: &Oriented, now_ms: u64, destination: Destination) -> RecordEvent<'static> {
-        let mut table = FlowTable::new(10, 3600);
+    pub fn event_with(
+        record: &Oriented,
+        now_ms: u64,
+        destination: Destination,
+    ) -> RecordEvent<'static> {
+        let mut table = FlowTable::new(10, 3600, 0);
         let (update, conversation) = table.update(record, || destination, |_, _| {});
         let leaked: &'static (Oriented, ConversationKey, Conversation) =
             Box::leak(Box::new((*record, record.key(), conversation)));

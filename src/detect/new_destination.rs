@@ -1,15 +1,151 @@
-//! detect: `new_destination` (not yet written).
+//! detect: `new_destination`, an inside host uploading (default 1 MB) to a country or an
+//! autonomous system it never sent to while its baseline was learned. Learning lasts
+//! `learning_s` of event time (default 24 h) from the first record this rule saw, for all
+//! hosts at once; during it each host's destination countries and ASNs are remembered.
+//! After it, upload to anything outside a host's baseline is summed per new country and per
+//! new ASN, across conversations, and reported once it reaches `min_bytes_out`.
+//!
+//! Trade-offs, all towards fewer false alarms:
+//! - A host first seen after learning has no baseline and is never reported (a new laptop
+//!   would otherwise alert on everything it does).
+//! - A host that sent to more countries (64) or ASNs (256) than a baseline keeps talks to
+//!   everyone: no country (or ASN) is news for it.
+//! - A new country or ASN that sees no upload for a day is forgotten, reported or not, so a
+//!   trickle over weeks never adds up and a destination still in use may be reported again
+//!   (once the suppression cooldown allows).
+//! - The baseline is not re-learned: after a long run, new-but-legitimate destinations are
+//!   silenced with the rule's allow-list.
 
-use super::{Finding, RecordEvent, Rule};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{
+    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+};
 use crate::config::NewDestinationConfig;
+use crate::enrich::{Allow, CountryCode};
 
 pub const NAME: &str = "new_destination";
+/// Exfiltration over an alternative protocol (to somewhere new).
+const ATTACK: &[&str] = &["T1048"];
+/// Countries and ASNs a baseline keeps per host; beyond them the host "talks to everyone".
+const MAX_COUNTRIES: usize = 64;
+const MAX_ASNS: usize = 256;
+/// New countries and ASNs tracked per host after learning; more are counted and ignored.
+const MAX_NOVEL: usize = 32;
+/// A new country or ASN without upload for this long is forgotten.
+const NOVEL_IDLE_MS: u64 = 24 * 3_600_000;
+/// How often (event time) idle novelties are swept.
+const SWEEP_MS: u64 = 3_600_000;
 
-pub struct NewDestination;
+/// Something a host had not sent to while learning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Novelty {
+    Country(CountryCode),
+    Asn(u32),
+}
+
+impl std::fmt::Display for Novelty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Novelty::Country(cc) => write!(f, "country {cc}"),
+            Novelty::Asn(asn) => write!(f, "network AS{asn}"),
+        }
+    }
+}
+
+/// Upload to one novelty since learning ended.
+#[derive(Debug, Clone, Copy)]
+struct Novel {
+    what: Novelty,
+    bytes_out: u64,
+    last_ms: u64,
+    reported: bool,
+}
+
+/// One host's usual destinations, and its upload to unusual ones.
+#[derive(Debug, Default)]
+struct Baseline {
+    countries: Vec<CountryCode>,
+    /// Sorted, for binary search.
+    asns: Vec<u32>,
+    /// The host sent to more countries than `MAX_COUNTRIES` while learning.
+    countries_full: bool,
+    asns_full: bool,
+    novel: Vec<Novel>,
+}
+
+impl Baseline {
+    fn learn(&mut self, country: Option<CountryCode>, asn: Option<u32>) {
+        if let Some(cc) = country.filter(|cc| !self.countries.contains(cc)) {
+            if self.countries.len() < MAX_COUNTRIES {
+                self.countries.push(cc);
+            } else {
+                self.countries_full = true;
+            }
+        }
+        if let Some(asn) = asn
+            && let Err(at) = self.asns.binary_search(&asn)
+        {
+            if self.asns.len() < MAX_ASNS {
+                self.asns.insert(at, asn);
+            } else {
+                self.asns_full = true;
+            }
+        }
+    }
+
+    fn is_new(&self, what: Novelty) -> bool {
+        match what {
+            Novelty::Country(cc) => !self.countries_full && !self.countries.contains(&cc),
+            Novelty::Asn(asn) => !self.asns_full && self.asns.binary_search(&asn).is_err(),
+        }
+    }
+}
+
+pub struct NewDestination {
+    learning_ms: u64,
+    min_bytes_out: u64,
+    max_hosts: usize,
+    allow: Allow,
+    /// End of learning in event time, set by the first record.
+    learning_until_ms: Option<u64>,
+    hosts: HashMap<IpAddr, Baseline>,
+    /// Learning records from hosts that found no room (`max_hosts`): those hosts have no
+    /// baseline and are never reported.
+    pub records_not_baselined: u64,
+    /// New countries or ASNs not tracked because their host tracked `MAX_NOVEL` already.
+    pub novelties_dropped: u64,
+    last_sweep_ms: u64,
+}
 
 impl NewDestination {
-    pub fn new(_config: &NewDestinationConfig) -> Self {
-        NewDestination
+    pub fn new(config: &NewDestinationConfig) -> Self {
+        NewDestination {
+            learning_ms: config.learning_s.saturating_mul(1000),
+            min_bytes_out: config.min_bytes_out.max(1),
+            max_hosts: config.max_hosts,
+            allow: Allow::new(&config.allow),
+            learning_until_ms: None,
+            hosts: HashMap::new(),
+            records_not_baselined: 0,
+            novelties_dropped: 0,
+            last_sweep_ms: 0,
+        }
+    }
+
+    fn learn(&mut self, event: &RecordEvent<'_>) {
+        let destination = event.destination();
+        let host = event.key.inside;
+        if !self.hosts.contains_key(&host) && self.hosts.len() >= self.max_hosts {
+            self.records_not_baselined += 1;
+            return;
+        }
+        // A host sending only to unknown places still gets a baseline (an empty one).
+        self.hosts
+            .entry(host)
+            .or_default()
+            .learn(destination.country, destination.asn);
     }
 }
 
@@ -18,5 +154,515 @@ impl Rule for NewDestination {
         NAME
     }
 
-    fn on_record(&mut self, _event: &RecordEvent<'_>, _findings: &mut Vec<Finding>) {}
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("records_not_baselined", self.records_not_baselined),
+            ("novelties_dropped", self.novelties_dropped),
+        ]
+    }
+
+    fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
+        let learning_until = *self
+            .learning_until_ms
+            .get_or_insert(event.now_ms.saturating_add(self.learning_ms));
+        let record = event.record;
+        if record.bytes_out == 0 {
+            // Only what a host sends counts, while learning and after.
+            return;
+        }
+        let destination = event.destination();
+        if rule_allows(&self.allow, event.key, destination) {
+            return;
+        }
+        if event.now_ms < learning_until {
+            self.learn(event);
+            return;
+        }
+        let Some(baseline) = self.hosts.get_mut(&event.key.inside) else {
+            return;
+        };
+        let candidates = [
+            destination.country.map(Novelty::Country),
+            destination.asn.map(Novelty::Asn),
+        ];
+        let mut crossed: Vec<(Novelty, u64)> = Vec::new();
+        for what in candidates.into_iter().flatten() {
+            if !baseline.is_new(what) {
+                continue;
+            }
+            let novel = match baseline.novel.iter().position(|n| n.what == what) {
+                Some(at) => &mut baseline.novel[at],
+                None if baseline.novel.len() < MAX_NOVEL => {
+                    baseline.novel.push(Novel {
+                        what,
+                        bytes_out: 0,
+                        last_ms: 0,
+                        reported: false,
+                    });
+                    baseline.novel.last_mut().expect("just pushed")
+                }
+                None => {
+                    self.novelties_dropped += 1;
+                    continue;
+                }
+            };
+            novel.bytes_out = novel.bytes_out.saturating_add(record.bytes_out);
+            novel.last_ms = novel.last_ms.max(event.now_ms);
+            if !novel.reported && novel.bytes_out >= self.min_bytes_out {
+                novel.reported = true;
+                crossed.push((what, novel.bytes_out));
+            }
+        }
+        let Some(&(_, bytes_out)) = crossed.iter().max_by_key(|(_, bytes)| *bytes) else {
+            return;
+        };
+        let what: Vec<String> = crossed.iter().map(|(what, _)| what.to_string()).collect();
+        let summary = format!(
+            "{} sent {} to {}, absent from its {} baseline, latest to {}",
+            event.key.inside,
+            human_bytes(bytes_out),
+            what.join(" and "),
+            human_hours(self.learning_ms),
+            describe_destination(event.key.outside, event.key.outside_port, destination),
+        );
+        let score = log_score(bytes_out, self.min_bytes_out, 50.0, 15.0)
+            .saturating_add(if destination.foreign { 10 } else { 0 })
+            .min(100);
+        // Counters are the conversation's, but the upload is what the rule judged: the sum
+        // to the new place over every conversation since learning.
+        let mut finding =
+            Finding::for_conversation(NAME, event, 0, score, summary).with_attack(ATTACK);
+        finding.bytes_out = bytes_out;
+        findings.push(finding);
+    }
+
+    /// Forgets new countries and ASNs idle for a day (checked hourly).
+    fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
+        if now_ms < self.last_sweep_ms.saturating_add(SWEEP_MS) {
+            return;
+        }
+        self.last_sweep_ms = now_ms;
+        let horizon = now_ms.saturating_sub(NOVEL_IDLE_MS);
+        for baseline in self.hosts.values_mut() {
+            baseline.novel.retain(|n| n.last_ms >= horizon);
+        }
+    }
+}
+
+/// A learning period for summaries: "24 h", "1.5 h", "30 min".
+fn human_hours(ms: u64) -> String {
+    if ms < 3_600_000 {
+        format!("{} min", ms / 60_000)
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{} h", ms / 3_600_000)
+    } else {
+        format!("{:.1} h", ms as f64 / 3_600_000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::Destination;
+    use crate::flow::{FlowTable, Oriented};
+
+    const H: u64 = 3_600_000;
+    /// 2024-03-12 08:00 UTC.
+    const T0: u64 = 1_710_230_400_000;
+
+    struct Harness {
+        table: FlowTable,
+        rule: NewDestination,
+        findings: Vec<Finding>,
+    }
+
+    impl Harness {
+        fn new(config: NewDestinationConfig) -> Self {
+            Harness {
+                table: FlowTable::new(100_000, 1800, 0),
+                rule: NewDestination::new(&config),
+                findings: Vec::new(),
+            }
+        }
+
+        /// An upload of `bytes` from `inside` to `outside:443` ending at `at`, the outside
+        /// being in `country` (foreign unless NL) and `asn`.
+        fn upload(
+            &mut self,
+            inside: &str,
+            outside: &str,
+            country: Option<&str>,
+            asn: Option<u32>,
+            bytes: u64,
+            at: u64,
+        ) {
+            let country = country.map(|cc| cc.parse::<CountryCode>().unwrap());
+            let destination = Destination {
+                country,
+                asn,
+                foreign: country.is_some_and(|cc| cc.as_str() != "NL"),
+                ..Default::default()
+            };
+            let record = Oriented {
+                inside: inside.parse().unwrap(),
+                outside: outside.parse().unwrap(),
+                inside_port: 50_000,
+                outside_port: 443,
+                proto: 6,
+                bytes_out: bytes,
+                bytes_in: 0,
+                packets_out: bytes.div_ceil(1400),
+                packets_in: 0,
+                start_ms: at.saturating_sub(1000),
+                end_ms: at,
+                outside_asn: asn.unwrap_or(0),
+                exporter: "127.0.0.1".parse().unwrap(),
+            };
+            let (update, conversation) = self.table.update(&record, || destination, |_, _| {});
+            let key = record.key();
+            let event = RecordEvent {
+                record: &record,
+                key: &key,
+                conversation: &conversation,
+                update,
+                now_ms: at,
+                from_resolver: false,
+            };
+            self.rule.on_record(&event, &mut self.findings);
+        }
+    }
+
+    /// 10.10.1.5 learns NL (AS1136) and DE (AS3320) in its first hours.
+    fn learned() -> Harness {
+        let mut h = Harness::new(NewDestinationConfig::default());
+        h.upload("10.10.1.5", "145.7.1.1", Some("NL"), Some(1136), 5000, T0);
+        h.upload(
+            "10.10.1.5",
+            "80.150.1.1",
+            Some("DE"),
+            Some(3320),
+            5000,
+            T0 + H,
+        );
+        h
+    }
+
+    #[test]
+    fn nothing_is_new_while_learning() {
+        let mut h = learned();
+        // The scenarios' two hours: big uploads to new places, all within learning.
+        h.upload(
+            "10.10.1.5",
+            "5.255.255.77",
+            Some("RU"),
+            Some(13238),
+            600_000_000,
+            T0 + 2 * H,
+        );
+        h.upload(
+            "10.10.1.5",
+            "39.156.66.10",
+            Some("CN"),
+            Some(9808),
+            250_000_000,
+            T0 + 24 * H - 1,
+        );
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn a_new_country_after_learning_fires_at_the_threshold() {
+        let mut h = learned();
+        h.upload(
+            "10.10.1.5",
+            "80.150.1.2",
+            Some("DE"),
+            Some(3320),
+            50_000_000,
+            T0 + 25 * H,
+        );
+        assert!(h.findings.is_empty(), "DE and AS3320 are in the baseline");
+        h.upload(
+            "10.10.1.5",
+            "39.156.66.10",
+            Some("CN"),
+            None,
+            999_999,
+            T0 + 25 * H,
+        );
+        assert!(h.findings.is_empty(), "one byte short");
+        h.upload(
+            "10.10.1.6",
+            "39.156.66.10",
+            Some("CN"),
+            None,
+            5_000_000,
+            T0 + 25 * H,
+        );
+        assert!(
+            h.findings.is_empty(),
+            "10.10.1.6 was not seen while learning"
+        );
+        // Another address in the same new country: the upload adds up across conversations.
+        h.upload(
+            "10.10.1.5",
+            "39.156.66.11",
+            Some("CN"),
+            None,
+            1,
+            T0 + 26 * H,
+        );
+        assert_eq!(h.findings.len(), 1);
+        let f = &h.findings[0];
+        assert_eq!(
+            f.summary,
+            "10.10.1.5 sent 1.0 MB to country CN, absent from its 24 h baseline, latest to 39.156.66.11:443 (CN)"
+        );
+        assert_eq!(
+            (f.rule, f.step, f.score, f.bytes_out),
+            (NAME, 0, 60, 1_000_000),
+            "50, +10 foreign"
+        );
+        assert_eq!(f.attack, ATTACK);
+        h.upload(
+            "10.10.1.5",
+            "39.156.66.11",
+            Some("CN"),
+            None,
+            100_000_000,
+            T0 + 27 * H,
+        );
+        assert_eq!(h.findings.len(), 1, "reported once");
+    }
+
+    #[test]
+    fn a_new_network_in_a_known_country_fires_once_for_both_at_once() {
+        let mut h = learned();
+        h.upload(
+            "10.10.1.5",
+            "80.158.1.1",
+            Some("DE"),
+            Some(6805),
+            10_000_000,
+            T0 + 25 * H,
+        );
+        assert_eq!(h.findings.len(), 1);
+        assert!(
+            h.findings[0]
+                .summary
+                .starts_with("10.10.1.5 sent 10.0 MB to network AS6805, absent from")
+        );
+        assert_eq!(
+            h.findings[0].score, 75,
+            "50 + 15 for a tenfold, +10 foreign"
+        );
+        h.upload(
+            "10.10.1.5",
+            "5.255.255.77",
+            Some("RU"),
+            Some(13238),
+            2_000_000,
+            T0 + 25 * H,
+        );
+        assert_eq!(h.findings.len(), 2);
+        assert!(
+            h.findings[1]
+                .summary
+                .contains("to country RU and network AS13238, absent from")
+        );
+    }
+
+    #[test]
+    fn learning_starts_at_the_first_record_for_every_host() {
+        let mut h = learned();
+        // 10.10.1.7 shows up 23 h in: an hour of learning left, then it has a baseline.
+        h.upload(
+            "10.10.1.7",
+            "145.7.1.9",
+            Some("NL"),
+            Some(1136),
+            100,
+            T0 + 23 * H,
+        );
+        h.upload(
+            "10.10.1.7",
+            "5.255.255.77",
+            Some("RU"),
+            Some(13238),
+            2_000_000,
+            T0 + 24 * H,
+        );
+        assert_eq!(h.findings.len(), 1);
+        assert_eq!(h.findings[0].inside.to_string(), "10.10.1.7");
+    }
+
+    #[test]
+    fn the_rules_allow_list_silences_it() {
+        let mut config = NewDestinationConfig::default();
+        config.allow.countries = vec!["RU".parse().unwrap()];
+        let mut h = Harness::new(config);
+        h.upload("10.10.1.5", "145.7.1.1", Some("NL"), None, 5000, T0);
+        h.upload(
+            "10.10.1.5",
+            "5.255.255.77",
+            Some("RU"),
+            None,
+            50_000_000,
+            T0 + 25 * H,
+        );
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn unknown_destinations_and_downloads_are_not_news() {
+        let mut h = learned();
+        h.upload(
+            "10.10.1.5",
+            "198.51.100.1",
+            None,
+            None,
+            50_000_000,
+            T0 + 25 * H,
+        );
+        h.upload(
+            "10.10.1.5",
+            "5.255.255.77",
+            Some("RU"),
+            None,
+            0,
+            T0 + 25 * H,
+        );
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn hosts_and_baselines_are_capped() {
+        let mut h = Harness::new(NewDestinationConfig {
+            max_hosts: 2,
+            ..NewDestinationConfig::default()
+        });
+        for host in ["10.10.1.1", "10.10.1.2", "10.10.1.3", "10.10.1.3"] {
+            h.upload(host, "145.7.1.1", Some("NL"), Some(1136), 100, T0);
+        }
+        assert_eq!((h.rule.hosts.len(), h.rule.records_not_baselined), (2, 2));
+        // A host that sent to 100 countries and 300 networks while learning talks to everyone.
+        for i in 0..300u32 {
+            let cc = [b'A' + (i / 26 % 26) as u8, b'A' + (i % 26) as u8];
+            let cc = CountryCode::from_ascii(cc).unwrap();
+            let outside = format!("100.64.{}.{}", i / 256, i % 256);
+            h.upload(
+                "10.10.1.1",
+                &outside,
+                Some(cc.as_str()),
+                Some(64_512 + i),
+                100,
+                T0 + u64::from(i),
+            );
+        }
+        let baseline = &h.rule.hosts[&"10.10.1.1".parse().unwrap()];
+        assert_eq!(
+            (baseline.countries.len(), baseline.asns.len()),
+            (MAX_COUNTRIES, MAX_ASNS)
+        );
+        assert!(baseline.countries_full && baseline.asns_full);
+        h.upload(
+            "10.10.1.1",
+            "5.255.255.77",
+            Some("RU"),
+            Some(13238),
+            50_000_000,
+            T0 + 25 * H,
+        );
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn novelties_stay_bounded_and_idle_ones_are_forgotten() {
+        let mut h = learned();
+        for i in 0..100u32 {
+            let outside = format!("100.65.{}.1", i);
+            h.upload(
+                "10.10.1.5",
+                &outside,
+                Some("DE"),
+                Some(64_512 + i),
+                10,
+                T0 + 25 * H,
+            );
+        }
+        let host: IpAddr = "10.10.1.5".parse().unwrap();
+        assert_eq!(h.rule.hosts[&host].novel.len(), MAX_NOVEL);
+        assert_eq!(h.rule.novelties_dropped, 100 - MAX_NOVEL as u64);
+        h.rule.on_tick(T0 + 48 * H, &mut h.findings);
+        assert_eq!(
+            h.rule.hosts[&host].novel.len(),
+            MAX_NOVEL,
+            "idle for 23 h only"
+        );
+        h.rule.on_tick(T0 + 49 * H + 1, &mut h.findings);
+        assert!(h.rule.hosts[&host].novel.is_empty());
+        // Forgotten, so a later upload starts from zero.
+        h.upload(
+            "10.10.1.5",
+            "100.65.0.1",
+            Some("DE"),
+            Some(64_512),
+            999_999,
+            T0 + 50 * H,
+        );
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn hostile_counters_and_times_do_not_panic() {
+        let mut h = Harness::new(NewDestinationConfig {
+            learning_s: u64::MAX,
+            ..NewDestinationConfig::default()
+        });
+        h.upload(
+            "10.10.1.5",
+            "145.7.1.1",
+            Some("NL"),
+            Some(1136),
+            u64::MAX,
+            u64::MAX,
+        );
+        let mut h = Harness::new(NewDestinationConfig {
+            learning_s: 0,
+            ..NewDestinationConfig::default()
+        });
+        h.upload(
+            "10.10.1.5",
+            "145.7.1.1",
+            Some("NL"),
+            Some(1136),
+            u64::MAX,
+            0,
+        );
+        h.upload(
+            "10.10.1.5",
+            "5.255.255.77",
+            Some("RU"),
+            Some(13238),
+            u64::MAX,
+            0,
+        );
+        h.upload(
+            "10.10.1.5",
+            "5.255.255.78",
+            Some("RU"),
+            Some(13238),
+            u64::MAX,
+            u64::MAX,
+        );
+        h.rule.on_tick(u64::MAX, &mut h.findings);
+        assert!(h.findings.iter().all(|f| f.score <= 100));
+    }
+
+    #[test]
+    fn learning_periods_in_words() {
+        assert_eq!(human_hours(24 * H), "24 h");
+        assert_eq!(human_hours(H + H / 2), "1.5 h");
+        assert_eq!(human_hours(H / 2), "30 min");
+    }
 }

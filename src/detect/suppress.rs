@@ -28,7 +28,11 @@ pub struct Suppressor {
 
 impl Suppressor {
     pub fn new(cooldown_s: u64) -> Self {
-        Suppressor { cooldown_ms: cooldown_s.saturating_mul(1000), reported: HashMap::new(), suppressed: 0 }
+        Suppressor {
+            cooldown_ms: cooldown_s.saturating_mul(1000),
+            reported: HashMap::new(),
+            suppressed: 0,
+        }
     }
 
     /// The alert for `finding`, or `None` when an alert of the same or a higher step for
@@ -47,8 +51,18 @@ impl Suppressor {
             }
         }
         let alert = to_alert(finding, escalates);
-        let first_alert_id = alert.escalates.clone().unwrap_or_else(|| alert.alert_id.clone());
-        self.reported.insert(key, Reported { first_alert_id, step: alert.step, at_ms: alert_at(&alert) });
+        let first_alert_id = alert
+            .escalates
+            .clone()
+            .unwrap_or_else(|| alert.alert_id.clone());
+        self.reported.insert(
+            key,
+            Reported {
+                first_alert_id,
+                step: alert.step,
+                at_ms: alert_at(&alert),
+            },
+        );
         Some(alert)
     }
 
@@ -56,7 +70,8 @@ impl Suppressor {
     /// alerts of one cooldown.
     pub fn forget_before(&mut self, now_ms: u64) {
         let cooldown = self.cooldown_ms;
-        self.reported.retain(|_, r| r.at_ms.saturating_add(cooldown) > now_ms);
+        self.reported
+            .retain(|_, r| r.at_ms.saturating_add(cooldown) > now_ms);
     }
 }
 
@@ -143,7 +158,10 @@ mod tests {
         let second = s.admit(finding(1, 3000)).unwrap();
         assert_eq!(second.escalates.as_deref(), Some(first.alert_id.as_str()));
         assert!(s.admit(finding(1, 4000)).is_none());
-        assert!(s.admit(finding(0, 5000)).is_none(), "a lower step than reported is no news");
+        assert!(
+            s.admit(finding(0, 5000)).is_none(),
+            "a lower step than reported is no news"
+        );
         let third = s.admit(finding(2, 6000)).unwrap();
         assert_eq!(third.escalates.as_deref(), Some(first.alert_id.as_str()));
         assert_eq!(s.suppressed, 3);
@@ -155,7 +173,9 @@ mod tests {
 
     #[test]
     fn alert_fields() {
-        let alert = Suppressor::new(60).admit(finding(0, 1_710_230_520_000)).unwrap();
+        let alert = Suppressor::new(60)
+            .admit(finding(0, 1_710_230_520_000))
+            .unwrap();
         let json = serde_json::to_value(&alert).unwrap();
         assert_eq!(json["schema"], "exflow.alert.v1");
         assert_eq!(json["severity"], "high");

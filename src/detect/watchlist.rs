@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows};
+use super::{
+    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+};
 use crate::config::WatchlistConfig;
 use crate::enrich::Allow;
 
@@ -33,7 +35,11 @@ pub struct Watchlist {
 
 impl Watchlist {
     pub fn new(config: &WatchlistConfig) -> Self {
-        Watchlist { min_bytes: config.min_bytes.max(1), allow: Allow::new(&config.allow), pairs: HashMap::new() }
+        Watchlist {
+            min_bytes: config.min_bytes.max(1),
+            allow: Allow::new(&config.allow),
+            pairs: HashMap::new(),
+        }
     }
 }
 
@@ -48,7 +54,13 @@ impl Rule for Watchlist {
             return;
         }
         let r = event.record;
-        let pair = self.pairs.entry((r.inside, r.outside)).or_insert(Exchanged { first_ms: r.start_ms, ..Default::default() });
+        let pair = self
+            .pairs
+            .entry((r.inside, r.outside))
+            .or_insert(Exchanged {
+                first_ms: r.start_ms,
+                ..Default::default()
+            });
         let before = pair.bytes_out + pair.bytes_in;
         pair.bytes_out += r.bytes_out;
         pair.bytes_in += r.bytes_in;
@@ -60,10 +72,14 @@ impl Rule for Watchlist {
         let total = pair.bytes_out + pair.bytes_in;
         // Report on crossing the threshold, and on each tenfold after it.
         let crossed = |mark: u64| before < mark && total >= mark;
-        let step = (0..4u32).rev().find(|&s| crossed(self.min_bytes.saturating_mul(10u64.pow(s))));
+        let step = (0..4u32)
+            .rev()
+            .find(|&s| crossed(self.min_bytes.saturating_mul(10u64.pow(s))));
         let Some(step) = step else { return };
         let what = match destination.country {
-            Some(cc) if destination.foreign || !cc.as_str().is_empty() => format!("watch-listed {cc}"),
+            Some(cc) if destination.foreign || !cc.as_str().is_empty() => {
+                format!("watch-listed {cc}")
+            }
             _ => "a threat-intel network".to_string(),
         };
         let summary = format!(
@@ -76,14 +92,19 @@ impl Rule for Watchlist {
         let score = log_score(total, self.min_bytes, 55.0, 15.0);
         let p = *pair;
         let mut finding = Finding::for_conversation(NAME, event, step as u8, score, summary);
-        (finding.bytes_out, finding.bytes_in, finding.packets_out, finding.packets_in) =
-            (p.bytes_out, p.bytes_in, p.packets_out, p.packets_in);
+        (
+            finding.bytes_out,
+            finding.bytes_in,
+            finding.packets_out,
+            finding.packets_in,
+        ) = (p.bytes_out, p.bytes_in, p.packets_out, p.packets_in);
         (finding.flows, finding.first_ms, finding.last_ms) = (p.flows, p.first_ms, p.last_ms);
         findings.push(finding.with_attack(ATTACK));
     }
 
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
-        self.pairs.retain(|_, p| p.last_ms.saturating_add(FORGET_AFTER_MS) > now_ms);
+        self.pairs
+            .retain(|_, p| p.last_ms.saturating_add(FORGET_AFTER_MS) > now_ms);
     }
 }
 
@@ -95,21 +116,56 @@ mod tests {
 
     #[test]
     fn fires_once_the_pair_exchanged_enough_across_conversations() {
-        let mut r = Watchlist::new(&WatchlistConfig { min_bytes: 1000, ..WatchlistConfig::default() });
-        let watched = Destination { country: Some("KP".parse().unwrap()), watched: true, foreign: true, ..Default::default() };
+        let mut r = Watchlist::new(&WatchlistConfig {
+            min_bytes: 1000,
+            ..WatchlistConfig::default()
+        });
+        let watched = Destination {
+            country: Some("KP".parse().unwrap()),
+            watched: true,
+            foreign: true,
+            ..Default::default()
+        };
         let mut findings = Vec::new();
         for port in 0..3u16 {
-            let o = oriented("10.0.0.1", 6000 + port, "175.45.176.1", 443, 300, 100, 0, 1000);
+            let o = oriented(
+                "10.0.0.1",
+                6000 + port,
+                "175.45.176.1",
+                443,
+                300,
+                100,
+                0,
+                1000,
+            );
             r.on_record(&event_with(&o, 1000, watched), &mut findings);
         }
-        assert_eq!(findings.len(), 1, "400 + 400 + 400 crosses 1000 on the third");
-        assert_eq!((findings[0].bytes_out, findings[0].bytes_in, findings[0].flows), (900, 300, 3));
-        assert!(findings[0].summary.contains("watch-listed KP"), "{}", findings[0].summary);
+        assert_eq!(
+            findings.len(),
+            1,
+            "400 + 400 + 400 crosses 1000 on the third"
+        );
+        assert_eq!(
+            (
+                findings[0].bytes_out,
+                findings[0].bytes_in,
+                findings[0].flows
+            ),
+            (900, 300, 3)
+        );
+        assert!(
+            findings[0].summary.contains("watch-listed KP"),
+            "{}",
+            findings[0].summary
+        );
     }
 
     #[test]
     fn unlisted_destinations_are_ignored() {
-        let mut r = Watchlist::new(&WatchlistConfig { min_bytes: 1, ..WatchlistConfig::default() });
+        let mut r = Watchlist::new(&WatchlistConfig {
+            min_bytes: 1,
+            ..WatchlistConfig::default()
+        });
         let mut findings = Vec::new();
         let o = oriented("10.0.0.1", 6000, "5.255.255.77", 443, 300_000, 0, 0, 1000);
         r.on_record(&event_with(&o, 1000, Destination::default()), &mut findings);

@@ -29,11 +29,19 @@ impl Allow {
 
     /// Whether the conversation between `inside` and this destination is allowed: either
     /// address in the networks, or the outside's AS, country or port listed.
-    pub fn allows(&self, inside: IpAddr, outside: IpAddr, outside_port: u16, destination: &Destination) -> bool {
+    pub fn allows(
+        &self,
+        inside: IpAddr,
+        outside: IpAddr,
+        outside_port: u16,
+        destination: &Destination,
+    ) -> bool {
         self.nets.contains(outside)
             || self.nets.contains(inside)
             || destination.asn.is_some_and(|asn| self.asns.contains(&asn))
-            || destination.country.is_some_and(|cc| self.countries.contains(&cc))
+            || destination
+                .country
+                .is_some_and(|cc| self.countries.contains(&cc))
             || self.ports.contains(&outside_port)
     }
 }
@@ -110,9 +118,19 @@ impl Enricher {
 
     /// The facts about `outside` as seen from `inside`. `record_asn` is the AS number the
     /// exporter sent (0: none), preferred over the ASN database.
-    pub fn destination(&self, inside: IpAddr, outside: IpAddr, outside_port: u16, record_asn: u32) -> Destination {
+    pub fn destination(
+        &self,
+        inside: IpAddr,
+        outside: IpAddr,
+        outside_port: u16,
+        record_asn: u32,
+    ) -> Destination {
         let country = self.geo.country(outside);
-        let asn = if record_asn != 0 { Some(record_asn) } else { self.geo.asn(outside) };
+        let asn = if record_asn != 0 {
+            Some(record_asn)
+        } else {
+            self.geo.asn(outside)
+        };
         let foreign = match country {
             None => false,
             Some(cc) if !self.home.is_empty() => !self.home.contains(&cc),
@@ -120,9 +138,18 @@ impl Enricher {
             // for an inside host without one (private space), any known country.
             Some(cc) => self.geo.country(inside) != Some(cc),
         };
-        let watched = country.is_some_and(|cc| self.watch.contains(&cc)) || self.threat_intel.contains(outside);
-        let mut destination = Destination { country, asn, foreign, watched, allowed: false };
-        destination.allowed = self.allow.allows(inside, outside, outside_port, &destination);
+        let watched = country.is_some_and(|cc| self.watch.contains(&cc))
+            || self.threat_intel.contains(outside);
+        let mut destination = Destination {
+            country,
+            asn,
+            foreign,
+            watched,
+            allowed: false,
+        };
+        destination.allowed = self
+            .allow
+            .allows(inside, outside, outside_port, &destination);
         destination
     }
 }

@@ -59,23 +59,32 @@ pub fn orient(record: &FlowRecord, enricher: &Enricher) -> Orientation {
     let src_inside = enricher.is_inside(record.src_addr);
     let dst_inside = enricher.is_inside(record.dst_addr);
     let rate = u64::from(record.sampling_rate.max(1));
-    let forward = (record.bytes.saturating_mul(rate), record.packets.saturating_mul(rate));
-    let reverse = (record.reverse_bytes.saturating_mul(rate), record.reverse_packets.saturating_mul(rate));
-    let base = |inside, outside, inside_port, outside_port, out: (u64, u64), inn: (u64, u64), asn| Oriented {
-        inside,
-        outside,
-        inside_port,
-        outside_port,
-        proto: record.proto,
-        bytes_out: out.0,
-        packets_out: out.1,
-        bytes_in: inn.0,
-        packets_in: inn.1,
-        start_ms: record.time_flow_start_ns / 1_000_000,
-        end_ms: record.time_flow_end_ns / 1_000_000,
-        outside_asn: asn,
-        exporter: record.sampler_address,
-    };
+    let forward = (
+        record.bytes.saturating_mul(rate),
+        record.packets.saturating_mul(rate),
+    );
+    let reverse = (
+        record.reverse_bytes.saturating_mul(rate),
+        record.reverse_packets.saturating_mul(rate),
+    );
+    let base =
+        |inside, outside, inside_port, outside_port, out: (u64, u64), inn: (u64, u64), asn| {
+            Oriented {
+                inside,
+                outside,
+                inside_port,
+                outside_port,
+                proto: record.proto,
+                bytes_out: out.0,
+                packets_out: out.1,
+                bytes_in: inn.0,
+                packets_in: inn.1,
+                start_ms: record.time_flow_start_ns / 1_000_000,
+                end_ms: record.time_flow_end_ns / 1_000_000,
+                outside_asn: asn,
+                exporter: record.sampler_address,
+            }
+        };
     match (src_inside, dst_inside) {
         (true, false) => Orientation::Outbound(base(
             record.src_addr,
@@ -162,7 +171,10 @@ impl FlowCounters {
 pub struct FlowTable {
     conversations: HashMap<ConversationKey, Conversation>,
     max_conversations: usize,
+    /// The stitching gap.
     idle_timeout_ms: u64,
+    /// Idle time (against event time) after which a conversation ends.
+    expiry_ms: u64,
     pub counters: FlowCounters,
 }
 
@@ -176,11 +188,16 @@ pub enum Update {
 }
 
 impl FlowTable {
-    pub fn new(max_conversations: usize, idle_timeout_s: u64) -> Self {
+    /// A shard of at most `max_conversations`, stitching records `idle_timeout_s` apart and
+    /// ending conversations idle for `idle_timeout_s + late_records_s` of event time.
+    pub fn new(max_conversations: usize, idle_timeout_s: u64, late_records_s: u64) -> Self {
         FlowTable {
             conversations: HashMap::new(),
             max_conversations: max_conversations.max(1),
             idle_timeout_ms: idle_timeout_s.saturating_mul(1000),
+            expiry_ms: idle_timeout_s
+                .saturating_add(late_records_s)
+                .saturating_mul(1000),
             counters: FlowCounters::default(),
         }
     }
@@ -212,11 +229,13 @@ impl FlowTable {
             if record.start_ms <= conversation.last_ms.saturating_add(self.idle_timeout_ms) {
                 conversation.first_ms = conversation.first_ms.min(record.start_ms);
                 conversation.last_ms = conversation.last_ms.max(record.end_ms);
-                conversation.bytes_out += record.bytes_out;
-                conversation.bytes_in += record.bytes_in;
-                conversation.packets_out += record.packets_out;
-                conversation.packets_in += record.packets_in;
-                conversation.flows += 1;
+                // Exporters control these numbers: saturate rather than overflow.
+                conversation.bytes_out = conversation.bytes_out.saturating_add(record.bytes_out);
+                conversation.bytes_in = conversation.bytes_in.saturating_add(record.bytes_in);
+                conversation.packets_out =
+                    conversation.packets_out.saturating_add(record.packets_out);
+                conversation.packets_in = conversation.packets_in.saturating_add(record.packets_in);
+                conversation.flows = conversation.flows.saturating_add(1);
                 return (Update::Extended, *conversation);
             }
             let old = self.conversations.remove(&key).expect("just found");
@@ -242,9 +261,10 @@ impl FlowTable {
         (Update::Created, conversation)
     }
 
-    /// Ends every conversation idle for longer than the timeout at event time `now_ms`.
+    /// Ends every conversation idle for longer than the idle timeout plus the lateness
+    /// allowed for records, at event time `now_ms`.
     pub fn expire(&mut self, now_ms: u64, mut ended: impl FnMut(&ConversationKey, &Conversation)) {
-        let horizon = now_ms.saturating_sub(self.idle_timeout_ms);
+        let horizon = now_ms.saturating_sub(self.expiry_ms);
         let before = self.conversations.len();
         self.conversations.retain(|key, conversation| {
             let keep = conversation.last_ms >= horizon;
@@ -263,25 +283,38 @@ impl FlowTable {
         }
     }
 
-    /// The table is full: end the longest-idle tenth of it (at least one), counted as
-    /// evictions. One pass finds the cut-off, one removes; amortised over the inserts that
-    /// the freed room admits.
+    /// The table is full: end the longest-idle tenth of it, counted as evictions.
     fn evict_for_room(&mut self, ended: &mut impl FnMut(&ConversationKey, &Conversation)) {
-        let target = (self.max_conversations / 10).max(1);
-        let mut last_seen: Vec<u64> = self.conversations.values().map(|c| c.last_ms).collect();
-        let cut = target.min(last_seen.len()) - 1;
-        let (_, &mut threshold, _) = last_seen.select_nth_unstable(cut);
-        let mut evicted = 0;
-        self.conversations.retain(|key, conversation| {
-            let evict = conversation.last_ms <= threshold && evicted < target;
-            if evict {
-                evicted += 1;
-                ended(key, conversation);
-            }
-            !evict
-        });
+        let evicted = evict_stalest(&mut self.conversations, |c| c.last_ms, ended);
         self.counters.conversations_evicted += evicted as u64;
     }
+}
+
+/// Removes the stalest tenth (at least one) of a full map, by `last_ms`, calling `evicted`
+/// for each: the bound every exporter-controlled map keeps. One pass finds the cut-off, one
+/// removes; amortised over the inserts the freed room admits.
+pub fn evict_stalest<K, V>(
+    map: &mut HashMap<K, V>,
+    last_ms: impl Fn(&V) -> u64,
+    mut evicted: impl FnMut(&K, &V),
+) -> usize {
+    let target = (map.len() / 10).max(1);
+    let mut seen: Vec<u64> = map.values().map(&last_ms).collect();
+    if seen.is_empty() {
+        return 0;
+    }
+    let index = target.min(seen.len()) - 1;
+    let (_, &mut cut, _) = seen.select_nth_unstable(index);
+    let mut removed = 0;
+    map.retain(|key, value| {
+        let evict = removed < target && last_ms(value) <= cut;
+        if evict {
+            removed += 1;
+            evicted(key, value);
+        }
+        !evict
+    });
+    removed
 }
 
 #[cfg(test)]
@@ -290,8 +323,15 @@ mod tests {
     use crate::config::Config;
 
     fn enricher() -> Enricher {
-        let config = Config { inside: vec!["10.10.0.0/16".parse().unwrap()], ..Config::default() };
-        Enricher::new(std::sync::Arc::new(crate::enrich::Geo::embedded().unwrap()), &config, Default::default())
+        let config = Config {
+            inside: vec!["10.10.0.0/16".parse().unwrap()],
+            ..Config::default()
+        };
+        Enricher::new(
+            std::sync::Arc::new(crate::enrich::Geo::embedded().unwrap()),
+            &config,
+            Default::default(),
+        )
     }
 
     fn record(src: &str, dst: &str, bytes: u64, start_s: u64, end_s: u64) -> FlowRecord {
@@ -320,14 +360,26 @@ mod tests {
     fn orientation_follows_the_inside_networks() {
         let e = enricher();
         let up = outbound(orient(&record("10.10.1.1", "5.255.255.77", 100, 0, 1), &e));
-        assert_eq!((up.inside.to_string(), up.bytes_out, up.bytes_in), ("10.10.1.1".into(), 100, 0));
+        assert_eq!(
+            (up.inside.to_string(), up.bytes_out, up.bytes_in),
+            ("10.10.1.1".into(), 100, 0)
+        );
         assert_eq!((up.inside_port, up.outside_port), (50000, 443));
         let down = outbound(orient(&record("5.255.255.77", "10.10.1.1", 100, 0, 1), &e));
-        assert_eq!((down.inside.to_string(), down.bytes_out, down.bytes_in), ("10.10.1.1".into(), 0, 100));
+        assert_eq!(
+            (down.inside.to_string(), down.bytes_out, down.bytes_in),
+            ("10.10.1.1".into(), 0, 100)
+        );
         assert_eq!((down.inside_port, down.outside_port), (443, 50000));
         assert_eq!(down.key().outside_port, 50000);
-        assert_eq!(orient(&record("8.8.8.8", "1.1.1.1", 1, 0, 1), &e), Orientation::Transit);
-        assert_eq!(orient(&record("10.10.1.1", "10.10.2.2", 1, 0, 1), &e), Orientation::Internal);
+        assert_eq!(
+            orient(&record("8.8.8.8", "1.1.1.1", 1, 0, 1), &e),
+            Orientation::Transit
+        );
+        assert_eq!(
+            orient(&record("10.10.1.1", "10.10.2.2", 1, 0, 1), &e),
+            Orientation::Internal
+        );
     }
 
     #[test]
@@ -338,33 +390,49 @@ mod tests {
         r.reverse_packets = 1;
         r.sampling_rate = 10;
         let o = outbound(orient(&r, &e));
-        assert_eq!((o.bytes_out, o.packets_out, o.bytes_in, o.packets_in), (70, 10, 1000, 100));
+        assert_eq!(
+            (o.bytes_out, o.packets_out, o.bytes_in, o.packets_in),
+            (70, 10, 1000, 100)
+        );
     }
 
     #[test]
     fn records_within_the_idle_timeout_are_stitched() {
         let e = enricher();
-        let mut table = FlowTable::new(100, 600);
+        let mut table = FlowTable::new(100, 600, 0);
         let mut ended = Vec::new();
         let pieces = [(0, 300), (300, 600), (1150, 1200)];
         for (start, end) in pieces {
-            let o = outbound(orient(&record("10.10.1.1", "5.255.255.77", 1000, start, end), &e));
+            let o = outbound(orient(
+                &record("10.10.1.1", "5.255.255.77", 1000, start, end),
+                &e,
+            ));
             table.update(&o, Destination::default, |k, c| ended.push((*k, *c)));
         }
         assert_eq!(table.len(), 1);
         let key = outbound(orient(&record("10.10.1.1", "5.255.255.77", 0, 0, 0), &e)).key();
         let c = table.get(&key).unwrap();
-        assert_eq!((c.first_ms, c.last_ms, c.bytes_out, c.flows), (0, 1_200_000, 3000, 3));
+        assert_eq!(
+            (c.first_ms, c.last_ms, c.bytes_out, c.flows),
+            (0, 1_200_000, 3000, 3)
+        );
         // The opposite direction feeds the same conversation's download.
-        let back = outbound(orient(&record("5.255.255.77", "10.10.1.1", 5, 1200, 1201), &e));
+        let back = outbound(orient(
+            &record("5.255.255.77", "10.10.1.1", 5, 1200, 1201),
+            &e,
+        ));
         let mut reply = back;
         reply.inside_port = 50000;
         reply.outside_port = 443;
         table.update(&reply, Destination::default, |_, _| {});
         assert_eq!(table.get(&key).unwrap().bytes_in, 5);
         // A record after more than the idle timeout starts a new conversation.
-        let late = outbound(orient(&record("10.10.1.1", "5.255.255.77", 1, 2000, 2001), &e));
-        let (update, conversation) = table.update(&late, Destination::default, |k, c| ended.push((*k, *c)));
+        let late = outbound(orient(
+            &record("10.10.1.1", "5.255.255.77", 1, 2000, 2001),
+            &e,
+        ));
+        let (update, conversation) =
+            table.update(&late, Destination::default, |k, c| ended.push((*k, *c)));
         assert_eq!((update, conversation.flows), (Update::Created, 1));
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].1.bytes_out, 3000);
@@ -374,7 +442,7 @@ mod tests {
     #[test]
     fn expiry_on_event_time_and_eviction_when_full() {
         let e = enricher();
-        let mut table = FlowTable::new(10, 60);
+        let mut table = FlowTable::new(10, 30, 30);
         for i in 0..10u64 {
             let mut r = record("10.10.1.1", "5.255.255.77", 1, i, i + 1);
             r.src_port = i as u16;
@@ -383,12 +451,17 @@ mod tests {
         let mut r = record("10.10.1.1", "5.255.255.77", 1, 20, 21);
         r.src_port = 99;
         let mut evicted = Vec::new();
-        table.update(&outbound(orient(&r, &e)), Destination::default, |k, _| evicted.push(k.inside_port));
+        table.update(&outbound(orient(&r, &e)), Destination::default, |k, _| {
+            evicted.push(k.inside_port)
+        });
         assert_eq!(evicted, vec![0], "the longest idle goes first");
         assert_eq!((table.len(), table.counters.conversations_evicted), (10, 1));
         let mut expired = 0;
         table.expire(70_500, |_, _| expired += 1);
-        assert_eq!(expired, 9, "idle since 10 s or earlier at 70.5 s with a 60 s timeout");
+        assert_eq!(
+            expired, 9,
+            "idle since 10 s or earlier at 70.5 s with a 60 s timeout"
+        );
         assert_eq!(table.len(), 1);
     }
 }

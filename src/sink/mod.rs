@@ -7,7 +7,57 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::config::SinkConfig;
 use crate::detect::Alert;
+
+pub mod flows;
+pub mod kafka;
+pub mod spool;
+
+/// The configured destination of alerts.
+pub enum AlertSink {
+    JsonLines(JsonLines),
+    Kafka(kafka::KafkaSink),
+}
+
+impl AlertSink {
+    /// Kafka when `sink.kafka` is set, else `sink.file`, else stdout.
+    pub fn from_config(config: &SinkConfig) -> anyhow::Result<AlertSink> {
+        Ok(match (&config.kafka, &config.file) {
+            (Some(kafka), _) => AlertSink::Kafka(kafka::KafkaSink::start(kafka)?),
+            (None, Some(path)) => AlertSink::JsonLines(JsonLines::file(path)?),
+            (None, None) => AlertSink::JsonLines(JsonLines::stdout()),
+        })
+    }
+
+    /// Hands over one alert. JSON lines are written at once (an error is returned); Kafka
+    /// queues it for the sink thread, which never loses it once queued.
+    pub fn send(&mut self, alert: Alert) -> std::io::Result<()> {
+        match self {
+            AlertSink::JsonLines(lines) => lines.send(&alert),
+            AlertSink::Kafka(kafka) => {
+                kafka.send(alert);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            AlertSink::JsonLines(lines) => lines.flush(),
+            AlertSink::Kafka(_) => Ok(()),
+        }
+    }
+
+    /// Flushes and stops: for Kafka, delivers what it can within its flush timeout and
+    /// keeps the rest in the spool.
+    pub fn close(self) -> anyhow::Result<()> {
+        match self {
+            AlertSink::JsonLines(mut lines) => Ok(lines.flush()?),
+            AlertSink::Kafka(kafka) => kafka.close(),
+        }
+    }
+}
 
 /// Alerts as JSON lines (one object per line, `schemas/alert.schema.json`).
 pub struct JsonLines {
@@ -16,7 +66,9 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn stdout() -> Self {
-        JsonLines { out: Box::new(BufWriter::new(std::io::stdout())) }
+        JsonLines {
+            out: Box::new(BufWriter::new(std::io::stdout())),
+        }
     }
 
     /// Appends to `path`, creating it when missing.
@@ -26,7 +78,9 @@ impl JsonLines {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open sink.file '{}' for appending", path.display()))?;
-        Ok(JsonLines { out: Box::new(BufWriter::new(file)) })
+        Ok(JsonLines {
+            out: Box::new(BufWriter::new(file)),
+        })
     }
 
     /// Writes one alert; the line is complete in the buffer before the next one starts.

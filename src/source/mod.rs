@@ -2,3 +2,4 @@
 //! `decode` and `replay`, UDP sockets for the daemon.
 
 pub mod capture;
+pub mod udp;

@@ -111,3 +111,103 @@ fn a_file_that_is_not_a_capture_is_refused() {
         "{stderr}"
     );
 }
+
+fn write_config(text: &str) -> std::path::PathBuf {
+    let dir = crate::harness::temp_dir("config");
+    let path = dir.join("exflow.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check_config(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    let output = exflow()
+        .arg("check-config")
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn bad_configs_give_one_clear_error_naming_the_field() {
+    let cases = [
+        (
+            "[sink.kafka]\nbrokers = \"k:9092\"\nspool = \"/x\"\n",
+            "unknown field `spool`",
+        ),
+        (
+            "[sink.kafka]\nbrokers = \"kafka1,kafka2\"\n",
+            "sink.kafka.brokers: 'kafka1,kafka2' is not a comma-separated list of host:port",
+        ),
+        (
+            "[sink.kafka]\nbrokers = \"k:9092\"\nspool_dir = \"/proc/exflow-spool\"\n",
+            "/proc/exflow-spool",
+        ),
+        (
+            "[sink.kafka]\nbrokers = \"k:9092\"\nlibrdkafka_options = { \"no.such.property\" = \"1\" }\n",
+            "no.such.property",
+        ),
+        (
+            "inside = []\n",
+            "inside: at least one inside network is needed",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, stderr) = check_config(&write_config(text), &[]);
+        assert_eq!(code, Some(1), "{text}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with("exflow: ") && stderr.contains(expected),
+            "{text}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_and_flags_win() {
+    let config = write_config("home_countries = [\"NL\"]\n");
+    let output = exflow()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .args(["--inside", "192.0.2.0/24"])
+        .env("EXFLOW_WATCH_COUNTRY", "KP,IR")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let effective: toml::Value =
+        toml::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    assert_eq!(effective["inside"][0].as_str(), Some("192.0.2.0/24"));
+    assert_eq!(effective["home_countries"][0].as_str(), Some("NL"));
+    assert_eq!(effective["watch_countries"][1].as_str(), Some("IR"));
+}
+
+#[test]
+fn check_config_connects_to_the_broker() {
+    let brokers = crate::harness::shared_brokers();
+    let topic = crate::harness::create_topic(&brokers, "exflow.check", 1);
+    let spool = crate::harness::temp_dir("spool-check");
+    let good = write_config(&format!(
+        "[sink.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nspool_dir = \"{}\"\n",
+        spool.display()
+    ));
+    let (code, stderr) = check_config(&good, &["--connect"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let dead = format!("127.0.0.1:{}", crate::harness::free_port());
+    let bad = write_config(&format!(
+        "[sink.kafka]\nbrokers = \"{dead}\"\nspool_dir = \"{}\"\n",
+        spool.display()
+    ));
+    let (code, stderr) = check_config(&bad, &["--connect"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains(&format!("broker '{dead}'")), "{stderr}");
+}

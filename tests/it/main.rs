@@ -1,7 +1,11 @@
 //! exflow's integration tests, one binary (see Cargo.toml): real exporters' captures
 //! through the real decoder, the CLI as a user runs it, and the pipeline end to end.
 
+mod alerts_to_kafka;
 mod cli;
+mod daemon;
 mod decode;
+mod harness;
 mod replay;
+mod scenarios;
 mod support;

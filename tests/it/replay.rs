@@ -9,7 +9,7 @@ use exflow::detect::{Alert, Severity};
 use crate::support::{assert_schema_valid, border_config, replay};
 
 /// (rule, inside, outside) of every expected alert.
-const EXPECTED: [(&str, &str, &str); 9] = [
+pub const EXPECTED: [(&str, &str, &str); 9] = [
     ("long_lived_foreign", "10.10.20.15", "5.255.255.77"), // B1
     ("bulk_egress", "10.10.20.15", "5.255.255.77"),        // B1
     ("bulk_egress", "10.10.20.16", "39.156.66.10"),        // B2
@@ -22,7 +22,16 @@ const EXPECTED: [(&str, &str, &str); 9] = [
 ];
 
 fn pairs(alerts: &[Alert]) -> BTreeSet<(String, String, String)> {
-    alerts.iter().map(|a| (a.rule.to_string(), a.inside_addr.to_string(), a.outside_addr.to_string())).collect()
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a.rule.to_string(),
+                a.inside_addr.to_string(),
+                a.outside_addr.to_string(),
+            )
+        })
+        .collect()
 }
 
 fn expected(ipv6: bool) -> BTreeSet<(String, String, String)> {
@@ -35,7 +44,9 @@ fn expected(ipv6: bool) -> BTreeSet<(String, String, String)> {
 
 /// B4 (a keepalive to Apple every 15 min) may show as a low-severity beacon, nothing more.
 fn tolerated(alert: &Alert) -> bool {
-    alert.rule == "beacon" && alert.inside_addr.to_string() == "10.10.5.30" && alert.severity == Severity::Low
+    alert.rule == "beacon"
+        && alert.inside_addr.to_string() == "10.10.5.30"
+        && alert.severity == Severity::Low
 }
 
 #[test]
@@ -53,21 +64,35 @@ fn every_export_gives_the_expected_alerts_and_no_others() {
         let (alerts, counters) = replay(&[capture], &border_config(), 1);
         assert_schema_valid(&alerts);
         let relevant: Vec<Alert> = alerts.iter().filter(|a| !tolerated(a)).cloned().collect();
-        assert_eq!(pairs(&relevant), expected(ipv6), "{capture}: {:#?}", summaries(&alerts));
+        assert_eq!(
+            pairs(&relevant),
+            expected(ipv6),
+            "{capture}: {:#?}",
+            summaries(&alerts)
+        );
         assert_eq!(counters.alerts.total() as usize, alerts.len());
-        assert_eq!(counters.flow.records, counters.decode.records, "{capture}: every record reached the table");
+        assert_eq!(
+            counters.flow.records, counters.decode.records,
+            "{capture}: every record reached the table"
+        );
     }
 }
 
 fn summaries(alerts: &[Alert]) -> Vec<String> {
-    alerts.iter().map(|a| format!("{} {:?} {}", a.rule, a.severity, a.summary)).collect()
+    alerts
+        .iter()
+        .map(|a| format!("{} {:?} {}", a.rule, a.severity, a.summary))
+        .collect()
 }
 
 #[test]
 fn scenario_details() {
     let (alerts, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
     let find = |rule: &str, inside: &str| {
-        alerts.iter().find(|a| a.rule == rule && a.inside_addr.to_string() == inside).unwrap_or_else(|| panic!("{rule} {inside}"))
+        alerts
+            .iter()
+            .find(|a| a.rule == rule && a.inside_addr.to_string() == inside)
+            .unwrap_or_else(|| panic!("{rule} {inside}"))
     };
     let b1 = find("long_lived_foreign", "10.10.20.15");
     assert_eq!((b1.outside_port, b1.proto), (443, 6));
@@ -76,13 +101,20 @@ fn scenario_details() {
     assert_eq!(b1.first_seen, "2024-03-12T08:02:00Z");
     assert!(b1.attack.contains(&"T1041"));
     let b2 = find("bulk_egress", "10.10.20.16");
-    assert!(b2.bytes_out >= 100_000_000 && b2.bytes_out <= 250_160_889, "{b2:?}");
+    assert!(
+        b2.bytes_out >= 100_000_000 && b2.bytes_out <= 250_160_889,
+        "{b2:?}"
+    );
     assert_eq!(b2.outside_country.map(|c| c.to_string()), Some("CN".into()));
     assert!(b2.severity >= Severity::High, "foreign and one-way: {b2:?}");
     let e1 = find("dns_tunnel", "10.10.40.23");
     assert_eq!(e1.outside_port, 53);
     assert!(e1.attack.contains(&"T1048.003"));
-    assert!(alerts.iter().all(|a| a.exporters == vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]));
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.exporters == vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()])
+    );
 }
 
 #[test]
@@ -91,7 +123,12 @@ fn replay_is_deterministic_and_independent_of_sharding() {
     let (one, _) = replay(&["softflowd_ipfix.pcap"], &config, 1);
     let (again, _) = replay(&["softflowd_ipfix.pcap"], &config, 1);
     let (sharded, _) = replay(&["softflowd_ipfix.pcap"], &config, 4);
-    let ids = |alerts: &[Alert]| alerts.iter().map(|a| a.alert_id.clone()).collect::<BTreeSet<_>>();
+    let ids = |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .map(|a| a.alert_id.clone())
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(one, again);
     assert_eq!(ids(&one), ids(&sharded));
 }

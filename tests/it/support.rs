@@ -57,7 +57,10 @@ use exflow::pipeline::{Pipeline, PipelineCounters};
 /// The test configuration of the captures' README: inside networks and home country NL.
 pub fn border_config() -> Config {
     Config {
-        inside: vec!["10.10.0.0/16".parse().unwrap(), "2001:db8:10::/48".parse().unwrap()],
+        inside: vec![
+            "10.10.0.0/16".parse().unwrap(),
+            "2001:db8:10::/48".parse().unwrap(),
+        ],
         home_countries: vec!["NL".parse().unwrap()],
         ..Config::default()
     }
@@ -87,9 +90,18 @@ pub fn replay_records(records: &[FlowRecord], config: &Config) -> Vec<Alert> {
     let mut datagrams = Vec::new();
     for record in records {
         datagrams.clear();
-        exporter.encode(std::slice::from_ref(record), record.time_flow_end_ns / 1_000_000, &mut datagrams);
+        exporter.encode(
+            std::slice::from_ref(record),
+            record.time_flow_end_ns / 1_000_000,
+            &mut datagrams,
+        );
         for d in &datagrams {
-            pipeline.push_datagram("192.0.2.1".parse().unwrap(), record.time_flow_end_ns, d, &mut alerts);
+            pipeline.push_datagram(
+                "192.0.2.1".parse().unwrap(),
+                record.time_flow_end_ns,
+                d,
+                &mut alerts,
+            );
         }
     }
     pipeline.finish(&mut alerts);
@@ -98,14 +110,37 @@ pub fn replay_records(records: &[FlowRecord], config: &Config) -> Vec<Alert> {
 
 /// Every alert must be valid against `schemas/alert.schema.json`.
 pub fn assert_schema_valid(alerts: &[Alert]) {
-    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
-    let validator = VALIDATOR.get_or_init(|| {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/alert.schema.json")).unwrap();
-        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).expect("the schema is valid JSON Schema")
-    });
-    for alert in alerts {
-        let json = serde_json::to_value(alert).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&json).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        assert!(errors.is_empty(), "alert {json} violates the schema: {errors:?}");
+    let values: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect();
+    assert_json_schema_valid(&values);
+}
+
+/// Every JSON value must be valid against `schemas/alert.schema.json`.
+pub fn assert_json_schema_valid<'a>(alerts: impl IntoIterator<Item = &'a serde_json::Value>) {
+    let validator = alert_validator();
+    for json in alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(json)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "alert {json} violates the schema: {errors:?}"
+        );
     }
+}
+
+fn alert_validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/alert.schema.json"
+        ))
+        .unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap())
+            .expect("the schema is valid JSON Schema")
+    })
 }

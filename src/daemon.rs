@@ -1,0 +1,225 @@
+//! daemon: `exflow run`. Binds the UDP listeners and the metrics endpoint, receives on one
+//! thread per socket, and runs the pipeline on its own thread until asked to stop; then
+//! drains in order: stop the sockets, decode what was queued, flush the tables (end of
+//! event time), write the last alerts, save the template state.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::detect::Alert;
+use crate::enrich::Enricher;
+use crate::pipeline::Pipeline;
+use crate::sink::AlertSink;
+use crate::source::udp::{self, Datagram, SourceCounters};
+use crate::telemetry::{Snapshot, Telemetry};
+
+/// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// SIGTERM / SIGINT: drain and stop.
+    pub shutdown: Arc<AtomicBool>,
+    /// SIGHUP: reload the threat-intel file.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Runs until `control.shutdown` is set.
+pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
+    let enricher = Enricher::from_config(config)?;
+    let mut pipeline = Pipeline::new(config, enricher, 1);
+    if let Some(path) = &config.state_file {
+        match pipeline.decoder().load_state(path) {
+            Ok(restored) => {
+                info!(templates = restored, path = %path.display(), "restored decoder state")
+            }
+            Err(error) => warn!("{error:#}; starting without saved templates"),
+        }
+    }
+    let mut sink = AlertSink::from_config(&config.sink)?;
+    let mut flows_counters = None;
+    if let Some(kafka) = &config.sink.kafka
+        && let Some(flows) = crate::sink::flows::FlowsPublisher::from_config(kafka)?
+    {
+        flows_counters = Some(flows.counters.clone());
+        info!(
+            topic = kafka.flows_topic.as_deref().unwrap_or_default(),
+            "publishing every flow record"
+        );
+        pipeline.set_tap(Box::new(flows));
+    }
+    let (queue, batches) = sync_channel::<Vec<Datagram>>(config.source.queue_batches);
+    let mut telemetry = Telemetry::default();
+    if let AlertSink::Kafka(kafka) = &sink {
+        telemetry.kafka = Some(kafka.counters.clone());
+    }
+    telemetry.flows = flows_counters;
+    let mut listeners = Vec::new();
+    for &address in &config.listen {
+        let listener = udp::bind(address, config.source.receive_buffer_bytes)?;
+        // Linux reports twice what it grants; compare with what was asked.
+        if listener.receive_buffer_bytes / 2 < config.source.receive_buffer_bytes {
+            warn!(
+                "udp {}: receive buffer capped at {} bytes (asked {}); raise the cap with \
+                 `sysctl -w net.core.rmem_max={}`",
+                listener.address,
+                listener.receive_buffer_bytes / 2,
+                config.source.receive_buffer_bytes,
+                config.source.receive_buffer_bytes
+            );
+        }
+        info!(listen = %listener.address, "receiving NetFlow v5/v9/IPFIX");
+        let counters = Arc::new(SourceCounters::default());
+        telemetry.sources.push((listener.address, counters.clone()));
+        listeners.push((listener, counters));
+    }
+    let metrics = TcpListener::bind(config.metrics_listen)
+        .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
+    info!(metrics = %metrics.local_addr()?, "serving /metrics");
+    let telemetry = Arc::new(telemetry);
+    let stop_sockets = Arc::new(AtomicBool::new(false));
+    let mut receivers = Vec::new();
+    for (listener, counters) in listeners {
+        let (queue, stop) = (queue.clone(), stop_sockets.clone());
+        receivers.push(
+            std::thread::Builder::new()
+                .name("exflow-recv".into())
+                .spawn(move || udp::receive(listener, queue, counters, stop))?,
+        );
+    }
+    drop(queue);
+    let metrics_thread = {
+        let (telemetry, stop) = (telemetry.clone(), stop_sockets.clone());
+        std::thread::Builder::new()
+            .name("exflow-metrics".into())
+            .spawn(move || crate::telemetry::serve(metrics, telemetry, stop))?
+    };
+
+    let mut worker = Worker {
+        pipeline,
+        sink: &mut sink,
+        telemetry: &telemetry,
+        alerts: Vec::new(),
+    };
+    let mut last_save = Instant::now();
+    let save_every = Duration::from_secs(config.source.state_save_interval_s);
+    while !control.shutdown.load(Ordering::Relaxed) {
+        worker.drain(&batches, Duration::from_millis(100));
+        if control.reload.swap(false, Ordering::Relaxed) {
+            reload_threat_intel(config, &mut worker.pipeline);
+        }
+        if last_save.elapsed() >= save_every {
+            save_state(config, &mut worker.pipeline);
+            last_save = Instant::now();
+        }
+    }
+    info!("stopping: draining sockets, queue and tables");
+    stop_sockets.store(true, Ordering::Relaxed);
+    for receiver in receivers {
+        let _ = receiver.join();
+    }
+    // Every sender is gone now: drain what they queued.
+    while worker.drain(&batches, Duration::ZERO) {}
+    worker.pipeline.finish(&mut worker.alerts);
+    worker.deliver();
+    worker.publish();
+    save_state(config, &mut worker.pipeline);
+    let _ = metrics_thread.join();
+    sink.close().context("cannot flush the alert sink")?;
+    let counters = telemetry
+        .snapshot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pipeline;
+    info!(
+        records = counters.decode.records,
+        alerts = counters.alerts.total(),
+        "stopped"
+    );
+    Ok(())
+}
+
+struct Worker<'a> {
+    pipeline: Pipeline,
+    sink: &'a mut AlertSink,
+    telemetry: &'a Telemetry,
+    alerts: Vec<Alert>,
+}
+
+impl Worker<'_> {
+    /// Runs every batch queued within `wait`; `false` when the queue was empty and closed.
+    fn drain(&mut self, batches: &Receiver<Vec<Datagram>>, wait: Duration) -> bool {
+        let first = match batches.recv_timeout(wait) {
+            Ok(batch) => batch,
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        };
+        self.run(first);
+        while let Ok(batch) = batches.try_recv() {
+            self.run(batch);
+        }
+        self.deliver();
+        let _ = self.sink.flush();
+        self.publish();
+        true
+    }
+
+    fn run(&mut self, batch: Vec<Datagram>) {
+        for datagram in batch {
+            self.pipeline.push_datagram(
+                datagram.exporter,
+                datagram.received_ns,
+                &datagram.payload,
+                &mut self.alerts,
+            );
+        }
+    }
+
+    fn deliver(&mut self) {
+        for alert in self.alerts.drain(..) {
+            match self.sink.send(alert) {
+                Ok(()) => self.telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    fn publish(&mut self) {
+        let decoder = self.pipeline.decoder();
+        let exporters = decoder.exporters().map(|(a, c)| (a, *c)).collect();
+        let templates = decoder.template_count();
+        self.telemetry.publish(Snapshot {
+            pipeline: self.pipeline.counters(),
+            exporters,
+            templates,
+            event_time_ms: self.pipeline.now_ms(),
+            rule_state_dropped: self.pipeline.rule_state_dropped(),
+        });
+    }
+}
+
+fn save_state(config: &Config, pipeline: &mut Pipeline) {
+    if let Some(path) = &config.state_file
+        && let Err(error) = pipeline.decoder().save_state(path)
+    {
+        warn!("{error:#}");
+    }
+}
+
+fn reload_threat_intel(config: &Config, pipeline: &mut Pipeline) {
+    let Some(path) = &config.threat_intel_file else {
+        return;
+    };
+    match crate::config::load_threat_intel(path) {
+        Ok(networks) => {
+            info!(ranges = networks.range_count(), path = %path.display(), "reloaded threat intel");
+            pipeline.enricher_mut().set_threat_intel(networks);
+        }
+        Err(error) => warn!("{error:#}; keeping the previous threat intel"),
+    }
+}

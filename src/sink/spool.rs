@@ -1,0 +1,1804 @@
+//! sink spool: the on-disk queue between alert encoding and Kafka. Alerts that cannot be
+//! produced yet (broker down, producer queue full) are appended here and re-sent in order when
+//! the broker is back, also after a restart or a `kill -9`.
+//!
+//! # On-disk format
+//! One directory holds:
+//! - segment files `NNNNNNNNNNNNNNNNNNNN.spool`, named by the seq of their first record (20
+//!   decimal digits, zero-padded, so names sort like seqs). A segment is a run of records
+//!   `[u32 payload length LE][u32 CRC-32 (IEEE) of the payload LE][payload]`; the record at index
+//!   `i` has seq `first_seq + i` (seqs are not stored). The last segment is appended to; it is
+//!   closed (written and fdatasync'ed) when the next record would take it past
+//!   [`SEGMENT_BYTES`], and only then is the next segment created. A payload is at most
+//!   [`MAX_PAYLOAD_BYTES`], so a corrupt length never causes a large allocation.
+//! - `acked`, the acknowledged cursor: `"EXFLACK1"`, `u64 LE` seq below which every entry is
+//!   acknowledged, `u32 LE` count `n`, `n × u64 LE` seqs acknowledged beyond it (out of order,
+//!   at most [`MAX_ACKS_AHEAD`]), `u32 LE` CRC-32 of everything before. It is replaced
+//!   atomically: write `acked.tmp`, fdatasync, rename, fsync the directory.
+//! - `lock`, an empty file locked (`flock`) while a [`Spool`] is open: a second process using
+//!   the same directory is refused instead of corrupting it.
+//!
+//! # Recovery ([`Spool::open`])
+//! Every record of every segment is read and checked (length bound, CRC) in seq order. Reading a
+//! segment stops for good at its first bad record; nothing after it is used (there is no sync
+//! marker to find the next record reliably):
+//! - in the last segment the bad tail is cut off (the file is truncated and fdatasync'ed). An
+//!   incomplete record at the end of the file (a write cut short by a crash) counts in
+//!   [`SpoolCounters::torn_tails`]; a complete record that fails its checks counts in
+//!   [`SpoolCounters::corrupt_records`].
+//! - in an earlier segment (which was fdatasync'ed before the next one was created, so damage
+//!   there is not a crash artefact) any bad record, incomplete or not, counts in
+//!   `corrupt_records`; the file is left as it is for inspection (until its valid entries are
+//!   acknowledged and it is deleted), the entries after the bad record are lost (their seqs stay
+//!   unused) and the next segment is read normally. Records beyond the next segment's first
+//!   seq are bad too.
+//! - a missing `acked` file means nothing was acknowledged yet; a corrupt one counts in
+//!   `corrupt_records` and every entry still on disk is re-sent (at least once, never lost).
+//! - segments that are entirely acknowledged (a crash between the cursor update and the delete)
+//!   are deleted.
+//!
+//! # Delivery
+//! At least once, in seq order per [`Spool::read`]. [`Spool::ack`] marks an entry delivered in
+//! memory; [`Spool::commit_acks`] makes that durable. An entry acknowledged but not yet committed
+//! when the process dies is re-sent after the restart: that is the only source of duplicates.
+//! Entries appended after the last [`Spool::sync`] may be lost by a crash (`append` buffers; the
+//! owner syncs in batches). Dropping a `Spool` without [`Spool::close`] behaves like `kill -9`.
+//!
+//! Seqs: every entry keeps its seq across restarts and new appends continue above every seq still
+//! on disk or acknowledged. A seq whose entry was lost before it reached the disk intact (not yet
+//! synced, torn, or behind a corrupt record of the last segment) may be handed out again.
+//!
+//! Size cap: `max_bytes` counts the bytes (framing included) after the committed acknowledged
+//! prefix, i.e. what the disk must keep. Acknowledged entries stop counting at `commit_acks`.
+//!
+//! A record found damaged after recovery (the file changed under the spool) ends its segment the
+//! same way, counted in `corrupt_records`; reading goes on with the next segment.
+//!
+//! All errors name the file or directory involved. Nothing here panics, on any file content.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tracing::warn;
+
+/// Sequence number of an entry: strictly increasing in append order, kept across restarts.
+pub type SpoolSeq = u64;
+
+/// A segment is closed and a new one started when the next record would take it past this.
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Longest payload [`Spool::append`] accepts (alerts are about 1 KB); recovery treats a longer
+/// length field as corruption.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Most acknowledgements kept beyond the contiguous acknowledged prefix (acks arriving out of
+/// order from different Kafka partitions). More are forgotten and counted: those entries are
+/// re-sent after a restart.
+pub const MAX_ACKS_AHEAD: usize = 16 * 1024;
+
+/// Appends are collected in memory up to this many bytes before they are written to the file.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Buffer of the sequential segment reader.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Record framing: payload length and payload CRC-32, both `u32` LE.
+const HEADER_BYTES: usize = 8;
+
+const SEGMENT_SUFFIX: &str = ".spool";
+const SEGMENT_NAME_DIGITS: usize = 20;
+const ACKED_FILE: &str = "acked";
+const ACKED_TMP_FILE: &str = "acked.tmp";
+const LOCK_FILE: &str = "lock";
+const ACKED_MAGIC: [u8; 8] = *b"EXFLACK1";
+/// magic + cursor + count + crc
+const ACKED_FIXED_BYTES: usize = 8 + 8 + 4 + 4;
+const ACKED_MAX_BYTES: usize = ACKED_FIXED_BYTES + 8 * MAX_ACKS_AHEAD;
+
+/// Why [`Spool::append`] did not store a payload.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Storing it would take the unacknowledged bytes past the spool's `max_bytes`
+    /// (backpressure: counted in [`SpoolCounters::dropped_full`]).
+    Full,
+    /// Writing the segment failed (the message names the file), or the payload is longer than
+    /// [`MAX_PAYLOAD_BYTES`] (kind `InvalidInput`, counted in
+    /// [`SpoolCounters::dropped_too_large`]).
+    Io(io::Error),
+}
+
+impl AppendError {
+    /// Static code, usable as a metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppendError::Full => "full",
+            AppendError::Io(_) => "io",
+        }
+    }
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::Full => f.write_str("spool is full"),
+            AppendError::Io(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for AppendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AppendError::Io(error) => Some(error),
+            AppendError::Full => None,
+        }
+    }
+}
+
+/// What the spool did since it was opened (recovery included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolCounters {
+    /// Entries stored by `append`.
+    pub appended: u64,
+    /// Appends refused because the spool was full.
+    pub dropped_full: u64,
+    /// Appends refused because the payload was longer than [`MAX_PAYLOAD_BYTES`].
+    pub dropped_too_large: u64,
+    /// Entries acknowledged (each entry once).
+    pub acked: u64,
+    /// Acks not kept because [`MAX_ACKS_AHEAD`] acks beyond the prefix were pending already.
+    pub acks_forgotten: u64,
+    /// Bad records found (each stops the reading of its segment) plus a corrupt `acked` file.
+    pub corrupt_records: u64,
+    /// Incomplete records cut off the end of the last segment at recovery.
+    pub torn_tails: u64,
+}
+
+/// One segment file, as far as its records are valid.
+#[derive(Debug)]
+struct Segment {
+    /// Seq of the first record; also the file name.
+    first_seq: SpoolSeq,
+    /// Valid records: seqs `first_seq..first_seq + records`.
+    records: u64,
+    /// Bytes of those records, framing included (records still in the write buffer too).
+    bytes: u64,
+    /// The file holds bytes past `bytes` that are not valid records: never appended to again.
+    sealed: bool,
+}
+
+impl Segment {
+    /// One past the last seq the segment holds.
+    fn end(&self) -> SpoolSeq {
+        self.first_seq + self.records
+    }
+}
+
+/// The open handle on the last segment, which appends go to.
+struct SegmentWriter {
+    /// Path of the file, for error messages.
+    path: PathBuf,
+    /// Opened in append mode: every write lands at the end of the file.
+    file: File,
+    /// Bytes of the file known to be whole records; a failed write is cut back to this.
+    written: u64,
+    /// A write failed and cutting it back failed too: cut before the next write.
+    needs_cut: bool,
+    /// Bytes written since the last fdatasync.
+    unsynced: bool,
+}
+
+/// A position between two records of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordPos {
+    /// Which segment (its first seq).
+    segment_first_seq: SpoolSeq,
+    /// Seq of the record starting at `offset`.
+    seq: SpoolSeq,
+    /// Byte offset in the segment file.
+    offset: u64,
+}
+
+/// What reading one record found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// A valid record; the reader moved past it.
+    Record,
+    /// The end of the segment, on a record boundary.
+    End,
+    /// A record that runs past the end of the segment.
+    Torn,
+    /// A complete record with a bad length or CRC.
+    Corrupt,
+}
+
+/// Reads one segment's records sequentially.
+struct SegmentReader {
+    /// Which segment (its first seq), to know whether the reader can be reused.
+    segment_first_seq: SpoolSeq,
+    /// Path of the file, for error messages.
+    path: PathBuf,
+    file: BufReader<File>,
+    /// Seq of the next record.
+    seq: SpoolSeq,
+    /// Offset of the next record.
+    offset: u64,
+}
+
+impl SegmentReader {
+    fn open(path: PathBuf, pos: RecordPos) -> io::Result<SegmentReader> {
+        let mut file =
+            File::open(&path).map_err(|error| with_path("open spool segment", &path, error))?;
+        if pos.offset > 0 {
+            file.seek(SeekFrom::Start(pos.offset))
+                .map_err(|error| with_path("seek in spool segment", &path, error))?;
+        }
+        Ok(SegmentReader {
+            segment_first_seq: pos.segment_first_seq,
+            path,
+            file: BufReader::with_capacity(READ_BUFFER_BYTES, file),
+            seq: pos.seq,
+            offset: pos.offset,
+        })
+    }
+
+    /// Reads the next record into `payload` when it is valid and ends at or before `end` (a file
+    /// offset). Anything but [`Frame::Record`] leaves the reader unusable: drop it.
+    fn read_record(&mut self, end: u64, payload: &mut Vec<u8>) -> io::Result<Frame> {
+        let left = end.saturating_sub(self.offset);
+        if left == 0 {
+            return Ok(Frame::End);
+        }
+        if left < HEADER_BYTES as u64 {
+            return Ok(Frame::Torn);
+        }
+        let mut header = [0u8; HEADER_BYTES];
+        if !self.fill(&mut header)? {
+            return Ok(Frame::Torn);
+        }
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+        let length = u32::from_le_bytes([l0, l1, l2, l3]);
+        let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+        if length as usize > MAX_PAYLOAD_BYTES {
+            return Ok(Frame::Corrupt);
+        }
+        if u64::from(length) > left - HEADER_BYTES as u64 {
+            return Ok(Frame::Torn);
+        }
+        payload.clear();
+        payload.resize(length as usize, 0);
+        if !self.fill(payload)? {
+            return Ok(Frame::Torn);
+        }
+        if crc32fast::hash(payload) != crc {
+            return Ok(Frame::Corrupt);
+        }
+        self.offset += HEADER_BYTES as u64 + u64::from(length);
+        self.seq += 1;
+        Ok(Frame::Record)
+    }
+
+    /// `read_exact`, with a file that ends early reported as `false`.
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        match self.file.read_exact(buf) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(error) => Err(with_path("read spool segment", &self.path, error)),
+        }
+    }
+
+    fn pos(&self) -> RecordPos {
+        RecordPos {
+            segment_first_seq: self.segment_first_seq,
+            seq: self.seq,
+            offset: self.offset,
+        }
+    }
+}
+
+/// An append-only, crash-safe, size-capped on-disk queue of alert payloads (see the module doc
+/// for the format, the recovery rules and the delivery guarantee).
+///
+/// Memory does not grow per entry: the spool keeps one small struct per segment file, the acks
+/// beyond the acknowledged prefix (bounded) and a write buffer (bounded); payloads are read back
+/// from the files.
+pub struct Spool {
+    /// Directory of the segments, the `acked` file and the lock; named in errors.
+    dir: PathBuf,
+    /// Cap on unacknowledged bytes (framing included); an append past it is refused.
+    max_bytes: u64,
+    /// Size at which a segment is closed ([`SEGMENT_BYTES`] outside tests).
+    segment_bytes: u64,
+    /// Segment files in seq order; appends go to the last one.
+    segments: VecDeque<Segment>,
+    /// Sum of `Segment::bytes`.
+    segment_bytes_total: u64,
+    /// Open handle on the last segment; `None` until the first append after open, rotation or
+    /// the deletion of a fully acknowledged last segment. Records in `pending` imply `Some`.
+    writer: Option<SegmentWriter>,
+    /// Framed records appended to the last segment, not yet written to its file.
+    pending: Vec<u8>,
+    /// Seq of the next append.
+    next_seq: SpoolSeq,
+    /// Every entry with a smaller seq is acknowledged (in memory). When it is below `next_seq`
+    /// it is the seq of an existing, unacknowledged entry.
+    acked_below: SpoolSeq,
+    /// Acknowledged entries above `acked_below` (acks out of order); all exist; bounded by
+    /// [`MAX_ACKS_AHEAD`].
+    acked_ahead: BTreeSet<SpoolSeq>,
+    /// The acks changed since the `acked` file was written.
+    acks_dirty: bool,
+    /// `acked_below` as the `acked` file holds it: segments below it may be deleted.
+    durable_acked_below: SpoolSeq,
+    /// Where `durable_acked_below` falls in the front segment: bytes before it no longer count
+    /// against `max_bytes`.
+    committed: RecordPos,
+    /// Sequential reader kept between `read` calls, so draining is one pass over the files.
+    reader: Option<SegmentReader>,
+    /// A segment file was created since the directory was last fsynced.
+    dir_unsynced: bool,
+    /// Payload buffer for records that are read only to be skipped.
+    scratch: Vec<u8>,
+    /// Held (locked) while the spool is open, so a second process cannot use `dir`.
+    _lock: File,
+    counters: SpoolCounters,
+}
+
+impl Spool {
+    /// Opens or creates the spool in `dir` (created when missing) and recovers it (see the module
+    /// doc). `max_bytes` caps the unacknowledged bytes, framing included.
+    pub fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Spool> {
+        Spool::open_with_segment_bytes(dir, max_bytes, SEGMENT_BYTES)
+    }
+
+    /// [`Spool::open`] with segments closed at `segment_bytes` instead of [`SEGMENT_BYTES`]
+    /// (a segment always holds at least one record).
+    pub fn open_with_segment_bytes(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+    ) -> anyhow::Result<Spool> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create spool directory '{}'", dir.display()))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create spool lock '{}'", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                bail!(
+                    "spool directory '{}' is in use by another process",
+                    dir.display()
+                )
+            }
+            Err(TryLockError::Error(error)) => {
+                return Err(error)
+                    .with_context(|| format!("cannot lock spool '{}'", lock_path.display()));
+            }
+        }
+        let tmp_path = dir.join(ACKED_TMP_FILE);
+        match fs::remove_file(&tmp_path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot remove '{}'", tmp_path.display()));
+            }
+        }
+
+        let mut counters = SpoolCounters::default();
+        let (acked_below, acked_ahead) = load_acked(dir, &mut counters)?;
+        let first_seqs = list_segments(dir)?;
+        let mut segments = VecDeque::with_capacity(first_seqs.len());
+        for (index, &first_seq) in first_seqs.iter().enumerate() {
+            let next_first_seq = first_seqs.get(index + 1).copied();
+            segments.push_back(recover_segment(
+                dir,
+                first_seq,
+                next_first_seq,
+                &mut counters,
+            )?);
+        }
+        let segment_bytes_total = segments.iter().map(|segment| segment.bytes).sum();
+        let next_seq = segments.back().map_or(0, Segment::end).max(acked_below);
+
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes,
+            segments,
+            segment_bytes_total,
+            writer: None,
+            pending: Vec::new(),
+            next_seq,
+            acked_below,
+            acked_ahead: BTreeSet::new(),
+            acks_dirty: false,
+            durable_acked_below: 0,
+            committed: RecordPos {
+                segment_first_seq: 0,
+                seq: 0,
+                offset: 0,
+            },
+            reader: None,
+            dir_unsynced: false,
+            scratch: Vec::new(),
+            _lock: lock,
+            counters,
+        };
+        for seq in acked_ahead {
+            if seq > spool.acked_below && spool.exists(seq) {
+                spool.acked_ahead.insert(seq);
+            }
+        }
+        // Everything `advance_acked_prefix` passes over is acknowledged in the file or does not
+        // exist, so the result is as durable as the file.
+        spool.advance_acked_prefix();
+        spool.durable_acked_below = spool.acked_below;
+        spool.delete_acked_segments().map_err(anyhow::Error::from)?;
+        spool.advance_committed().map_err(anyhow::Error::from)?;
+        Ok(spool)
+    }
+
+    /// Appends one payload and returns its seq. Buffered: durable after the next
+    /// [`Spool::sync`]. Refused (nothing stored, counted) when full or too large; an I/O error
+    /// also stores nothing.
+    pub fn append(&mut self, payload: &[u8]) -> Result<SpoolSeq, AppendError> {
+        let length = match u32::try_from(payload.len()) {
+            Ok(length) if payload.len() <= MAX_PAYLOAD_BYTES => length,
+            _ => {
+                self.counters.dropped_too_large += 1;
+                return Err(AppendError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "alert of {} bytes is longer than the spool's limit of \
+                         {MAX_PAYLOAD_BYTES} bytes",
+                        payload.len()
+                    ),
+                )));
+            }
+        };
+        if self.next_seq == SpoolSeq::MAX {
+            return Err(AppendError::Io(io::Error::other(format!(
+                "spool '{}' has used up its sequence numbers",
+                self.dir.display()
+            ))));
+        }
+        let record_bytes = HEADER_BYTES as u64 + u64::from(length);
+        if self.bytes().saturating_add(record_bytes) > self.max_bytes {
+            self.counters.dropped_full += 1;
+            return Err(AppendError::Full);
+        }
+        // Written before the record is accepted, so a failure leaves no half-stored entry.
+        if self.pending.len() + HEADER_BYTES + payload.len() > WRITE_BUFFER_BYTES {
+            self.write_pending().map_err(AppendError::Io)?;
+        }
+        self.prepare_segment(record_bytes)
+            .map_err(AppendError::Io)?;
+        let Some(segment) = self.segments.back_mut() else {
+            return Err(AppendError::Io(io::Error::other(
+                "spool has no segment to append to",
+            )));
+        };
+        segment.records += 1;
+        segment.bytes += record_bytes;
+        self.segment_bytes_total += record_bytes;
+        self.pending.extend_from_slice(&length.to_le_bytes());
+        self.pending
+            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.pending.extend_from_slice(payload);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.counters.appended += 1;
+        Ok(seq)
+    }
+
+    /// Makes every append so far durable: writes the buffer, fdatasyncs the segment and, when a
+    /// segment was created, fsyncs the directory.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.write_pending()?;
+        if let Some(writer) = self.writer.as_mut()
+            && writer.unsynced
+        {
+            writer
+                .file
+                .sync_data()
+                .map_err(|error| with_path("sync spool segment", &writer.path, error))?;
+            writer.unsynced = false;
+        }
+        if self.dir_unsynced {
+            sync_dir(&self.dir)?;
+            self.dir_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Entries not yet acknowledged.
+    pub fn len(&self) -> u64 {
+        let first = self
+            .segments
+            .partition_point(|segment| segment.end() <= self.acked_below);
+        let unacked: u64 = self
+            .segments
+            .range(first..)
+            .map(|segment| segment.end() - segment.first_seq.max(self.acked_below))
+            .sum();
+        unacked.saturating_sub(self.acked_ahead.len() as u64)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.acked_below >= self.next_seq
+    }
+
+    /// Bytes (framing included) counted against `max_bytes`: everything after the committed
+    /// acknowledged prefix. Entries acknowledged but not yet committed still count (they are
+    /// re-sent after a crash, so the disk must keep them), and so do acks beyond the prefix
+    /// until the prefix passes them.
+    pub fn bytes(&self) -> u64 {
+        let committed_offset = match self.segments.front() {
+            Some(front) if front.first_seq == self.committed.segment_first_seq => {
+                self.committed.offset
+            }
+            _ => 0,
+        };
+        self.segment_bytes_total.saturating_sub(committed_offset)
+    }
+
+    /// The oldest unacknowledged seq (`None` when empty).
+    pub fn first_unacked(&self) -> Option<SpoolSeq> {
+        (self.acked_below < self.next_seq).then_some(self.acked_below)
+    }
+
+    /// The seq the next append gets.
+    pub fn next_seq(&self) -> SpoolSeq {
+        self.next_seq
+    }
+
+    /// Appends to `out` up to `max` unacknowledged entries with seq >= `from`, in seq order.
+    /// Entries appended but not yet synced are included. Consecutive calls that continue where
+    /// the last one stopped read the files sequentially.
+    ///
+    /// A record found damaged now (the file changed after recovery) ends its segment as in
+    /// recovery: counted, the entries after it lost, reading goes on with the next segment.
+    pub fn read(
+        &mut self,
+        from: SpoolSeq,
+        max: usize,
+        out: &mut Vec<(SpoolSeq, Vec<u8>)>,
+    ) -> io::Result<()> {
+        if max == 0 {
+            return Ok(());
+        }
+        self.write_pending()?;
+        let mut seq = from.max(self.acked_below);
+        let mut taken = 0;
+        // Each turn reads to the end of a segment, fills `out` or shortens a segment: it ends.
+        while taken < max {
+            let index = self
+                .segments
+                .partition_point(|segment| segment.end() <= seq);
+            let Some(segment) = self.segments.get(index) else {
+                break;
+            };
+            let (first_seq, end, end_offset) = (segment.first_seq, segment.end(), segment.bytes);
+            seq = seq.max(first_seq);
+            let mut reader = match self.reader.take() {
+                Some(reader) if reader.segment_first_seq == first_seq && reader.seq <= seq => {
+                    reader
+                }
+                _ => match self.open_reader(index, seq) {
+                    Ok(reader) => reader,
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                        self.seal_segment(index, first_seq, 0, &error.to_string());
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                },
+            };
+            let mut damaged = None;
+            while reader.seq < end && taken < max {
+                let record_seq = reader.seq;
+                let wanted = record_seq >= seq && !self.acked_ahead.contains(&record_seq);
+                let mut payload = Vec::new();
+                let buffer = if wanted {
+                    &mut payload
+                } else {
+                    &mut self.scratch
+                };
+                match reader.read_record(end_offset, buffer)? {
+                    Frame::Record if wanted => {
+                        out.push((record_seq, payload));
+                        taken += 1;
+                    }
+                    Frame::Record => {}
+                    frame => {
+                        damaged = Some(frame);
+                        break;
+                    }
+                }
+            }
+            seq = seq.max(reader.seq);
+            match damaged {
+                Some(frame) => {
+                    let why = format!("{frame:?} record at offset {}", reader.offset);
+                    self.seal_segment(index, reader.seq, reader.offset, &why);
+                }
+                None => self.reader = Some(reader),
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks one entry delivered. Acks may come in any order; an ack of an entry that is already
+    /// acknowledged or does not exist is ignored.
+    pub fn ack(&mut self, seq: SpoolSeq) {
+        if seq < self.acked_below || !self.exists(seq) {
+            return;
+        }
+        if seq == self.acked_below {
+            self.acked_below += 1;
+            self.advance_acked_prefix();
+        } else if self.acked_ahead.contains(&seq) {
+            return;
+        } else if self.acked_ahead.len() >= MAX_ACKS_AHEAD {
+            self.counters.acks_forgotten += 1;
+            return;
+        } else {
+            self.acked_ahead.insert(seq);
+        }
+        self.counters.acked += 1;
+        self.acks_dirty = true;
+    }
+
+    /// Makes the acks durable (the `acked` file, replaced atomically, holds the prefix and the
+    /// acks beyond it) and deletes the segment files that are entirely acknowledged. Until this
+    /// returns, acknowledged entries are re-sent after a crash.
+    pub fn commit_acks(&mut self) -> io::Result<()> {
+        if self.acks_dirty {
+            write_acked_file(&self.dir, self.acked_below, &self.acked_ahead)?;
+            self.acks_dirty = false;
+            self.durable_acked_below = self.acked_below;
+        }
+        self.delete_acked_segments()?;
+        self.advance_committed()
+    }
+
+    /// Syncs the appends and commits the acks: the clean shutdown.
+    pub fn close(mut self) -> io::Result<()> {
+        self.sync()?;
+        self.commit_acks()
+    }
+
+    pub fn counters(&self) -> SpoolCounters {
+        self.counters
+    }
+
+    /// Whether `seq` is an entry the spool holds (acknowledged or not).
+    fn exists(&self, seq: SpoolSeq) -> bool {
+        let index = self
+            .segments
+            .partition_point(|segment| segment.end() <= seq);
+        self.segments
+            .get(index)
+            .is_some_and(|segment| segment.first_seq <= seq)
+    }
+
+    /// The smallest existing seq >= `seq`.
+    fn next_existing(&self, seq: SpoolSeq) -> Option<SpoolSeq> {
+        let index = self
+            .segments
+            .partition_point(|segment| segment.end() <= seq);
+        self.segments
+            .range(index..)
+            .find(|segment| segment.records > 0)
+            .map(|segment| segment.first_seq.max(seq))
+    }
+
+    /// Moves `acked_below` past acknowledged entries and seqs that hold no entry, so that it is
+    /// the first unacknowledged entry (or `next_seq`). Each turn removes an ack: it ends.
+    fn advance_acked_prefix(&mut self) {
+        loop {
+            match self.next_existing(self.acked_below) {
+                None => {
+                    self.acked_below = self.next_seq;
+                    self.acked_ahead.clear();
+                    return;
+                }
+                Some(seq) => {
+                    self.acked_below = seq;
+                    if !self.acked_ahead.remove(&seq) {
+                        return;
+                    }
+                    self.acked_below = seq + 1;
+                }
+            }
+        }
+    }
+
+    /// Makes sure the last segment can take a record of `record_bytes`: reopens it after a
+    /// restart, or closes it (written and fdatasync'ed, so only the last segment can ever have a
+    /// torn tail) and creates the next one.
+    fn prepare_segment(&mut self, record_bytes: u64) -> io::Result<()> {
+        let reusable = self.segments.back().is_some_and(|last| {
+            !last.sealed
+                && last.end() == self.next_seq
+                && (last.bytes == 0 || last.bytes + record_bytes <= self.segment_bytes)
+        });
+        if reusable {
+            if self.writer.is_none()
+                && let Some(last) = self.segments.back()
+            {
+                let path = segment_path(&self.dir, last.first_seq);
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|error| with_path("open spool segment", &path, error))?;
+                let file_bytes = file
+                    .metadata()
+                    .map_err(|error| with_path("stat spool segment", &path, error))?
+                    .len();
+                if file_bytes < last.bytes {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "spool segment '{}' is shorter ({file_bytes} bytes) than its records \
+                             ({} bytes)",
+                            path.display(),
+                            last.bytes
+                        ),
+                    ));
+                }
+                self.writer = Some(SegmentWriter {
+                    path,
+                    file,
+                    written: last.bytes,
+                    needs_cut: file_bytes > last.bytes,
+                    unsynced: false,
+                });
+            }
+            return Ok(());
+        }
+        if self.writer.is_some() {
+            self.write_pending()?;
+            if let Some(writer) = self.writer.as_mut() {
+                writer
+                    .file
+                    .sync_data()
+                    .map_err(|error| with_path("sync spool segment", &writer.path, error))?;
+            }
+            self.writer = None;
+        }
+        let path = segment_path(&self.dir, self.next_seq);
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|error| with_path("create spool segment", &path, error))?;
+        self.segments.push_back(Segment {
+            first_seq: self.next_seq,
+            records: 0,
+            bytes: 0,
+            sealed: false,
+        });
+        self.writer = Some(SegmentWriter {
+            path,
+            file,
+            written: 0,
+            needs_cut: false,
+            unsynced: false,
+        });
+        self.dir_unsynced = true;
+        Ok(())
+    }
+
+    /// Writes the buffered records to the last segment (no fdatasync). On failure the buffer is
+    /// kept and the file cut back to its last whole record, so a retry appends cleanly.
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(io::Error::other(format!(
+                "spool '{}' has buffered records but no open segment",
+                self.dir.display()
+            )));
+        };
+        if writer.needs_cut {
+            writer
+                .file
+                .set_len(writer.written)
+                .map_err(|error| with_path("truncate spool segment", &writer.path, error))?;
+            writer.needs_cut = false;
+        }
+        if let Err(error) = writer.file.write_all(&self.pending) {
+            writer.needs_cut = writer.file.set_len(writer.written).is_err();
+            return Err(with_path("write spool segment", &writer.path, error));
+        }
+        writer.written += self.pending.len() as u64;
+        writer.unsynced = true;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Deletes front segments whose entries are all acknowledged in the `acked` file.
+    fn delete_acked_segments(&mut self) -> io::Result<()> {
+        while let Some(front) = self.segments.front()
+            && front.end() <= self.durable_acked_below
+        {
+            let (first_seq, bytes) = (front.first_seq, front.bytes);
+            let path = segment_path(&self.dir, first_seq);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(with_path("delete spool segment", &path, error)),
+            }
+            if self.segments.len() == 1 {
+                // The last segment: its buffered records are acknowledged, nothing to write.
+                self.writer = None;
+                self.pending.clear();
+            }
+            if self
+                .reader
+                .as_ref()
+                .is_some_and(|reader| reader.segment_first_seq == first_seq)
+            {
+                self.reader = None;
+            }
+            self.segments.pop_front();
+            self.segment_bytes_total -= bytes;
+        }
+        Ok(())
+    }
+
+    /// Moves `committed` to `durable_acked_below` in the front segment, reading the records in
+    /// between to learn their sizes.
+    fn advance_committed(&mut self) -> io::Result<()> {
+        let Some(front) = self.segments.front() else {
+            return Ok(());
+        };
+        let (first_seq, end, end_offset) = (front.first_seq, front.end(), front.bytes);
+        if self.committed.segment_first_seq != first_seq {
+            self.committed = RecordPos {
+                segment_first_seq: first_seq,
+                seq: first_seq,
+                offset: 0,
+            };
+        }
+        let target = self.durable_acked_below.min(end);
+        if self.committed.seq >= target {
+            return Ok(());
+        }
+        self.write_pending()?;
+        let path = segment_path(&self.dir, first_seq);
+        let mut reader = match SegmentReader::open(path, self.committed) {
+            Ok(reader) => reader,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                self.seal_segment(0, first_seq, 0, &error.to_string());
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        while reader.seq < target {
+            match reader.read_record(end_offset, &mut self.scratch)? {
+                Frame::Record => {}
+                frame => {
+                    let why = format!("{frame:?} record at offset {}", reader.offset);
+                    self.seal_segment(0, reader.seq, reader.offset, &why);
+                    return Ok(());
+                }
+            }
+        }
+        self.committed = reader.pos();
+        Ok(())
+    }
+
+    /// Opens a reader on segment `index` positioned at record `seq`, starting from the committed
+    /// position when it is before `seq` (skipping what is behind it).
+    fn open_reader(&mut self, index: usize, seq: SpoolSeq) -> io::Result<SegmentReader> {
+        let Some(segment) = self.segments.get(index) else {
+            return Err(io::Error::other("spool segment index out of range"));
+        };
+        let first_seq = segment.first_seq;
+        let start = if self.committed.segment_first_seq == first_seq && self.committed.seq <= seq {
+            self.committed
+        } else {
+            RecordPos {
+                segment_first_seq: first_seq,
+                seq: first_seq,
+                offset: 0,
+            }
+        };
+        SegmentReader::open(segment_path(&self.dir, first_seq), start)
+    }
+
+    /// Ends segment `index` at `end_seq` / `end_offset` because the record there is damaged
+    /// (found after recovery): the entries after it are lost. Counted and logged.
+    fn seal_segment(&mut self, index: usize, end_seq: SpoolSeq, end_offset: u64, why: &str) {
+        let Some(segment) = self.segments.get_mut(index) else {
+            return;
+        };
+        let end_seq = end_seq.clamp(segment.first_seq, segment.end());
+        let end_offset = end_offset.min(segment.bytes);
+        let lost = end_seq..segment.end();
+        let path = segment_path(&self.dir, segment.first_seq);
+        warn!(
+            path = %path.display(),
+            lost_first_seq = lost.start,
+            lost_entries = lost.end - lost.start,
+            "spool segment damaged since it was opened ({why}); the entries after it are lost"
+        );
+        self.segment_bytes_total -= segment.bytes - end_offset;
+        segment.records = end_seq - segment.first_seq;
+        segment.bytes = end_offset;
+        segment.sealed = true;
+        if self.committed.segment_first_seq == segment.first_seq
+            && self.committed.offset > end_offset
+        {
+            self.committed.seq = end_seq;
+            self.committed.offset = end_offset;
+        }
+        if self
+            .reader
+            .as_ref()
+            .is_some_and(|reader| reader.segment_first_seq == segment.first_seq)
+        {
+            self.reader = None;
+        }
+        self.counters.corrupt_records += 1;
+        self.acked_ahead.retain(|seq| !lost.contains(seq));
+        self.advance_acked_prefix();
+        self.acks_dirty = true;
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: SpoolSeq) -> PathBuf {
+    dir.join(format!(
+        "{first_seq:0width$}{SEGMENT_SUFFIX}",
+        width = SEGMENT_NAME_DIGITS
+    ))
+}
+
+/// Adds the action and the path to an I/O error, keeping its kind.
+fn with_path(action: &str, path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("cannot {action} '{}': {error}", path.display()),
+    )
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|error| with_path("sync spool directory", dir, error))
+}
+
+/// First seqs of the segment files in `dir`, sorted.
+fn list_segments(dir: &Path) -> anyhow::Result<Vec<SpoolSeq>> {
+    let entries = fs::read_dir(dir)
+        .with_context(|| format!("cannot list spool directory '{}'", dir.display()))?;
+    let mut first_seqs = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("cannot list spool directory '{}'", dir.display()))?;
+        let name = entry.file_name();
+        let Some(stem) = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(SEGMENT_SUFFIX))
+        else {
+            continue;
+        };
+        let first_seq = (stem.len() == SEGMENT_NAME_DIGITS
+            && stem.bytes().all(|byte| byte.is_ascii_digit()))
+        .then(|| stem.parse::<SpoolSeq>().ok())
+        .flatten();
+        match first_seq {
+            Some(first_seq) => first_seqs.push(first_seq),
+            None => warn!(
+                path = %entry.path().display(),
+                "ignoring a file in the spool directory that is not named like a segment"
+            ),
+        }
+    }
+    first_seqs.sort_unstable();
+    Ok(first_seqs)
+}
+
+/// Reads and checks every record of one segment; cuts a bad tail off the last segment.
+fn recover_segment(
+    dir: &Path,
+    first_seq: SpoolSeq,
+    next_first_seq: Option<SpoolSeq>,
+    counters: &mut SpoolCounters,
+) -> anyhow::Result<Segment> {
+    let path = segment_path(dir, first_seq);
+    let file_bytes = fs::metadata(&path)
+        .with_context(|| format!("cannot stat spool segment '{}'", path.display()))?
+        .len();
+    let is_last = next_first_seq.is_none();
+    // Seqs at or past the next segment's first one belong to it; none can pass u64::MAX.
+    let max_records = next_first_seq
+        .unwrap_or(SpoolSeq::MAX)
+        .saturating_sub(first_seq);
+    let start = RecordPos {
+        segment_first_seq: first_seq,
+        seq: first_seq,
+        offset: 0,
+    };
+    let mut reader = SegmentReader::open(path.clone(), start)?;
+    let mut payload = Vec::new();
+    let frame = loop {
+        if reader.seq - first_seq >= max_records {
+            break if reader.offset < file_bytes {
+                Frame::Corrupt
+            } else {
+                Frame::End
+            };
+        }
+        match reader.read_record(file_bytes, &mut payload)? {
+            Frame::Record => {}
+            frame => break frame,
+        }
+    };
+    let (records, bytes) = (reader.seq - first_seq, reader.offset);
+    if frame == Frame::End {
+        return Ok(Segment {
+            first_seq,
+            records,
+            bytes,
+            sealed: false,
+        });
+    }
+    if is_last && frame == Frame::Torn {
+        counters.torn_tails += 1;
+    } else {
+        counters.corrupt_records += 1;
+    }
+    warn!(
+        path = %path.display(),
+        offset = bytes,
+        ignored_bytes = file_bytes - bytes,
+        valid_records = records,
+        "spool segment has a {} record; {}",
+        if frame == Frame::Torn { "torn" } else { "corrupt" },
+        if is_last { "cutting it off" } else { "ignoring the rest of the segment" }
+    );
+    if !is_last {
+        return Ok(Segment {
+            first_seq,
+            records,
+            bytes,
+            sealed: true,
+        });
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| {
+            file.set_len(bytes)?;
+            file.sync_data()
+        })
+        .with_context(|| format!("cannot truncate spool segment '{}'", path.display()))?;
+    Ok(Segment {
+        first_seq,
+        records,
+        bytes,
+        sealed: false,
+    })
+}
+
+/// Loads the `acked` file: (prefix, acks beyond it). Missing: nothing acknowledged. Corrupt:
+/// counted, nothing acknowledged (everything on disk is re-sent).
+fn load_acked(
+    dir: &Path,
+    counters: &mut SpoolCounters,
+) -> anyhow::Result<(SpoolSeq, Vec<SpoolSeq>)> {
+    let path = dir.join(ACKED_FILE);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(file) => {
+            file.take(ACKED_MAX_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("cannot read spool cursor '{}'", path.display()))?;
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((0, Vec::new())),
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot open spool cursor '{}'", path.display()));
+        }
+    }
+    match decode_acked(&bytes) {
+        Some(acked) => Ok(acked),
+        None => {
+            counters.corrupt_records += 1;
+            warn!(
+                path = %path.display(),
+                "spool cursor is corrupt; re-sending every entry still in the spool"
+            );
+            Ok((0, Vec::new()))
+        }
+    }
+}
+
+/// The `acked` file's bytes (see the module doc).
+fn encode_acked(acked_below: SpoolSeq, acked_ahead: &BTreeSet<SpoolSeq>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(ACKED_FIXED_BYTES + 8 * acked_ahead.len());
+    bytes.extend_from_slice(&ACKED_MAGIC);
+    bytes.extend_from_slice(&acked_below.to_le_bytes());
+    // At most MAX_ACKS_AHEAD entries, which fits a u32.
+    bytes.extend_from_slice(&(acked_ahead.len() as u32).to_le_bytes());
+    for seq in acked_ahead {
+        bytes.extend_from_slice(&seq.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode_acked(bytes: &[u8]) -> Option<(SpoolSeq, Vec<SpoolSeq>)> {
+    let (body, crc) = bytes.split_last_chunk::<4>()?;
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        return None;
+    }
+    let (magic, rest) = body.split_first_chunk::<8>()?;
+    if *magic != ACKED_MAGIC {
+        return None;
+    }
+    let (acked_below, rest) = rest.split_first_chunk::<8>()?;
+    let (count, rest) = rest.split_first_chunk::<4>()?;
+    let count = u32::from_le_bytes(*count) as usize;
+    let (seqs, tail) = rest.as_chunks::<8>();
+    if count > MAX_ACKS_AHEAD || seqs.len() != count || !tail.is_empty() {
+        return None;
+    }
+    let acked_ahead = seqs.iter().map(|seq| u64::from_le_bytes(*seq)).collect();
+    Some((u64::from_le_bytes(*acked_below), acked_ahead))
+}
+
+fn write_acked_file(
+    dir: &Path,
+    acked_below: SpoolSeq,
+    acked_ahead: &BTreeSet<SpoolSeq>,
+) -> io::Result<()> {
+    let tmp_path = dir.join(ACKED_TMP_FILE);
+    let path = dir.join(ACKED_FILE);
+    let bytes = encode_acked(acked_below, acked_ahead);
+    File::create(&tmp_path)
+        .and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_data()
+        })
+        .map_err(|error| with_path("write spool cursor", &tmp_path, error))?;
+    fs::rename(&tmp_path, &path)
+        .map_err(|error| with_path("replace spool cursor", &path, error))?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory under the system temp dir, unique per test, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(test: &str) -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("exflow-spool-{}-{test}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+
+        fn segment(&self, first_seq: SpoolSeq) -> PathBuf {
+            segment_path(&self.0, first_seq)
+        }
+
+        /// Names of the segment files, sorted.
+        fn segment_names(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(&self.0)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.ends_with(SEGMENT_SUFFIX))
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Every payload in these tests is 7 bytes: a record is 8 + 7 = 15 bytes.
+    const RECORD: u64 = 15;
+
+    fn alert(n: u8) -> Vec<u8> {
+        vec![b'a', b'l', b'e', b'r', b't', b'-', b'0' + n]
+    }
+
+    fn read_all(spool: &mut Spool) -> Vec<(SpoolSeq, Vec<u8>)> {
+        let mut out = Vec::new();
+        spool.read(0, usize::MAX, &mut out).unwrap();
+        out
+    }
+
+    fn seqs(entries: &[(SpoolSeq, Vec<u8>)]) -> Vec<SpoolSeq> {
+        entries.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    /// Spool of segments holding three 15-byte records each.
+    fn open_small(dir: &TempDir) -> Spool {
+        Spool::open_with_segment_bytes(&dir.0, 1 << 20, 3 * RECORD).unwrap()
+    }
+
+    fn append_all(spool: &mut Spool, count: u8) {
+        for n in 0..count {
+            spool.append(&alert(n)).unwrap();
+        }
+    }
+
+    #[test]
+    fn spool_round_trip_keeps_order() {
+        let dir = TempDir::new("round-trip");
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(spool.first_unacked(), None);
+        assert_eq!(spool.append(b"first").unwrap(), 0);
+        assert_eq!(spool.append(b"second").unwrap(), 1);
+        assert_eq!(spool.append(b"").unwrap(), 2);
+        spool.sync().unwrap();
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.bytes(), 8 + 5 + 8 + 6 + 8);
+
+        let mut out = Vec::new();
+        spool.read(0, 2, &mut out).unwrap();
+        assert_eq!(out, vec![(0, b"first".to_vec()), (1, b"second".to_vec())]);
+        spool.read(2, 10, &mut out).unwrap();
+        assert_eq!(out[2], (2, Vec::new()));
+        assert_eq!(out.len(), 3);
+
+        spool.ack(0);
+        spool.ack(1);
+        assert_eq!(spool.first_unacked(), Some(2));
+        assert_eq!(spool.len(), 1);
+        spool.commit_acks().unwrap();
+        assert_eq!(spool.bytes(), 8);
+        assert_eq!(read_all(&mut spool), vec![(2, Vec::new())]);
+        spool.ack(2);
+        spool.commit_acks().unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(spool.bytes(), 0);
+        assert_eq!(spool.append(b"fourth").unwrap(), 3);
+        let counters = spool.counters();
+        assert_eq!(counters.appended, 4);
+        assert_eq!(counters.acked, 3);
+    }
+
+    #[test]
+    fn spool_reopen_after_commit_keeps_unacked_and_seqs() {
+        let dir = TempDir::new("reopen");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 5);
+        spool.sync().unwrap();
+        spool.ack(0);
+        spool.ack(1);
+        spool.commit_acks().unwrap();
+        drop(spool);
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.first_unacked(), Some(2));
+        assert_eq!(
+            read_all(&mut spool),
+            vec![(2, alert(2)), (3, alert(3)), (4, alert(4))]
+        );
+        assert_eq!(spool.append(&alert(5)).unwrap(), 5);
+        let expected = SpoolCounters {
+            appended: 1,
+            dropped_full: 0,
+            dropped_too_large: 0,
+            acked: 0,
+            acks_forgotten: 0,
+            corrupt_records: 0,
+            torn_tails: 0,
+        };
+        assert_eq!(spool.counters(), expected);
+    }
+
+    #[test]
+    fn spool_reopen_after_everything_was_acked_continues_the_seqs() {
+        let dir = TempDir::new("reopen-empty");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 4);
+        for seq in 0..4 {
+            spool.ack(seq);
+        }
+        spool.close().unwrap();
+        assert_eq!(dir.segment_names(), Vec::<String>::new());
+
+        let mut spool = open_small(&dir);
+        assert!(spool.is_empty());
+        assert_eq!(spool.append(&alert(4)).unwrap(), 4);
+        assert_eq!(dir.segment_names(), vec!["00000000000000000004.spool"]);
+    }
+
+    #[test]
+    fn spool_torn_tail_is_cut_and_counted() {
+        let dir = TempDir::new("torn");
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        append_all(&mut spool, 3);
+        spool.sync().unwrap();
+        drop(spool);
+
+        let torn_record = [
+            100, 0, 0, 0, // length: 100 bytes
+            0x12, 0x34, 0x56, 0x78, // crc
+            b'x', b'y', // 2 of the 100 payload bytes: the write was cut short
+        ];
+        let path = dir.segment(0);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&torn_record).unwrap();
+        drop(file);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 3 * RECORD + 10);
+
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(spool.counters().torn_tails, 1);
+        assert_eq!(spool.counters().corrupt_records, 0);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 3 * RECORD);
+        assert_eq!(
+            read_all(&mut spool),
+            vec![(0, alert(0)), (1, alert(1)), (2, alert(2))]
+        );
+        assert_eq!(spool.append(&alert(3)).unwrap(), 3);
+        spool.sync().unwrap();
+        drop(spool);
+
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(spool.counters().torn_tails, 0);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn spool_torn_header_is_cut_and_counted() {
+        let dir = TempDir::new("torn-header");
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        append_all(&mut spool, 2);
+        spool.sync().unwrap();
+        drop(spool);
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.segment(0))
+            .unwrap();
+        file.write_all(&[7, 0, 0]).unwrap(); // 3 of the 8 header bytes
+        drop(file);
+
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(spool.counters().torn_tails, 1);
+        assert_eq!(fs::metadata(dir.segment(0)).unwrap().len(), 2 * RECORD);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1]);
+    }
+
+    #[test]
+    fn spool_corrupt_crc_in_an_earlier_segment_ends_that_segment_only() {
+        let dir = TempDir::new("corrupt-middle");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 6);
+        spool.sync().unwrap();
+        drop(spool);
+        assert_eq!(
+            dir.segment_names(),
+            vec!["00000000000000000000.spool", "00000000000000000003.spool"]
+        );
+
+        // Flip the first payload byte of seq 1 (offset 15 + 8 in segment 0).
+        let path = dir.segment(0);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(RECORD + 8) as usize] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(spool.counters().torn_tails, 0);
+        // An earlier segment is left as it is on disk.
+        assert_eq!(fs::metadata(&path).unwrap().len(), 3 * RECORD);
+        assert_eq!(spool.len(), 4);
+        assert_eq!(
+            read_all(&mut spool),
+            vec![(0, alert(0)), (3, alert(3)), (4, alert(4)), (5, alert(5))]
+        );
+        // The lost seqs 1 and 2 do not hold up the acknowledged prefix.
+        spool.ack(0);
+        assert_eq!(spool.first_unacked(), Some(3));
+        spool.ack(1);
+        assert_eq!(spool.counters().acked, 1);
+        for seq in 3..6 {
+            spool.ack(seq);
+        }
+        spool.commit_acks().unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(dir.segment_names(), Vec::<String>::new());
+        assert_eq!(spool.append(&alert(6)).unwrap(), 6);
+    }
+
+    #[test]
+    fn spool_corrupt_crc_in_the_last_segment_is_cut_and_counted() {
+        let dir = TempDir::new("corrupt-last");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 6);
+        spool.sync().unwrap();
+        drop(spool);
+        // Flip the crc of seq 4 (offset 15 + 4 in segment 3).
+        let path = dir.segment(3);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(RECORD + 4) as usize] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(spool.counters().torn_tails, 0);
+        assert_eq!(fs::metadata(&path).unwrap().len(), RECORD);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 2, 3]);
+        assert_eq!(spool.append(&alert(9)).unwrap(), 4);
+    }
+
+    #[test]
+    fn spool_garbage_segments_never_panic() {
+        let dir = TempDir::new("garbage");
+        fs::create_dir_all(&dir.0).unwrap();
+        // A length field far past MAX_PAYLOAD_BYTES: rejected without allocating it.
+        fs::write(
+            dir.segment(0),
+            [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3],
+        )
+        .unwrap();
+        // Pseudo-random bytes (a fixed linear congruential sequence).
+        let mut state: u32 = 12345;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (state >> 16) as u8
+            })
+            .collect();
+        fs::write(dir.segment(10), &noise).unwrap();
+        // A length that runs past the end of a non-last segment.
+        fs::write(dir.segment(20), [200, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
+        fs::write(dir.segment(30), &noise).unwrap();
+        fs::write(dir.0.join("00000000000000000040.spool.bak"), &noise).unwrap();
+        fs::write(dir.0.join("garbage.spool"), &noise).unwrap();
+
+        let mut spool = open_small(&dir);
+        let counters = spool.counters();
+        assert_eq!(counters.torn_tails + counters.corrupt_records, 4);
+        assert!(spool.is_empty());
+        assert_eq!(read_all(&mut spool), Vec::new());
+        let seq = spool.append(&alert(0)).unwrap();
+        assert_eq!(seq, 30);
+        assert_eq!(read_all(&mut spool), vec![(30, alert(0))]);
+    }
+
+    #[test]
+    fn spool_corrupt_acked_file_re_sends_everything() {
+        let dir = TempDir::new("corrupt-acked");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 2);
+        spool.ack(0);
+        spool.close().unwrap();
+        fs::write(dir.0.join(ACKED_FILE), b"not a cursor").unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1]);
+    }
+
+    #[test]
+    fn spool_size_cap_refuses_then_makes_room_after_commit() {
+        let dir = TempDir::new("cap");
+        let mut spool = Spool::open(&dir.0, 3 * RECORD).unwrap();
+        append_all(&mut spool, 3);
+        assert_eq!(spool.bytes(), 3 * RECORD);
+        assert!(matches!(spool.append(&alert(3)), Err(AppendError::Full)));
+        assert_eq!(spool.counters().dropped_full, 1);
+        assert_eq!(spool.counters().appended, 3);
+
+        spool.ack(0);
+        // Acknowledged but not committed: still needed on disk, still counted.
+        assert!(matches!(spool.append(&alert(3)), Err(AppendError::Full)));
+        assert_eq!(spool.counters().dropped_full, 2);
+        spool.commit_acks().unwrap();
+        assert_eq!(spool.bytes(), 2 * RECORD);
+        assert_eq!(spool.append(&alert(3)).unwrap(), 3);
+        assert!(matches!(spool.append(&alert(4)), Err(AppendError::Full)));
+        assert_eq!(seqs(&read_all(&mut spool)), vec![1, 2, 3]);
+
+        let too_large = vec![0u8; MAX_PAYLOAD_BYTES + 1];
+        let roomy_dir = TempDir::new("cap-large");
+        let mut roomy = Spool::open(&roomy_dir.0, u64::MAX).unwrap();
+        let error = roomy.append(&too_large).unwrap_err();
+        assert_eq!(error.code(), "io");
+        assert_eq!(
+            error.to_string(),
+            "alert of 1048577 bytes is longer than the spool's limit of 1048576 bytes"
+        );
+        assert_eq!(roomy.counters().dropped_too_large, 1);
+        assert_eq!(roomy.counters().appended, 0);
+    }
+
+    #[test]
+    fn spool_out_of_order_acks_advance_the_prefix() {
+        let dir = TempDir::new("out-of-order");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 5);
+        spool.ack(3);
+        spool.ack(1);
+        spool.ack(2);
+        assert_eq!(spool.first_unacked(), Some(0));
+        assert_eq!(spool.len(), 2);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 4]);
+        spool.ack(0);
+        assert_eq!(spool.first_unacked(), Some(4));
+        assert_eq!(spool.len(), 1);
+        spool.ack(2); // again: ignored
+        spool.ack(99); // never appended: ignored
+        assert_eq!(spool.counters().acked, 4);
+    }
+
+    #[test]
+    fn spool_acks_beyond_the_prefix_survive_a_restart() {
+        let dir = TempDir::new("ahead-persisted");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 5);
+        spool.ack(2);
+        spool.ack(3);
+        spool.close().unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.len(), 3);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 4]);
+        spool.ack(0);
+        spool.ack(1);
+        assert_eq!(spool.first_unacked(), Some(4));
+    }
+
+    #[test]
+    fn spool_rotates_segments_and_deletes_acked_ones() {
+        let dir = TempDir::new("rotation");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 7);
+        spool.sync().unwrap();
+        assert_eq!(
+            dir.segment_names(),
+            vec![
+                "00000000000000000000.spool",
+                "00000000000000000003.spool",
+                "00000000000000000006.spool",
+            ]
+        );
+        assert_eq!(fs::metadata(dir.segment(0)).unwrap().len(), 3 * RECORD);
+        assert_eq!(fs::metadata(dir.segment(6)).unwrap().len(), RECORD);
+
+        for seq in 0..4 {
+            spool.ack(seq);
+        }
+        spool.commit_acks().unwrap();
+        assert_eq!(
+            dir.segment_names(),
+            vec!["00000000000000000003.spool", "00000000000000000006.spool"]
+        );
+        assert_eq!(spool.bytes(), 3 * RECORD);
+        assert_eq!(spool.len(), 3);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![4, 5, 6]);
+
+        for seq in 4..7 {
+            spool.ack(seq);
+        }
+        spool.commit_acks().unwrap();
+        assert_eq!(dir.segment_names(), Vec::<String>::new());
+        assert_eq!(spool.bytes(), 0);
+        assert_eq!(spool.append(&alert(7)).unwrap(), 7);
+        assert_eq!(dir.segment_names(), vec!["00000000000000000007.spool"]);
+    }
+
+    #[test]
+    fn spool_deletes_acked_segments_left_by_a_crash() {
+        let dir = TempDir::new("acked-left");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 6);
+        spool.sync().unwrap();
+        drop(spool);
+        // The cursor was replaced but the process died before deleting segment 0.
+        let cursor = encode_acked(3, &BTreeSet::new());
+        fs::write(dir.0.join(ACKED_FILE), cursor).unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(dir.segment_names(), vec!["00000000000000000003.spool"]);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![3, 4, 5]);
+        assert_eq!(spool.bytes(), 3 * RECORD);
+    }
+
+    #[test]
+    fn spool_unwritable_directory_names_the_path() {
+        let dir = TempDir::new("unwritable");
+        fs::create_dir_all(&dir.0).unwrap();
+        let file = dir.0.join("regular-file");
+        fs::write(&file, b"not a directory").unwrap();
+        let spool_dir = file.join("spool");
+
+        let message = format!("{:#}", Spool::open(&spool_dir, 1 << 20).err().unwrap());
+        let expected = format!("cannot create spool directory '{}': ", spool_dir.display());
+        assert!(message.starts_with(&expected), "{message}");
+    }
+
+    #[test]
+    fn spool_directory_is_locked_while_open() {
+        let dir = TempDir::new("lock");
+        let spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        let message = format!("{:#}", Spool::open(&dir.0, 1 << 20).err().unwrap());
+        let expected = format!(
+            "spool directory '{}' is in use by another process",
+            dir.0.display()
+        );
+        assert_eq!(message, expected);
+        drop(spool);
+        assert!(Spool::open(&dir.0, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn spool_reads_what_is_appended_after_a_read() {
+        let dir = TempDir::new("read-append");
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        append_all(&mut spool, 2);
+        let mut out = Vec::new();
+        spool.read(0, 10, &mut out).unwrap();
+        assert_eq!(seqs(&out), vec![0, 1]);
+        // The reader stopped at the end of the file; the next read continues from there.
+        spool.append(&alert(2)).unwrap();
+        spool.append(&alert(3)).unwrap();
+        out.clear();
+        spool.read(2, 10, &mut out).unwrap();
+        assert_eq!(out, vec![(2, alert(2)), (3, alert(3))]);
+        // Reading again from an earlier seq starts over.
+        out.clear();
+        spool.read(1, 2, &mut out).unwrap();
+        assert_eq!(seqs(&out), vec![1, 2]);
+    }
+
+    #[test]
+    fn spool_many_entries_pass_through_the_write_buffer_and_segments() {
+        let dir = TempDir::new("many");
+        // 1000-byte payloads: 1008-byte records, 100 per 100,800-byte segment; 600 entries
+        // fill the 256 KiB write buffer twice over.
+        let mut spool = Spool::open_with_segment_bytes(&dir.0, 1 << 30, 100 * 1008).unwrap();
+        for n in 0..600u32 {
+            let payload = vec![(n % 251) as u8; 1000];
+            assert_eq!(spool.append(&payload).unwrap(), u64::from(n));
+        }
+        spool.sync().unwrap();
+        assert_eq!(dir.segment_names().len(), 6);
+        assert_eq!(spool.bytes(), 600 * 1008);
+        for seq in 0..250 {
+            spool.ack(seq);
+        }
+        spool.commit_acks().unwrap();
+        assert_eq!(dir.segment_names().len(), 4);
+        assert_eq!(spool.bytes(), 350 * 1008);
+        drop(spool);
+
+        let mut spool = Spool::open_with_segment_bytes(&dir.0, 1 << 30, 100 * 1008).unwrap();
+        assert_eq!(spool.len(), 350);
+        let mut out = Vec::new();
+        spool.read(0, 1000, &mut out).unwrap();
+        assert_eq!(out.len(), 350);
+        for (index, (seq, payload)) in out.iter().enumerate() {
+            assert_eq!(*seq, 250 + index as u64);
+            assert_eq!(payload, &vec![(*seq % 251) as u8; 1000]);
+        }
+        assert_eq!(spool.counters().corrupt_records, 0);
+    }
+
+    #[test]
+    fn spool_damage_after_open_ends_the_segment_and_is_counted() {
+        let dir = TempDir::new("damage-after-open");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 9);
+        spool.sync().unwrap();
+        // Flip the crc of seq 1 (offset 15 + 4 in segment 0) behind the spool's back.
+        let path = dir.segment(0);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[(RECORD + 4) as usize] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        // And lose segment 3 entirely.
+        fs::remove_file(dir.segment(3)).unwrap();
+
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 6, 7, 8]);
+        assert_eq!(spool.counters().corrupt_records, 2);
+        assert_eq!(spool.len(), 4);
+        assert_eq!(spool.bytes(), 4 * RECORD);
+        spool.ack(0);
+        assert_eq!(spool.first_unacked(), Some(6));
+        for seq in 6..9 {
+            spool.ack(seq);
+        }
+        spool.commit_acks().unwrap();
+        assert!(spool.is_empty());
+        assert_eq!(dir.segment_names(), Vec::<String>::new());
+        assert_eq!(spool.append(&alert(9)).unwrap(), 9);
+    }
+
+    #[test]
+    fn spool_forgets_acks_beyond_the_bound_and_counts_them() {
+        let dir = TempDir::new("acks-bound");
+        let mut spool = Spool::open(&dir.0, u64::MAX).unwrap();
+        let entries = MAX_ACKS_AHEAD as u64 + 2;
+        for _ in 0..entries {
+            spool.append(&alert(0)).unwrap();
+        }
+        // Everything but seq 0: one ack more than the bound holds.
+        for seq in 1..entries {
+            spool.ack(seq);
+        }
+        assert_eq!(spool.counters().acks_forgotten, 1);
+        assert_eq!(spool.counters().acked, MAX_ACKS_AHEAD as u64);
+        spool.ack(0);
+        // The forgotten one is the last entry: still unacknowledged.
+        assert_eq!(spool.first_unacked(), Some(entries - 1));
+        assert_eq!(spool.len(), 1);
+    }
+
+    #[test]
+    fn spool_seqs_near_the_end_of_u64_never_overflow() {
+        let dir = TempDir::new("seq-max");
+        fs::create_dir_all(&dir.0).unwrap();
+        let crc = crc32fast::hash(&alert(0)).to_le_bytes();
+        let mut record = vec![7, 0, 0, 0]; // length
+        record.extend_from_slice(&crc); // crc
+        record.extend_from_slice(&alert(0)); // payload
+        // Room for one seq (u64::MAX - 1) only: the second record is past the end of the seqs.
+        let first_seq = SpoolSeq::MAX - 1;
+        fs::write(dir.segment(first_seq), [record.clone(), record].concat()).unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(read_all(&mut spool), vec![(first_seq, alert(0))]);
+        assert_eq!(spool.next_seq(), SpoolSeq::MAX);
+        let error = spool.append(&alert(1)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("has used up its sequence numbers"),
+            "{error}"
+        );
+        spool.ack(first_seq);
+        assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn spool_kill_without_commit_re_delivers_acked_entries() {
+        let dir = TempDir::new("kill");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 4);
+        spool.sync().unwrap();
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 2, 3]);
+        spool.ack(0);
+        spool.ack(1);
+        spool.commit_acks().unwrap();
+        // Delivered and acknowledged, but the process dies before commit_acks.
+        spool.ack(2);
+        spool.ack(3);
+        assert!(spool.is_empty());
+        drop(spool); // like kill -9: no sync, no commit
+
+        let mut spool = open_small(&dir);
+        // 2 and 3 are sent again (the only duplicates the spool produces); nothing is lost.
+        assert_eq!(read_all(&mut spool), vec![(2, alert(2)), (3, alert(3))]);
+        assert_eq!(spool.append(&alert(4)).unwrap(), 4);
+    }
+}

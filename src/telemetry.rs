@@ -1,0 +1,418 @@
+//! telemetry: every counter of every stage as Prometheus metrics, named
+//! `exflow_<stage>_<noun>_<unit>[_total]`, served on `metrics_listen` at `/metrics`.
+//!
+//! The pipeline thread publishes a snapshot of its counters after each batch; the sources'
+//! counters are atomics. The HTTP side is a few lines over `std::net` (one GET, one
+//! response, connection closed): a web framework would be most of the binary.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::decode::{DecodeCounters, DecodeError};
+use crate::pipeline::PipelineCounters;
+use crate::source::udp::SourceCounters;
+
+/// What the pipeline thread last published.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub pipeline: PipelineCounters,
+    pub exporters: Vec<(IpAddr, DecodeCounters)>,
+    pub templates: usize,
+    /// Event time, ms since the epoch.
+    pub event_time_ms: u64,
+    /// State the rules dropped to stay bounded: (rule, kind, count).
+    pub rule_state_dropped: Vec<(&'static str, &'static str, u64)>,
+}
+
+/// Counters of the alert sink.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    pub alerts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// All metrics of one daemon.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    pub sources: Vec<(SocketAddr, Arc<SourceCounters>)>,
+    pub snapshot: Mutex<Snapshot>,
+    pub sink: SinkCounters,
+    /// The Kafka sink's counters, when alerts go to Kafka.
+    pub kafka: Option<Arc<crate::sink::kafka::KafkaCounters>>,
+    /// The flows stream's counters, when it is on.
+    pub flows: Option<Arc<crate::sink::flows::FlowsCounters>>,
+}
+
+impl Telemetry {
+    pub fn publish(&self, snapshot: Snapshot) {
+        // A poisoned lock means a panic elsewhere; the metrics can still be replaced.
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let per_source = |f: &dyn Fn(&SourceCounters) -> u64| -> Vec<(String, u64)> {
+            self.sources
+                .iter()
+                .map(|(address, c)| (format!("{{listen=\"{address}\"}}"), f(c)))
+                .collect()
+        };
+        metric(
+            "exflow_source_datagrams_total",
+            "counter",
+            "Datagrams received.",
+            &per_source(&|c| c.datagrams.load(Ordering::Relaxed)),
+        );
+        metric(
+            "exflow_source_bytes_total",
+            "counter",
+            "UDP payload bytes received.",
+            &per_source(&|c| c.bytes.load(Ordering::Relaxed)),
+        );
+        metric(
+            "exflow_source_queue_dropped_datagrams_total",
+            "counter",
+            "Datagrams dropped because the pipeline queue was full.",
+            &per_source(&|c| c.queue_dropped.load(Ordering::Relaxed)),
+        );
+        metric(
+            "exflow_source_receive_errors_total",
+            "counter",
+            "Socket receive errors.",
+            &per_source(&|c| c.receive_errors.load(Ordering::Relaxed)),
+        );
+        let snapshot = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let p = &snapshot.pipeline;
+        let d = &p.decode;
+        let one = |v: u64| vec![(String::new(), v)];
+        metric(
+            "exflow_decode_datagrams_total",
+            "counter",
+            "Datagrams decoded.",
+            &one(d.datagrams),
+        );
+        metric(
+            "exflow_decode_records_total",
+            "counter",
+            "Flow records decoded.",
+            &one(d.records),
+        );
+        metric(
+            "exflow_decode_options_records_total",
+            "counter",
+            "Options records read.",
+            &one(d.options_records),
+        );
+        metric(
+            "exflow_decode_templates_total",
+            "counter",
+            "Template records accepted.",
+            &one(d.templates),
+        );
+        metric(
+            "exflow_decode_templates",
+            "gauge",
+            "Templates held.",
+            &one(snapshot.templates as u64),
+        );
+        metric(
+            "exflow_decode_template_misses_total",
+            "counter",
+            "Data sets that arrived before their template.",
+            &one(d.template_misses),
+        );
+        metric(
+            "exflow_decode_pending_records_total",
+            "counter",
+            "Records decoded late from held data sets.",
+            &one(d.pending_records),
+        );
+        metric(
+            "exflow_decode_lost_records_total",
+            "counter",
+            "Records missing by the exporters' sequence numbers.",
+            &one(d.lost_records),
+        );
+        metric(
+            "exflow_decode_lost_datagrams_total",
+            "counter",
+            "Datagrams missing by the exporters' sequence numbers.",
+            &one(d.lost_datagrams),
+        );
+        let errors: Vec<(String, u64)> = DecodeError::ALL
+            .iter()
+            .map(|e| (format!("{{kind=\"{}\"}}", e.code()), d.errors.get(*e)))
+            .collect();
+        metric(
+            "exflow_decode_errors_total",
+            "counter",
+            "Datagrams or parts dropped by the decoder, by kind.",
+            &errors,
+        );
+        let per_exporter = |f: &dyn Fn(&DecodeCounters) -> u64| -> Vec<(String, u64)> {
+            snapshot
+                .exporters
+                .iter()
+                .map(|(a, c)| (format!("{{exporter=\"{a}\"}}"), f(c)))
+                .collect()
+        };
+        metric(
+            "exflow_decode_exporter_datagrams_total",
+            "counter",
+            "Datagrams per exporter.",
+            &per_exporter(&|c| c.datagrams),
+        );
+        metric(
+            "exflow_decode_exporter_records_total",
+            "counter",
+            "Flow records per exporter.",
+            &per_exporter(&|c| c.records),
+        );
+        metric(
+            "exflow_decode_exporter_lost_records_total",
+            "counter",
+            "Records missing per exporter (sequence numbers).",
+            &per_exporter(&|c| c.lost_records + c.lost_datagrams),
+        );
+        metric(
+            "exflow_decode_exporter_template_misses_total",
+            "counter",
+            "Data sets without a template per exporter.",
+            &per_exporter(&|c| c.template_misses),
+        );
+        let f = &p.flow;
+        metric(
+            "exflow_flow_records_total",
+            "counter",
+            "Records that reached the flow table.",
+            &one(f.records),
+        );
+        metric(
+            "exflow_flow_transit_records_total",
+            "counter",
+            "Records with both ends outside (skipped).",
+            &one(f.transit_records),
+        );
+        metric(
+            "exflow_flow_internal_records_total",
+            "counter",
+            "Records with both ends inside (skipped).",
+            &one(f.internal_records),
+        );
+        metric(
+            "exflow_flow_conversations",
+            "gauge",
+            "Conversations tracked.",
+            &one(p.conversations),
+        );
+        metric(
+            "exflow_flow_conversations_created_total",
+            "counter",
+            "Conversations started.",
+            &one(f.conversations_created),
+        );
+        metric(
+            "exflow_flow_conversations_expired_total",
+            "counter",
+            "Conversations ended by the idle timeout.",
+            &one(f.conversations_expired),
+        );
+        metric(
+            "exflow_flow_conversations_evicted_total",
+            "counter",
+            "Conversations ended early because the table was full.",
+            &one(f.conversations_evicted),
+        );
+        metric(
+            "exflow_detect_event_time_seconds",
+            "gauge",
+            "Event time (the exporters' clock).",
+            &one(snapshot.event_time_ms / 1000),
+        );
+        let alerts: Vec<(String, u64)> = crate::detect::RULES
+            .iter()
+            .enumerate()
+            .flat_map(|(r, rule)| {
+                crate::detect::Severity::ALL.iter().map(move |s| {
+                    (
+                        format!("{{rule=\"{rule}\",severity=\"{}\"}}", s.name()),
+                        p.alerts.0[r][*s as usize],
+                    )
+                })
+            })
+            .collect();
+        metric(
+            "exflow_detect_alerts_total",
+            "counter",
+            "Alerts raised, by rule and severity.",
+            &alerts,
+        );
+        let dropped: Vec<(String, u64)> = snapshot
+            .rule_state_dropped
+            .iter()
+            .map(|(rule, kind, n)| (format!("{{rule=\"{rule}\",kind=\"{kind}\"}}"), *n))
+            .collect();
+        metric(
+            "exflow_detect_state_dropped_total",
+            "counter",
+            "Rule state dropped to stay within bounds.",
+            &dropped,
+        );
+        metric(
+            "exflow_detect_suppressed_alerts_total",
+            "counter",
+            "Findings held back by suppression.",
+            &one(p.suppressed),
+        );
+        metric(
+            "exflow_sink_alerts_total",
+            "counter",
+            "Alerts written to the sink.",
+            &one(self.sink.alerts.load(Ordering::Relaxed)),
+        );
+        metric(
+            "exflow_sink_errors_total",
+            "counter",
+            "Alerts the sink failed to write.",
+            &one(self.sink.errors.load(Ordering::Relaxed)),
+        );
+        if let Some(k) = &self.kafka {
+            let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
+            metric(
+                "exflow_sink_kafka_delivered_total",
+                "counter",
+                "Alerts the Kafka broker acknowledged.",
+                &load(&k.delivered),
+            );
+            metric(
+                "exflow_sink_kafka_failed_total",
+                "counter",
+                "Kafka deliveries that failed (retried from the spool).",
+                &load(&k.failed),
+            );
+            metric(
+                "exflow_sink_kafka_broker_up",
+                "gauge",
+                "1 while the Kafka broker answers.",
+                &load(&k.broker_up),
+            );
+            metric(
+                "exflow_sink_queue_dropped_alerts_total",
+                "counter",
+                "Alerts dropped because the queue to the Kafka sink was full.",
+                &load(&k.queue_dropped),
+            );
+            metric(
+                "exflow_sink_spool_alerts",
+                "gauge",
+                "Alerts in the spool not yet acknowledged.",
+                &load(&k.spool_alerts),
+            );
+            metric(
+                "exflow_sink_spool_dropped_alerts_total",
+                "counter",
+                "Alerts dropped because the spool was full.",
+                &load(&k.spool_dropped),
+            );
+        }
+        if let Some(f) = &self.flows {
+            let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
+            metric(
+                "exflow_sink_flows_published_total",
+                "counter",
+                "Flow records the broker acknowledged.",
+                &load(&f.published),
+            );
+            metric(
+                "exflow_sink_flows_dropped_total",
+                "counter",
+                "Flow records dropped at a full producer queue.",
+                &load(&f.dropped),
+            );
+            metric(
+                "exflow_sink_flows_failed_total",
+                "counter",
+                "Flow records that failed delivery.",
+                &load(&f.failed),
+            );
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` is set.
+pub fn serve(listener: TcpListener, telemetry: Arc<Telemetry>, shutdown: Arc<AtomicBool>) {
+    listener.set_nonblocking(true).ok();
+    while !shutdown.load(Ordering::Relaxed) {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        stream.set_nonblocking(false).ok();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        let mut request_line = String::new();
+        let mut reader = BufReader::new(&stream);
+        if reader.read_line(&mut request_line).is_err() {
+            continue;
+        }
+        let mut stream = &stream;
+        let response = if request_line.starts_with("GET /metrics") {
+            let body = telemetry.render();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        };
+        let _ = stream.write_all(response.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_names() {
+        let telemetry = Telemetry {
+            sources: vec![(
+                "0.0.0.0:2055".parse().unwrap(),
+                Arc::new(SourceCounters::default()),
+            )],
+            ..Telemetry::default()
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.pipeline.decode.records = 42;
+        telemetry.publish(snapshot);
+        let text = telemetry.render();
+        assert!(
+            text.contains("\nexflow_decode_records_total 42\n"),
+            "{text}"
+        );
+        assert!(text.contains("exflow_source_datagrams_total{listen=\"0.0.0.0:2055\"} 0"));
+        assert!(text.contains("exflow_decode_errors_total{kind=\"truncated\"} 0"));
+        assert!(
+            text.contains("exflow_detect_alerts_total{rule=\"bulk_egress\",severity=\"high\"} 0")
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Alerts on Kafka end to end: the daemon on live UDP with a real broker, a real exporter
+//! (softflowd) reading the border mix, a broker outage, `kill -9` with a full spool.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::harness::{
+    Consumed, Daemon, Tansu, consume, create_named_topic, create_topic, free_port, shared_brokers,
+    temp_dir, topic_name, wait_until,
+};
+use crate::support::{border_config, data, replay};
+
+fn kafka_config(brokers: &str, topic: &str, spool: &std::path::Path) -> String {
+    format!(
+        "[sink.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\nspool_dir = \"{}\"\nmessage_timeout_ms = 3000\n",
+        spool.display()
+    )
+}
+
+fn ids(messages: &[Consumed]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.alert["alert_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_valid(messages: &[Consumed]) {
+    for m in messages {
+        assert_eq!(
+            m.headers.get("schema").map(String::as_str),
+            Some("exflow.alert.v1")
+        );
+        assert_eq!(
+            m.headers.get("rule").map(String::as_str),
+            m.alert["rule"].as_str()
+        );
+        assert_eq!(
+            Some(m.key.as_str()),
+            m.alert["inside_addr"].as_str(),
+            "keyed by the inside host"
+        );
+    }
+    // One host, one partition.
+    let mut partitions: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
+    for m in messages {
+        partitions.entry(&m.key).or_default().insert(m.partition);
+    }
+    assert!(partitions.values().all(|p| p.len() == 1), "{partitions:?}");
+    crate::support::assert_json_schema_valid(messages.iter().map(|m| &m.alert));
+}
+
+/// Live UDP into the daemon gives the same alerts, ids included, as replaying the capture,
+/// and every one reaches the topic once, keyed by the inside host with its headers.
+#[test]
+fn live_alerts_reach_kafka_exactly_as_replayed() {
+    let brokers = shared_brokers();
+    let topic = create_topic(&brokers, "exflow.alerts.live", 3);
+    let spool = temp_dir("spool-live");
+    let daemon = Daemon::start(&kafka_config(&brokers, &topic, &spool), &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    daemon.stop();
+    let (expected, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
+    let messages = consume(&brokers, &topic, expected.len(), Duration::from_secs(60));
+    assert_valid(&messages);
+    let mut got = ids(&messages);
+    let mut want: Vec<String> = expected.iter().map(|a| a.alert_id.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// softflowd, installed from Debian, reads the border mix and exports IPFIX to the daemon;
+/// the topic gets the alerts the captures' README expects.
+#[test]
+fn softflowd_exports_to_the_daemon_and_the_alerts_reach_kafka() {
+    let brokers = shared_brokers();
+    let topic = create_topic(&brokers, "exflow.alerts.softflowd", 3);
+    let spool = temp_dir("spool-softflowd");
+    let daemon = Daemon::start(&kafka_config(&brokers, &topic, &spool), &[]);
+    let status = std::process::Command::new("softflowd")
+        .args(["-d", "-m", "1024", "-v", "10", "-t", "maxlife=300"])
+        .arg("-r")
+        .arg(data("border_mix.pcap"))
+        .args(["-n", &format!("127.0.0.1:{}", daemon.udp_port)])
+        .arg("-p")
+        .arg(spool.join("softflowd.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("softflowd is installed (apt-get install softflowd; .ci/run does)");
+    assert!(status.success());
+    wait_until(
+        "softflowd's 2208 records are decoded",
+        Duration::from_secs(30),
+        || daemon.metric("exflow_decode_records_total") == 2208.0,
+    );
+    assert_eq!(daemon.metric("exflow_decode_lost_records_total"), 0.0);
+    daemon.stop();
+    let messages = consume(&brokers, &topic, 9, Duration::from_secs(60));
+    assert_valid(&messages);
+    let pairs: BTreeSet<(String, String, String)> = messages
+        .iter()
+        .filter(|m| !(m.alert["rule"] == "beacon" && m.alert["severity"] == "low"))
+        .map(|m| {
+            let a = &m.alert;
+            (
+                a["rule"].as_str().unwrap().into(),
+                a["inside_addr"].as_str().unwrap().into(),
+                a["outside_addr"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = crate::replay::EXPECTED
+        .iter()
+        .map(|(r, i, o)| (r.to_string(), i.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(pairs, expected);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// The broker is down while alerts happen: they wait in the spool. A broker comes up on
+/// the same address (tansu's memory storage starts empty): every alert arrives exactly
+/// once, and each host's alerts in the order they were raised.
+#[test]
+fn broker_outage_spools_then_delivers_exactly_once_in_order() {
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = topic_name("exflow.alerts.outage");
+    let spool = temp_dir("spool-outage");
+    let daemon = Daemon::start(&kafka_config(&brokers, &topic, &spool), &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    let raised = daemon.metric("exflow_sink_alerts_total");
+    assert!(raised >= 1.0, "alerts were raised before the end of input");
+    wait_until("the alerts are spooled", Duration::from_secs(20), || {
+        daemon.metric("exflow_sink_spool_alerts") == raised
+    });
+    assert_eq!(daemon.metric("exflow_sink_kafka_delivered_total"), 0.0);
+    let tansu = Tansu::start(port);
+    create_named_topic(&brokers, &topic, 3);
+    wait_until("the spool drains", Duration::from_secs(60), || {
+        daemon.metric("exflow_sink_spool_alerts") == 0.0
+    });
+    daemon.stop();
+    let (expected, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
+    let messages = consume(
+        &tansu.brokers,
+        &topic,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    assert_valid(&messages);
+    let got = ids(&messages);
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), got.len(), "no alert twice");
+    assert_eq!(got.len(), expected.len(), "every alert arrives");
+    assert_in_order_per_host(&messages, &expected);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// Within each partition, a host's alerts come in the order the pipeline raised them.
+fn assert_in_order_per_host(messages: &[Consumed], raised: &[exflow::detect::Alert]) {
+    let position: BTreeMap<&str, usize> = raised
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.alert_id.as_str(), i))
+        .collect();
+    let mut by_host: BTreeMap<&str, Vec<(i64, usize)>> = BTreeMap::new();
+    for m in messages {
+        let id = m.alert["alert_id"].as_str().unwrap();
+        by_host
+            .entry(&m.key)
+            .or_default()
+            .push((m.offset, position[id]));
+    }
+    for (host, mut seen) in by_host {
+        seen.sort();
+        assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{host}: {seen:?}");
+    }
+}
+
+/// `kill -9` while the broker is down and the spool holds alerts; a restart with the
+/// broker back delivers every spooled alert exactly once.
+#[test]
+fn kill_9_with_a_full_spool_then_restart_delivers_everything_once() {
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = topic_name("exflow.alerts.kill9");
+    let spool = temp_dir("spool-kill9");
+    let config = kafka_config(&brokers, &topic, &spool);
+    let first = Daemon::start(&config, &[]);
+    first.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        first.metric("exflow_decode_records_total") == 2208.0
+    });
+    let raised = first.metric("exflow_sink_alerts_total");
+    wait_until("the alerts are spooled", Duration::from_secs(20), || {
+        first.metric("exflow_sink_spool_alerts") == raised
+    });
+    first.kill();
+    let tansu = Tansu::start(port);
+    create_named_topic(&brokers, &topic, 3);
+    let second = Daemon::start(&config, &[]);
+    wait_until(
+        "the spool drains after the restart",
+        Duration::from_secs(60),
+        || second.metric("exflow_sink_spool_alerts") == 0.0,
+    );
+    assert_eq!(second.metric("exflow_sink_kafka_delivered_total"), raised);
+    second.stop();
+    let messages = consume(
+        &tansu.brokers,
+        &topic,
+        raised as usize,
+        Duration::from_secs(60),
+    );
+    assert_valid(&messages);
+    let got = ids(&messages);
+    let distinct: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), got.len(), "no alert twice");
+    assert_eq!(got.len(), raised as usize, "every spooled alert arrives");
+    let (replayed, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
+    let known: BTreeSet<&str> = replayed.iter().map(|a| a.alert_id.as_str()).collect();
+    assert!(
+        got.iter().all(|id| known.contains(id.as_str())),
+        "the spooled alerts are the pipeline's"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// The optional flows stream: every decoded record, keyed by its inside host, as JSON with
+/// GoFlow2's field names or as GoFlow2's protobuf.
+#[test]
+fn flows_stream_publishes_every_record() {
+    use prost::Message as _;
+    let brokers = shared_brokers();
+    for format in ["json", "protobuf"] {
+        let alerts = create_topic(&brokers, "exflow.alerts.flows", 1);
+        let flows = create_topic(&brokers, "exflow.flows", 3);
+        let spool = temp_dir("spool-flows");
+        let config = format!(
+            "{}flows_topic = \"{flows}\"\nflows_format = \"{format}\"\n",
+            kafka_config(&brokers, &alerts, &spool)
+        );
+        let daemon = Daemon::start(&config, &[]);
+        daemon.send_capture(&data("softflowd_v5.pcap"));
+        wait_until("all records are decoded", Duration::from_secs(30), || {
+            daemon.metric("exflow_decode_records_total") == 1682.0
+        });
+        daemon.stop();
+        let consumer = crate::harness::raw_consumer(&brokers, &flows);
+        let messages = crate::harness::consume_raw(&consumer, 1682, Duration::from_secs(60));
+        assert_eq!(messages.len(), 1682, "{format}");
+        let b1 = messages
+            .iter()
+            .filter(|(key, _)| key == "10.10.20.15")
+            .count();
+        assert!(b1 >= 18, "{format}: B1's records keyed by its inside host");
+        let (_, first) = &messages[0];
+        match format {
+            "json" => {
+                let record: serde_json::Value = serde_json::from_slice(first).unwrap();
+                assert_eq!(record["type"], "NETFLOW_V5");
+                assert!(record["src_addr"].is_string() && record["bytes"].is_u64());
+            }
+            _ => {
+                let record = exflow::sink::flows::FlowMessage::decode(first.as_slice()).unwrap();
+                assert_eq!(record.r#type, 2);
+                assert_eq!(record.sampler_address, vec![127, 0, 0, 1]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&spool);
+    }
+}

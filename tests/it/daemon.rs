@@ -1,0 +1,160 @@
+//! `exflow run` on live UDP: metrics, the state file across a restart, the threat-intel
+//! reload on SIGHUP, and the load harness against it.
+
+use std::time::Duration;
+
+use crate::harness::{Daemon, temp_dir, wait_until};
+use crate::support::data;
+
+fn file_sink(dir: &std::path::Path) -> String {
+    format!(
+        "[sink]\nfile = \"{}\"\n",
+        dir.join("alerts.jsonl").display()
+    )
+}
+
+fn alerts_in(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn metrics_count_every_stage_and_alerts_go_to_the_file_sink() {
+    let dir = temp_dir("daemon-metrics");
+    let daemon = Daemon::start(&file_sink(&dir), &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    let metrics = daemon.scrape().unwrap();
+    let listen = format!(
+        "exflow_source_datagrams_total{{listen=\"127.0.0.1:{}\"}}",
+        daemon.udp_port
+    );
+    assert_eq!(metrics[&listen], 107.0);
+    assert_eq!(
+        metrics["exflow_decode_exporter_records_total{exporter=\"127.0.0.1\"}"],
+        2208.0
+    );
+    assert_eq!(metrics["exflow_flow_records_total"], 2208.0);
+    assert_eq!(
+        metrics["exflow_decode_errors_total{kind=\"truncated\"}"],
+        0.0
+    );
+    daemon.stop();
+    let alerts = alerts_in(&dir);
+    let (replayed, _) = crate::support::replay(
+        &["softflowd_ipfix.pcap"],
+        &crate::support::border_config(),
+        1,
+    );
+    assert_eq!(
+        alerts.len(),
+        replayed.len(),
+        "the file holds every alert, the last ones flushed at shutdown"
+    );
+}
+
+/// Templates survive a restart: data sent after it decodes although the exporter has not
+/// re-sent its templates.
+#[test]
+fn templates_survive_a_restart_through_the_state_file() {
+    let dir = temp_dir("daemon-state");
+    let config = format!(
+        "state_file = \"{}\"\n{}",
+        dir.join("state.json").display(),
+        file_sink(&dir)
+    );
+    let datagrams = crate::support::datagrams("pmacct_ipfix.pcap");
+    let first = Daemon::start(&config, &[]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(&datagrams[0].2, ("127.0.0.1", first.udp_port))
+        .unwrap();
+    wait_until("the templates are learned", Duration::from_secs(20), || {
+        first.metric("exflow_decode_templates") == 4.0
+    });
+    first.stop();
+    assert!(dir.join("state.json").exists());
+    let second = Daemon::start(&config, &[]);
+    let (_, _, data_only) = &datagrams[1];
+    socket
+        .send_to(data_only, ("127.0.0.1", second.udp_port))
+        .unwrap();
+    wait_until("the data decodes", Duration::from_secs(20), || {
+        second.metric("exflow_decode_records_total") == 2.0
+    });
+    assert_eq!(second.metric("exflow_decode_template_misses_total"), 0.0);
+    second.stop();
+}
+
+/// SIGHUP reloads the threat-intel file: a network added to it is watched from then on.
+#[test]
+fn sighup_reloads_the_threat_intel_file() {
+    let dir = temp_dir("daemon-intel");
+    let intel = dir.join("intel.txt");
+    std::fs::write(&intel, "# nothing listed yet\n").unwrap();
+    let config = format!(
+        "threat_intel_file = \"{}\"\n{}",
+        intel.display(),
+        file_sink(&dir)
+    );
+    let daemon = Daemon::start(&config, &[]);
+    std::fs::write(&intel, "# C1's server\n185.220.101.45/32\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_until("the reload is logged", Duration::from_secs(10), || {
+        daemon.log_contains("reloaded threat intel")
+    });
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    daemon.stop();
+    let alerts = alerts_in(&dir);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "watchlist" && a["outside_addr"] == "185.220.101.45"),
+        "{alerts:#?}"
+    );
+}
+
+/// The bench harness runs against the daemon and, at a modest rate, loses nothing.
+#[test]
+fn loadgen_reports_no_loss_at_a_modest_rate() {
+    let dir = temp_dir("daemon-loadgen");
+    let daemon = Daemon::start(&file_sink(&dir), &[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_exflow"))
+        .args([
+            "loadgen",
+            "--target",
+            &format!("127.0.0.1:{}", daemon.udp_port),
+        ])
+        .args([
+            "--metrics",
+            &daemon.metrics,
+            "--rate",
+            "40000",
+            "--duration",
+            "2",
+            "--exporters",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("loss:     0.0000%"), "{stdout}");
+    let sent: f64 = stdout.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(sent >= 60_000.0, "{stdout}");
+    assert_eq!(daemon.metric("exflow_decode_records_total"), sent);
+    assert_eq!(daemon.metric("exflow_decode_lost_records_total"), 0.0);
+    daemon.stop();
+}

@@ -1,0 +1,412 @@
+//! Test harness for the parts that run as processes: `exflow run` as a child, a real
+//! Kafka-protocol broker (`EXFLOW_TEST_KAFKA_BROKERS`, e.g. a user's Apache Kafka or the
+//! tansu `scripts/test.sh` starts, or else a tansu started here), a Kafka consumer.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+
+/// A tansu broker on loopback, stopped when dropped.
+pub struct Tansu {
+    child: Child,
+    pub brokers: String,
+}
+
+fn tansu_binary() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let installed = home.join(".cargo/bin/tansu");
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from("tansu")
+    }
+}
+
+impl Tansu {
+    pub fn start(port: u16) -> Tansu {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu runs (scripts/kafka.sh install puts it in ~/.cargo/bin)");
+        let tansu = Tansu {
+            child,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        wait_until("tansu answers", Duration::from_secs(20), || {
+            Command::new(tansu_binary())
+                .args(["topic", "list", "--broker", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        tansu
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on (TCP and UDP).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Polls `condition` until it holds; fails the test with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The shared broker of the run: `EXFLOW_TEST_KAFKA_BROKERS`, or one tansu for this
+/// process (left to the OS at exit).
+pub fn shared_brokers() -> String {
+    if let Ok(brokers) = std::env::var("EXFLOW_TEST_KAFKA_BROKERS") {
+        return brokers;
+    }
+    static SHARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let tansu = Tansu::start(free_port());
+            let brokers = tansu.brokers.clone();
+            std::mem::forget(tansu);
+            brokers
+        })
+        .clone()
+}
+
+/// A topic name of its own for a test.
+pub fn topic_name(prefix: &str) -> String {
+    format!("{prefix}.{}.{}", std::process::id(), unique())
+}
+
+/// Creates a topic of its own for a test.
+pub fn create_topic(brokers: &str, prefix: &str, partitions: i32) -> String {
+    let topic = topic_name(prefix);
+    create_named_topic(brokers, &topic, partitions);
+    topic
+}
+
+pub fn create_named_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results =
+        futures_executor::block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap();
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One consumed message.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub headers: HashMap<String, String>,
+    pub alert: serde_json::Value,
+}
+
+/// Consumes `topic` from the start with a fresh consumer group until `expected` messages
+/// arrived and no more come for a moment, or `timeout` passes.
+pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("exflow-test-{}-{}", std::process::id(), unique()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = None;
+                let mut headers = HashMap::new();
+                if let Some(h) = message.headers() {
+                    for header in h.iter() {
+                        let value = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        headers.insert(header.key.to_string(), value);
+                    }
+                }
+                messages.push(Consumed {
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    headers,
+                    alert: serde_json::from_slice(message.payload().unwrap_or_default())
+                        .expect("alerts are JSON"),
+                });
+            }
+            Some(Err(error)) => panic!("consuming {topic}: {error}"),
+            None if messages.len() >= expected => {
+                // Wait a little longer for duplicates before concluding.
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    messages
+}
+
+/// A consumer of `topic` from its start, in a fresh group.
+pub fn raw_consumer(brokers: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("exflow-test-{}-{}", std::process::id(), unique()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// (key, payload) of messages until `expected` arrived and nothing more comes for a
+/// moment, or `timeout` passes.
+pub fn consume_raw(
+    consumer: &BaseConsumer,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<(String, Vec<u8>)> {
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = None;
+                let key = message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                messages.push((key, message.payload().unwrap_or_default().to_vec()));
+            }
+            Some(Err(error)) => panic!("consuming: {error}"),
+            None if messages.len() >= expected => {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    messages
+}
+
+/// `exflow run` as a child process, stopped with SIGTERM (or killed) by the test.
+pub struct Daemon {
+    child: Option<Child>,
+    pub metrics: String,
+    pub udp_port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `exflow run` with `config` (TOML) and flags; waits until it serves metrics.
+    pub fn start(config: &str, args: &[&str]) -> Daemon {
+        let dir = temp_dir("daemon-config");
+        let config_path = dir.join("exflow.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let udp_port = free_port();
+        let metrics_port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_exflow"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen", &format!("127.0.0.1:{udp_port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args([
+                "--inside",
+                "10.10.0.0/16",
+                "--inside",
+                "2001:db8:10::/48",
+                "--home-country",
+                "NL",
+            ])
+            .args(args)
+            .env("EXFLOW_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("exflow.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let log = dir.join("exflow.log");
+        let daemon = Daemon {
+            child: Some(child),
+            metrics: format!("127.0.0.1:{metrics_port}"),
+            udp_port,
+            log,
+        };
+        wait_until("the daemon serves metrics", Duration::from_secs(20), || {
+            daemon.scrape().is_some()
+        });
+        daemon
+    }
+
+    /// The daemon's metrics, or `None` while it does not answer.
+    pub fn scrape(&self) -> Option<HashMap<String, f64>> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(&self.metrics).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: exflow\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        Some(
+            body.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    l.rsplit_once(' ')
+                        .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        self.scrape()
+            .and_then(|m| m.get(name).copied())
+            .unwrap_or(-1.0)
+    }
+
+    /// Sends every UDP payload of a capture to the daemon, as the exporter sent them.
+    pub fn send_capture(&self, capture: &Path) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        exflow::source::capture::for_each_datagram(capture, |d| {
+            socket
+                .send_to(d.payload, ("127.0.0.1", self.udp_port))
+                .unwrap();
+        })
+        .unwrap();
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
+    /// Whether the daemon's log (stderr) so far contains `text`.
+    pub fn log_contains(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
+    }
+
+    /// SIGTERM and wait: returns (stdout, log).
+    pub fn stop(mut self) -> (String, String) {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let (status, stdout) = wait_with_timeout(&mut child, Duration::from_secs(30));
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "exflow run exited with {status:?}: {log}");
+        (stdout, log)
+    }
+
+    /// SIGKILL: no drain, no flush.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> (std::process::ExitStatus, String) {
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).ok();
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exflow did not stop within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, out.join().unwrap())
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("exflow-{name}-{}-{}", std::process::id(), unique()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
