@@ -224,8 +224,15 @@ for target in $FUZZ_TARGETS; do
     corpus=$(find "fuzz/corpus/$target" -type f | wc -l)
     if [[ $status -ne 0 ]]; then
         failed+=("$target")
-        summary+=("$target: FAILED (exit $status), see $log and fuzz/artifacts/$target/")
-        grep -E "panicked at|^SUMMARY|Test unit written to" "$log" | head -n 5 >&2 || tail -n 20 "$log" >&2
+        if grep -q "Test unit written to" "$log"; then
+            what="CRASH"
+        elif grep -q "failed to build fuzz script" "$log"; then
+            what="BUILD FAILED" # src/ changed under the run and no longer compiles
+        else
+            what="ERROR"
+        fi
+        summary+=("$target: $what (exit $status), see $log and fuzz/artifacts/$target/")
+        grep -E "panicked at|^SUMMARY|Test unit written to|^error" "$log" | head -n 5 >&2 || tail -n 20 "$log" >&2
     else
         summary+=("$target: ok, ${runs:-?} runs, ${execs:-?} exec/s, corpus $corpus")
     fi
@@ -234,6 +241,6 @@ done
 echo "fuzz-smoke: done in $(($(date +%s) - start)) s"
 printf '  %s\n' "${summary[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
-    echo "fuzz-smoke: crashes in: ${failed[*]}" >&2
+    echo "fuzz-smoke: failed: ${failed[*]}" >&2
     exit 1
 fi

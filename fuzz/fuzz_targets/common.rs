@@ -16,7 +16,10 @@ pub fn walk_templates(body: &[u8], dialect: Dialect, kind: TemplateKind) {
     let mut steps = 0usize;
     for record in records.by_ref() {
         steps += 1;
-        assert!(steps <= body.len() / 4 + 1, "template iterator does not advance");
+        assert!(
+            steps <= body.len() / 4 + 1,
+            "template iterator does not advance"
+        );
         let record = match record {
             Ok(record) => record,
             Err(error) => {
@@ -24,16 +27,30 @@ pub fn walk_templates(body: &[u8], dialect: Dialect, kind: TemplateKind) {
                 break;
             }
         };
-        black_box((record.template_id, record.scope_field_count, record.is_withdrawal()));
+        black_box((
+            record.template_id,
+            record.scope_field_count,
+            record.is_withdrawal(),
+        ));
         let mut fields = 0usize;
         for spec in record.fields() {
             fields += 1;
             black_box(spec);
         }
-        assert_eq!(fields, usize::from(record.field_count), "checked record lost field specifiers");
-        assert!(record.scope_field_count <= record.field_count, "scope larger than the record");
+        assert_eq!(
+            fields,
+            usize::from(record.field_count),
+            "checked record lost field specifiers"
+        );
+        assert!(
+            record.scope_field_count <= record.field_count,
+            "scope larger than the record"
+        );
     }
-    assert!(records.next().is_none(), "template iterator resumed after its end or first error");
+    assert!(
+        records.next().is_none(),
+        "template iterator resumed after its end or first error"
+    );
 }
 
 /// Walks a set iterator to its end, checking that it stops for good (after its first
@@ -48,11 +65,17 @@ pub fn walk_sets<'a>(
     let mut steps = 0usize;
     for set in sets.by_ref() {
         steps += 1;
-        assert!(steps <= within.len() / 4 + 1, "set iterator does not advance");
+        assert!(
+            steps <= within.len() / 4 + 1,
+            "set iterator does not advance"
+        );
         match set {
             Ok(set) => {
                 let at = set.body.as_ptr() as usize;
-                assert!(at >= start && at + set.body.len() <= end, "set body outside the message");
+                assert!(
+                    at >= start && at + set.body.len() <= end,
+                    "set body outside the message"
+                );
                 each(set);
             }
             Err(error) => {
@@ -61,5 +84,8 @@ pub fn walk_sets<'a>(
             }
         }
     }
-    assert!(sets.next().is_none(), "set iterator resumed after its end or first error");
+    assert!(
+        sets.next().is_none(),
+        "set iterator resumed after its end or first error"
+    );
 }

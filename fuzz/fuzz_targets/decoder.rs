@@ -43,7 +43,9 @@ fn config(flags: u8) -> DecoderConfig {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, mut rest)) = data.split_first() else { return };
+    let Some((&flags, mut rest)) = data.split_first() else {
+        return;
+    };
     let config = config(flags);
     let limits = config.limits;
     let mut decoder = Decoder::new(config);
@@ -55,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
         let length = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
         let (datagram, next) = tail.split_at(length);
         rest = next;
-        let exporter = if control & 1 == 0 { EXPORTER_A } else { EXPORTER_B };
+        let exporter = if control & 1 == 0 {
+            EXPORTER_A
+        } else {
+            EXPORTER_B
+        };
         received_ns += u64::from(control >> 1) * 1_000_000_000;
 
         out.clear();
@@ -63,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
         datagrams += 1;
         appended += out.len() as u64;
         match result {
-            Ok(n) => assert_eq!(n, out.len(), "decode() returned a count other than it appended"),
+            Ok(n) => assert_eq!(
+                n,
+                out.len(),
+                "decode() returned a count other than it appended"
+            ),
             Err(error) => {
                 black_box(error.code());
             }
@@ -78,19 +88,36 @@ fuzz_target!(|data: &[u8]| {
             _ => None,
         };
         for record in &out {
-            assert_eq!(record.sampler_address, exporter, "record attributed to another exporter");
-            assert_eq!(Some(record.kind), kind, "record of another protocol than its datagram");
+            assert_eq!(
+                record.sampler_address, exporter,
+                "record attributed to another exporter"
+            );
+            assert_eq!(
+                Some(record.kind),
+                kind,
+                "record of another protocol than its datagram"
+            );
             black_box(record);
         }
-        assert!(decoder.exporter_count() <= limits.max_exporters.max(1), "exporter cap exceeded");
         assert!(
-            decoder.template_count() <= limits.max_templates_per_exporter * decoder.exporter_count(),
+            decoder.exporter_count() <= limits.max_exporters.max(1),
+            "exporter cap exceeded"
+        );
+        assert!(
+            decoder.template_count()
+                <= limits.max_templates_per_exporter * decoder.exporter_count(),
             "template cap exceeded"
         );
     }
     let totals = decoder.totals();
-    assert_eq!(totals.datagrams, datagrams, "datagram count lost (eviction must keep counters)");
-    assert_eq!(totals.records, appended, "record count differs from records appended");
+    assert_eq!(
+        totals.datagrams, datagrams,
+        "datagram count lost (eviction must keep counters)"
+    );
+    assert_eq!(
+        totals.records, appended,
+        "record count differs from records appended"
+    );
     black_box(totals.errors.total());
     for (address, counters) in decoder.exporters() {
         black_box((address, counters.records, counters.errors.total()));

@@ -8,7 +8,9 @@ use exflow::wire::netflow_v5::{HEADER_LEN, MAX_RECORDS, Packet, RECORD_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(packet) = Packet::new_checked(data) else { return };
+    let Ok(packet) = Packet::new_checked(data) else {
+        return;
+    };
     black_box((
         packet.count(),
         packet.sys_uptime(),
@@ -27,9 +29,30 @@ fuzz_target!(|data: &[u8]| {
     let mut seen = 0usize;
     for r in records {
         seen += 1;
-        black_box((r.src_addr(), r.dst_addr(), r.next_hop(), r.input(), r.output()));
-        black_box((r.d_pkts(), r.d_octets(), r.first(), r.last(), r.src_port(), r.dst_port()));
-        black_box((r.tcp_flags(), r.prot(), r.tos(), r.src_as(), r.dst_as(), r.src_mask(), r.dst_mask()));
+        black_box((
+            r.src_addr(),
+            r.dst_addr(),
+            r.next_hop(),
+            r.input(),
+            r.output(),
+        ));
+        black_box((
+            r.d_pkts(),
+            r.d_octets(),
+            r.first(),
+            r.last(),
+            r.src_port(),
+            r.dst_port(),
+        ));
+        black_box((
+            r.tcp_flags(),
+            r.prot(),
+            r.tos(),
+            r.src_as(),
+            r.dst_as(),
+            r.src_mask(),
+            r.dst_mask(),
+        ));
     }
     assert_eq!(seen, usize::from(packet.count()));
 });
