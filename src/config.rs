@@ -80,9 +80,6 @@ impl Default for Config {
 pub struct SourceConfig {
     /// `SO_RCVBUF` asked for on each socket; the kernel caps it at `net.core.rmem_max`.
     pub receive_buffer_bytes: usize,
-    /// Batches (of up to 64 datagrams) waiting for the pipeline; beyond it they are dropped
-    /// and counted.
-    pub queue_batches: usize,
     /// How often (wall clock) templates and sampling state are saved to `state_file`.
     pub state_save_interval_s: u64,
 }
@@ -91,7 +88,6 @@ impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig {
             receive_buffer_bytes: 32 << 20,
-            queue_batches: 4096,
             state_save_interval_s: 60,
         }
     }
@@ -582,11 +578,8 @@ impl Config {
         {
             problems.push("sampling: a rate is 1-in-N with N at least 1".to_string());
         }
-        if self.source.queue_batches == 0 || self.source.state_save_interval_s == 0 {
-            problems.push(
-                "source.queue_batches, source.state_save_interval_s: must be at least 1"
-                    .to_string(),
-            );
+        if self.source.state_save_interval_s == 0 {
+            problems.push("source.state_save_interval_s: must be at least 1".to_string());
         }
         if self.listen.is_empty() {
             problems.push("listen: at least one address is needed".to_string());

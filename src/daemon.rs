@@ -1,12 +1,12 @@
-//! daemon: `exflow run`. Binds the UDP listeners and the metrics endpoint, receives on one
-//! thread per socket, and runs the pipeline on its own thread until asked to stop; then
-//! drains in order: stop the sockets, decode what was queued, flush the tables (end of
-//! event time), write the last alerts, save the template state.
+//! daemon: `exflow run`. Binds the UDP listeners and the metrics endpoint, then receives and
+//! runs the pipeline on one thread until asked to stop (the Kafka sink and the metrics
+//! endpoint have threads of their own); then drains in order: take what the sockets still
+//! hold, flush the tables (end of event time), hand the last alerts to the sink, flush it,
+//! save the template state.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +17,7 @@ use crate::detect::Alert;
 use crate::enrich::Enricher;
 use crate::pipeline::Pipeline;
 use crate::sink::AlertSink;
-use crate::source::udp::{self, Datagram, SourceCounters};
+use crate::source::udp::{self, Sockets, SourceCounters};
 use crate::telemetry::{Snapshot, Telemetry};
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
@@ -53,7 +53,6 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
         );
         pipeline.set_tap(Box::new(flows));
     }
-    let (queue, batches) = sync_channel::<Vec<Datagram>>(config.source.queue_batches);
     let mut telemetry = Telemetry::default();
     if let AlertSink::Kafka(kafka) = &sink {
         telemetry.kafka = Some(kafka.counters.clone());
@@ -82,19 +81,10 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
     info!(metrics = %metrics.local_addr()?, "serving /metrics");
     let telemetry = Arc::new(telemetry);
-    let stop_sockets = Arc::new(AtomicBool::new(false));
-    let mut receivers = Vec::new();
-    for (listener, counters) in listeners {
-        let (queue, stop) = (queue.clone(), stop_sockets.clone());
-        receivers.push(
-            std::thread::Builder::new()
-                .name("exflow-recv".into())
-                .spawn(move || udp::receive(listener, queue, counters, stop))?,
-        );
-    }
-    drop(queue);
+    let stop_metrics = Arc::new(AtomicBool::new(false));
+    let mut sockets = Sockets::new(listeners);
     let metrics_thread = {
-        let (telemetry, stop) = (telemetry.clone(), stop_sockets.clone());
+        let (telemetry, stop) = (telemetry.clone(), stop_metrics.clone());
         std::thread::Builder::new()
             .name("exflow-metrics".into())
             .spawn(move || crate::telemetry::serve(metrics, telemetry, stop))?
@@ -102,6 +92,7 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
 
     let mut worker = Worker {
         pipeline,
+        last_publish: Instant::now(),
         sink: &mut sink,
         telemetry: &telemetry,
         alerts: Vec::new(),
@@ -109,7 +100,7 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
     let mut last_save = Instant::now();
     let save_every = Duration::from_secs(config.source.state_save_interval_s);
     while !control.shutdown.load(Ordering::Relaxed) {
-        worker.drain(&batches, Duration::from_millis(100));
+        worker.receive(&mut sockets, Duration::from_millis(100));
         if control.reload.swap(false, Ordering::Relaxed) {
             reload_threat_intel(config, &mut worker.pipeline);
         }
@@ -118,17 +109,14 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
             last_save = Instant::now();
         }
     }
-    info!("stopping: draining sockets, queue and tables");
-    stop_sockets.store(true, Ordering::Relaxed);
-    for receiver in receivers {
-        let _ = receiver.join();
-    }
-    // Every sender is gone now: drain what they queued.
-    while worker.drain(&batches, Duration::ZERO) {}
+    info!("stopping: draining sockets and tables");
+    // What the kernel already holds is taken; then event time ends.
+    while worker.receive(&mut sockets, Duration::ZERO) > 0 {}
     worker.pipeline.finish(&mut worker.alerts);
     worker.deliver();
     worker.publish();
     save_state(config, &mut worker.pipeline);
+    stop_metrics.store(true, Ordering::Relaxed);
     let _ = metrics_thread.join();
     sink.close().context("cannot flush the alert sink")?;
     let counters = telemetry
@@ -144,40 +132,51 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the pipeline thread receives before it hands alerts to the sink and publishes
+/// its counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 struct Worker<'a> {
     pipeline: Pipeline,
+    last_publish: Instant,
     sink: &'a mut AlertSink,
     telemetry: &'a Telemetry,
     alerts: Vec<Alert>,
 }
 
 impl Worker<'_> {
-    /// Runs every batch queued within `wait`; `false` when the queue was empty and closed.
-    fn drain(&mut self, batches: &Receiver<Vec<Datagram>>, wait: Duration) -> bool {
-        let first = match batches.recv_timeout(wait) {
-            Ok(batch) => batch,
-            Err(RecvTimeoutError::Timeout) => return true,
-            Err(RecvTimeoutError::Disconnected) => return false,
-        };
-        self.run(first);
-        while let Ok(batch) = batches.try_recv() {
-            self.run(batch);
+    /// Receives and runs datagrams for up to [`PUBLISH_EVERY`] (waiting at most `wait` for
+    /// the first), then hands alerts to the sink and publishes the counters. Returns how
+    /// many datagrams it ran.
+    fn receive(&mut self, sockets: &mut Sockets, wait: Duration) -> usize {
+        let started = Instant::now();
+        let mut total = 0;
+        let mut timeout = wait;
+        loop {
+            let pipeline = &mut self.pipeline;
+            let alerts = &mut self.alerts;
+            let received = sockets
+                .receive(timeout, |exporter, received_ns, payload| {
+                    pipeline.push_datagram(exporter, received_ns, payload, alerts)
+                })
+                .unwrap_or_else(|error| {
+                    warn!("receive failed: {error}");
+                    0
+                });
+            total += received;
+            if received == 0 || started.elapsed() >= PUBLISH_EVERY {
+                break;
+            }
+            timeout = Duration::ZERO;
         }
-        self.deliver();
-        let _ = self.sink.flush();
-        self.publish();
-        true
-    }
-
-    fn run(&mut self, batch: Vec<Datagram>) {
-        for datagram in batch {
-            self.pipeline.push_datagram(
-                datagram.exporter,
-                datagram.received_ns,
-                &datagram.payload,
-                &mut self.alerts,
-            );
+        if total > 0 || started.elapsed() >= PUBLISH_EVERY || !self.alerts.is_empty() {
+            self.deliver();
+            let _ = self.sink.flush();
         }
+        if self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.publish();
+        }
+        total
     }
 
     fn deliver(&mut self) {
@@ -190,6 +189,7 @@ impl Worker<'_> {
     }
 
     fn publish(&mut self) {
+        self.last_publish = Instant::now();
         let decoder = self.pipeline.decoder();
         let exporters = decoder.exporters().map(|(a, c)| (a, *c)).collect();
         let templates = decoder.template_count();

@@ -178,7 +178,6 @@ pub struct Received {
     pub datagrams: f64,
     pub records: f64,
     pub kernel_dropped: f64,
-    pub queue_dropped: f64,
     pub decode_errors: f64,
     pub lost_records: f64,
 }
@@ -192,7 +191,6 @@ impl Received {
             datagrams: delta("exflow_source_datagrams_total"),
             records: delta("exflow_decode_records_total"),
             kernel_dropped: delta("exflow_source_kernel_dropped_datagrams_total"),
-            queue_dropped: delta("exflow_source_queue_dropped_datagrams_total"),
             decode_errors: delta("exflow_decode_errors_total"),
             lost_records: delta("exflow_decode_lost_records_total"),
         }

@@ -195,7 +195,7 @@ impl Pipeline {
         let event = RecordEvent {
             record: &oriented,
             key: &key,
-            conversation: &conversation,
+            conversation,
             update,
             now_ms,
             from_resolver: enricher.is_resolver(oriented.inside),

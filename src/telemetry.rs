@@ -81,10 +81,10 @@ impl Telemetry {
             &per_source(&|c| c.bytes.load(Ordering::Relaxed)),
         );
         metric(
-            "exflow_source_queue_dropped_datagrams_total",
+            "exflow_source_kernel_dropped_datagrams_total",
             "counter",
-            "Datagrams dropped because the pipeline queue was full.",
-            &per_source(&|c| c.queue_dropped.load(Ordering::Relaxed)),
+            "Datagrams the kernel dropped at a full socket buffer (SO_RXQ_OVFL).",
+            &per_source(&|c| c.kernel_dropped.load(Ordering::Relaxed)),
         );
         metric(
             "exflow_source_receive_errors_total",

@@ -56,8 +56,8 @@ fn print_received(r: &Received, sent: &Sent) {
         r.datagrams, r.records
     );
     println!(
-        "dropped:  {:.0} datagrams by the kernel, {:.0} at the queue, {:.0} decode errors, {:.0} records missing by sequence",
-        r.kernel_dropped, r.queue_dropped, r.decode_errors, r.lost_records
+        "dropped:  {:.0} datagrams by the kernel, {:.0} decode errors, {:.0} records missing by sequence",
+        r.kernel_dropped, r.decode_errors, r.lost_records
     );
     println!("loss:     {:.4}%", r.loss(sent) * 100.0);
 }

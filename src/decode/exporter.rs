@@ -2,7 +2,9 @@
 //! templates, clock and samplers, its sequence numbers, and the data sets waiting for a
 //! template. Everything is bounded by `DecoderLimits`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use super::layout::Layout;
 use super::record::FlowKind;

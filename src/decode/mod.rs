@@ -12,7 +12,7 @@ pub mod record;
 pub mod state;
 pub mod stats;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use exporter::{DomainKey, Exporter, PendingSet, SequenceCheck, SequenceUnit};
@@ -186,7 +186,7 @@ fn exporter_entry<'a>(
     address: IpAddr,
     now: u64,
 ) -> &'a mut Exporter {
-    if !exporters.contains_key(&address) && exporters.len() >= config.limits.max_exporters.max(1) {
+    if exporters.len() >= config.limits.max_exporters.max(1) && !exporters.contains_key(&address) {
         let oldest = exporters
             .iter()
             .min_by_key(|(_, e)| e.last_seen)

@@ -28,7 +28,9 @@
 //! transfers, streams, bursts of parallel connections and DNS chatter are fast, not
 //! beacons.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{Finding, RecordEvent, Rule, describe_destination, rule_allows};
@@ -58,6 +60,8 @@ const RESCORE_EVERY: u64 = 10;
 /// How many recent starts a later record of a connection searches for its own, to update
 /// the connection's size.
 const SIZE_LOOKBACK: usize = 8;
+/// Records of one connection whose size still counts towards its start.
+const MAX_SIZED_RECORDS: u32 = 4;
 /// Per-record samples (and gaps) kept per quiet flow, the most recent.
 const MAX_RECORD_SAMPLES: usize = 64;
 /// Records a quiet flow needs before it is scored.
@@ -187,7 +191,12 @@ impl Beacon {
         )
         .unwrap_or(u32::MAX);
         if event.update == Update::Extended {
-            // A later record of a connection: its size grows, nothing starts.
+            // A later record of a connection: its size grows, nothing starts. Beacon
+            // connections are short; a connection past a few records is a session, whose
+            // size no rhythm depends on, so the lookup is spared.
+            if event.conversation.flows > MAX_SIZED_RECORDS {
+                return;
+            }
             let Some(series) = self.series.get_mut(&key) else {
                 return;
             };
@@ -299,29 +308,24 @@ impl Beacon {
     /// quiet, and scores the conversation.
     fn track_quiet_flow(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let record = event.record;
-        if event.update == Update::Created {
-            // Samples of an earlier conversation on the same 5-tuple are no evidence.
-            self.quiet.remove(event.key);
-        }
         if record.packets_out == 0 {
+            return;
+        }
+        // Only a slow conversation is followed: a transfer or a stream never is. Checked
+        // before any lookup, so fast traffic costs nothing here. (Samples of an earlier
+        // conversation on the same 5-tuple were forgotten in `on_end`.)
+        let conversation = event.conversation;
+        let average_ms =
+            conversation.duration_ms() / conversation.packets_out.max(2).saturating_sub(1);
+        if conversation.packets_out < 2 || (average_ms as f64) < self.min_interval_ms {
             return;
         }
         let duration_ms = record.end_ms.saturating_sub(record.start_ms);
         let interval_ms =
             (record.packets_out >= 2).then(|| duration_ms as f64 / (record.packets_out - 1) as f64);
-        let conversation = event.conversation;
-        if !self.quiet.contains_key(event.key) {
-            let average_ms =
-                conversation.duration_ms() / conversation.packets_out.max(2).saturating_sub(1);
-            if conversation.packets_out < 2 || (average_ms as f64) < self.min_interval_ms {
-                // Only a slow conversation is followed: a transfer or a stream never is.
-                return;
-            }
-            if self.quiet.len() >= MAX_QUIET_FLOWS {
-                self.quiet_evicted +=
-                    evict_stalest(&mut self.quiet, |q| q.last_end_ms.unwrap_or(0), |_, _| {})
-                        as u64;
-            }
+        if self.quiet.len() >= MAX_QUIET_FLOWS && !self.quiet.contains_key(event.key) {
+            self.quiet_evicted +=
+                evict_stalest(&mut self.quiet, |q| q.last_end_ms.unwrap_or(0), |_, _| {}) as u64;
         }
         let flow = self.quiet.entry(*event.key).or_default();
         if let Some(gap_ms) = flow

@@ -3,7 +3,9 @@
 //! count. Severity rises with the volume (new ladder steps at 5x, 10x and 100x the
 //! threshold), a foreign destination, and out/in asymmetry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{
@@ -29,6 +31,9 @@ struct Window {
     bytes_in: u64,
     flows: u64,
     first_ms: u64,
+    /// The highest ladder step reported while the window stayed over the threshold: a
+    /// finding is made only when a higher one is reached, not on every record.
+    reported_step: Option<u8>,
 }
 
 impl Window {
@@ -63,6 +68,14 @@ impl Window {
         }
         if self.buckets.is_empty() {
             self.flows = 0;
+        }
+    }
+
+    /// Forgets what was reported once the window fell below `threshold`: a new burst is
+    /// news again.
+    fn rearm_below(&mut self, threshold: u64) {
+        if self.bytes_out < threshold {
+            self.reported_step = None;
         }
     }
 }
@@ -112,6 +125,7 @@ impl Rule for BulkEgress {
         }
         window.add(record.end_ms, record.bytes_out, record.bytes_in);
         window.slide(event.now_ms, self.window_ms);
+        window.rearm_below(self.min_bytes_out);
         if window.bytes_out < self.min_bytes_out {
             return;
         }
@@ -119,6 +133,13 @@ impl Rule for BulkEgress {
             .iter()
             .rposition(|&m| window.bytes_out >= self.min_bytes_out.saturating_mul(m))
             .unwrap_or(0);
+        if window
+            .reported_step
+            .is_some_and(|reported| usize::from(reported) >= step)
+        {
+            return;
+        }
+        window.reported_step = Some(step as u8);
         let asymmetric = window.bytes_out >= window.bytes_in.saturating_mul(10);
         let score = log_score(window.bytes_out, self.min_bytes_out, 45.0, 25.0)
             .saturating_add(if destination.foreign { 10 } else { 0 })
@@ -147,8 +168,10 @@ impl Rule for BulkEgress {
 
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         let window_ms = self.window_ms;
+        let threshold = self.min_bytes_out;
         self.windows.retain(|_, window| {
             window.slide(now_ms, window_ms);
+            window.rearm_below(threshold);
             !window.buckets.is_empty()
         });
     }

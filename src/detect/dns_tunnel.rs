@@ -8,7 +8,9 @@
 //! A record counts at its end time, in buckets of a thirtieth of the window (20 s by
 //! default, 10 s at least), so the window is exact to a bucket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{

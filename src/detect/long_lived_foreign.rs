@@ -5,9 +5,12 @@
 //! reached `duration_slack_s` (default 60 s) early: exporters time flows from first to last
 //! packet, so the hour-long scenario D reads as 59 min 51 s.
 
+use foldhash::{HashMap, HashMapExt};
+
 use super::{Finding, RecordEvent, Rule, describe_destination, human_bytes, rule_allows};
 use crate::config::LongLivedForeignConfig;
 use crate::enrich::Allow;
+use crate::flow::{Conversation, ConversationKey};
 
 pub const NAME: &str = "long_lived_foreign";
 /// Exfiltration over a command-and-control channel; automated, scheduled transfer.
@@ -16,6 +19,10 @@ const ATTACK: &[&str] = &["T1041", "T1029"];
 const STEP_SCORES: [u8; 8] = [50, 65, 75, 85, 90, 95, 98, 100];
 
 pub struct LongLivedForeign {
+    /// The step last reported per conversation, so a finding is made once per step, not on
+    /// every record; forgotten when the conversation ends. Only conversations that reached
+    /// the ladder are here.
+    reported: HashMap<ConversationKey, u8>,
     ladder_ms: Vec<u64>,
     min_bytes_out: u64,
     allow: Allow,
@@ -24,6 +31,7 @@ pub struct LongLivedForeign {
 impl LongLivedForeign {
     pub fn new(config: &LongLivedForeignConfig) -> Self {
         LongLivedForeign {
+            reported: HashMap::new(),
             ladder_ms: config
                 .ladder_s
                 .iter()
@@ -53,9 +61,15 @@ impl Rule for LongLivedForeign {
         let Some(step) = self.ladder_ms.iter().rposition(|&at| duration >= at) else {
             return;
         };
-        if rule_allows(&self.allow, event.key, &c.destination) {
+        if self
+            .reported
+            .get(event.key)
+            .is_some_and(|&reported| usize::from(reported) >= step)
+            || rule_allows(&self.allow, event.key, &c.destination)
+        {
             return;
         }
+        self.reported.insert(*event.key, step as u8);
         let summary = format!(
             "{} kept a connection to {} open for {:.1} h, sending {} out and {} in",
             event.key.inside,
@@ -68,5 +82,17 @@ impl Rule for LongLivedForeign {
         findings.push(
             Finding::for_conversation(NAME, event, step as u8, score, summary).with_attack(ATTACK),
         );
+    }
+
+    fn on_end(
+        &mut self,
+        key: &ConversationKey,
+        _conversation: &Conversation,
+        _now_ms: u64,
+        _findings: &mut Vec<Finding>,
+    ) {
+        if !self.reported.is_empty() {
+            self.reported.remove(key);
+        }
     }
 }

@@ -362,7 +362,7 @@ pub(crate) mod tests {
         let mut table = FlowTable::new(10, 3600, 0);
         let (update, conversation) = table.update(record, || destination, |_, _| {});
         let leaked: &'static (Oriented, ConversationKey, Conversation) =
-            Box::leak(Box::new((*record, record.key(), conversation)));
+            Box::leak(Box::new((*record, record.key(), *conversation)));
         RecordEvent {
             record: &leaked.0,
             key: &leaked.1,

@@ -16,7 +16,7 @@
 //! - The baseline is not re-learned: after a long run, new-but-legitimate destinations are
 //!   silenced with the rule's allow-list.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{
@@ -111,9 +111,9 @@ pub struct NewDestination {
     /// End of learning in event time, set by the first record.
     learning_until_ms: Option<u64>,
     hosts: HashMap<IpAddr, Baseline>,
-    /// Learning records from hosts that found no room (`max_hosts`): those hosts have no
+    /// Conversations learned from hosts that found no room (`max_hosts`): those hosts have no
     /// baseline and are never reported.
-    pub records_not_baselined: u64,
+    pub conversations_not_baselined: u64,
     /// New countries or ASNs not tracked because their host tracked `MAX_NOVEL` already.
     pub novelties_dropped: u64,
     last_sweep_ms: u64,
@@ -128,7 +128,7 @@ impl NewDestination {
             allow: Allow::new(&config.allow),
             learning_until_ms: None,
             hosts: HashMap::new(),
-            records_not_baselined: 0,
+            conversations_not_baselined: 0,
             novelties_dropped: 0,
             last_sweep_ms: 0,
         }
@@ -137,8 +137,8 @@ impl NewDestination {
     fn learn(&mut self, event: &RecordEvent<'_>) {
         let destination = event.destination();
         let host = event.key.inside;
-        if !self.hosts.contains_key(&host) && self.hosts.len() >= self.max_hosts {
-            self.records_not_baselined += 1;
+        if self.hosts.len() >= self.max_hosts && !self.hosts.contains_key(&host) {
+            self.conversations_not_baselined += 1;
             return;
         }
         // A host sending only to unknown places still gets a baseline (an empty one).
@@ -156,7 +156,10 @@ impl Rule for NewDestination {
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
         vec![
-            ("records_not_baselined", self.records_not_baselined),
+            (
+                "conversations_not_baselined",
+                self.conversations_not_baselined,
+            ),
             ("novelties_dropped", self.novelties_dropped),
         ]
     }
@@ -175,7 +178,11 @@ impl Rule for NewDestination {
             return;
         }
         if event.now_ms < learning_until {
-            self.learn(event);
+            // A conversation's destination never changes: learn it from its first upload,
+            // not from every record.
+            if event.conversation.bytes_out == record.bytes_out {
+                self.learn(event);
+            }
             return;
         }
         let Some(baseline) = self.hosts.get_mut(&event.key.inside) else {
@@ -544,7 +551,11 @@ mod tests {
         for host in ["10.10.1.1", "10.10.1.2", "10.10.1.3", "10.10.1.3"] {
             h.upload(host, "145.7.1.1", Some("NL"), Some(1136), 100, T0);
         }
-        assert_eq!((h.rule.hosts.len(), h.rule.records_not_baselined), (2, 2));
+        assert_eq!(
+            (h.rule.hosts.len(), h.rule.conversations_not_baselined),
+            (2, 1),
+            "one conversation of 10.10.1.3, two records"
+        );
         // A host that sent to 100 countries and 300 networks while learning talks to everyone.
         for i in 0..300u32 {
             let cc = [b'A' + (i / 26 % 26) as u8, b'A' + (i % 26) as u8];

@@ -2,7 +2,7 @@
 //! step within a cooldown; a higher step (an escalation) is a new alert that names the
 //! first one. Findings become `Alert`s here.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::Finding;

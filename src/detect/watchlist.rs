@@ -2,7 +2,7 @@
 //! host and a watch-listed country or a threat-intel network, summed over all of their
 //! conversations.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{

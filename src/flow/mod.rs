@@ -5,7 +5,9 @@
 //! address, so a host's conversations and its detectors' state live together and no lock
 //! is taken per record.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use crate::decode::FlowRecord;
@@ -216,36 +218,22 @@ impl FlowTable {
 
     /// Stitches a record into its conversation, or starts one (looking the destination up
     /// once with `destination`). A record that starts more than the idle timeout after the
-    /// conversation's last activity starts a new one; `ended` receives the old one.
+    /// conversation's last activity starts a new one; `ended` receives the old one. One
+    /// hash lookup per record (two when the table is full).
     pub fn update(
         &mut self,
         record: &Oriented,
         destination: impl FnOnce() -> Destination,
         mut ended: impl FnMut(&ConversationKey, &Conversation),
-    ) -> (Update, Conversation) {
+    ) -> (Update, &Conversation) {
         self.counters.records += 1;
         let key = record.key();
-        if let Some(conversation) = self.conversations.get_mut(&key) {
-            if record.start_ms <= conversation.last_ms.saturating_add(self.idle_timeout_ms) {
-                conversation.first_ms = conversation.first_ms.min(record.start_ms);
-                conversation.last_ms = conversation.last_ms.max(record.end_ms);
-                // Exporters control these numbers: saturate rather than overflow.
-                conversation.bytes_out = conversation.bytes_out.saturating_add(record.bytes_out);
-                conversation.bytes_in = conversation.bytes_in.saturating_add(record.bytes_in);
-                conversation.packets_out =
-                    conversation.packets_out.saturating_add(record.packets_out);
-                conversation.packets_in = conversation.packets_in.saturating_add(record.packets_in);
-                conversation.flows = conversation.flows.saturating_add(1);
-                return (Update::Extended, *conversation);
-            }
-            let old = self.conversations.remove(&key).expect("just found");
-            self.counters.conversations_expired += 1;
-            ended(&key, &old);
-        }
-        if self.conversations.len() >= self.max_conversations {
+        if self.conversations.len() >= self.max_conversations
+            && !self.conversations.contains_key(&key)
+        {
             self.evict_for_room(&mut ended);
         }
-        let conversation = Conversation {
+        let fresh = |destination: Destination| Conversation {
             first_ms: record.start_ms,
             last_ms: record.end_ms.max(record.start_ms),
             bytes_out: record.bytes_out,
@@ -253,12 +241,39 @@ impl FlowTable {
             packets_out: record.packets_out,
             packets_in: record.packets_in,
             flows: 1,
-            destination: destination(),
+            destination,
             exporter: record.exporter,
         };
-        self.conversations.insert(key, conversation);
-        self.counters.conversations_created += 1;
-        (Update::Created, conversation)
+        match self.conversations.entry(key) {
+            Entry::Occupied(entry) => {
+                let conversation = entry.into_mut();
+                if record.start_ms <= conversation.last_ms.saturating_add(self.idle_timeout_ms) {
+                    conversation.first_ms = conversation.first_ms.min(record.start_ms);
+                    conversation.last_ms = conversation.last_ms.max(record.end_ms);
+                    // Exporters control these numbers: saturate rather than overflow.
+                    conversation.bytes_out =
+                        conversation.bytes_out.saturating_add(record.bytes_out);
+                    conversation.bytes_in = conversation.bytes_in.saturating_add(record.bytes_in);
+                    conversation.packets_out =
+                        conversation.packets_out.saturating_add(record.packets_out);
+                    conversation.packets_in =
+                        conversation.packets_in.saturating_add(record.packets_in);
+                    conversation.flows = conversation.flows.saturating_add(1);
+                    return (Update::Extended, conversation);
+                }
+                // Too long a silence: the old conversation ended, a new one starts. The
+                // destination facts stay (same outside address).
+                ended(&key, conversation);
+                self.counters.conversations_expired += 1;
+                self.counters.conversations_created += 1;
+                *conversation = fresh(conversation.destination);
+                (Update::Created, conversation)
+            }
+            Entry::Vacant(entry) => {
+                self.counters.conversations_created += 1;
+                (Update::Created, entry.insert(fresh(destination())))
+            }
+        }
     }
 
     /// Ends every conversation idle for longer than the idle timeout plus the lateness

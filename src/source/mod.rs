@@ -1,5 +1,6 @@
 //! source: where datagrams come from, the front of the data path: capture files for
 //! `decode` and `replay`, UDP sockets for the daemon.
 
+pub mod batch;
 pub mod capture;
 pub mod udp;

@@ -1,42 +1,31 @@
-//! source: UDP receive, the front of the daemon. One thread per socket receives datagrams in
-//! batches (blocking for the first, then whatever the kernel already holds) into one shared
-//! buffer split into `Bytes` slices, and hands each batch to the pipeline over a bounded
-//! channel. A full channel drops the batch and counts it: the socket is never left unread.
+//! source: UDP receive, the front of the daemon. The pipeline thread itself polls its
+//! sockets and takes datagrams in batches with recvmmsg, straight from the receive slots into
+//! the decoder: no copy, no queue, no hand-over between threads. The kernel's socket buffer
+//! (`source.receive_buffer_bytes`) absorbs bursts, and its drops are counted (SO_RXQ_OVFL).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
-/// Datagrams per batch at most.
-pub const BATCH: usize = 64;
-/// How long a receive blocks before the thread looks at the shutdown flag.
-const POLL: Duration = Duration::from_millis(100);
+use super::batch::{BATCH, BatchReceiver, enable_drop_counter};
 
-/// One received datagram.
-#[derive(Debug, Clone)]
-pub struct Datagram {
-    pub exporter: IpAddr,
-    pub received_ns: u64,
-    pub payload: Bytes,
-}
+/// Batches taken from one socket per poll round, so one busy socket cannot starve another.
+const BATCHES_PER_ROUND: usize = 16;
 
 /// Counters of one listening socket, shared with the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct SourceCounters {
     pub datagrams: AtomicU64,
     pub bytes: AtomicU64,
-    /// Datagrams dropped because the pipeline's queue was full.
-    pub queue_dropped: AtomicU64,
     /// Receive errors other than timeouts.
     pub receive_errors: AtomicU64,
+    /// Datagrams the kernel dropped because the socket buffer was full (SO_RXQ_OVFL).
+    pub kernel_dropped: AtomicU64,
 }
 
 /// A bound socket and what the kernel granted.
@@ -63,7 +52,6 @@ pub fn bind(address: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<
     socket
         .bind(&address.into())
         .with_context(|| format!("cannot listen on udp {address}"))?;
-    socket.set_read_timeout(Some(POLL))?;
     let granted = socket.recv_buffer_size().unwrap_or(0);
     let address = socket
         .local_addr()?
@@ -82,69 +70,88 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Receives until `shutdown` is set, sending batches to `queue`.
-pub fn receive(
-    listener: Listener,
-    queue: SyncSender<Vec<Datagram>>,
-    counters: Arc<SourceCounters>,
-    shutdown: Arc<AtomicBool>,
-) {
-    let socket = listener.socket;
-    let mut buffer = BytesMut::with_capacity(BATCH * 2048);
-    while !shutdown.load(Ordering::Relaxed) {
-        let mut batch = Vec::with_capacity(BATCH);
-        while batch.len() < BATCH {
-            if buffer.capacity() - buffer.len() < MAX_DATAGRAM {
-                buffer.reserve(MAX_DATAGRAM.max(BATCH * 2048));
+/// The daemon's listening sockets, polled together.
+pub struct Sockets {
+    listeners: Vec<(Listener, Arc<SourceCounters>)>,
+    receiver: BatchReceiver,
+}
+
+impl Sockets {
+    pub fn new(listeners: Vec<(Listener, Arc<SourceCounters>)>) -> Self {
+        for (listener, _) in &listeners {
+            if enable_drop_counter(&listener.socket).is_err() {
+                tracing::warn!(listen = %listener.address, "the kernel does not report socket drops (SO_RXQ_OVFL)");
             }
-            // Block for the first datagram of a batch; then take only what is already there.
-            let flags = if batch.is_empty() {
-                0
+        }
+        Sockets {
+            listeners,
+            receiver: BatchReceiver::default(),
+        }
+    }
+
+    /// Waits up to `timeout` for datagrams, then hands every one that is ready to
+    /// `datagram(exporter, received_ns, payload)`. Returns how many there were.
+    pub fn receive(
+        &mut self,
+        timeout: Duration,
+        mut datagram: impl FnMut(IpAddr, u64, &[u8]),
+    ) -> io::Result<usize> {
+        let mut fds: Vec<libc::pollfd> = self
+            .listeners
+            .iter()
+            .map(|(l, _)| libc::pollfd {
+                fd: l.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fds` is a valid array of pollfd of the length given.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            return if error.kind() == io::ErrorKind::Interrupted {
+                Ok(0)
             } else {
-                libc::MSG_DONTWAIT
-            };
-            let spare = &mut buffer.spare_capacity_mut()[..MAX_DATAGRAM];
-            match socket.recv_from_with_flags(spare, flags) {
-                Ok((length, from)) => {
-                    let Some(from) = from.as_socket() else {
-                        continue;
-                    };
-                    // SAFETY: `length` bytes were just written by the kernel.
-                    unsafe { buffer.set_len(buffer.len() + length) };
-                    let payload = buffer.split_to(buffer.len()).freeze();
-                    counters.bytes.fetch_add(length as u64, Ordering::Relaxed);
-                    batch.push(Datagram {
-                        exporter: from.ip().to_canonical(),
-                        received_ns: now_ns(),
-                        payload,
-                    });
-                }
                 Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break;
+            };
+        }
+        let mut total = 0;
+        for (pollfd, (listener, counters)) in fds.iter().zip(&self.listeners) {
+            if pollfd.revents == 0 {
+                continue;
+            }
+            for _ in 0..BATCHES_PER_ROUND {
+                let count = match self.receiver.receive_ready(listener.socket.as_raw_fd()) {
+                    Ok(count) => count,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        counters.receive_errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                };
+                let received_ns = now_ns();
+                let mut bytes = 0;
+                for i in 0..count {
+                    if let Some((source, payload)) = self.receiver.datagram(i) {
+                        bytes += payload.len() as u64;
+                        datagram(source.ip().to_canonical(), received_ns, payload);
+                    }
                 }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    counters.receive_errors.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .datagrams
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                counters
+                    .kernel_dropped
+                    .store(u64::from(self.receiver.kernel_dropped()), Ordering::Relaxed);
+                total += count;
+                if count < BATCH {
                     break;
                 }
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        let count = batch.len() as u64;
-        counters.datagrams.fetch_add(count, Ordering::Relaxed);
-        match queue.try_send(batch) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                counters.queue_dropped.fetch_add(count, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => return,
-        }
+        Ok(total)
     }
 }
