@@ -328,7 +328,7 @@ mod tests {
             let event = RecordEvent {
                 record: &record,
                 key: &key,
-                conversation: &conversation,
+                conversation,
                 update,
                 now_ms: record.end_ms,
                 from_resolver,

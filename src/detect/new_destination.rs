@@ -330,7 +330,7 @@ mod tests {
             let event = RecordEvent {
                 record: &record,
                 key: &key,
-                conversation: &conversation,
+                conversation,
                 update,
                 now_ms: at,
                 from_resolver: false,
