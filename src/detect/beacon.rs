@@ -230,7 +230,7 @@ impl Beacon {
             last_ms: record.end_ms,
             last_start_ms: record.start_ms,
             destination: event.conversation.destination,
-            exporter: event.conversation.exporter,
+            exporter: event.record.exporter,
             changed: false,
             reported_ms: None,
         });
@@ -630,6 +630,7 @@ fn coefficient_of_variation(values: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::tests::feed;
     use crate::flow::{FlowTable, Oriented};
 
     const MIN: u64 = 60_000;
@@ -660,25 +661,17 @@ mod tests {
         }
 
         fn feed(&mut self, record: Oriented) {
-            let destination = self.destination;
-            let mut ended = Vec::new();
-            let (update, conversation) =
-                self.table
-                    .update(&record, || destination, |k, c| ended.push((*k, *c)));
-            for (key, old) in ended {
-                self.rule
-                    .on_end(&key, &old, record.end_ms, &mut self.findings);
-            }
-            let key = record.key();
-            let event = RecordEvent {
-                record: &record,
-                key: &key,
-                conversation,
-                update,
-                now_ms: record.end_ms,
-                from_resolver: false,
-            };
-            self.rule.on_record(&event, &mut self.findings);
+            let (destination, now_ms) = (self.destination, record.end_ms);
+            let findings = &mut self.findings;
+            feed(
+                &mut self.rule,
+                &mut self.table,
+                &record,
+                destination,
+                now_ms,
+                false,
+                findings,
+            );
         }
     }
 

@@ -296,6 +296,7 @@ fn human_window(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::tests::{feed, foreign};
     use crate::flow::{FlowTable, Oriented};
 
     const S: u64 = 1000;
@@ -318,22 +319,17 @@ mod tests {
         }
 
         fn feed(&mut self, record: Oriented, from_resolver: bool) {
-            let destination = Destination {
-                country: Some("RU".parse().unwrap()),
-                foreign: true,
-                ..Default::default()
-            };
-            let (update, conversation) = self.table.update(&record, || destination, |_, _| {});
-            let key = record.key();
-            let event = RecordEvent {
-                record: &record,
-                key: &key,
-                conversation,
-                update,
-                now_ms: record.end_ms,
+            let now_ms = record.end_ms;
+            let findings = &mut self.findings;
+            feed(
+                &mut self.rule,
+                &mut self.table,
+                &record,
+                foreign(),
+                now_ms,
                 from_resolver,
-            };
-            self.rule.on_record(&event, &mut self.findings);
+                findings,
+            );
         }
     }
 

@@ -89,26 +89,7 @@ impl Finding {
         score: u8,
         summary: String,
     ) -> Self {
-        Finding::for_totals(
-            rule,
-            event.key,
-            event.conversation,
-            step,
-            score,
-            summary,
-            event.now_ms,
-        )
-    }
-
-    pub fn for_totals(
-        rule: &'static str,
-        key: &ConversationKey,
-        c: &Conversation,
-        step: u8,
-        score: u8,
-        summary: String,
-        at_ms: u64,
-    ) -> Self {
+        let (key, c) = (event.key, event.conversation);
         Finding {
             rule,
             step,
@@ -126,9 +107,9 @@ impl Finding {
             flows: u64::from(c.flows),
             first_ms: c.first_ms,
             last_ms: c.last_ms,
-            exporter: c.exporter,
+            exporter: event.record.exporter,
             attack: &[],
-            at_ms,
+            at_ms: event.now_ms,
         }
     }
 
@@ -196,7 +177,7 @@ pub fn human_bytes(bytes: u64) -> String {
 /// The place of a destination in a summary: "5.255.255.77:443 (RU, AS...)".
 pub fn describe_destination(outside: IpAddr, port: u16, destination: &Destination) -> String {
     let endpoint = std::net::SocketAddr::new(outside, port);
-    match (destination.country, destination.asn) {
+    match (destination.country, destination.asn.map(|asn| asn.get())) {
         (Some(cc), Some(asn)) => format!("{endpoint} ({cc}, AS{asn})"),
         (Some(cc), None) => format!("{endpoint} ({cc})"),
         (None, Some(asn)) => format!("{endpoint} (AS{asn})"),
@@ -338,6 +319,36 @@ pub(crate) mod tests {
             outside_asn: 0,
             exporter: "127.0.0.1".parse().unwrap(),
         }
+    }
+
+    /// Stitches `record` through `table` into `rule` as the pipeline does: conversations the
+    /// table ends go to `on_end`, then the record to `on_record`, at event time `now_ms`.
+    pub fn feed(
+        rule: &mut dyn Rule,
+        table: &mut FlowTable,
+        record: &Oriented,
+        destination: Destination,
+        now_ms: u64,
+        from_resolver: bool,
+        findings: &mut Vec<Finding>,
+    ) {
+        let mut ended = Vec::new();
+        let (update, conversation) =
+            table.update(record, || destination, |k, c| ended.push((*k, *c)));
+        let conversation = *conversation;
+        for (key, old) in ended {
+            rule.on_end(&key, &old, now_ms, findings);
+        }
+        let key = record.key();
+        let event = RecordEvent {
+            record,
+            key: &key,
+            conversation: &conversation,
+            update,
+            now_ms,
+            from_resolver,
+        };
+        rule.on_record(&event, findings);
     }
 
     /// A foreign (RU) destination.

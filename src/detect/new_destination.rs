@@ -145,7 +145,7 @@ impl NewDestination {
         self.hosts
             .entry(host)
             .or_default()
-            .learn(destination.country, destination.asn);
+            .learn(destination.country, destination.asn.map(|asn| asn.get()));
     }
 }
 
@@ -190,7 +190,7 @@ impl Rule for NewDestination {
         };
         let candidates = [
             destination.country.map(Novelty::Country),
-            destination.asn.map(Novelty::Asn),
+            destination.asn.map(|asn| Novelty::Asn(asn.get())),
         ];
         let mut crossed: Vec<(Novelty, u64)> = Vec::new();
         for what in candidates.into_iter().flatten() {
@@ -270,6 +270,7 @@ fn human_hours(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::tests::feed;
     use crate::enrich::Destination;
     use crate::flow::{FlowTable, Oriented};
 
@@ -306,7 +307,7 @@ mod tests {
             let country = country.map(|cc| cc.parse::<CountryCode>().unwrap());
             let destination = Destination {
                 country,
-                asn,
+                asn: asn.and_then(std::num::NonZeroU32::new),
                 foreign: country.is_some_and(|cc| cc.as_str() != "NL"),
                 ..Default::default()
             };
@@ -325,17 +326,16 @@ mod tests {
                 outside_asn: asn.unwrap_or(0),
                 exporter: "127.0.0.1".parse().unwrap(),
             };
-            let (update, conversation) = self.table.update(&record, || destination, |_, _| {});
-            let key = record.key();
-            let event = RecordEvent {
-                record: &record,
-                key: &key,
-                conversation,
-                update,
-                now_ms: at,
-                from_resolver: false,
-            };
-            self.rule.on_record(&event, &mut self.findings);
+            let findings = &mut self.findings;
+            feed(
+                &mut self.rule,
+                &mut self.table,
+                &record,
+                destination,
+                at,
+                false,
+                findings,
+            );
         }
     }
 

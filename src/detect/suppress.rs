@@ -104,7 +104,7 @@ fn to_alert(f: Finding, escalates: Option<String>) -> Alert {
         outside_port: f.outside_port,
         proto: f.proto,
         outside_country: f.destination.country,
-        outside_asn: f.destination.asn,
+        outside_asn: f.destination.asn.map(|asn| asn.get()),
         bytes_out: f.bytes_out,
         bytes_in: f.bytes_in,
         packets_out: f.packets_out,

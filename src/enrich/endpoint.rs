@@ -3,6 +3,7 @@
 //! watch-listed or not, allow-listed or not.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::{CountryCode, Geo, GeoSources, NetSet};
@@ -38,7 +39,9 @@ impl Allow {
     ) -> bool {
         self.nets.contains(outside)
             || self.nets.contains(inside)
-            || destination.asn.is_some_and(|asn| self.asns.contains(&asn))
+            || destination
+                .asn
+                .is_some_and(|asn| self.asns.contains(&asn.get()))
             || destination
                 .country
                 .is_some_and(|cc| self.countries.contains(&cc))
@@ -51,7 +54,8 @@ impl Allow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Destination {
     pub country: Option<CountryCode>,
-    pub asn: Option<u32>,
+    /// Non-zero: AS 0 is reserved, so `None` costs no extra bytes in every conversation.
+    pub asn: Option<NonZeroU32>,
     /// The country is known and not home.
     pub foreign: bool,
     /// A watch-listed country or a threat-intel network.
@@ -126,11 +130,8 @@ impl Enricher {
         record_asn: u32,
     ) -> Destination {
         let country = self.geo.country(outside);
-        let asn = if record_asn != 0 {
-            Some(record_asn)
-        } else {
-            self.geo.asn(outside)
-        };
+        let asn =
+            NonZeroU32::new(record_asn).or_else(|| self.geo.asn(outside).and_then(NonZeroU32::new));
         let foreign = match country {
             None => false,
             Some(cc) if !self.home.is_empty() => !self.home.contains(&cc),

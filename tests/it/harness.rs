@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 /// A tansu broker on loopback, stopped when dropped.
 pub struct Tansu {
@@ -150,60 +150,34 @@ pub struct Consumed {
 /// Consumes `topic` from the start with a fresh consumer group until `expected` messages
 /// arrived and no more come for a moment, or `timeout` passes.
 pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("exflow-test-{}-{}", std::process::id(), unique()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut messages = Vec::new();
-    let deadline = Instant::now() + timeout;
-    let mut quiet_since = None;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                quiet_since = None;
-                let mut headers = HashMap::new();
-                if let Some(h) = message.headers() {
-                    for header in h.iter() {
-                        let value = header
-                            .value
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default();
-                        headers.insert(header.key.to_string(), value);
-                    }
-                }
-                messages.push(Consumed {
-                    key: message
-                        .key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .unwrap_or_default(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    headers,
-                    alert: serde_json::from_slice(message.payload().unwrap_or_default())
-                        .expect("alerts are JSON"),
-                });
+    let consumer = raw_consumer(brokers, topic);
+    drain(&consumer, expected, timeout, |message| {
+        let mut headers = HashMap::new();
+        if let Some(h) = message.headers() {
+            for header in h.iter() {
+                let value = header
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                headers.insert(header.key.to_string(), value);
             }
-            Some(Err(error)) => panic!("consuming {topic}: {error}"),
-            None if messages.len() >= expected => {
-                // Wait a little longer for duplicates before concluding.
-                let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
-            None => {}
         }
-    }
-    messages
+        Consumed {
+            key: key_of(message),
+            partition: message.partition(),
+            offset: message.offset(),
+            headers,
+            alert: serde_json::from_slice(message.payload().unwrap_or_default())
+                .expect("alerts are JSON"),
+        }
+    })
+}
+
+fn key_of(message: &BorrowedMessage<'_>) -> String {
+    message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default()
 }
 
 /// A consumer of `topic` from its start, in a fresh group.
@@ -231,6 +205,22 @@ pub fn consume_raw(
     expected: usize,
     timeout: Duration,
 ) -> Vec<(String, Vec<u8>)> {
+    drain(consumer, expected, timeout, |message| {
+        (
+            key_of(message),
+            message.payload().unwrap_or_default().to_vec(),
+        )
+    })
+}
+
+/// Polls until `expected` messages arrived and two quiet seconds passed (to catch
+/// duplicates), or `timeout`.
+fn drain<T>(
+    consumer: &BaseConsumer,
+    expected: usize,
+    timeout: Duration,
+    mut convert: impl FnMut(&BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     let mut messages = Vec::new();
     let deadline = Instant::now() + timeout;
     let mut quiet_since = None;
@@ -238,11 +228,7 @@ pub fn consume_raw(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 quiet_since = None;
-                let key = message
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                messages.push((key, message.payload().unwrap_or_default().to_vec()));
+                messages.push(convert(&message));
             }
             Some(Err(error)) => panic!("consuming: {error}"),
             None if messages.len() >= expected => {
