@@ -128,6 +128,9 @@ pub struct SamplingSection {
 pub struct FlowConfig {
     /// Conversations tracked at most; beyond it the longest-idle are evicted (counted).
     pub max_conversations: usize,
+    /// Memory the conversation tables may take, at the measured 176 bytes per tracked
+    /// conversation (see README): the stricter of this and `max_conversations` applies.
+    pub max_memory_bytes: u64,
     /// Records of the same 5-tuple that start within this long (event time) after the
     /// conversation's last activity are stitched into it.
     pub idle_timeout_s: u64,
@@ -139,10 +142,25 @@ pub struct FlowConfig {
     pub tick_s: u64,
 }
 
+/// Bytes one tracked conversation takes in the table, measured with 10 million
+/// (`cargo bench --bench flow_memory`): a 104-byte entry at the hash table's load factor.
+pub const BYTES_PER_CONVERSATION: u64 = 176;
+
+impl FlowConfig {
+    /// The conversations the tables may hold: `max_conversations`, or fewer when
+    /// `max_memory_bytes` says so.
+    pub fn conversation_limit(&self) -> usize {
+        let by_memory =
+            usize::try_from(self.max_memory_bytes / BYTES_PER_CONVERSATION).unwrap_or(usize::MAX);
+        self.max_conversations.min(by_memory).max(1)
+    }
+}
+
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
             max_conversations: 2_000_000,
+            max_memory_bytes: 1 << 30,
             idle_timeout_s: 1800,
             late_records_s: 3600,
             tick_s: 60,
@@ -546,8 +564,11 @@ impl Config {
         if self.inside.is_empty() {
             problems.push("inside: at least one inside network is needed".to_string());
         }
-        if self.flow.max_conversations == 0 {
-            problems.push("flow.max_conversations: must be at least 1".to_string());
+        if self.flow.max_conversations == 0 || self.flow.max_memory_bytes < BYTES_PER_CONVERSATION {
+            problems.push(
+                "flow.max_conversations, flow.max_memory_bytes: room for at least one conversation"
+                    .to_string(),
+            );
         }
         if self.flow.idle_timeout_s == 0 || self.flow.tick_s == 0 {
             problems.push("flow.idle_timeout_s, flow.tick_s: must be at least 1".to_string());

@@ -18,7 +18,9 @@ use crate::enrich::Enricher;
 use crate::pipeline::Pipeline;
 use crate::sink::AlertSink;
 use crate::source::udp::{self, Sockets, SourceCounters};
-use crate::telemetry::{Snapshot, Telemetry};
+use crate::telemetry::{Latency, Snapshot, Telemetry};
+use crate::time::wall_clock_ns as now_ns;
+use hdrhistogram::Histogram;
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
 #[derive(Debug, Clone, Default)]
@@ -92,6 +94,8 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
 
     let mut worker = Worker {
         pipeline,
+        receive_to_table: latency_histogram(),
+        alert_latency: latency_histogram(),
         last_publish: Instant::now(),
         sink: &mut sink,
         telemetry: &telemetry,
@@ -138,6 +142,10 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 struct Worker<'a> {
     pipeline: Pipeline,
+    /// Datagram received -> records in the table, microseconds.
+    receive_to_table: Histogram<u64>,
+    /// Alert raised -> handed to the sink, microseconds.
+    alert_latency: Histogram<u64>,
     last_publish: Instant,
     sink: &'a mut AlertSink,
     telemetry: &'a Telemetry,
@@ -155,9 +163,11 @@ impl Worker<'_> {
         loop {
             let pipeline = &mut self.pipeline;
             let alerts = &mut self.alerts;
+            let histogram = &mut self.receive_to_table;
             let received = sockets
                 .receive(timeout, |exporter, received_ns, payload| {
-                    pipeline.push_datagram(exporter, received_ns, payload, alerts)
+                    pipeline.push_datagram(exporter, received_ns, payload, alerts);
+                    histogram.saturating_record(now_ns().saturating_sub(received_ns) / 1000);
                 })
                 .unwrap_or_else(|error| {
                     warn!("receive failed: {error}");
@@ -180,7 +190,10 @@ impl Worker<'_> {
     }
 
     fn deliver(&mut self) {
+        let now = now_ns();
         for alert in self.alerts.drain(..) {
+            self.alert_latency
+                .saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
             match self.sink.send(alert) {
                 Ok(()) => self.telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
@@ -199,8 +212,15 @@ impl Worker<'_> {
             templates,
             event_time_ms: self.pipeline.now_ms(),
             rule_state_dropped: self.pipeline.rule_state_dropped(),
+            receive_to_table: Latency::of(&self.receive_to_table),
+            alert_latency: Latency::of(&self.alert_latency),
         });
     }
+}
+
+/// Microseconds from 1 to 10 minutes, three significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid")
 }
 
 fn save_state(config: &Config, pipeline: &mut Pipeline) {

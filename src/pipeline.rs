@@ -90,7 +90,7 @@ impl Pipeline {
             },
         };
         let shard_count = shards.max(1);
-        let per_shard = config.flow.max_conversations.div_ceil(shard_count);
+        let per_shard = config.flow.conversation_limit().div_ceil(shard_count);
         Pipeline {
             decoder: Decoder::new(decoder_config),
             tap: None,

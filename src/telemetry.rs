@@ -26,6 +26,33 @@ pub struct Snapshot {
     pub event_time_ms: u64,
     /// State the rules dropped to stay bounded: (rule, kind, count).
     pub rule_state_dropped: Vec<(&'static str, &'static str, u64)>,
+    /// Datagram received -> its records in the table, since the start.
+    pub receive_to_table: Latency,
+    /// Alert raised -> handed to the sink, since the start.
+    pub alert_latency: Latency,
+}
+
+/// A latency distribution: quantiles in seconds and the count, from an HDR histogram.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    pub quantiles: Vec<(f64, f64)>,
+    pub count: u64,
+}
+
+/// Quantiles every latency summary reports.
+const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+impl Latency {
+    /// From a histogram of microseconds.
+    pub fn of(histogram: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            quantiles: QUANTILES
+                .iter()
+                .map(|&q| (q, histogram.value_at_quantile(q) as f64 / 1e6))
+                .collect(),
+            count: histogram.len(),
+        }
+    }
 }
 
 /// Counters of the alert sink.
@@ -56,12 +83,6 @@ impl Telemetry {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
         let per_source = |f: &dyn Fn(&SourceCounters) -> u64| -> Vec<(String, u64)> {
             self.sources
                 .iter()
@@ -69,24 +90,28 @@ impl Telemetry {
                 .collect()
         };
         metric(
+            &mut out,
             "exflow_source_datagrams_total",
             "counter",
             "Datagrams received.",
             &per_source(&|c| c.datagrams.load(Ordering::Relaxed)),
         );
         metric(
+            &mut out,
             "exflow_source_bytes_total",
             "counter",
             "UDP payload bytes received.",
             &per_source(&|c| c.bytes.load(Ordering::Relaxed)),
         );
         metric(
+            &mut out,
             "exflow_source_kernel_dropped_datagrams_total",
             "counter",
             "Datagrams the kernel dropped at a full socket buffer (SO_RXQ_OVFL).",
             &per_source(&|c| c.kernel_dropped.load(Ordering::Relaxed)),
         );
         metric(
+            &mut out,
             "exflow_source_receive_errors_total",
             "counter",
             "Socket receive errors.",
@@ -101,54 +126,63 @@ impl Telemetry {
         let d = &p.decode;
         let one = |v: u64| vec![(String::new(), v)];
         metric(
+            &mut out,
             "exflow_decode_datagrams_total",
             "counter",
             "Datagrams decoded.",
             &one(d.datagrams),
         );
         metric(
+            &mut out,
             "exflow_decode_records_total",
             "counter",
             "Flow records decoded.",
             &one(d.records),
         );
         metric(
+            &mut out,
             "exflow_decode_options_records_total",
             "counter",
             "Options records read.",
             &one(d.options_records),
         );
         metric(
+            &mut out,
             "exflow_decode_templates_total",
             "counter",
             "Template records accepted.",
             &one(d.templates),
         );
         metric(
+            &mut out,
             "exflow_decode_templates",
             "gauge",
             "Templates held.",
             &one(snapshot.templates as u64),
         );
         metric(
+            &mut out,
             "exflow_decode_template_misses_total",
             "counter",
             "Data sets that arrived before their template.",
             &one(d.template_misses),
         );
         metric(
+            &mut out,
             "exflow_decode_pending_records_total",
             "counter",
             "Records decoded late from held data sets.",
             &one(d.pending_records),
         );
         metric(
+            &mut out,
             "exflow_decode_lost_records_total",
             "counter",
             "Records missing by the exporters' sequence numbers.",
             &one(d.lost_records),
         );
         metric(
+            &mut out,
             "exflow_decode_lost_datagrams_total",
             "counter",
             "Datagrams missing by the exporters' sequence numbers.",
@@ -159,6 +193,7 @@ impl Telemetry {
             .map(|e| (format!("{{kind=\"{}\"}}", e.code()), d.errors.get(*e)))
             .collect();
         metric(
+            &mut out,
             "exflow_decode_errors_total",
             "counter",
             "Datagrams or parts dropped by the decoder, by kind.",
@@ -172,24 +207,28 @@ impl Telemetry {
                 .collect()
         };
         metric(
+            &mut out,
             "exflow_decode_exporter_datagrams_total",
             "counter",
             "Datagrams per exporter.",
             &per_exporter(&|c| c.datagrams),
         );
         metric(
+            &mut out,
             "exflow_decode_exporter_records_total",
             "counter",
             "Flow records per exporter.",
             &per_exporter(&|c| c.records),
         );
         metric(
+            &mut out,
             "exflow_decode_exporter_lost_records_total",
             "counter",
             "Records missing per exporter (sequence numbers).",
             &per_exporter(&|c| c.lost_records + c.lost_datagrams),
         );
         metric(
+            &mut out,
             "exflow_decode_exporter_template_misses_total",
             "counter",
             "Data sets without a template per exporter.",
@@ -197,48 +236,56 @@ impl Telemetry {
         );
         let f = &p.flow;
         metric(
+            &mut out,
             "exflow_flow_records_total",
             "counter",
             "Records that reached the flow table.",
             &one(f.records),
         );
         metric(
+            &mut out,
             "exflow_flow_transit_records_total",
             "counter",
             "Records with both ends outside (skipped).",
             &one(f.transit_records),
         );
         metric(
+            &mut out,
             "exflow_flow_internal_records_total",
             "counter",
             "Records with both ends inside (skipped).",
             &one(f.internal_records),
         );
         metric(
+            &mut out,
             "exflow_flow_conversations",
             "gauge",
             "Conversations tracked.",
             &one(p.conversations),
         );
         metric(
+            &mut out,
             "exflow_flow_conversations_created_total",
             "counter",
             "Conversations started.",
             &one(f.conversations_created),
         );
         metric(
+            &mut out,
             "exflow_flow_conversations_expired_total",
             "counter",
             "Conversations ended by the idle timeout.",
             &one(f.conversations_expired),
         );
         metric(
+            &mut out,
             "exflow_flow_conversations_evicted_total",
             "counter",
             "Conversations ended early because the table was full.",
             &one(f.conversations_evicted),
         );
         metric(
+            &mut out,
             "exflow_detect_event_time_seconds",
             "gauge",
             "Event time (the exporters' clock).",
@@ -257,10 +304,23 @@ impl Telemetry {
             })
             .collect();
         metric(
+            &mut out,
             "exflow_detect_alerts_total",
             "counter",
             "Alerts raised, by rule and severity.",
             &alerts,
+        );
+        summary(
+            &mut out,
+            "exflow_pipeline_receive_to_table_seconds",
+            "Datagram received to its records in the conversation table.",
+            &snapshot.receive_to_table,
+        );
+        summary(
+            &mut out,
+            "exflow_detect_alert_latency_seconds",
+            "Alert raised (threshold crossed) to handed to the sink.",
+            &snapshot.alert_latency,
         );
         let dropped: Vec<(String, u64)> = snapshot
             .rule_state_dropped
@@ -268,24 +328,28 @@ impl Telemetry {
             .map(|(rule, kind, n)| (format!("{{rule=\"{rule}\",kind=\"{kind}\"}}"), *n))
             .collect();
         metric(
+            &mut out,
             "exflow_detect_state_dropped_total",
             "counter",
             "Rule state dropped to stay within bounds.",
             &dropped,
         );
         metric(
+            &mut out,
             "exflow_detect_suppressed_alerts_total",
             "counter",
             "Findings held back by suppression.",
             &one(p.suppressed),
         );
         metric(
+            &mut out,
             "exflow_sink_alerts_total",
             "counter",
             "Alerts written to the sink.",
             &one(self.sink.alerts.load(Ordering::Relaxed)),
         );
         metric(
+            &mut out,
             "exflow_sink_errors_total",
             "counter",
             "Alerts the sink failed to write.",
@@ -294,36 +358,42 @@ impl Telemetry {
         if let Some(k) = &self.kafka {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
             metric(
+                &mut out,
                 "exflow_sink_kafka_delivered_total",
                 "counter",
                 "Alerts the Kafka broker acknowledged.",
                 &load(&k.delivered),
             );
             metric(
+                &mut out,
                 "exflow_sink_kafka_failed_total",
                 "counter",
                 "Kafka deliveries that failed (retried from the spool).",
                 &load(&k.failed),
             );
             metric(
+                &mut out,
                 "exflow_sink_kafka_broker_up",
                 "gauge",
                 "1 while the Kafka broker answers.",
                 &load(&k.broker_up),
             );
             metric(
+                &mut out,
                 "exflow_sink_queue_dropped_alerts_total",
                 "counter",
                 "Alerts dropped because the queue to the Kafka sink was full.",
                 &load(&k.queue_dropped),
             );
             metric(
+                &mut out,
                 "exflow_sink_spool_alerts",
                 "gauge",
                 "Alerts in the spool not yet acknowledged.",
                 &load(&k.spool_alerts),
             );
             metric(
+                &mut out,
                 "exflow_sink_spool_dropped_alerts_total",
                 "counter",
                 "Alerts dropped because the spool was full.",
@@ -333,18 +403,21 @@ impl Telemetry {
         if let Some(f) = &self.flows {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
             metric(
+                &mut out,
                 "exflow_sink_flows_published_total",
                 "counter",
                 "Flow records the broker acknowledged.",
                 &load(&f.published),
             );
             metric(
+                &mut out,
                 "exflow_sink_flows_dropped_total",
                 "counter",
                 "Flow records dropped at a full producer queue.",
                 &load(&f.dropped),
             );
             metric(
+                &mut out,
                 "exflow_sink_flows_failed_total",
                 "counter",
                 "Flow records that failed delivery.",
@@ -353,6 +426,23 @@ impl Telemetry {
         }
         out
     }
+}
+
+/// One metric in the text exposition format.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// One latency summary: quantiles in seconds and the count.
+fn summary(out: &mut String, name: &str, help: &str, latency: &Latency) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    for (q, seconds) in &latency.quantiles {
+        let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {seconds}");
+    }
+    let _ = writeln!(out, "{name}_count {}", latency.count);
 }
 
 /// Serves `GET /metrics` until `shutdown` is set.

@@ -1,6 +1,14 @@
 //! Time formatting at the edges: RFC 3339 UTC for alerts and tables. Everything inside
 //! exflow counts nanoseconds since the UNIX epoch.
 
+/// The wall clock, ns since the epoch: for receive times and latencies only, never for
+/// detection (that runs on the exporters' clocks).
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// `2024-03-12T08:02:00Z` (seconds precision; sub-second digits only when non-zero).
 pub fn rfc3339(ns: u64) -> String {
     let seconds = ns / 1_000_000_000;

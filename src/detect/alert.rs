@@ -63,6 +63,9 @@ pub struct Alert {
     /// `event_time` in milliseconds, for ordering and suppression (not serialised).
     #[serde(skip)]
     pub event_time_ms: u64,
+    /// Wall clock when the alert was raised, ns: the daemon's alert latency (not serialised).
+    #[serde(skip)]
+    pub raised_ns: u64,
     pub inside_addr: IpAddr,
     pub outside_addr: IpAddr,
     pub outside_port: u16,

@@ -99,6 +99,7 @@ fn to_alert(f: Finding, escalates: Option<String>) -> Alert {
         summary: f.summary,
         event_time: rfc3339(f.at_ms * 1_000_000),
         event_time_ms: f.at_ms,
+        raised_ns: crate::time::wall_clock_ns(),
         inside_addr: f.inside,
         outside_addr: f.outside,
         outside_port: f.outside_port,

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -62,12 +62,6 @@ pub fn bind(address: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<
         address,
         receive_buffer_bytes: granted,
     })
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The daemon's listening sockets, polled together.
@@ -131,7 +125,7 @@ impl Sockets {
                         break;
                     }
                 };
-                let received_ns = now_ns();
+                let received_ns = crate::time::wall_clock_ns();
                 let mut bytes = 0;
                 for i in 0..count {
                     if let Some((source, payload)) = self.receiver.datagram(i) {
