@@ -64,9 +64,13 @@ collectors=(exflow nfcapd nfacctd)
 command -v goflow2 >/dev/null && collectors+=(goflow2)
 echo "| collector | offered records/s | loss | records per CPU-second |"
 echo "|---|---|---|---|"
-for name in "${collectors[@]}"; do
+base_port=$PORT
+for index in "${!collectors[@]}"; do
+  name=${collectors[$index]}
+  PORT=$((base_port + index)) # each its own port: no waiting for the last one to let go
   pid=$(start "$name")
   sleep 1
+  [ -d "/proc/$pid" ] || { echo "| $name | did not start | | |"; continue; }
   for rate in "${RATES[@]}"; do
     d0=$(drops); c0=$(cpu_ticks "$pid")
     out=$("$exflow" loadgen --target "127.0.0.1:$PORT" --rate "$rate" --duration "$DURATION" --exporters 16)
@@ -79,5 +83,5 @@ for name in "${collectors[@]}"; do
       'BEGIN { cpu = t / hz; printf "| %s | %.1fM | %.3f%% | %s |\n", n, r/1e6, 100*d/s, (cpu > 0 ? sprintf("%.1fM", rec/cpu/1e6) : "n/a") }'
   done
   kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  while [ -d "/proc/$pid" ]; do sleep 0.1; done
 done
