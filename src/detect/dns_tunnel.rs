@@ -296,7 +296,7 @@ fn human_window(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::tests::{feed, foreign};
+    use crate::detect::tests::{feed, foreign, oriented};
     use crate::flow::{FlowTable, Oriented};
 
     const S: u64 = 1000;
@@ -343,20 +343,11 @@ mod tests {
         start_ms: u64,
         end_ms: u64,
     ) -> Oriented {
+        let record = oriented(inside, port, outside, 53, bytes, 0, start_ms, end_ms);
         Oriented {
-            inside: inside.parse().unwrap(),
-            outside: outside.parse().unwrap(),
-            inside_port: port,
-            outside_port: 53,
             proto: 17,
-            bytes_out: bytes,
-            bytes_in: 0,
             packets_out: count,
-            packets_in: 0,
-            start_ms,
-            end_ms,
-            outside_asn: 0,
-            exporter: "127.0.0.1".parse().unwrap(),
+            ..record
         }
     }
 
