@@ -42,8 +42,7 @@ struct SimulatedExporter {
 
 impl SimulatedExporter {
     fn new(index: u16, spec: &LoadSpec) -> anyhow::Result<Self> {
-        // 127.0.1.x, 127.0.2.x...: one source address per exporter.
-        let address = Ipv4Addr::new(127, 1 + (index / 250) as u8, 0, 1 + (index % 250) as u8);
+        let address = exporter_address(index);
         let socket = UdpSocket::bind((address, 0))
             .with_context(|| format!("cannot bind exporter address {address}"))?;
         socket
@@ -219,7 +218,7 @@ pub fn settle(metrics: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
     }
 }
 
-/// The address exporters appear to come from, for a report.
+/// The source address of simulated exporter `index`: 127.1.0.1, 127.1.0.2, ... one each.
 pub fn exporter_address(index: u16) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(
         127,

@@ -258,22 +258,6 @@ impl Pipeline {
         }
     }
 
-    pub fn counters(&self) -> PipelineCounters {
-        let mut counters = PipelineCounters {
-            decode: self.decoder.totals(),
-            alerts: self.alert_counters,
-            ..PipelineCounters::default()
-        };
-        for shard in &self.shards {
-            counters.flow.merge(&shard.table.counters);
-            counters.conversations += shard.table.len() as u64;
-            counters.suppressed += shard.detector.suppressed();
-        }
-        counters
-    }
-}
-
-impl Pipeline {
     /// State the rules dropped to stay bounded, summed over shards: (rule, kind, count).
     pub fn rule_state_dropped(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
@@ -286,6 +270,20 @@ impl Pipeline {
         sums.into_iter()
             .map(|((rule, kind), n)| (rule, kind, n))
             .collect()
+    }
+
+    pub fn counters(&self) -> PipelineCounters {
+        let mut counters = PipelineCounters {
+            decode: self.decoder.totals(),
+            alerts: self.alert_counters,
+            ..PipelineCounters::default()
+        };
+        for shard in &self.shards {
+            counters.flow.merge(&shard.table.counters);
+            counters.conversations += shard.table.len() as u64;
+            counters.suppressed += shard.detector.suppressed();
+        }
+        counters
     }
 }
 
