@@ -453,7 +453,10 @@ impl OptionsRecord {
             // RFC 5476 n-out-of-N: `size` packets of every `population` (Cisco's random sampler).
             (Some(size), Some(population), _, _) if size > 0 => population / size,
             // RFC 5476 count-based: select `interval` packets, then skip `space`.
-            (_, _, Some(interval), Some(space)) if interval > 0 => (interval + space) / interval,
+            // Hostile values must not overflow: a sum past u64 announces no usable rate.
+            (_, _, Some(interval), Some(space)) if interval > 0 => {
+                interval.checked_add(space)? / interval
+            }
             _ => self.sampling_interval?,
         };
         u32::try_from(rate).ok().filter(|&rate| rate > 0)
@@ -600,5 +603,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(zero.sampling_rate(), None);
+        // Found by the decoder fuzz target: interval + space past u64 panicked.
+        let overflowing = OptionsRecord {
+            packet_interval: Some(u64::MAX),
+            packet_space: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(overflowing.sampling_rate(), None);
     }
 }
