@@ -1,5 +1,8 @@
-//! Memory of the conversation table: inserts 10 million distinct conversations into one
-//! table and reports the process's resident memory and the bytes per conversation.
+//! Memory and speed of the conversation table: inserts 10 million distinct conversations
+//! into one table and reports the process's resident memory, the bytes per conversation
+//! and the insert rate; then runs one record per conversation again, in random order and
+//! warmed ahead in batches as the pipeline's shards do, and reports that update rate (the
+//! per-record cost once the table is larger than the caches).
 //!
 //! `cargo bench --bench flow_memory` (set FLOW_MEMORY_CONVERSATIONS to change the count)
 
@@ -9,6 +12,9 @@ use std::time::Instant;
 use exflow::enrich::Destination;
 use exflow::flow::{FlowTable, Oriented};
 
+/// Records warmed ahead of running them, as `pipeline::Shard::run_batch` does.
+const WARM_AHEAD: usize = 16;
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -17,6 +23,41 @@ fn rss_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// Conversation `i`'s record starting `start_ms` after a fixed base (plus `i` ms).
+fn record(i: u64, start_ms: u64) -> Oriented {
+    // A quarter IPv6, like the load generator's mix.
+    let inside = if i.is_multiple_of(4) {
+        IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0x10,
+            0,
+            0,
+            0,
+            (i >> 16) as u16,
+            i as u16,
+        ))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i as u32 & 0x00ff_ffff)))
+    };
+    let start_ms = 1_710_230_400_000 + i + start_ms;
+    Oriented {
+        inside,
+        outside: IpAddr::V4(Ipv4Addr::from(0x5000_0000 | ((i >> 8) as u32))),
+        inside_port: 1024 + (i % 50_000) as u16,
+        outside_port: 443,
+        proto: 6,
+        bytes_out: 1000,
+        bytes_in: 5000,
+        packets_out: 10,
+        packets_in: 10,
+        start_ms,
+        end_ms: start_ms + 1000,
+        outside_asn: 0,
+        exporter: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
 }
 
 fn main() {
@@ -29,37 +70,7 @@ fn main() {
     let mut table = FlowTable::new(count, 1800, 3600);
     let started = Instant::now();
     for i in 0..count as u64 {
-        // A quarter IPv6, like the load generator's mix.
-        let inside = if i % 4 == 0 {
-            IpAddr::V6(Ipv6Addr::new(
-                0x2001,
-                0xdb8,
-                0x10,
-                0,
-                0,
-                0,
-                (i >> 16) as u16,
-                i as u16,
-            ))
-        } else {
-            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i as u32 & 0x00ff_ffff)))
-        };
-        let record = Oriented {
-            inside,
-            outside: IpAddr::V4(Ipv4Addr::from(0x5000_0000 | ((i >> 8) as u32))),
-            inside_port: 1024 + (i % 50_000) as u16,
-            outside_port: 443,
-            proto: 6,
-            bytes_out: 1000,
-            bytes_in: 5000,
-            packets_out: 10,
-            packets_in: 10,
-            start_ms: 1_710_230_400_000 + i,
-            end_ms: 1_710_230_400_000 + i + 1000,
-            outside_asn: 0,
-            exporter: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        };
-        table.update(&record, Destination::default, |_, _| {});
+        table.update(&record(i, 0), Destination::default, |_, _| {});
     }
     let elapsed = started.elapsed();
     let used = rss_bytes().saturating_sub(before);
@@ -70,5 +81,36 @@ fn main() {
         used as f64 / table.len() as f64,
         table.len() as f64 / elapsed.as_secs_f64() / 1e6
     );
-    assert_eq!(table.counters.conversations_evicted, 0);
+
+    // Each conversation once more, in a random order (xorshift), within the idle timeout.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut batch = Vec::with_capacity(WARM_AHEAD);
+    let started = Instant::now();
+    for _ in 0..count {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        batch.push(record(state % count as u64, 2000));
+        if batch.len() == WARM_AHEAD {
+            for r in &batch {
+                table.warm(r);
+            }
+            for r in &batch {
+                table.update(r, Destination::default, |_, _| {});
+            }
+            batch.clear();
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{} updates of existing conversations, warmed {} ahead: {:.1} M updates/s",
+        count,
+        WARM_AHEAD,
+        count as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    assert_eq!(table.len(), count);
+    assert_eq!(
+        table.counters.conversations_evicted + table.counters.conversations_expired,
+        0
+    );
 }

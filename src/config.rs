@@ -82,6 +82,10 @@ pub struct SourceConfig {
     pub receive_buffer_bytes: usize,
     /// How often (wall clock) templates and sampling state are saved to `state_file`.
     pub state_save_interval_s: u64,
+    /// Receive workers: threads that each own a socket per listen address (SO_REUSEPORT;
+    /// the kernel keeps each exporter on one of them, so its templates stay with one
+    /// decoder) and decode what arrives there.
+    pub workers: usize,
 }
 
 impl Default for SourceConfig {
@@ -89,6 +93,7 @@ impl Default for SourceConfig {
         SourceConfig {
             receive_buffer_bytes: 32 << 20,
             state_save_interval_s: 60,
+            workers: 1,
         }
     }
 }
@@ -128,7 +133,7 @@ pub struct SamplingSection {
 pub struct FlowConfig {
     /// Conversations tracked at most; beyond it the longest-idle are evicted (counted).
     pub max_conversations: usize,
-    /// Memory the conversation tables may take, at the measured 176 bytes per tracked
+    /// Memory the conversation tables may take, at the measured 120 bytes per tracked
     /// conversation (see README): the stricter of this and `max_conversations` applies.
     pub max_memory_bytes: u64,
     /// Records of the same 5-tuple that start within this long (event time) after the
@@ -140,11 +145,20 @@ pub struct FlowConfig {
     pub late_records_s: u64,
     /// How often (event time) expiry and windowed rules run.
     pub tick_s: u64,
+    /// Flow-table shard threads, each with its slice of the table (by inside host) and its
+    /// rules' state, fed by the receive workers through bounded queues. 0: the one receive
+    /// worker runs the table and the rules itself, with no hand-over (the fastest on a
+    /// machine of a few cores; needs `source.workers = 1`).
+    pub shards: usize,
+    /// Record batches that may wait for each shard; a receive worker that finds the queue
+    /// full drops the batch and counts it (`exflow_flow_queue_dropped_records_total`).
+    pub queue_batches: usize,
 }
 
-/// Bytes one tracked conversation takes in the table, measured with 10 million
-/// (`cargo bench --bench flow_memory`): a 104-byte entry at the hash table's load factor.
-pub const BYTES_PER_CONVERSATION: u64 = 176;
+/// Bytes one tracked conversation takes in the table at most, measured from 7 to 10
+/// million (`cargo bench --bench flow_memory`): a 104-byte slab entry, its 4-byte handle in
+/// the index at the index's load factor, and its 4-byte link in the timer wheel.
+pub const BYTES_PER_CONVERSATION: u64 = 120;
 
 impl FlowConfig {
     /// The conversations the tables may hold: `max_conversations`, or fewer when
@@ -164,6 +178,8 @@ impl Default for FlowConfig {
             idle_timeout_s: 1800,
             late_records_s: 3600,
             tick_s: 60,
+            shards: 0,
+            queue_batches: 256,
         }
     }
 }
@@ -567,6 +583,21 @@ impl Config {
         if self.flow.max_conversations == 0 || self.flow.max_memory_bytes < BYTES_PER_CONVERSATION {
             problems.push(
                 "flow.max_conversations, flow.max_memory_bytes: room for at least one conversation"
+                    .to_string(),
+            );
+        }
+        if !(1..=256).contains(&self.source.workers) {
+            problems.push("source.workers: must be 1 to 256".to_string());
+        }
+        if self.flow.shards > 256 || self.flow.queue_batches == 0 {
+            problems.push(
+                "flow.shards, flow.queue_batches: shards must be 0 to 256, queue_batches at least 1"
+                    .to_string(),
+            );
+        }
+        if self.flow.shards == 0 && self.source.workers > 1 {
+            problems.push(
+                "flow.shards: several receive workers need shard threads (flow.shards >= 1)"
                     .to_string(),
             );
         }
