@@ -5,14 +5,17 @@
 
 use std::collections::VecDeque;
 
-use foldhash::{HashMap, HashMapExt};
-use std::net::IpAddr;
+use std::hash::{BuildHasher, Hasher};
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
 use crate::config::BulkEgressConfig;
 use crate::enrich::Allow;
+use crate::flow::Oriented;
 
 pub const NAME: &str = "bulk_egress";
 /// Exfiltration over an alternative protocol; over a web service when the port is web.
@@ -20,54 +23,113 @@ const ATTACK: &[&str] = &["T1048"];
 const ATTACK_WEB: &[&str] = &["T1048", "T1567"];
 /// Multiples of the threshold at which the alert escalates.
 const LADDER: [u64; 4] = [1, 5, 10, 100];
-/// Uploads are summed per minute: a window keeps at most `window_s / 60 + 1` buckets.
+/// Uploads are summed per minute: a window keeps at most `window_s / 60 + 1` minutes.
 const BUCKET_MS: u64 = 60_000;
 
-#[derive(Debug, Default)]
+/// One pair's sliding window, laid out for the record path: every record finds its pair
+/// and updates the newest minute in the first cache line (an upload touches nothing else);
+/// the reply side and the older minutes are in the second.
+#[derive(Debug)]
+#[repr(C, align(64))]
 struct Window {
-    /// (minute start, bytes out, bytes in), oldest first.
-    buckets: VecDeque<(u64, u64, u64)>,
+    // First line: 64 bytes.
+    inside: u128,
+    outside: u128,
+    /// Minutes since the epoch of the newest minute held, and of the oldest.
+    newest_minute: u32,
+    oldest_minute: u32,
+    /// Records in the window (saturating).
+    flows: u32,
+    /// The highest ladder step reported while the window stayed over the threshold, plus
+    /// one (0: none): a finding is made only when a higher one is reached.
+    reported: u8,
+    newest_out: u64,
+    /// Uploads in the window, the newest minute's included.
     bytes_out: u64,
+    // Second line.
+    newest_in: u64,
     bytes_in: u64,
-    flows: u64,
     first_ms: u64,
-    /// The highest ladder step reported while the window stayed over the threshold: a
-    /// finding is made only when a higher one is reached, not on every record.
-    reported_step: Option<u8>,
+    /// The older minutes (minute, bytes out, bytes in, records), oldest first.
+    older: VecDeque<(u32, u64, u64, u32)>,
+}
+
+/// An address as a window stores it: IPv4 as its IPv4-mapped IPv6 twin (one host).
+fn address_bits(address: std::net::IpAddr) -> u128 {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        std::net::IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
+
+fn minute_of(at_ms: u64) -> u32 {
+    u32::try_from(at_ms / BUCKET_MS).unwrap_or(u32::MAX)
 }
 
 impl Window {
-    fn add(&mut self, at_ms: u64, bytes_out: u64, bytes_in: u64) {
-        let minute = at_ms - at_ms % BUCKET_MS;
-        match self.buckets.back_mut() {
-            Some(last) if last.0 == minute => {
-                last.1 += bytes_out;
-                last.2 += bytes_in;
-            }
-            // Late records join the newest bucket: close enough for an hour's window.
-            Some(last) if last.0 > minute => {
-                last.1 += bytes_out;
-                last.2 += bytes_in;
-            }
-            _ => self.buckets.push_back((minute, bytes_out, bytes_in)),
+    fn new(inside: u128, outside: u128, first_ms: u64) -> Window {
+        Window {
+            inside,
+            outside,
+            newest_minute: 0,
+            oldest_minute: 0,
+            flows: 0,
+            reported: 0,
+            newest_out: 0,
+            bytes_out: 0,
+            newest_in: 0,
+            bytes_in: 0,
+            first_ms,
+            older: VecDeque::new(),
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.flows == 0 && self.newest_minute == 0
+    }
+
+    fn add(&mut self, at_ms: u64, bytes_out: u64, bytes_in: u64) {
+        let minute = minute_of(at_ms);
+        if self.is_empty() {
+            (self.newest_minute, self.oldest_minute) = (minute, minute);
+        } else if minute > self.newest_minute {
+            // Late records join the newest minute: close enough for an hour's window.
+            let flows = self.flows - self.older.iter().map(|m| m.3).sum::<u32>();
+            let closed = (self.newest_minute, self.newest_out, self.newest_in, flows);
+            self.older.push_back(closed);
+            (self.newest_minute, self.newest_out, self.newest_in) = (minute, 0, 0);
+        }
+        self.newest_out += bytes_out;
         self.bytes_out += bytes_out;
-        self.bytes_in += bytes_in;
-        self.flows += 1;
+        if bytes_in > 0 {
+            self.newest_in += bytes_in;
+            self.bytes_in += bytes_in;
+        }
+        self.flows = self.flows.saturating_add(1);
     }
 
     fn slide(&mut self, now_ms: u64, window_ms: u64) {
         let horizon = now_ms.saturating_sub(window_ms);
-        while let Some(&(minute, out, inn)) = self.buckets.front() {
-            if minute + BUCKET_MS > horizon {
+        let gone = |minute: u32| (u64::from(minute) + 1) * BUCKET_MS <= horizon;
+        if !gone(self.oldest_minute) {
+            return;
+        }
+        while let Some(&(minute, out, inn, flows)) = self.older.front() {
+            if !gone(minute) {
                 break;
             }
-            self.buckets.pop_front();
+            self.older.pop_front();
             self.bytes_out -= out;
             self.bytes_in -= inn;
+            self.flows = self.flows.saturating_sub(flows);
         }
-        if self.buckets.is_empty() {
-            self.flows = 0;
+        match self.older.front() {
+            Some(&(minute, ..)) => self.oldest_minute = minute,
+            None if gone(self.newest_minute) => {
+                let first_ms = self.first_ms;
+                *self = Window::new(self.inside, self.outside, first_ms);
+            }
+            None => self.oldest_minute = self.newest_minute,
         }
     }
 
@@ -75,7 +137,7 @@ impl Window {
     /// news again.
     fn rearm_below(&mut self, threshold: u64) {
         if self.bytes_out < threshold {
-            self.reported_step = None;
+            self.reported = 0;
         }
     }
 }
@@ -84,7 +146,8 @@ pub struct BulkEgress {
     min_bytes_out: u64,
     window_ms: u64,
     allow: Allow,
-    windows: HashMap<(IpAddr, IpAddr), Window>,
+    windows: HashTable<Window>,
+    hasher: RandomState,
 }
 
 impl BulkEgress {
@@ -93,8 +156,47 @@ impl BulkEgress {
             min_bytes_out: config.min_bytes_out.max(1),
             window_ms: config.window_s.saturating_mul(1000),
             allow: Allow::new(&config.allow),
-            windows: HashMap::new(),
+            windows: HashTable::new(),
+            hasher: RandomState::default(),
         }
+    }
+
+    fn hash(&self, inside: u128, outside: u128) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write_u128(inside);
+        hasher.write_u128(outside);
+        hasher.finish()
+    }
+
+    fn find(&self, record: &Oriented) -> Option<&Window> {
+        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
+        self.windows.find(self.hash(inside, outside), |w| {
+            w.inside == inside && w.outside == outside
+        })
+    }
+
+    fn find_mut(&mut self, record: &Oriented) -> Option<&mut Window> {
+        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
+        let hash = self.hash(inside, outside);
+        self.windows
+            .find_mut(hash, |w| w.inside == inside && w.outside == outside)
+    }
+
+    /// The record's window, made when it has none.
+    fn window(&mut self, record: &Oriented) -> &mut Window {
+        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
+        let hash = self.hash(inside, outside);
+        let hasher = &self.hasher;
+        let rehash = |w: &Window| {
+            let mut h = hasher.build_hasher();
+            h.write_u128(w.inside);
+            h.write_u128(w.outside);
+            h.finish()
+        };
+        self.windows
+            .entry(hash, |w| w.inside == inside && w.outside == outside, rehash)
+            .or_insert_with(|| Window::new(inside, outside, record.start_ms))
+            .into_mut()
     }
 }
 
@@ -103,11 +205,23 @@ impl Rule for BulkEgress {
         NAME
     }
 
+    fn warm(&self, record: &Oriented) {
+        if let Some(window) = self.find(record) {
+            // The second line only for a reply's bytes.
+            let reply = if record.bytes_out == 0 {
+                window.bytes_in
+            } else {
+                0
+            };
+            std::hint::black_box((window.bytes_out, reply));
+        }
+    }
+
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let record = event.record;
         if record.bytes_out == 0 {
             // A download: never counted, but it is the answer side of an upload window.
-            if let Some(window) = self.windows.get_mut(&(record.inside, record.outside)) {
+            if let Some(window) = self.find_mut(record) {
                 window.add(record.end_ms, 0, record.bytes_in);
             }
             return;
@@ -116,36 +230,31 @@ impl Rule for BulkEgress {
         if rule_allows(&self.allow, event.key, destination) {
             return;
         }
-        let window = self
-            .windows
-            .entry((record.inside, record.outside))
-            .or_default();
-        if window.buckets.is_empty() {
+        let (min_bytes_out, window_ms) = (self.min_bytes_out, self.window_ms);
+        let window = self.window(record);
+        if window.is_empty() {
             window.first_ms = record.start_ms;
         }
         window.add(record.end_ms, record.bytes_out, record.bytes_in);
-        window.slide(event.now_ms, self.window_ms);
-        window.rearm_below(self.min_bytes_out);
-        if window.bytes_out < self.min_bytes_out {
+        window.slide(event.now_ms, window_ms);
+        window.rearm_below(min_bytes_out);
+        if window.bytes_out < min_bytes_out {
             return;
         }
         let step = LADDER
             .iter()
-            .rposition(|&m| window.bytes_out >= self.min_bytes_out.saturating_mul(m))
+            .rposition(|&m| window.bytes_out >= min_bytes_out.saturating_mul(m))
             .unwrap_or(0);
-        if window
-            .reported_step
-            .is_some_and(|reported| usize::from(reported) >= step)
-        {
+        if usize::from(window.reported) > step {
             return;
         }
-        window.reported_step = Some(step as u8);
+        window.reported = step as u8 + 1;
         let asymmetric = window.bytes_out >= window.bytes_in.saturating_mul(10);
-        let score = log_score(window.bytes_out, self.min_bytes_out, 45.0, 25.0)
+        let score = log_score(window.bytes_out, min_bytes_out, 45.0, 25.0)
             .saturating_add(if destination.foreign { 10 } else { 0 })
             .saturating_add(if asymmetric { 10 } else { 0 })
             .min(100);
-        let window_min = self.window_ms / 60_000;
+        let window_min = window_ms / 60_000;
         let summary = format!(
             "{} sent {} to {} within {window_min} min ({} back)",
             record.inside,
@@ -156,10 +265,10 @@ impl Rule for BulkEgress {
         let mut finding = Finding::for_conversation(NAME, event, step as u8, score, summary);
         finding.bytes_out = window.bytes_out;
         finding.bytes_in = window.bytes_in;
-        finding.flows = window.flows;
+        finding.flows = u64::from(window.flows);
         finding.first_ms = window
             .first_ms
-            .max(event.now_ms.saturating_sub(self.window_ms))
+            .max(event.now_ms.saturating_sub(window_ms))
             .min(record.start_ms);
         finding.last_ms = record.end_ms;
         let web = matches!(event.key.outside_port, 80 | 443 | 8080 | 8443);
@@ -169,10 +278,10 @@ impl Rule for BulkEgress {
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         let window_ms = self.window_ms;
         let threshold = self.min_bytes_out;
-        self.windows.retain(|_, window| {
+        self.windows.retain(|window| {
             window.slide(now_ms, window_ms);
             window.rearm_below(threshold);
-            !window.buckets.is_empty()
+            !window.is_empty()
         });
     }
 }
@@ -242,6 +351,35 @@ mod tests {
             r.windows.is_empty(),
             "state is dropped once the window is empty"
         );
+    }
+
+    #[test]
+    fn the_window_slides_minute_by_minute() {
+        let mut r = BulkEgress::new(&BulkEgressConfig {
+            min_bytes_out: 1_000_000,
+            window_s: 120,
+            ..BulkEgressConfig::default()
+        });
+        let mut findings = Vec::new();
+        let pair = |r: &BulkEgress| {
+            let inside = "10.0.0.1";
+            let o = oriented(inside, 0, "5.255.255.77", 0, 0, 0, 0, 0);
+            let w = r.find(&o).unwrap();
+            (w.bytes_out, w.bytes_in, w.older.len())
+        };
+        for (bytes, end_ms) in [(600, 30_000), (300, 90_000), (50, 100_000)] {
+            let o = oriented("10.0.0.1", 5000, "5.255.255.77", 22, bytes, 1, 0, end_ms);
+            r.on_record(&event_for(&o, end_ms), &mut findings);
+        }
+        assert_eq!(pair(&r), (950, 3, 1), "minutes 0 and 1 held");
+        let o = oriented("10.0.0.1", 5000, "5.255.255.77", 22, 200, 0, 0, 200_000);
+        r.on_record(&event_for(&o, 200_000), &mut findings);
+        assert_eq!(pair(&r), (550, 2, 1), "minute 0 slid out, minute 3 joined");
+        r.on_tick(300_000, &mut findings);
+        assert_eq!(pair(&r), (200, 0, 0), "only minute 3 is left");
+        r.on_tick(240_000 + 120_000, &mut findings);
+        assert!(r.windows.is_empty());
+        assert!(findings.is_empty());
     }
 
     #[test]

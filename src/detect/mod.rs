@@ -126,6 +126,10 @@ pub trait Rule: Send {
     /// Called for every record of a conversation the global allow-list does not match.
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>);
 
+    /// Touches the state `on_record` will need for this record, so the misses of a batch
+    /// overlap (optional: rules with per-record lookups in big maps implement it).
+    fn warm(&self, _record: &Oriented) {}
+
     /// Called as event time advances (every `flow.tick_s`) and at the end of input, to
     /// close windows and forget old state.
     fn on_tick(&mut self, _now_ms: u64, _findings: &mut Vec<Finding>) {}
@@ -234,6 +238,15 @@ impl Detector {
             rule.on_record(event, &mut self.findings);
         }
         self.suppress(alerts);
+    }
+
+    /// Brings the state the rules keep for this record's conversation into the cache
+    /// (see [`crate::flow::FlowTable::warm`]).
+    #[inline]
+    pub fn warm(&self, record: &Oriented) {
+        for rule in &self.rules {
+            rule.warm(record);
+        }
     }
 
     pub fn on_tick(&mut self, now_ms: u64, alerts: &mut Vec<Alert>) {
