@@ -1,26 +1,35 @@
-//! daemon: `exflow run`. Binds the UDP listeners and the metrics endpoint, then receives and
-//! runs the pipeline on one thread until asked to stop (the Kafka sink and the metrics
-//! endpoint have threads of their own); then drains in order: take what the sockets still
-//! hold, flush the tables (end of event time), hand the last alerts to the sink, flush it,
-//! save the template state.
+//! daemon: `exflow run`. Receive workers (`source.workers`) each own a socket per listen
+//! address and a decoder. By default the one worker also runs the flow table and the rules
+//! on its own thread, straight after decoding (`flow.shards = 0`: no hand-over, the fastest
+//! on a machine of few cores). With `flow.shards = N` the table is split by inside host over
+//! N shard threads; the workers hand them records in batches through bounded queues, and a
+//! full queue drops the batch and counts it. The main thread hands alerts to the sink and
+//! publishes the metrics. On SIGTERM it drains in order: the workers take what the sockets
+//! still hold and stop, the shards run what is queued and end event time (every
+//! conversation ends), the last alerts reach the sink, the sink flushes, template state is
+//! saved.
 
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::decode::DecodeCounters;
 use crate::detect::Alert;
-use crate::enrich::Enricher;
-use crate::pipeline::Pipeline;
+use crate::enrich::{Enricher, NetSet};
+use crate::pipeline::{Ingest, PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
-use crate::source::udp::{self, Sockets, SourceCounters};
+use crate::source::udp::{self, Listener, Sockets, SourceCounters};
 use crate::telemetry::{Latency, Snapshot, Telemetry};
 use crate::time::wall_clock_ns as now_ns;
-use hdrhistogram::Histogram;
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
 #[derive(Debug, Clone, Default)]
@@ -31,60 +40,100 @@ pub struct Control {
     pub reload: Arc<AtomicBool>,
 }
 
+/// How often threads publish their counters and the main thread the metrics; also the
+/// longest a receive worker or a shard waits before it looks at its flags again.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Records (and ticks) routed to one shard by one receive worker, with what the shard
+/// needs for the end of event time and its latency figures.
+struct Batch {
+    records: Vec<Routed>,
+    /// Event time as far as the worker knows (all shards' records), ms.
+    watermark_ms: u64,
+    /// When the oldest of the batch's datagrams was received (wall clock, ns).
+    received_ns: u64,
+    /// Datagrams that contributed records.
+    datagrams: u64,
+}
+
+/// What a receive worker publishes for the metrics.
+#[derive(Default)]
+struct WorkerReport {
+    counters: PipelineCounters,
+    exporters: Vec<(IpAddr, DecodeCounters)>,
+    templates: usize,
+}
+
+/// What a shard publishes for the metrics.
+struct ShardReport {
+    counters: PipelineCounters,
+    rule_state_dropped: Vec<(&'static str, &'static str, u64)>,
+    now_ms: u64,
+    /// Datagram received -> its records in the table, microseconds.
+    receive_to_table: Histogram<u64>,
+}
+
+impl Default for ShardReport {
+    fn default() -> Self {
+        ShardReport {
+            counters: PipelineCounters::default(),
+            rule_state_dropped: Vec::new(),
+            now_ms: 0,
+            receive_to_table: latency_histogram(),
+        }
+    }
+}
+
+/// The threat-intel networks as last (re)loaded, with a generation the shards compare
+/// with theirs so a reload costs them one atomic load per wake-up.
+#[derive(Default)]
+struct ThreatIntel {
+    generation: AtomicU64,
+    networks: Mutex<Arc<NetSet>>,
+}
+
 /// Runs until `control.shutdown` is set.
 pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
     let enricher = Enricher::from_config(config)?;
-    let mut pipeline = Pipeline::new(config, enricher, 1);
-    if let Some(path) = &config.state_file {
-        match pipeline.decoder().load_state(path) {
-            Ok(restored) => {
-                info!(templates = restored, path = %path.display(), "restored decoder state")
-            }
-            Err(error) => warn!("{error:#}; starting without saved templates"),
-        }
-    }
     let mut sink = AlertSink::from_config(&config.sink)?;
-    let mut flows_counters = None;
-    if let Some(kafka) = &config.sink.kafka
-        && let Some(flows) = crate::sink::flows::FlowsPublisher::from_config(kafka)?
-    {
-        flows_counters = Some(flows.counters.clone());
-        info!(
-            topic = kafka.flows_topic.as_deref().unwrap_or_default(),
-            "publishing every flow record"
-        );
-        pipeline.set_tap(Box::new(flows));
-    }
     let mut telemetry = Telemetry::default();
     if let AlertSink::Kafka(kafka) = &sink {
         telemetry.kafka = Some(kafka.counters.clone());
     }
-    telemetry.flows = flows_counters;
-    let mut listeners = Vec::new();
-    for &address in &config.listen {
-        let listener = udp::bind(address, config.source.receive_buffer_bytes)?;
-        // Linux reports twice what it grants; compare with what was asked.
-        if listener.receive_buffer_bytes / 2 < config.source.receive_buffer_bytes {
-            warn!(
-                "udp {}: receive buffer capped at {} bytes (asked {}); raise the cap with \
-                 `sysctl -w net.core.rmem_max={}`",
-                listener.address,
-                listener.receive_buffer_bytes / 2,
-                config.source.receive_buffer_bytes,
-                config.source.receive_buffer_bytes
-            );
+    let workers = config.source.workers.max(1);
+    let listeners = bind_sockets(config, workers, &mut telemetry)?;
+    let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
+    let mut ingests = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let mut ingest = Ingest::new(config, enricher.clone(), config.flow.shards.max(1));
+        if let Some(path) = &config.state_file {
+            restore_state(&mut ingest, path, workers);
         }
-        info!(listen = %listener.address, "receiving NetFlow v5/v9/IPFIX");
-        let counters = Arc::new(SourceCounters::default());
-        telemetry.sources.push((listener.address, counters.clone()));
-        listeners.push((listener, counters));
+        if let Some(kafka) = &config.sink.kafka
+            && let Some(flows) =
+                crate::sink::flows::FlowsPublisher::from_config(kafka, flows_counters.clone())?
+        {
+            if worker == 0 {
+                info!(
+                    topic = kafka.flows_topic.as_deref().unwrap_or_default(),
+                    "publishing every flow record"
+                );
+            }
+            telemetry.flows = Some(flows_counters.clone());
+            ingest.set_tap(Box::new(flows));
+        }
+        ingests.push(ingest);
     }
     let metrics = TcpListener::bind(config.metrics_listen)
         .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
-    info!(metrics = %metrics.local_addr()?, "serving /metrics");
+    info!(
+        metrics = %metrics.local_addr()?,
+        workers,
+        shards = config.flow.shards,
+        "serving /metrics"
+    );
     let telemetry = Arc::new(telemetry);
     let stop_metrics = Arc::new(AtomicBool::new(false));
-    let mut sockets = Sockets::new(listeners);
     let metrics_thread = {
         let (telemetry, stop) = (telemetry.clone(), stop_metrics.clone());
         std::thread::Builder::new()
@@ -92,34 +141,120 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
             .spawn(move || crate::telemetry::serve(metrics, telemetry, stop))?
     };
 
-    let mut worker = Worker {
-        pipeline,
-        receive_to_table: latency_histogram(),
-        alert_latency: latency_histogram(),
-        last_publish: Instant::now(),
-        sink: &mut sink,
-        telemetry: &telemetry,
-        alerts: Vec::new(),
-    };
-    let mut last_save = Instant::now();
-    let save_every = Duration::from_secs(config.source.state_save_interval_s);
-    while !control.shutdown.load(Ordering::Relaxed) {
-        worker.receive(&mut sockets, Duration::from_millis(100));
-        if control.reload.swap(false, Ordering::Relaxed) {
-            reload_threat_intel(config, &mut worker.pipeline);
-        }
-        if last_save.elapsed() >= save_every {
-            save_state(config, &mut worker.pipeline);
-            last_save = Instant::now();
+    // Shards first: the workers need their queues.
+    let threaded = config.flow.shards > 0;
+    let shard_count = config.flow.shards.max(1);
+    let per_shard = config.flow.conversation_limit().div_ceil(shard_count);
+    let intel = Arc::new(ThreatIntel::default());
+    let (alerts_tx, alerts_rx) = mpsc::sync_channel::<Vec<Alert>>(1024);
+    let mut shard_reports = Vec::with_capacity(shard_count);
+    let mut runners = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let report = Arc::new(Mutex::new(ShardReport::default()));
+        let shard = Shard::new(config, enricher.clone(), per_shard);
+        runners.push(ShardRunner::new(
+            shard,
+            alerts_tx.clone(),
+            intel.clone(),
+            report.clone(),
+        ));
+        shard_reports.push(report);
+    }
+    drop(alerts_tx);
+    let mut queues = Vec::new();
+    let mut shard_threads = Vec::new();
+    if threaded {
+        for (index, runner) in runners.drain(..).enumerate() {
+            let (tx, rx) = mpsc::sync_channel::<Batch>(config.flow.queue_batches.max(1));
+            shard_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("exflow-shard-{index}"))
+                    .spawn(move || run_shard(runner, rx))?,
+            );
+            queues.push(tx);
         }
     }
-    info!("stopping: draining sockets and tables");
-    // What the kernel already holds is taken; then event time ends.
-    while worker.receive(&mut sockets, Duration::ZERO) > 0 {}
-    worker.pipeline.finish(&mut worker.alerts);
-    worker.deliver();
-    worker.publish();
-    save_state(config, &mut worker.pipeline);
+    let queue_dropped = Arc::new(AtomicU64::new(0));
+    let mut worker_reports = Vec::with_capacity(workers);
+    let mut worker_threads: Vec<JoinHandle<Ingest>> = Vec::with_capacity(workers);
+    for (index, (ingest, listeners)) in ingests.into_iter().zip(listeners).enumerate() {
+        let report = Arc::new(Mutex::new(WorkerReport::default()));
+        let tables = match runners.pop() {
+            // Validation allows the inline tables with one worker only.
+            Some(runner) => Tables::Inline(Box::new(runner)),
+            None => Tables::Queued(queues.clone()),
+        };
+        let worker = ReceiveWorker {
+            ingest,
+            tables,
+            pending: Pending::default(),
+            queue_dropped: queue_dropped.clone(),
+            report: report.clone(),
+            shutdown: control.shutdown.clone(),
+            state: config
+                .state_file
+                .as_deref()
+                .map(|path| (state_path(path, index), config.source.state_save_interval_s)),
+        };
+        worker_threads.push(
+            std::thread::Builder::new()
+                .name(format!("exflow-receive-{index}"))
+                // The receive slots are raw buffers the kernel fills: made on their thread.
+                .spawn(move || worker.run(Sockets::new(listeners)))?,
+        );
+        worker_reports.push(report);
+    }
+    drop(queues);
+
+    // The main thread: alerts to the sink, metrics, reloads, until the shards are done.
+    let mut alert_latency = latency_histogram();
+    let mut last_publish = Instant::now();
+    let publish = |alert_latency: &Histogram<u64>| {
+        telemetry.publish(snapshot(
+            &worker_reports,
+            &shard_reports,
+            alert_latency,
+            queue_dropped.load(Ordering::Relaxed),
+        ));
+    };
+    loop {
+        match alerts_rx.recv_timeout(PUBLISH_EVERY) {
+            Ok(alerts) => {
+                deliver(alerts, &mut sink, &telemetry, &mut alert_latency);
+                while let Ok(more) = alerts_rx.try_recv() {
+                    deliver(more, &mut sink, &telemetry, &mut alert_latency);
+                }
+                let _ = sink.flush();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every shard has finished: the drain is complete.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if control.reload.swap(false, Ordering::Relaxed) {
+            reload_threat_intel(config, &intel);
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            publish(&alert_latency);
+            last_publish = Instant::now();
+        }
+    }
+    info!("stopping: the tables are drained");
+    for (index, thread) in worker_threads.into_iter().enumerate() {
+        match thread.join() {
+            Ok(mut ingest) => {
+                if let Some(path) = &config.state_file {
+                    save_state(&mut ingest, &state_path(path, index));
+                }
+            }
+            Err(_) => warn!("receive worker {index} panicked"),
+        }
+    }
+    for thread in shard_threads {
+        if thread.join().is_err() {
+            warn!("a flow-table shard panicked");
+        }
+    }
+    publish(&alert_latency);
     stop_metrics.store(true, Ordering::Relaxed);
     let _ = metrics_thread.join();
     sink.close().context("cannot flush the alert sink")?;
@@ -136,85 +271,346 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the pipeline thread receives before it hands alerts to the sink and publishes
-/// its counters.
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Each worker's listeners.
+type WorkerListeners = Vec<(Listener, Arc<SourceCounters>)>;
 
-struct Worker<'a> {
-    pipeline: Pipeline,
-    /// Datagram received -> records in the table, microseconds.
-    receive_to_table: Histogram<u64>,
-    /// Alert raised -> handed to the sink, microseconds.
-    alert_latency: Histogram<u64>,
-    last_publish: Instant,
-    sink: &'a mut AlertSink,
-    telemetry: &'a Telemetry,
-    alerts: Vec<Alert>,
+/// Binds every listen address once per worker (SO_REUSEPORT when there are several) and
+/// registers one set of counters per address, shared by the workers' sockets.
+fn bind_sockets(
+    config: &Config,
+    workers: usize,
+    telemetry: &mut Telemetry,
+) -> anyhow::Result<Vec<WorkerListeners>> {
+    let reuse_port = workers > 1;
+    let mut per_worker: Vec<WorkerListeners> = (0..workers).map(|_| Vec::new()).collect();
+    for &asked in &config.listen {
+        let counters = Arc::new(SourceCounters::default());
+        // Port 0 means "any": the other workers join the port the first one got.
+        let mut address = asked;
+        for sockets in &mut per_worker {
+            let listener = udp::bind(address, config.source.receive_buffer_bytes, reuse_port)?;
+            address = listener.address;
+            sockets.push((listener, counters.clone()));
+        }
+        let granted = per_worker[0]
+            .last()
+            .map_or(0, |(l, _)| l.receive_buffer_bytes);
+        // Linux reports twice what it grants; compare with what was asked.
+        if granted / 2 < config.source.receive_buffer_bytes {
+            warn!(
+                "udp {address}: receive buffer capped at {} bytes (asked {}); raise the cap with \
+                 `sysctl -w net.core.rmem_max={}`",
+                granted / 2,
+                config.source.receive_buffer_bytes,
+                config.source.receive_buffer_bytes
+            );
+        }
+        info!(listen = %address, "receiving NetFlow v5/v9/IPFIX");
+        telemetry.sources.push((address, counters));
+    }
+    Ok(per_worker)
 }
 
-impl Worker<'_> {
-    /// Receives and runs datagrams for up to [`PUBLISH_EVERY`] (waiting at most `wait` for
-    /// the first), then hands alerts to the sink and publishes the counters. Returns how
-    /// many datagrams it ran.
-    fn receive(&mut self, sockets: &mut Sockets, wait: Duration) -> usize {
-        let started = Instant::now();
-        let mut total = 0;
-        let mut timeout = wait;
-        loop {
-            let pipeline = &mut self.pipeline;
-            let alerts = &mut self.alerts;
-            let histogram = &mut self.receive_to_table;
-            let received = sockets
-                .receive(timeout, |exporter, received_ns, payload| {
-                    pipeline.push_datagram(exporter, received_ns, payload, alerts);
-                    histogram.saturating_record(now_ns().saturating_sub(received_ns) / 1000);
-                })
-                .unwrap_or_else(|error| {
-                    warn!("receive failed: {error}");
-                    0
-                });
-            total += received;
-            if received == 0 || started.elapsed() >= PUBLISH_EVERY {
-                break;
+/// Datagrams received since the last hand-over, for the latency figures.
+#[derive(Default)]
+struct Pending {
+    oldest_ns: u64,
+    datagrams: u64,
+}
+
+/// Where a receive worker's records go.
+enum Tables {
+    /// The worker runs the table and the rules itself, datagram by datagram.
+    Inline(Box<ShardRunner>),
+    /// Shard threads, fed through bounded queues.
+    Queued(Vec<SyncSender<Batch>>),
+}
+
+/// A receive worker: its decoder (with a batch in the making per shard) and the tables.
+struct ReceiveWorker {
+    ingest: Ingest,
+    tables: Tables,
+    pending: Pending,
+    queue_dropped: Arc<AtomicU64>,
+    report: Arc<Mutex<WorkerReport>>,
+    shutdown: Arc<AtomicBool>,
+    /// Where and how often (s) this worker saves its templates.
+    state: Option<(PathBuf, u64)>,
+}
+
+impl ReceiveWorker {
+    /// Receives until shutdown, then takes what the sockets still hold; returns the ingest
+    /// so its template state can be saved.
+    fn run(mut self, mut sockets: Sockets) -> Ingest {
+        let mut last_publish = Instant::now();
+        let mut last_save = Instant::now();
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.receive(&mut sockets, PUBLISH_EVERY);
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = Instant::now();
             }
-            timeout = Duration::ZERO;
+            if let Some((path, every_s)) = &self.state
+                && last_save.elapsed() >= Duration::from_secs(*every_s)
+            {
+                save_state(&mut self.ingest, path);
+                last_save = Instant::now();
+            }
         }
-        if total > 0 || started.elapsed() >= PUBLISH_EVERY || !self.alerts.is_empty() {
-            self.deliver();
-            let _ = self.sink.flush();
+        while self.receive(&mut sockets, Duration::ZERO) > 0 {}
+        if let Tables::Inline(runner) = &mut self.tables {
+            runner.finish(self.ingest.now_ms());
         }
-        if self.last_publish.elapsed() >= PUBLISH_EVERY {
-            self.publish();
-        }
-        total
+        self.ingest.finish();
+        self.publish();
+        self.ingest
     }
 
-    fn deliver(&mut self) {
-        let now = now_ns();
-        for alert in self.alerts.drain(..) {
-            self.alert_latency
-                .saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
-            match self.sink.send(alert) {
-                Ok(()) => self.telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
-            };
+    /// One poll round: decodes what arrived within `wait` and runs it or hands it over.
+    fn receive(&mut self, sockets: &mut Sockets, wait: Duration) -> usize {
+        let (ingest, pending, tables) = (&mut self.ingest, &mut self.pending, &mut self.tables);
+        let received = sockets
+            .receive(wait, |exporter, received_ns, payload| {
+                ingest.push_datagram(exporter, received_ns, payload);
+                match tables {
+                    Tables::Inline(runner) => {
+                        // A reload applies to every datagram that arrives after it.
+                        runner.refresh_intel();
+                        let watermark_ms = ingest.now_ms();
+                        let batch = &mut ingest.batches()[0];
+                        runner.run(batch, watermark_ms, received_ns, 1);
+                        batch.clear();
+                    }
+                    Tables::Queued(_) => {
+                        if pending.datagrams == 0 {
+                            pending.oldest_ns = received_ns;
+                        }
+                        pending.datagrams += 1;
+                    }
+                }
+            })
+            .unwrap_or_else(|error| {
+                warn!("receive failed: {error}");
+                0
+            });
+        match &mut self.tables {
+            Tables::Inline(runner) => runner.send_alerts(),
+            Tables::Queued(queues) => hand_over(
+                &mut self.ingest,
+                queues,
+                std::mem::take(&mut self.pending),
+                &self.queue_dropped,
+            ),
         }
+        received
     }
 
     fn publish(&mut self) {
-        self.last_publish = Instant::now();
-        let decoder = self.pipeline.decoder();
-        let exporters = decoder.exporters().map(|(a, c)| (a, *c)).collect();
-        let templates = decoder.template_count();
-        self.telemetry.publish(Snapshot {
-            pipeline: self.pipeline.counters(),
-            exporters,
-            templates,
-            event_time_ms: self.pipeline.now_ms(),
-            rule_state_dropped: self.pipeline.rule_state_dropped(),
-            receive_to_table: Latency::of(&self.receive_to_table),
-            alert_latency: Latency::of(&self.alert_latency),
-        });
+        if let Tables::Inline(runner) = &mut self.tables {
+            runner.publish();
+        }
+        let counters = self.ingest.counters();
+        let decoder = self.ingest.decoder();
+        let report = WorkerReport {
+            counters,
+            exporters: decoder.exporters().map(|(a, c)| (a, *c)).collect(),
+            templates: decoder.template_count(),
+        };
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
+    }
+}
+
+/// Sends each shard its batch. Never waits: a full queue drops the batch, counted.
+fn hand_over(
+    ingest: &mut Ingest,
+    queues: &[SyncSender<Batch>],
+    pending: Pending,
+    queue_dropped: &AtomicU64,
+) {
+    let watermark_ms = ingest.now_ms();
+    for (queue, batch) in queues.iter().zip(ingest.batches()) {
+        if batch.is_empty() {
+            continue;
+        }
+        let records = std::mem::replace(batch, Vec::with_capacity(batch.len()));
+        let batch = Batch {
+            records,
+            watermark_ms,
+            received_ns: pending.oldest_ns,
+            datagrams: pending.datagrams,
+        };
+        if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
+            queue.try_send(batch)
+        {
+            let records = batch.records.iter();
+            let dropped = records.filter(|r| matches!(r, Routed::Record { .. }));
+            queue_dropped.fetch_add(dropped.count() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A shard with what surrounds it in the daemon: where its alerts go, the threat intel it
+/// follows, the figures it publishes.
+struct ShardRunner {
+    shard: Shard,
+    alerts: Vec<Alert>,
+    alerts_out: SyncSender<Vec<Alert>>,
+    intel: Arc<ThreatIntel>,
+    intel_generation: u64,
+    report: Arc<Mutex<ShardReport>>,
+    /// Datagram received -> its records in the table, microseconds, since the last publish.
+    latency: Histogram<u64>,
+    /// The latest event time the workers reported, for the end of input.
+    watermark_ms: u64,
+}
+
+impl ShardRunner {
+    fn new(
+        shard: Shard,
+        alerts_out: SyncSender<Vec<Alert>>,
+        intel: Arc<ThreatIntel>,
+        report: Arc<Mutex<ShardReport>>,
+    ) -> ShardRunner {
+        ShardRunner {
+            shard,
+            alerts: Vec::new(),
+            alerts_out,
+            intel,
+            intel_generation: 0,
+            report,
+            latency: latency_histogram(),
+            watermark_ms: 0,
+        }
+    }
+
+    /// Runs a batch of `datagrams` datagrams, the oldest received at `received_ns`.
+    fn run(&mut self, records: &[Routed], watermark_ms: u64, received_ns: u64, datagrams: u64) {
+        self.shard.run_batch(records, &mut self.alerts);
+        self.watermark_ms = self.watermark_ms.max(watermark_ms);
+        if datagrams > 0 {
+            let micros = now_ns().saturating_sub(received_ns) / 1000;
+            let _ = self.latency.record_n(micros.max(1), datagrams);
+        }
+    }
+
+    /// Takes up a reload of the threat intel, if there was one.
+    fn refresh_intel(&mut self) {
+        let generation = self.intel.generation.load(Ordering::Acquire);
+        if generation != self.intel_generation {
+            self.intel_generation = generation;
+            let networks = self
+                .intel
+                .networks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shard.enricher_mut().set_threat_intel(networks.clone());
+        }
+    }
+
+    /// Hands the alerts raised so far to the main thread. Blocking is right here: alerts
+    /// are few, and the sink never blocks for long (it spools to disk when Kafka is away).
+    fn send_alerts(&mut self) {
+        if !self.alerts.is_empty()
+            && self
+                .alerts_out
+                .send(std::mem::take(&mut self.alerts))
+                .is_err()
+        {
+            warn!("the alert sink is gone; alerts of this shard are lost");
+        }
+    }
+
+    /// End of input: every conversation ends; the last alerts and figures go out.
+    fn finish(&mut self, watermark_ms: u64) {
+        let now_ms = self.watermark_ms.max(watermark_ms);
+        self.shard.finish(now_ms, &mut self.alerts);
+        self.send_alerts();
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        report.counters = self.shard.counters();
+        report.rule_state_dropped = self.shard.rule_state_dropped();
+        report.now_ms = self.shard.now_ms();
+        let _ = report.receive_to_table.add(&self.latency);
+        self.latency.reset();
+    }
+}
+
+/// A shard's thread: runs batches until every worker has hung up, then ends event time.
+fn run_shard(mut runner: ShardRunner, batches: Receiver<Batch>) {
+    let mut last_publish = Instant::now();
+    loop {
+        let received = batches.recv_timeout(PUBLISH_EVERY);
+        // A reload applies to every record that arrives after it.
+        runner.refresh_intel();
+        match received {
+            Ok(batch) => runner.run(
+                &batch.records,
+                batch.watermark_ms,
+                batch.received_ns,
+                batch.datagrams,
+            ),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                runner.finish(0);
+                return;
+            }
+        }
+        runner.send_alerts();
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            runner.publish();
+            last_publish = Instant::now();
+        }
+    }
+}
+
+/// The metrics snapshot, assembled from what the threads published.
+fn snapshot(
+    workers: &[Arc<Mutex<WorkerReport>>],
+    shards: &[Arc<Mutex<ShardReport>>],
+    alert_latency: &Histogram<u64>,
+    queue_dropped_records: u64,
+) -> Snapshot {
+    let mut snapshot = Snapshot {
+        alert_latency: Latency::of(alert_latency),
+        queue_dropped_records,
+        ..Snapshot::default()
+    };
+    for worker in workers {
+        let report = worker.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot.pipeline.merge(&report.counters);
+        snapshot.exporters.extend(report.exporters.iter().copied());
+        snapshot.templates += report.templates;
+    }
+    let mut receive_to_table = latency_histogram();
+    let mut dropped = Vec::new();
+    for shard in shards {
+        let report = shard.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot.pipeline.merge(&report.counters);
+        snapshot.event_time_ms = snapshot.event_time_ms.max(report.now_ms);
+        let _ = receive_to_table.add(&report.receive_to_table);
+        dropped.push(report.rule_state_dropped.clone());
+    }
+    snapshot.rule_state_dropped = sum_state_dropped(dropped.iter().map(Vec::as_slice));
+    snapshot.receive_to_table = Latency::of(&receive_to_table);
+    snapshot
+}
+
+fn deliver(
+    alerts: Vec<Alert>,
+    sink: &mut AlertSink,
+    telemetry: &Telemetry,
+    latency: &mut Histogram<u64>,
+) {
+    let now = now_ns();
+    for alert in alerts {
+        latency.saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
+        match sink.send(alert) {
+            Ok(()) => telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
+            Err(_) => telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
+        };
     }
 }
 
@@ -223,22 +619,49 @@ fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds are valid")
 }
 
-fn save_state(config: &Config, pipeline: &mut Pipeline) {
-    if let Some(path) = &config.state_file
-        && let Err(error) = pipeline.decoder().save_state(path)
-    {
+/// Worker 0 keeps `state_file` itself; worker N its own `state_file.N`.
+fn state_path(path: &Path, worker: usize) -> PathBuf {
+    if worker == 0 {
+        return path.to_path_buf();
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{worker}"));
+    PathBuf::from(name)
+}
+
+/// Loads every worker's saved templates: after a restart the kernel may hand an exporter
+/// to another worker than before.
+fn restore_state(ingest: &mut Ingest, path: &Path, workers: usize) {
+    for worker in 0..workers {
+        let path = state_path(path, worker);
+        if worker > 0 && !path.exists() {
+            continue;
+        }
+        match ingest.decoder().load_state(&path) {
+            Ok(restored) => {
+                info!(templates = restored, path = %path.display(), "restored decoder state")
+            }
+            Err(error) => warn!("{error:#}; starting without saved templates"),
+        }
+    }
+}
+
+fn save_state(ingest: &mut Ingest, path: &Path) {
+    if let Err(error) = ingest.decoder().save_state(path) {
         warn!("{error:#}");
     }
 }
 
-fn reload_threat_intel(config: &Config, pipeline: &mut Pipeline) {
+fn reload_threat_intel(config: &Config, intel: &ThreatIntel) {
     let Some(path) = &config.threat_intel_file else {
         return;
     };
     match crate::config::load_threat_intel(path) {
         Ok(networks) => {
-            info!(ranges = networks.range_count(), path = %path.display(), "reloaded threat intel");
-            pipeline.enricher_mut().set_threat_intel(networks);
+            let ranges = networks.range_count();
+            *intel.networks.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(networks);
+            intel.generation.fetch_add(1, Ordering::Release);
+            info!(ranges, path = %path.display(), "reloaded threat intel");
         }
         Err(error) => warn!("{error:#}; keeping the previous threat intel"),
     }

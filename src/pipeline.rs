@@ -9,13 +9,7 @@ use crate::config::Config;
 use crate::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord, SamplingConfig};
 use crate::detect::{Alert, Detector, RULES, RecordEvent, Severity};
 use crate::enrich::Enricher;
-use crate::flow::{FlowCounters, FlowTable, Orientation, orient};
-
-/// One shard: a slice of the conversation table (by inside host) with its detectors.
-struct Shard {
-    table: FlowTable,
-    detector: Detector,
-}
+use crate::flow::{FlowCounters, FlowTable, Orientation, Oriented, orient};
 
 /// Alerts counted by rule and severity (the order of [`RULES`] and [`Severity::ALL`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +19,12 @@ impl AlertCounters {
     fn add(&mut self, alert: &Alert) {
         if let Some(rule) = RULES.iter().position(|r| *r == alert.rule) {
             self.0[rule][alert.severity as usize] += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &AlertCounters) {
+        for (mine, theirs) in self.0.iter_mut().flatten().zip(other.0.iter().flatten()) {
+            *mine += theirs;
         }
     }
 
@@ -51,19 +51,6 @@ pub trait RecordTap: Send {
     fn finish(&mut self) {}
 }
 
-pub struct Pipeline {
-    decoder: Decoder,
-    tap: Option<Box<dyn RecordTap>>,
-    enricher: Enricher,
-    shards: Vec<Shard>,
-    /// Event time: the latest flow end seen, in ms.
-    now_ms: u64,
-    next_tick_ms: u64,
-    tick_ms: u64,
-    records: Vec<FlowRecord>,
-    pub alert_counters: AlertCounters,
-}
-
 /// Counters of every stage, for summaries and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PipelineCounters {
@@ -74,9 +61,49 @@ pub struct PipelineCounters {
     pub suppressed: u64,
 }
 
-impl Pipeline {
-    /// A pipeline with `shards` table shards (at least one).
-    pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Pipeline {
+impl PipelineCounters {
+    /// Adds a shard's (or another pipeline half's) counters.
+    pub fn merge(&mut self, other: &PipelineCounters) {
+        self.decode.merge(&other.decode);
+        self.flow.merge(&other.flow);
+        self.conversations += other.conversations;
+        self.alerts.merge(&other.alerts);
+        self.suppressed += other.suppressed;
+    }
+}
+
+/// What a shard runs, in order: records, each stamped with the event time the ingest had
+/// reached when it arrived (its end, or a later one already seen in any shard), and the
+/// ticks the ingest broadcasts to every shard when that time crosses a tick. Each shard's
+/// clock then moves exactly as one clock over the whole table would: the alerts do not
+/// depend on the sharding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    Record { record: Oriented, now_ms: u64 },
+    Tick { now_ms: u64 },
+}
+
+/// The front half: datagrams decoded, records oriented and routed to their shard's batch,
+/// in arrival order. One per receive worker; it owns the template state of the exporters
+/// that worker hears, and the event clock that decides the ticks.
+pub struct Ingest {
+    decoder: Decoder,
+    enricher: Enricher,
+    tap: Option<Box<dyn RecordTap>>,
+    records: Vec<FlowRecord>,
+    /// What each shard runs next.
+    batches: Vec<Vec<Routed>>,
+    /// Event time: the latest end of an outbound record, ms.
+    now_ms: u64,
+    next_tick_ms: u64,
+    tick_ms: u64,
+    transit_records: u64,
+    internal_records: u64,
+}
+
+impl Ingest {
+    /// An ingest routing to `shards` shards (at least one).
+    pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Ingest {
         let decoder_config = DecoderConfig {
             limits: config.decoder,
             sampling: SamplingConfig {
@@ -89,27 +116,17 @@ impl Pipeline {
                     .collect(),
             },
         };
-        let shard_count = shards.max(1);
-        let per_shard = config.flow.conversation_limit().div_ceil(shard_count);
-        Pipeline {
+        Ingest {
             decoder: Decoder::new(decoder_config),
-            tap: None,
             enricher,
-            shards: (0..shard_count)
-                .map(|_| Shard {
-                    table: FlowTable::new(
-                        per_shard,
-                        config.flow.idle_timeout_s,
-                        config.flow.late_records_s,
-                    ),
-                    detector: Detector::new(config),
-                })
-                .collect(),
+            tap: None,
+            records: Vec::with_capacity(64),
+            batches: vec![Vec::new(); shards.max(1)],
             now_ms: 0,
             next_tick_ms: 0,
             tick_ms: config.flow.tick_s.saturating_mul(1000).max(1),
-            records: Vec::with_capacity(64),
-            alert_counters: AlertCounters::default(),
+            transit_records: 0,
+            internal_records: 0,
         }
     }
 
@@ -122,13 +139,298 @@ impl Pipeline {
         &mut self.decoder
     }
 
-    pub fn enricher_mut(&mut self) -> &mut Enricher {
-        &mut self.enricher
+    /// Event time as far as this ingest has seen, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The batch waiting for each shard; the caller runs or sends them and leaves them
+    /// empty.
+    pub fn batches(&mut self) -> &mut [Vec<Routed>] {
+        &mut self.batches
+    }
+
+    /// Decodes a datagram and routes its records.
+    pub fn push_datagram(&mut self, exporter: IpAddr, received_ns: u64, datagram: &[u8]) {
+        let mut records = std::mem::take(&mut self.records);
+        records.clear();
+        let _ = self
+            .decoder
+            .decode(exporter, received_ns, datagram, &mut records);
+        self.push_records(&records);
+        self.records = records;
+    }
+
+    /// Orients decoded records and routes each one that goes from an inside host to the
+    /// outside (or back) to its shard; transit and internal ones are counted and go no
+    /// further.
+    pub fn push_records(&mut self, records: &[FlowRecord]) {
+        for record in records {
+            let orientation = orient(record, &self.enricher);
+            if let Some(tap) = &mut self.tap {
+                let inside = match &orientation {
+                    Orientation::Outbound(o) => Some(o.inside),
+                    _ => None,
+                };
+                tap.record(record, inside);
+            }
+            match orientation {
+                Orientation::Outbound(oriented) => {
+                    self.advance(oriented.end_ms);
+                    let shard = shard_of(oriented.inside, self.batches.len());
+                    self.batches[shard].push(Routed::Record {
+                        record: oriented,
+                        now_ms: self.now_ms,
+                    });
+                }
+                Orientation::Transit => self.transit_records += 1,
+                Orientation::Internal => self.internal_records += 1,
+            }
+        }
+    }
+
+    /// Moves event time to `end_ms` when it is later; every shard gets a tick when it
+    /// passes one.
+    fn advance(&mut self, end_ms: u64) {
+        if end_ms <= self.now_ms {
+            return;
+        }
+        self.now_ms = end_ms;
+        if self.next_tick_ms == 0 {
+            self.next_tick_ms = next_tick(end_ms, self.tick_ms);
+        } else if end_ms >= self.next_tick_ms {
+            // One tick at the current time stands for every interval skipped.
+            for batch in &mut self.batches {
+                batch.push(Routed::Tick { now_ms: end_ms });
+            }
+            self.next_tick_ms = next_tick(end_ms, self.tick_ms);
+        }
+    }
+
+    /// End of input: the tap delivers what it buffered.
+    pub fn finish(&mut self) {
+        if let Some(tap) = &mut self.tap {
+            tap.finish();
+        }
+    }
+
+    /// Decode counters and the records orientation skipped.
+    pub fn counters(&self) -> PipelineCounters {
+        let mut counters = PipelineCounters {
+            decode: self.decoder.totals(),
+            ..PipelineCounters::default()
+        };
+        counters.flow.transit_records = self.transit_records;
+        counters.flow.internal_records = self.internal_records;
+        counters
+    }
+}
+
+/// The first tick boundary after `now_ms`.
+fn next_tick(now_ms: u64, tick_ms: u64) -> u64 {
+    now_ms - now_ms % tick_ms + tick_ms
+}
+
+/// Records a shard warms ahead of running them: enough to overlap their cache misses,
+/// few enough that the first is still cached when it runs.
+const WARM_AHEAD: usize = 16;
+
+/// The back half: a slice of the conversation table (by inside host) with its rules.
+/// Owned by one thread; no lock is taken per record.
+pub struct Shard {
+    table: FlowTable,
+    detector: Detector,
+    enricher: Enricher,
+    /// Event time, ms: as stamped on what this shard ran.
+    now_ms: u64,
+    /// Ticks before this are repeats (from another receive worker) and skipped.
+    next_tick_ms: u64,
+    tick_ms: u64,
+    alert_counters: AlertCounters,
+}
+
+impl Shard {
+    /// A shard holding at most `max_conversations`.
+    pub fn new(config: &Config, enricher: Enricher, max_conversations: usize) -> Shard {
+        Shard {
+            table: FlowTable::new(
+                max_conversations,
+                config.flow.idle_timeout_s,
+                config.flow.late_records_s,
+            ),
+            detector: Detector::new(config),
+            enricher,
+            now_ms: 0,
+            next_tick_ms: 0,
+            tick_ms: config.flow.tick_s.saturating_mul(1000).max(1),
+            alert_counters: AlertCounters::default(),
+        }
     }
 
     /// Event time now, in ms (0 before the first record).
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    pub fn enricher_mut(&mut self) -> &mut Enricher {
+        &mut self.enricher
+    }
+
+    /// Runs a batch through the table and the rules, in order; alerts are appended to
+    /// `alerts`.
+    ///
+    /// The state of a few records is looked up before any of them runs, so their cache
+    /// misses overlap instead of stalling one after another: with a table larger than the
+    /// caches, that is most of the cost.
+    pub fn run_batch(&mut self, batch: &[Routed], alerts: &mut Vec<Alert>) {
+        for chunk in batch.chunks(WARM_AHEAD) {
+            for routed in chunk {
+                if let Routed::Record { record, .. } = routed {
+                    self.table.warm(record);
+                    self.detector.warm(record);
+                }
+            }
+            for routed in chunk {
+                match *routed {
+                    Routed::Record { ref record, now_ms } => self.run(record, now_ms, alerts),
+                    Routed::Tick { now_ms } => self.tick(now_ms, alerts),
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, oriented: &Oriented, now_ms: u64, alerts: &mut Vec<Alert>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        let enricher = &self.enricher;
+        let detector = &mut self.detector;
+        let produced = alerts.len();
+        let (update, conversation) = self.table.update(
+            oriented,
+            || {
+                enricher.destination(
+                    oriented.inside,
+                    oriented.outside,
+                    oriented.outside_port,
+                    oriented.outside_asn,
+                )
+            },
+            |key, ended| detector.on_end(key, ended, now_ms, alerts),
+        );
+        let key = oriented.key();
+        let event = RecordEvent {
+            record: oriented,
+            key: &key,
+            conversation,
+            update,
+            now_ms,
+            from_resolver: enricher.is_resolver(oriented.inside),
+        };
+        detector.on_record(&event, alerts);
+        self.count(alerts, produced);
+    }
+
+    /// Expiry and the rules' windows, at event time `now_ms`.
+    fn tick(&mut self, now_ms: u64, alerts: &mut Vec<Alert>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if now_ms < self.next_tick_ms {
+            return;
+        }
+        self.next_tick_ms = next_tick(now_ms, self.tick_ms);
+        let now_ms = self.now_ms;
+        let produced = alerts.len();
+        let detector = &mut self.detector;
+        self.table.expire(now_ms, |key, ended| {
+            detector.on_end(key, ended, now_ms, alerts)
+        });
+        detector.on_tick(now_ms, alerts);
+        self.count(alerts, produced);
+    }
+
+    /// End of input at event time `now_ms`: every conversation ends and every rule gets a
+    /// last tick.
+    pub fn finish(&mut self, now_ms: u64, alerts: &mut Vec<Alert>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        let produced = alerts.len();
+        let detector = &mut self.detector;
+        self.table
+            .drain(|key, ended| detector.on_end(key, ended, now_ms, alerts));
+        detector.on_tick(now_ms, alerts);
+        self.count(alerts, produced);
+    }
+
+    /// Counts the alerts appended since `from`.
+    fn count(&mut self, alerts: &[Alert], from: usize) {
+        for alert in &alerts[from..] {
+            self.alert_counters.add(alert);
+        }
+    }
+
+    /// State the rules dropped to stay bounded: (rule, kind, count).
+    pub fn rule_state_dropped(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.detector.state_dropped()
+    }
+
+    pub fn counters(&self) -> PipelineCounters {
+        PipelineCounters {
+            flow: self.table.counters,
+            conversations: self.table.len() as u64,
+            alerts: self.alert_counters,
+            suppressed: self.detector.suppressed(),
+            ..PipelineCounters::default()
+        }
+    }
+}
+
+/// Sums rule-state drops over shards: (rule, kind, count).
+pub fn sum_state_dropped<'a>(
+    parts: impl IntoIterator<Item = &'a [(&'static str, &'static str, u64)]>,
+) -> Vec<(&'static str, &'static str, u64)> {
+    let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+        Default::default();
+    for part in parts {
+        for &(rule, kind, n) in part {
+            *sums.entry((rule, kind)).or_default() += n;
+        }
+    }
+    sums.into_iter()
+        .map(|((rule, kind), n)| (rule, kind, n))
+        .collect()
+}
+
+/// Both halves on one thread: what `exflow replay` and the tests run. The daemon runs the
+/// same halves on threads of their own, joined by queues that carry the same batches.
+pub struct Pipeline {
+    ingest: Ingest,
+    shards: Vec<Shard>,
+}
+
+impl Pipeline {
+    /// A pipeline with `shards` table shards (at least one).
+    pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Pipeline {
+        let shard_count = shards.max(1);
+        let per_shard = config.flow.conversation_limit().div_ceil(shard_count);
+        Pipeline {
+            ingest: Ingest::new(config, enricher.clone(), shard_count),
+            shards: (0..shard_count)
+                .map(|_| Shard::new(config, enricher.clone(), per_shard))
+                .collect(),
+        }
+    }
+
+    /// Hands every record to `tap` as well.
+    pub fn set_tap(&mut self, tap: Box<dyn RecordTap>) {
+        self.ingest.set_tap(tap);
+    }
+
+    pub fn decoder(&mut self) -> &mut Decoder {
+        self.ingest.decoder()
+    }
+
+    /// Event time now, in ms (0 before the first record).
+    pub fn now_ms(&self) -> u64 {
+        self.ingest.now_ms()
     }
 
     /// Decodes a datagram and runs its records through the table and the rules; alerts are
@@ -140,148 +442,55 @@ impl Pipeline {
         datagram: &[u8],
         alerts: &mut Vec<Alert>,
     ) {
-        let mut records = std::mem::take(&mut self.records);
-        records.clear();
-        let _ = self
-            .decoder
-            .decode(exporter, received_ns, datagram, &mut records);
-        for record in &records {
-            self.push_record(record, alerts);
-        }
-        self.records = records;
+        self.ingest.push_datagram(exporter, received_ns, datagram);
+        self.run_batches(alerts);
+    }
+
+    /// Runs a batch of decoded records (a datagram's worth) through the table and the
+    /// rules, in order.
+    pub fn push_records(&mut self, records: &[FlowRecord], alerts: &mut Vec<Alert>) {
+        self.ingest.push_records(records);
+        self.run_batches(alerts);
     }
 
     /// Runs one decoded record through the table and the rules.
     pub fn push_record(&mut self, record: &FlowRecord, alerts: &mut Vec<Alert>) {
-        let orientation = orient(record, &self.enricher);
-        if let Some(tap) = &mut self.tap {
-            let inside = match &orientation {
-                Orientation::Outbound(o) => Some(o.inside),
-                _ => None,
-            };
-            tap.record(record, inside);
-        }
-        let oriented = match orientation {
-            Orientation::Outbound(o) => o,
-            Orientation::Transit => {
-                self.shards[0].table.counters.transit_records += 1;
-                return;
-            }
-            Orientation::Internal => {
-                self.shards[0].table.counters.internal_records += 1;
-                return;
-            }
-        };
-        self.advance(oriented.end_ms, alerts);
-        let index = shard_of(oriented.inside, self.shards.len());
-        let now_ms = self.now_ms;
-        let enricher = &self.enricher;
-        let shard = &mut self.shards[index];
-        let detector = &mut shard.detector;
-        let mut ended_alerts = Vec::new();
-        let (update, conversation) = shard.table.update(
-            &oriented,
-            || {
-                enricher.destination(
-                    oriented.inside,
-                    oriented.outside,
-                    oriented.outside_port,
-                    oriented.outside_asn,
-                )
-            },
-            |key, ended| detector.on_end(key, ended, now_ms, &mut ended_alerts),
-        );
-        let key = oriented.key();
-        let event = RecordEvent {
-            record: &oriented,
-            key: &key,
-            conversation,
-            update,
-            now_ms,
-            from_resolver: enricher.is_resolver(oriented.inside),
-        };
-        detector.on_record(&event, &mut ended_alerts);
-        self.emit(ended_alerts, alerts);
+        self.push_records(std::slice::from_ref(record), alerts);
     }
 
-    /// Moves event time to `end_ms` when it is later, running the ticks it passes.
-    fn advance(&mut self, end_ms: u64, alerts: &mut Vec<Alert>) {
-        if end_ms <= self.now_ms {
-            return;
-        }
-        self.now_ms = end_ms;
-        if self.next_tick_ms == 0 {
-            self.next_tick_ms = end_ms - end_ms % self.tick_ms + self.tick_ms;
-            return;
-        }
-        if self.now_ms >= self.next_tick_ms {
-            // One tick at the current time stands for every interval skipped.
-            self.tick(alerts);
-            self.next_tick_ms = self.now_ms - self.now_ms % self.tick_ms + self.tick_ms;
+    fn run_batches(&mut self, alerts: &mut Vec<Alert>) {
+        for (shard, batch) in self.shards.iter_mut().zip(self.ingest.batches()) {
+            shard.run_batch(batch, alerts);
+            batch.clear();
         }
     }
 
-    fn tick(&mut self, alerts: &mut Vec<Alert>) {
-        let now_ms = self.now_ms;
-        let mut produced = Vec::new();
+    /// Replaces the threat-intel networks every shard consults.
+    pub fn set_threat_intel(&mut self, networks: std::sync::Arc<crate::enrich::NetSet>) {
         for shard in &mut self.shards {
-            let detector = &mut shard.detector;
-            shard.table.expire(now_ms, |key, ended| {
-                detector.on_end(key, ended, now_ms, &mut produced)
-            });
-            detector.on_tick(now_ms, &mut produced);
+            shard.enricher_mut().set_threat_intel(networks.clone());
         }
-        self.emit(produced, alerts);
     }
 
     /// End of input: every conversation ends and every rule gets a last tick.
     pub fn finish(&mut self, alerts: &mut Vec<Alert>) {
-        let now_ms = self.now_ms;
-        let mut produced = Vec::new();
+        let now_ms = self.ingest.now_ms();
         for shard in &mut self.shards {
-            let detector = &mut shard.detector;
-            shard
-                .table
-                .drain(|key, ended| detector.on_end(key, ended, now_ms, &mut produced));
-            detector.on_tick(now_ms, &mut produced);
+            shard.finish(now_ms, alerts);
         }
-        self.emit(produced, alerts);
-        if let Some(tap) = &mut self.tap {
-            tap.finish();
-        }
-    }
-
-    fn emit(&mut self, produced: Vec<Alert>, alerts: &mut Vec<Alert>) {
-        for alert in produced {
-            self.alert_counters.add(&alert);
-            alerts.push(alert);
-        }
+        self.ingest.finish();
     }
 
     /// State the rules dropped to stay bounded, summed over shards: (rule, kind, count).
     pub fn rule_state_dropped(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
-            Default::default();
-        for shard in &self.shards {
-            for (rule, kind, n) in shard.detector.state_dropped() {
-                *sums.entry((rule, kind)).or_default() += n;
-            }
-        }
-        sums.into_iter()
-            .map(|((rule, kind), n)| (rule, kind, n))
-            .collect()
+        let parts: Vec<_> = self.shards.iter().map(Shard::rule_state_dropped).collect();
+        sum_state_dropped(parts.iter().map(Vec::as_slice))
     }
 
     pub fn counters(&self) -> PipelineCounters {
-        let mut counters = PipelineCounters {
-            decode: self.decoder.totals(),
-            alerts: self.alert_counters,
-            ..PipelineCounters::default()
-        };
+        let mut counters = self.ingest.counters();
         for shard in &self.shards {
-            counters.flow.merge(&shard.table.counters);
-            counters.conversations += shard.table.len() as u64;
-            counters.suppressed += shard.detector.suppressed();
+            counters.merge(&shard.counters());
         }
         counters
     }

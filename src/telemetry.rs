@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub receive_to_table: Latency,
     /// Alert raised -> handed to the sink, since the start.
     pub alert_latency: Latency,
+    /// Records a receive worker dropped because a shard's queue was full.
+    pub queue_dropped_records: u64,
 }
 
 /// A latency distribution: quantiles in seconds and the count, from an HDR histogram.
@@ -241,6 +243,13 @@ impl Telemetry {
             "counter",
             "Records that reached the flow table.",
             &one(f.records),
+        );
+        metric(
+            &mut out,
+            "exflow_flow_queue_dropped_records_total",
+            "counter",
+            "Records dropped because a flow-table shard's queue was full.",
+            &one(snapshot.queue_dropped_records),
         );
         metric(
             &mut out,

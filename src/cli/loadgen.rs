@@ -1,9 +1,11 @@
-//! cli: `exflow loadgen`, the bench harness: sends, then asks exflow what it received.
+//! cli: `exflow loadgen`, the bench harness: sends, then asks exflow what it received and,
+//! for injected exfiltration scenarios, how soon it alerted.
 
 use std::time::Duration;
 
+use anyhow::bail;
 use exflow::decode::FlowKind;
-use exflow::loadgen::{self, LoadSpec, Received, Sent};
+use exflow::loadgen::{self, Detections, LoadSpec, Received, Sent, Watch};
 
 use super::{LoadgenArgs, Protocol};
 
@@ -13,14 +15,27 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Protocol::V9 => FlowKind::NetflowV9,
         Protocol::Ipfix => FlowKind::Ipfix,
     };
+    let duration = seconds("--duration", args.duration_s)?;
+    let detect_timeout = seconds("--detect-timeout", args.detect_timeout)?;
+    let mut scenarios = args.scenarios.clone();
+    scenarios.sort_by_key(|p| p.at);
+    if let Some(late) = scenarios.iter().find(|p| p.at >= duration) {
+        bail!(
+            "--scenario {}@{}: the run lasts only {} s (--duration)",
+            late.scenario.rule(),
+            late.at.as_secs_f64(),
+            args.duration_s
+        );
+    }
     let spec = LoadSpec {
         target: args.target,
         kind,
         exporters: args.exporters,
         rate: args.rate,
-        duration: Duration::from_secs_f64(args.duration_s),
+        duration,
         count: args.count,
         template_every: args.template_every,
+        scenarios,
     };
     if args.find_max {
         return find_max(&args, spec);
@@ -29,13 +44,35 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Some(metrics) => Some(loadgen::scrape(metrics)?),
         None => None,
     };
-    let sent = loadgen::send(&spec)?;
+    let watch = match args.metrics {
+        Some(metrics) if !spec.scenarios.is_empty() => {
+            Some(Watch::start(metrics, &spec.scenarios, detect_timeout)?)
+        }
+        _ => None,
+    };
+    let sent = loadgen::send_injecting(&spec, |injected| {
+        if let Some(watch) = &watch {
+            watch.injected(injected);
+        }
+    })?;
     print_sent(&sent);
     if let (Some(metrics), Some(before)) = (args.metrics, before) {
         let after = loadgen::settle(metrics)?;
         print_received(&Received::between(&before, &after), &sent);
     }
+    if let Some(watch) = watch {
+        let detections = watch.finish();
+        let missed = print_detections(&detections, &spec, &sent, args.detect_timeout);
+        if missed > 0 {
+            bail!("{missed} of {} scenarios missed", spec.scenarios.len());
+        }
+    }
     Ok(())
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{flag} {value}: not a number of seconds"))
 }
 
 fn print_sent(sent: &Sent) {
@@ -60,6 +97,69 @@ fn print_received(r: &Received, sent: &Sent) {
         r.kernel_dropped, r.decode_errors, r.lost_records
     );
     println!("loss:     {:.4}%", r.loss(sent) * 100.0);
+}
+
+/// One line per scenario; returns how many were not detected (or not sent).
+fn print_detections(d: &Detections, spec: &LoadSpec, sent: &Sent, timeout_s: f64) -> usize {
+    println!(
+        "scenarios: latency is from a scenario's last datagram sent to the first /metrics \
+         scrape (every 10 ms) counting its rule's alert; exflow publishes its counters every \
+         100 ms, which bounds the resolution"
+    );
+    let mut missed = 0;
+    for detection in &d.scenarios {
+        let i = detection.injected;
+        let outcome = match (i.sent_ok, detection.latency) {
+            (false, _) => "detected no   (a datagram of it could not be sent)".to_string(),
+            (true, Some(latency)) => {
+                format!(
+                    "detected yes  latency {:.0} ms",
+                    latency.as_secs_f64() * 1000.0
+                )
+            }
+            (true, None) => format!("detected no   (no alert within {timeout_s} s after the run)"),
+        };
+        if detection.latency.is_none() {
+            missed += 1;
+        }
+        println!(
+            "scenario: {:<18}  sent at {:.3} s  {outcome}  [{} -> {} via exporter {}]",
+            i.scenario.rule(),
+            i.sent_after.as_secs_f64(),
+            i.inside,
+            exflow::synth::SCENARIO_DESTINATION,
+            i.exporter,
+        );
+    }
+    for planned in &spec.scenarios[d.scenarios.len()..] {
+        missed += 1;
+        println!(
+            "scenario: {:<18}  not sent: the run ended at {:.3} s, before {:.3} s",
+            planned.scenario.rule(),
+            sent.elapsed.as_secs_f64(),
+            planned.at.as_secs_f64()
+        );
+    }
+    for (rule, rise) in &d.rises {
+        let injected = d
+            .scenarios
+            .iter()
+            .filter(|s| s.injected.scenario.rule() == *rule && s.injected.sent_ok)
+            .count();
+        if *rise > injected as f64 {
+            println!(
+                "note: {rule} alerts rose by {rise:.0} with {injected} injected: other traffic \
+                 (the background, repeated long enough) raised it too, so its latencies may be \
+                 too short"
+            );
+        }
+    }
+    if missed > 0
+        && let Some(error) = &d.last_error
+    {
+        println!("note: reading metrics last failed with: {error}");
+    }
+    missed
 }
 
 /// Steps the rate up (x1.25 per step from `--rate`, default 250k/s) and reports the

@@ -86,6 +86,22 @@ pub struct LoadgenArgs {
     /// Loss allowed by --find-max (a fraction: 0.0001 = 0.01%).
     #[arg(long, default_value_t = 0.0001)]
     pub max_loss: f64,
+    /// Inject exfiltration scenario NAME this many SECONDS into the run (repeatable), from
+    /// one simulated exporter, amid its background: `bulk_egress` (an inside host uploads
+    /// 300 MB to a foreign address) or `long_lived_foreign` (an hour-long connection to a
+    /// foreign address that sent 5 MB), each caught by the rule of its name with the default
+    /// configuration. Reports each one's detection latency, read from the rule's alert
+    /// counter at --metrics; a scenario not detected makes the command fail.
+    #[arg(
+        long = "scenario",
+        value_name = "NAME@SECONDS",
+        requires = "metrics",
+        conflicts_with = "find_max"
+    )]
+    pub scenarios: Vec<exflow::loadgen::Planned>,
+    /// How long after the run a scenario's alert is waited for before it counts as missed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub detect_timeout: f64,
 }
 
 #[derive(Debug, clap::Args)]

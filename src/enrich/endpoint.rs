@@ -103,9 +103,9 @@ impl Enricher {
         }
     }
 
-    /// Replaces the threat-intel networks (SIGHUP).
-    pub fn set_threat_intel(&mut self, networks: NetSet) {
-        self.threat_intel = Arc::new(networks);
+    /// Replaces the threat-intel networks (SIGHUP); shared by every shard's enricher.
+    pub fn set_threat_intel(&mut self, networks: Arc<NetSet>) {
+        self.threat_intel = networks;
     }
 
     pub fn is_inside(&self, address: IpAddr) -> bool {

@@ -155,12 +155,15 @@ pub struct FlowsPublisher {
 }
 
 impl FlowsPublisher {
-    /// `None` when `flows_topic` is unset.
-    pub fn from_config(config: &KafkaConfig) -> anyhow::Result<Option<FlowsPublisher>> {
+    /// `None` when `flows_topic` is unset. Publishers of several receive workers may share
+    /// `counters`.
+    pub fn from_config(
+        config: &KafkaConfig,
+        counters: Arc<FlowsCounters>,
+    ) -> anyhow::Result<Option<FlowsPublisher>> {
         let Some(topic) = &config.flows_topic else {
             return Ok(None);
         };
-        let counters = Arc::new(FlowsCounters::default());
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)

@@ -41,9 +41,9 @@ pub struct BatchReceiver {
     controls: Vec<[u64; CONTROL_WORDS]>,
     headers: Vec<libc::mmsghdr>,
     received: usize,
-    /// The kernel's drop count for the socket, as of the last datagram that carried it
-    /// (the kernel attaches it only once it is non-zero).
-    kernel_dropped: u32,
+    /// The kernel's drop count for the socket, from the last call's datagrams when one
+    /// carried it (the kernel attaches it only once it is non-zero).
+    kernel_dropped: Option<u32>,
 }
 
 impl Default for BatchReceiver {
@@ -62,7 +62,7 @@ impl Default for BatchReceiver {
             controls: vec![[0; CONTROL_WORDS]; BATCH],
             headers: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
             received: 0,
-            kernel_dropped: 0,
+            kernel_dropped: None,
         }
     }
 }
@@ -111,11 +111,7 @@ impl BatchReceiver {
             return Err(io::Error::last_os_error());
         }
         self.received = count as usize;
-        for i in 0..self.received {
-            if let Some(dropped) = self.drop_count(i) {
-                self.kernel_dropped = dropped;
-            }
-        }
+        self.kernel_dropped = (0..self.received).rev().find_map(|i| self.drop_count(i));
         Ok(self.received)
     }
 
@@ -130,8 +126,9 @@ impl BatchReceiver {
         Some((source, &self.buffers[i * SLOT..i * SLOT + length]))
     }
 
-    /// The kernel's cumulative count of datagrams dropped on the socket (full buffer).
-    pub fn kernel_dropped(&self) -> u32 {
+    /// The kernel's cumulative count of datagrams dropped on the socket (full buffer), as
+    /// the last call's datagrams carried it (`None` when none did).
+    pub fn kernel_dropped(&self) -> Option<u32> {
         self.kernel_dropped
     }
 
@@ -204,7 +201,7 @@ mod tests {
             }
         }
         assert_eq!(got, vec![vec![0; 10], vec![1; 10], vec![2; 10]]);
-        assert_eq!(receiver.kernel_dropped(), 0);
+        assert_eq!(receiver.kernel_dropped(), None);
         assert!(receiver.datagram(3).is_none());
     }
 
@@ -230,15 +227,13 @@ mod tests {
         assert!((1..200).contains(&first));
         // What fitted was queued before the drops; the next datagram carries the count.
         sender.send_to(&[8; 10], target).unwrap();
+        let mut dropped = None;
         let mut seen_last = false;
         while !seen_last {
             let n = receiver.receive(socket.as_raw_fd()).unwrap();
             seen_last = (0..n).any(|i| receiver.datagram(i).unwrap().1 == [8; 10]);
+            dropped = receiver.kernel_dropped().or(dropped);
         }
-        assert!(
-            receiver.kernel_dropped() >= 100,
-            "{}",
-            receiver.kernel_dropped()
-        );
+        assert!(dropped.is_some_and(|d| d >= 100), "{dropped:?}");
     }
 }

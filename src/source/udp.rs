@@ -1,6 +1,7 @@
-//! source: UDP receive, the front of the daemon. The pipeline thread itself polls its
-//! sockets and takes datagrams in batches with recvmmsg, straight from the receive slots into
-//! the decoder: no copy, no queue, no hand-over between threads. The kernel's socket buffer
+//! source: UDP receive, the front of the daemon. Each receive worker polls sockets of its
+//! own (one per listen address, joined with SO_REUSEPORT when there are several workers)
+//! and takes datagrams in batches with recvmmsg, straight from the receive slots into its
+//! decoder: no copy and no queue before decoding. The kernel's socket buffer
 //! (`source.receive_buffer_bytes`) absorbs bursts, and its drops are counted (SO_RXQ_OVFL).
 
 use std::io;
@@ -36,8 +37,15 @@ pub struct Listener {
     pub receive_buffer_bytes: usize,
 }
 
-/// Binds `address` with `SO_REUSEADDR` and asks for a `receive_buffer_bytes` buffer.
-pub fn bind(address: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<Listener> {
+/// Binds `address` with `SO_REUSEADDR` and asks for a `receive_buffer_bytes` buffer. With
+/// `reuse_port`, other sockets may bind the same address: the kernel then spreads
+/// datagrams over them by a hash of the sender's address and port, so each exporter stays
+/// with one socket.
+pub fn bind(
+    address: SocketAddr,
+    receive_buffer_bytes: usize,
+    reuse_port: bool,
+) -> anyhow::Result<Listener> {
     use anyhow::Context;
     let socket = Socket::new(
         Domain::for_address(address),
@@ -45,6 +53,9 @@ pub fn bind(address: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<
         Some(Protocol::UDP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(false).ok();
     }
@@ -64,9 +75,11 @@ pub fn bind(address: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<
     })
 }
 
-/// The daemon's listening sockets, polled together.
+/// One receive worker's listening sockets, polled together.
 pub struct Sockets {
     listeners: Vec<(Listener, Arc<SourceCounters>)>,
+    /// Each socket's kernel drop count as last seen, so shared counters get the increase.
+    kernel_dropped: Vec<u32>,
     receiver: BatchReceiver,
 }
 
@@ -78,6 +91,7 @@ impl Sockets {
             }
         }
         Sockets {
+            kernel_dropped: vec![0; listeners.len()],
             listeners,
             receiver: BatchReceiver::default(),
         }
@@ -111,7 +125,7 @@ impl Sockets {
             };
         }
         let mut total = 0;
-        for (pollfd, (listener, counters)) in fds.iter().zip(&self.listeners) {
+        for (index, (pollfd, (listener, counters))) in fds.iter().zip(&self.listeners).enumerate() {
             if pollfd.revents == 0 {
                 continue;
             }
@@ -137,9 +151,12 @@ impl Sockets {
                     .datagrams
                     .fetch_add(count as u64, Ordering::Relaxed);
                 counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-                counters
-                    .kernel_dropped
-                    .store(u64::from(self.receiver.kernel_dropped()), Ordering::Relaxed);
+                if let Some(dropped) = self.receiver.kernel_dropped() {
+                    let before = std::mem::replace(&mut self.kernel_dropped[index], dropped);
+                    counters
+                        .kernel_dropped
+                        .fetch_add(u64::from(dropped.wrapping_sub(before)), Ordering::Relaxed);
+                }
                 total += count;
                 if count < BATCH {
                     break;

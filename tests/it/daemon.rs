@@ -58,6 +58,45 @@ fn metrics_count_every_stage_and_alerts_go_to_the_file_sink() {
     );
 }
 
+/// Several receive workers and flow-table shards, each a thread: the same records reach
+/// the tables and the same alerts come out as from a one-thread replay.
+#[test]
+fn workers_and_shards_on_threads_raise_what_replay_raises() {
+    let dir = temp_dir("daemon-threads");
+    let config = format!(
+        "{}\n[source]\nworkers = 2\n\n[flow]\nshards = 3\n",
+        file_sink(&dir)
+    );
+    let daemon = Daemon::start(&config, &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until(
+        "all records are in the tables",
+        Duration::from_secs(30),
+        || daemon.metric("exflow_flow_records_total") == 2208.0,
+    );
+    assert_eq!(
+        daemon.metric("exflow_flow_queue_dropped_records_total"),
+        0.0
+    );
+    daemon.stop();
+    let ids = |alerts: Vec<String>| {
+        alerts
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let live = alerts_in(&dir)
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    let (replayed, _) = crate::support::replay(
+        &["softflowd_ipfix.pcap"],
+        &crate::support::border_config(),
+        1,
+    );
+    let replayed = replayed.into_iter().map(|a| a.alert_id).collect();
+    assert_eq!(ids(live), ids(replayed));
+}
+
 /// Templates survive a restart: data sent after it decodes although the exporter has not
 /// re-sent its templates.
 #[test]

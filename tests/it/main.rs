@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod decode;
 mod harness;
+mod loadgen;
 mod replay;
 mod scenarios;
 mod support;
