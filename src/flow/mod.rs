@@ -150,6 +150,20 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A conversation begun by `record`.
+    pub fn first(record: &Oriented, destination: Destination) -> Conversation {
+        Conversation {
+            first_ms: record.start_ms,
+            last_ms: record.end_ms.max(record.start_ms),
+            bytes_out: record.bytes_out,
+            bytes_in: record.bytes_in,
+            packets_out: record.packets_out,
+            packets_in: record.packets_in,
+            flows: 1,
+            destination,
+        }
+    }
+
     pub fn duration_ms(&self) -> u64 {
         self.last_ms.saturating_sub(self.first_ms)
     }
@@ -360,16 +374,7 @@ impl FlowTable {
         self.counters.records += 1;
         let key = record.key();
         let hash = self.conversations.hash(&key);
-        let fresh = |destination: Destination| Conversation {
-            first_ms: record.start_ms,
-            last_ms: record.end_ms.max(record.start_ms),
-            bytes_out: record.bytes_out,
-            bytes_in: record.bytes_in,
-            packets_out: record.packets_out,
-            packets_in: record.packets_in,
-            flows: 1,
-            destination,
-        };
+        let fresh = |destination: Destination| Conversation::first(record, destination);
         if let Some(handle) = self.conversations.find(hash, &key) {
             // The wheel is not told: it finds out when it reaches the handle's old slot.
             let conversation = &mut self.conversations.entries.get_mut(handle).conversation;
@@ -899,16 +904,7 @@ mod tests {
             // The model.
             let key = record.key();
             counters.records += 1;
-            let fresh = |destination| Conversation {
-                first_ms: record.start_ms,
-                last_ms: record.end_ms.max(record.start_ms),
-                bytes_out: record.bytes_out,
-                bytes_in: record.bytes_in,
-                packets_out: record.packets_out,
-                packets_in: record.packets_in,
-                flows: 1,
-                destination,
-            };
+            let fresh = |destination| Conversation::first(&record, destination);
             let (expected_update, expected_ended) = match model.get_mut(&key) {
                 Some(c) if record.start_ms <= c.last_ms + IDLE_MS => {
                     c.first_ms = c.first_ms.min(record.start_ms);

@@ -319,6 +319,26 @@ impl Daemon {
             .unwrap_or(-1.0)
     }
 
+    /// Runs `exflow loadgen` against the daemon with `args`; asserts that it succeeded and
+    /// lost nothing, and returns its report.
+    pub fn loadgen(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_exflow"))
+            .arg("loadgen")
+            .args(["--target", &format!("127.0.0.1:{}", self.udp_port)])
+            .args(["--metrics", &self.metrics])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("loss:     0.0000%"), "{stdout}");
+        stdout
+    }
+
     /// Sends every UDP payload of a capture to the daemon, as the exporter sent them.
     pub fn send_capture(&self, capture: &Path) {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

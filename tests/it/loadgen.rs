@@ -10,22 +10,20 @@ fn loadgen_reports_the_detection_latency_of_injected_scenarios() {
     let config = format!("[sink]\nfile = \"{}\"\n", alerts.display());
     // The harness's inside networks plus the load generator's hosts.
     let daemon = Daemon::start(&config, &["--inside", "10.0.0.0/8"]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_exflow"))
-        .args(["loadgen", "--exporters", "8", "--rate", "50000"])
-        .args(["--duration", "3", "--detect-timeout", "20"])
-        .args(["--target", &format!("127.0.0.1:{}", daemon.udp_port)])
-        .args(["--metrics", &daemon.metrics])
-        .args(["--scenario", "bulk_egress@1"])
-        .args(["--scenario", "long_lived_foreign@1.5"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("loss:     0.0000%"), "{stdout}");
+    let stdout = daemon.loadgen(&[
+        "--exporters",
+        "8",
+        "--rate",
+        "50000",
+        "--duration",
+        "3",
+        "--detect-timeout",
+        "20",
+        "--scenario",
+        "bulk_egress@1",
+        "--scenario",
+        "long_lived_foreign@1.5",
+    ]);
     let mut injected = Vec::new();
     for rule in ["bulk_egress", "long_lived_foreign"] {
         let line = stdout
