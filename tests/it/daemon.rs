@@ -97,6 +97,62 @@ fn workers_and_shards_on_threads_raise_what_replay_raises() {
     assert_eq!(ids(live), ids(replayed));
 }
 
+/// pmacct's pmacctd (Debian's, with its nfprobe plugin) reads the border mix and exports
+/// IPFIX to the daemon live: every record arrives and the alerts are the ones the captures'
+/// README expects.
+#[test]
+fn pmacct_exports_to_the_daemon_and_the_expected_alerts_come_out() {
+    let dir = temp_dir("daemon-pmacct");
+    let daemon = Daemon::start(&file_sink(&dir), &[]);
+    let config = dir.join("pmacctd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "daemonize: false\n\
+             pidfile: {}\n\
+             pcap_savefile: {}\n\
+             plugins: nfprobe[exp]\n\
+             nfprobe_receiver[exp]: 127.0.0.1:{}\n\
+             nfprobe_version[exp]: 10\n\
+             nfprobe_timeouts[exp]: tcp=3600:tcp.fin=300:udp=300:maxlife=300\n\
+             aggregate[exp]: src_host, dst_host, src_port, dst_port, proto, tos, tcpflags\n",
+            dir.join("pmacctd.pid").display(),
+            data("border_mix.pcap").display(),
+            daemon.udp_port
+        ),
+    )
+    .unwrap();
+    // pmacctd reads the file, exports what it holds and exits.
+    let status = std::process::Command::new("pmacctd")
+        .arg("-f")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("pmacctd is installed (apt-get install pmacct; .ci/run does)");
+    assert!(status.success());
+    wait_until(
+        "pmacct's 2230 records are decoded",
+        Duration::from_secs(30),
+        || daemon.metric("exflow_decode_records_total") == 2230.0,
+    );
+    assert_eq!(daemon.metric("exflow_decode_lost_records_total"), 0.0);
+    daemon.stop();
+    let found: std::collections::BTreeSet<(String, String, String)> = alerts_in(&dir)
+        .iter()
+        .filter(|a| !(a["rule"] == "beacon" && a["severity"] == "low"))
+        .map(|a| {
+            let text = |key: &str| a[key].as_str().unwrap().to_string();
+            (text("rule"), text("inside_addr"), text("outside_addr"))
+        })
+        .collect();
+    let expected = crate::replay::EXPECTED
+        .iter()
+        .map(|(r, i, o)| (r.to_string(), i.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(found, expected);
+}
+
 /// Templates survive a restart: data sent after it decodes although the exporter has not
 /// re-sent its templates.
 #[test]
