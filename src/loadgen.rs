@@ -387,6 +387,8 @@ pub struct Received {
     pub kernel_dropped: f64,
     pub decode_errors: f64,
     pub lost_records: f64,
+    /// Decoded, then dropped at a full flow-table shard queue.
+    pub queue_dropped: f64,
 }
 
 impl Received {
@@ -400,15 +402,17 @@ impl Received {
             kernel_dropped: delta("exflow_source_kernel_dropped_datagrams_total"),
             decode_errors: delta("exflow_decode_errors_total"),
             lost_records: delta("exflow_decode_lost_records_total"),
+            queue_dropped: delta("exflow_flow_queue_dropped_records_total"),
         }
     }
 
-    /// Fraction of sent records that were not decoded.
+    /// Fraction of sent records that did not reach the flow tables (not decoded, or
+    /// dropped at a full shard queue).
     pub fn loss(&self, sent: &Sent) -> f64 {
         if sent.records == 0 {
             0.0
         } else {
-            (1.0 - self.records / sent.records as f64).max(0.0)
+            (1.0 - (self.records - self.queue_dropped) / sent.records as f64).max(0.0)
         }
     }
 }

@@ -93,8 +93,9 @@ fn print_received(r: &Received, sent: &Sent) {
         r.datagrams, r.records
     );
     println!(
-        "dropped:  {:.0} datagrams by the kernel, {:.0} decode errors, {:.0} records missing by sequence",
-        r.kernel_dropped, r.decode_errors, r.lost_records
+        "dropped:  {:.0} datagrams by the kernel, {:.0} decode errors, {:.0} records missing by \
+         sequence, {:.0} records at full shard queues",
+        r.kernel_dropped, r.decode_errors, r.lost_records, r.queue_dropped
     );
     println!("loss:     {:.4}%", r.loss(sent) * 100.0);
 }
