@@ -666,3 +666,60 @@ fn reload_threat_intel(config: &Config, intel: &ThreatIntel) {
         Err(error) => warn!("{error:#}; keeping the previous threat intel"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            inside: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Config::default()
+        }
+    }
+
+    /// A full shard queue never blocks the receive worker: the batch is dropped and its
+    /// records counted; the next hand-over, with room again, goes through.
+    #[test]
+    fn a_full_queue_drops_the_batch_and_counts_its_records() {
+        let config = config();
+        let mut ingest = Ingest::new(&config, Enricher::from_config(&config).unwrap(), 1);
+        let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
+        let (queue, batches) = mpsc::sync_channel::<Batch>(1);
+        let dropped = AtomicU64::new(0);
+        let pending = || Pending {
+            oldest_ns: 1,
+            datagrams: 1,
+        };
+        let queues = [queue];
+        ingest.push_records(&records[..20]);
+        let first_batch = ingest.batches()[0].len();
+        hand_over(&mut ingest, &queues, pending(), &dropped);
+        assert_eq!(dropped.load(Ordering::Relaxed), 0, "the queue had room");
+        ingest.push_records(&records[20..]);
+        let second_batch = ingest.batches()[0].len() as u64;
+        assert!(second_batch > 0);
+        hand_over(&mut ingest, &queues, pending(), &dropped);
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            second_batch,
+            "the queue was full"
+        );
+        assert!(ingest.batches()[0].is_empty(), "nothing is kept to grow");
+        assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
+        assert!(batches.try_recv().is_err());
+        ingest.push_records(&records[..20]);
+        hand_over(&mut ingest, &queues, pending(), &dropped);
+        assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
+    }
+
+    #[test]
+    fn each_worker_keeps_its_own_state_file() {
+        let path = Path::new("/var/lib/exflow/state.json");
+        assert_eq!(state_path(path, 0), path);
+        assert_eq!(
+            state_path(path, 2),
+            Path::new("/var/lib/exflow/state.json.2")
+        );
+    }
+}
