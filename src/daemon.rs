@@ -503,7 +503,7 @@ impl ShardRunner {
                 .networks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            self.shard.enricher_mut().set_threat_intel(networks.clone());
+            self.shard.set_threat_intel(networks.clone());
         }
     }
 

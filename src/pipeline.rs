@@ -272,8 +272,9 @@ impl Shard {
         self.now_ms
     }
 
-    pub fn enricher_mut(&mut self) -> &mut Enricher {
-        &mut self.enricher
+    /// Replaces the threat-intel networks this shard consults (SIGHUP).
+    pub fn set_threat_intel(&mut self, networks: std::sync::Arc<crate::enrich::NetSet>) {
+        self.enricher.set_threat_intel(networks);
     }
 
     /// Runs a batch through the table and the rules, in order; alerts are appended to
@@ -462,13 +463,6 @@ impl Pipeline {
         for (shard, batch) in self.shards.iter_mut().zip(self.ingest.batches()) {
             shard.run_batch(batch, alerts);
             batch.clear();
-        }
-    }
-
-    /// Replaces the threat-intel networks every shard consults.
-    pub fn set_threat_intel(&mut self, networks: std::sync::Arc<crate::enrich::NetSet>) {
-        for shard in &mut self.shards {
-            shard.enricher_mut().set_threat_intel(networks.clone());
         }
     }
 
