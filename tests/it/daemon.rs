@@ -138,19 +138,10 @@ fn pmacct_exports_to_the_daemon_and_the_expected_alerts_come_out() {
     );
     assert_eq!(daemon.metric("exflow_decode_lost_records_total"), 0.0);
     daemon.stop();
-    let found: std::collections::BTreeSet<(String, String, String)> = alerts_in(&dir)
-        .iter()
-        .filter(|a| !(a["rule"] == "beacon" && a["severity"] == "low"))
-        .map(|a| {
-            let text = |key: &str| a[key].as_str().unwrap().to_string();
-            (text("rule"), text("inside_addr"), text("outside_addr"))
-        })
-        .collect();
-    let expected = crate::replay::EXPECTED
-        .iter()
-        .map(|(r, i, o)| (r.to_string(), i.to_string(), o.to_string()))
-        .collect();
-    assert_eq!(found, expected);
+    assert_eq!(
+        crate::replay::json_pairs(&alerts_in(&dir)),
+        crate::replay::expected(true)
+    );
 }
 
 /// Templates survive a restart: data sent after it decodes although the exporter has not
