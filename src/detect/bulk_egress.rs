@@ -62,6 +62,13 @@ fn address_bits(address: std::net::IpAddr) -> u128 {
     }
 }
 
+fn pair_hash(state: &RandomState, inside: u128, outside: u128) -> u64 {
+    let mut hasher = state.build_hasher();
+    hasher.write_u128(inside);
+    hasher.write_u128(outside);
+    hasher.finish()
+}
+
 fn minute_of(at_ms: u64) -> u32 {
     u32::try_from(at_ms / BUCKET_MS).unwrap_or(u32::MAX)
 }
@@ -161,40 +168,34 @@ impl BulkEgress {
         }
     }
 
-    fn hash(&self, inside: u128, outside: u128) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write_u128(inside);
-        hasher.write_u128(outside);
-        hasher.finish()
+    /// The record's pair as windows store it, and its hash.
+    fn key(&self, record: &Oriented) -> (u128, u128, u64) {
+        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
+        (inside, outside, pair_hash(&self.hasher, inside, outside))
     }
 
     fn find(&self, record: &Oriented) -> Option<&Window> {
-        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
-        self.windows.find(self.hash(inside, outside), |w| {
-            w.inside == inside && w.outside == outside
-        })
+        let (inside, outside, hash) = self.key(record);
+        self.windows
+            .find(hash, |w| w.inside == inside && w.outside == outside)
     }
 
     fn find_mut(&mut self, record: &Oriented) -> Option<&mut Window> {
-        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
-        let hash = self.hash(inside, outside);
+        let (inside, outside, hash) = self.key(record);
         self.windows
             .find_mut(hash, |w| w.inside == inside && w.outside == outside)
     }
 
     /// The record's window, made when it has none.
     fn window(&mut self, record: &Oriented) -> &mut Window {
-        let (inside, outside) = (address_bits(record.inside), address_bits(record.outside));
-        let hash = self.hash(inside, outside);
+        let (inside, outside, hash) = self.key(record);
         let hasher = &self.hasher;
-        let rehash = |w: &Window| {
-            let mut h = hasher.build_hasher();
-            h.write_u128(w.inside);
-            h.write_u128(w.outside);
-            h.finish()
-        };
         self.windows
-            .entry(hash, |w| w.inside == inside && w.outside == outside, rehash)
+            .entry(
+                hash,
+                |w| w.inside == inside && w.outside == outside,
+                |w| pair_hash(hasher, w.inside, w.outside),
+            )
             .or_insert_with(|| Window::new(inside, outside, record.start_ms))
             .into_mut()
     }
