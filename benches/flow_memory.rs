@@ -57,6 +57,8 @@ fn record(i: u64, start_ms: u64) -> Oriented {
         end_ms: start_ms + 1000,
         outside_asn: 0,
         exporter: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        tcp_flags: 0,
+        from_inside: true,
     }
 }
 

@@ -194,7 +194,7 @@ impl Beacon {
             // A later record of a connection: its size grows, nothing starts. Beacon
             // connections are short; a connection past a few records is a session, whose
             // size no rhythm depends on, so the lookup is spared.
-            if event.conversation.flows > MAX_SIZED_RECORDS {
+            if u32::from(event.conversation.flows) > MAX_SIZED_RECORDS {
                 return;
             }
             let Some(series) = self.series.get_mut(&key) else {
@@ -709,6 +709,8 @@ mod tests {
             end_ms,
             outside_asn: 0,
             exporter: "127.0.0.1".parse().unwrap(),
+            tcp_flags: 0,
+            from_inside: true,
         }
     }
 

@@ -1,6 +1,7 @@
 //! detect: `bulk_egress`, an inside host sending a lot (default 100 MB) to one outside
 //! address within a sliding hour, whatever the ports and connections. Downloads never
-//! count. Severity rises with the volume (new ladder steps at 5x, 10x and 100x the
+//! count, nor what an inside server sends on connections opened from outside (its
+//! answers to clients, [`Initiator::Outside`]). Severity rises with the volume (new ladder steps at 5x, 10x and 100x the
 //! threshold), a foreign destination, and out/in asymmetry.
 
 use std::collections::VecDeque;
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::config::BulkEgressConfig;
 use crate::enrich::Allow;
-use crate::flow::Oriented;
+use crate::flow::{Initiator, Oriented};
 
 pub const NAME: &str = "bulk_egress";
 /// Exfiltration over an alternative protocol; over a web service when the port is web.
@@ -220,7 +221,9 @@ impl Rule for BulkEgress {
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let record = event.record;
-        if record.bytes_out == 0 {
+        // What an inside server sends back on connections opened from outside answers its
+        // clients: not an upload.
+        if record.bytes_out == 0 || event.conversation.initiator() == Initiator::Outside {
             // A download: never counted, but it is the answer side of an upload window.
             if let Some(window) = self.find_mut(record) {
                 window.add(record.end_ms, 0, record.bytes_in);
@@ -256,12 +259,17 @@ impl Rule for BulkEgress {
             .saturating_add(if asymmetric { 10 } else { 0 })
             .min(100);
         let window_min = window_ms / 60_000;
+        let opening = event.conversation.opening;
         let summary = format!(
-            "{} sent {} to {} within {window_min} min ({} back)",
+            "{} sent {} to {} within {window_min} min ({} back) in {} records; this \
+             connection opened by the {} host ({})",
             record.inside,
             human_bytes(window.bytes_out),
             describe_destination(record.outside, event.key.outside_port, destination),
             human_bytes(window.bytes_in),
+            window.flows,
+            opening.initiator().name(),
+            opening.evidence().name(),
         );
         let mut finding = Finding::for_conversation(NAME, event, step as u8, score, summary);
         finding.bytes_out = window.bytes_out;

@@ -331,6 +331,8 @@ pub(crate) mod tests {
             end_ms,
             outside_asn: 0,
             exporter: "127.0.0.1".parse().unwrap(),
+            tcp_flags: 0,
+            from_inside: true,
         }
     }
 

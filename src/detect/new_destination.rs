@@ -325,6 +325,8 @@ mod tests {
                 end_ms: at,
                 outside_asn: asn.unwrap_or(0),
                 exporter: "127.0.0.1".parse().unwrap(),
+                tcp_flags: 0,
+                from_inside: true,
             };
             let findings = &mut self.findings;
             feed(

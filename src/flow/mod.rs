@@ -9,6 +9,7 @@
 //! index of handles by key, and a timer wheel of handles by deadline (`wheel`) from which
 //! expiry and eviction take the stalest conversations.
 
+mod initiator;
 mod slab;
 mod wheel;
 
@@ -19,6 +20,7 @@ use foldhash::HashMap;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+pub use self::initiator::{Evidence, Initiator, Opening};
 use self::slab::{MAX_HANDLES, Slab};
 use self::wheel::Wheel;
 
@@ -43,6 +45,10 @@ pub struct Oriented {
     /// The outside end's AS number as the exporter sent it (0: none).
     pub outside_asn: u32,
     pub exporter: IpAddr,
+    /// The OR of the TCP flags of the record's packets (0: none sent).
+    pub tcp_flags: u8,
+    /// The record's source is the inside host (its forward counters are the upload).
+    pub from_inside: bool,
 }
 
 impl Oriented {
@@ -84,6 +90,8 @@ pub fn orient(record: &FlowRecord, enricher: &Enricher) -> Orientation {
     let base =
         |inside, outside, inside_port, outside_port, out: (u64, u64), inn: (u64, u64), asn| {
             Oriented {
+                tcp_flags: record.tcp_flags,
+                from_inside: src_inside,
                 inside,
                 outside,
                 inside_port,
@@ -144,8 +152,11 @@ pub struct Conversation {
     pub bytes_in: u64,
     pub packets_out: u64,
     pub packets_in: u64,
-    /// Records stitched in.
-    pub flows: u32,
+    /// Records stitched in (saturating: a conversation of 65,535 records is a 45-day one
+    /// at a one-minute active timeout). 16 bits leave room for `opening` in 64 bytes.
+    pub flows: u16,
+    /// Who opened the conversation, and from what evidence.
+    pub opening: Opening,
     pub destination: Destination,
 }
 
@@ -160,12 +171,18 @@ impl Conversation {
             packets_out: record.packets_out,
             packets_in: record.packets_in,
             flows: 1,
+            opening: Opening::first(record),
             destination,
         }
     }
 
     pub fn duration_ms(&self) -> u64 {
         self.last_ms.saturating_sub(self.first_ms)
+    }
+
+    /// Who opened the conversation.
+    pub fn initiator(&self) -> Initiator {
+        self.opening.initiator()
     }
 }
 
@@ -379,6 +396,8 @@ impl FlowTable {
             // The wheel is not told: it finds out when it reaches the handle's old slot.
             let conversation = &mut self.conversations.entries.get_mut(handle).conversation;
             if record.start_ms <= conversation.last_ms.saturating_add(self.idle_timeout_ms) {
+                let earliest = record.start_ms < conversation.first_ms;
+                conversation.opening.observe(record, earliest);
                 conversation.first_ms = conversation.first_ms.min(record.start_ms);
                 conversation.last_ms = conversation.last_ms.max(record.end_ms);
                 // Exporters control these numbers: saturate rather than overflow.
@@ -699,6 +718,8 @@ mod tests {
             end_ms,
             outside_asn: 0,
             exporter: "192.0.2.1".parse().unwrap(),
+            tcp_flags: 0,
+            from_inside: true,
         }
     }
 
@@ -907,6 +928,7 @@ mod tests {
             let fresh = |destination| Conversation::first(&record, destination);
             let (expected_update, expected_ended) = match model.get_mut(&key) {
                 Some(c) if record.start_ms <= c.last_ms + IDLE_MS => {
+                    c.opening.observe(&record, record.start_ms < c.first_ms);
                     c.first_ms = c.first_ms.min(record.start_ms);
                     c.last_ms = c.last_ms.max(record.end_ms);
                     c.bytes_out += record.bytes_out;

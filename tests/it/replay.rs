@@ -160,3 +160,63 @@ fn downloads_and_background_alone_raise_nothing() {
     assert!(alerts.is_empty(), "{alerts:?}");
     assert_eq!(counters.flow.transit_records, 2208);
 }
+
+/// Who opened each scenario's conversations, from every export: the inside host, by ports,
+/// SYN or first record, whatever the exporter sends (pmacct sends no flags with v9).
+#[test]
+fn every_export_tells_who_opened_the_scenarios() {
+    use exflow::enrich::{Destination, Enricher};
+    use exflow::flow::{FlowTable, Initiator, Orientation, orient};
+    let config = border_config();
+    let enricher = Enricher::from_config(&config).unwrap();
+    let opened_by_inside = [
+        ("10.10.20.15", 443),       // B1
+        ("10.10.20.16", 443),       // B2
+        ("10.10.5.30", 5223),       // B4
+        ("10.10.30.7", 443),        // C1
+        ("2001:db8:10:1::25", 443), // D
+        ("10.10.40.24", 53),        // E2
+    ];
+    for capture in [
+        "softflowd_v5.pcap",
+        "softflowd_v9.pcap",
+        "softflowd_ipfix.pcap",
+        "softflowd_ipfix_bidir.pcap",
+        "pmacct_v9.pcap",
+        "pmacct_ipfix.pcap",
+    ] {
+        let (records, _) = crate::support::decode_capture(capture);
+        let mut table = FlowTable::new(100_000, 1800, 3600);
+        let mut ended = Vec::new();
+        for record in &records {
+            if let Orientation::Outbound(o) = orient(record, &enricher) {
+                table.update(&o, Destination::default, |k, c| ended.push((*k, *c)));
+            }
+        }
+        table.drain(|k, c| ended.push((*k, *c)));
+        let mut tally = std::collections::BTreeMap::new();
+        for (_, c) in &ended {
+            *tally
+                .entry(format!("{:?}/{:?}", c.initiator(), c.opening.evidence()))
+                .or_insert(0) += 1;
+        }
+        for (inside, port) in opened_by_inside {
+            let theirs: Vec<_> = ended
+                .iter()
+                .filter(|(k, _)| k.inside.to_string() == inside && k.outside_port == port)
+                .collect();
+            if inside.contains(':') && capture == "softflowd_v5.pcap" {
+                continue;
+            }
+            assert!(!theirs.is_empty(), "{capture}: {inside}");
+            for (key, c) in theirs {
+                assert_eq!(
+                    c.initiator(),
+                    Initiator::Inside,
+                    "{capture}: {key:?} {c:?} {tally:?}"
+                );
+            }
+        }
+        eprintln!("{capture}: {tally:?}");
+    }
+}
