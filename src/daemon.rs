@@ -138,7 +138,11 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
         let (telemetry, stop) = (telemetry.clone(), stop_metrics.clone());
         std::thread::Builder::new()
             .name("exflow-metrics".into())
-            .spawn(move || crate::telemetry::serve(metrics, telemetry, stop))?
+            .spawn(move || {
+                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
+                    warn!("the metrics endpoint stopped: {error}");
+                }
+            })?
     };
 
     // Shards first: the workers need their queues.

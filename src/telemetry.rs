@@ -2,11 +2,11 @@
 //! `exflow_<stage>_<noun>_<unit>[_total]`, served on `metrics_listen` at `/metrics`.
 //!
 //! The pipeline thread publishes a snapshot of its counters after each batch; the sources'
-//! counters are atomics. The HTTP side is a few lines over `std::net` (one GET, one
-//! response, connection closed): a web framework would be most of the binary.
+//! counters are atomics. The endpoint is hyper's HTTP/1 server on a one-thread tokio
+//! runtime of its own (`serve`): concurrent connections, a bounded request head and
+//! deadlines, so an idle, trickling or oversized client cannot delay a scrape or grow memory.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,13 @@ pub struct SinkCounters {
     pub errors: AtomicU64,
 }
 
+/// Counters of the metrics endpoint itself.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Connections closed unserved because `MAX_CONNECTIONS` were open.
+    pub refused_connections: AtomicU64,
+}
+
 /// All metrics of one daemon.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -74,6 +81,8 @@ pub struct Telemetry {
     pub kafka: Option<Arc<crate::sink::kafka::KafkaCounters>>,
     /// The flows stream's counters, when it is on.
     pub flows: Option<Arc<crate::sink::flows::FlowsCounters>>,
+    /// The metrics endpoint's own counters.
+    pub http: HttpCounters,
 }
 
 impl Telemetry {
@@ -433,6 +442,13 @@ impl Telemetry {
                 &load(&f.failed),
             );
         }
+        metric(
+            &mut out,
+            "exflow_telemetry_refused_connections_total",
+            "counter",
+            "Connections to this endpoint closed unserved because too many were open.",
+            &one(self.http.refused_connections.load(Ordering::Relaxed)),
+        );
         out
     }
 }
@@ -454,37 +470,103 @@ fn summary(out: &mut String, name: &str, help: &str, latency: &Latency) {
     let _ = writeln!(out, "{name}_count {}", latency.count);
 }
 
-/// Serves `GET /metrics` until `shutdown` is set.
-pub fn serve(listener: TcpListener, telemetry: Arc<Telemetry>, shutdown: Arc<AtomicBool>) {
-    listener.set_nonblocking(true).ok();
-    while !shutdown.load(Ordering::Relaxed) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+/// Most connections the endpoint holds at once; one more is closed at once and counted
+/// (`exflow_telemetry_refused_connections_total`), so idle clients cannot grow memory.
+const MAX_CONNECTIONS: usize = 128;
+/// Longest a client may take to send its request line and headers: an idle or trickling
+/// client is cut off after this, and holds only its own connection meanwhile.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection lives whatever it does, e.g. a client that never reads its response.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head read: a longer one is answered 431 and the connection closed, so a
+/// huge request line costs this much memory, no more (hyper's smallest allowed is 8 KiB).
+const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+/// How often the server looks at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// Serves `GET /metrics` on `listener` until `shutdown` is set.
+///
+/// hyper's HTTP/1 server on a one-thread tokio runtime, this thread's own: connections are
+/// served concurrently, each with a bounded request head and a deadline for it, so no
+/// client can delay another's scrape or grow memory. This is exflow's only async code: the
+/// data path stays synchronous threads.
+pub fn serve(
+    listener: TcpListener,
+    telemetry: Arc<Telemetry>,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut tick = tokio::time::interval(SHUTDOWN_POLL);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            tokio::spawn(serve_connection(stream, telemetry.clone(), slot));
+                        }
+                        // Dropping the stream closes it.
+                        Err(_) => {
+                            telemetry.http.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                    // Out of file descriptors and the like: wait for some to be released.
+                    Err(_) => tokio::time::sleep(SHUTDOWN_POLL).await,
+                },
+                _ = tick.tick() => {
+                    if shutdown.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                }
             }
-            Err(_) => continue,
-        };
-        stream.set_nonblocking(false).ok();
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-        let mut request_line = String::new();
-        let mut reader = BufReader::new(&stream);
-        if reader.read_line(&mut request_line).is_err() {
-            continue;
         }
-        let mut stream = &stream;
-        let response = if request_line.starts_with("GET /metrics") {
-            let body = telemetry.render();
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-        } else {
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-        };
-        let _ = stream.write_all(response.as_bytes());
-    }
+    })
+}
+
+/// One connection: one request, one response (no keep-alive), within the deadlines.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    telemetry: Arc<Telemetry>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let response = respond(&telemetry, &request);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    // Errors are the client's (closed early, too slow, head too large): nothing to do.
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// `GET /metrics` (or `HEAD`): the exposition; anything else 404 or 405.
+fn respond<B>(telemetry: &Telemetry, request: &hyper::Request<B>) -> hyper::Response<Body> {
+    use hyper::{Method, StatusCode, header};
+    let status = if request.uri().path() != "/metrics" {
+        StatusCode::NOT_FOUND
+    } else if request.method() != Method::GET && request.method() != Method::HEAD {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        return hyper::Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Body::from(telemetry.render()))
+            .expect("static status and header are valid");
+    };
+    let mut response = hyper::Response::new(Body::default());
+    *response.status_mut() = status;
+    response
 }
 
 #[cfg(test)]

@@ -356,6 +356,22 @@ impl Daemon {
         unsafe { libc::kill(child.id() as i32, signal) };
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// A `kB` figure of the daemon's `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+    pub fn status_bytes(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"));
+        let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().unwrap();
+        kib * 1024
+    }
+
     /// Whether the daemon's log (stderr) so far contains `text`.
     pub fn log_contains(&self, text: &str) -> bool {
         std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(text))
