@@ -1,4 +1,5 @@
-//! daemon: `exflow run`. Receive workers (`source.workers`) each own a socket per listen
+//! daemon: `exflow run`. The CLI binds the sockets first ([`BoundSockets`]: UDP, one lock
+//! per port, metrics) and hands them to [`run`]. Receive workers (`source.workers`) each own a socket per listen
 //! address and a decoder. By default the one worker also runs the flow table and the rules
 //! on its own thread, straight after decoding (`flow.shards = 0`: no hand-over, the fastest
 //! on a machine of few cores). With `flow.shards = N` the table is split by inside host over
@@ -9,7 +10,7 @@
 //! conversation ends), the last alerts reach the sink, the sink flushes, template state is
 //! saved.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -27,7 +28,7 @@ use crate::detect::Alert;
 use crate::enrich::{Enricher, NetSet};
 use crate::pipeline::{Ingest, PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
-use crate::source::udp::{self, Listener, Sockets, SourceCounters};
+use crate::source::udp::{self, Listener, PortLock, Sockets, SourceCounters};
 use crate::telemetry::{Latency, Snapshot, Telemetry};
 use crate::time::wall_clock_ns as now_ns;
 
@@ -92,16 +93,104 @@ struct ThreatIntel {
     networks: Mutex<Arc<NetSet>>,
 }
 
-/// Runs until `control.shutdown` is set.
-pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
+/// The daemon's sockets, bound before anything slow starts (the sink, state files), so no
+/// datagram is refused meanwhile: the kernel queues them. The CLI binds them and hands them
+/// to [`run`]; ports given as 0 are resolved, so a caller learns what it got.
+pub struct BoundSockets {
+    /// Each receive worker's sockets, one per listen address.
+    workers: Vec<WorkerListeners>,
+    /// Each listen address as bound, with the counters its workers' sockets share.
+    sources: Vec<(SocketAddr, Arc<SourceCounters>)>,
+    /// Where `/metrics` is served.
+    metrics: TcpListener,
+    /// One per UDP port, held until `run` returns: no second exflow takes the ports.
+    locks: Vec<PortLock>,
+}
+
+impl BoundSockets {
+    /// Binds every listen address once per receive worker (SO_REUSEPORT when there are
+    /// several), each port under a [`PortLock`], then the metrics listener.
+    pub fn bind(config: &Config) -> anyhow::Result<BoundSockets> {
+        let workers = config.source.workers.max(1);
+        let reuse_port = workers > 1;
+        let mut per_worker: Vec<WorkerListeners> = (0..workers).map(|_| Vec::new()).collect();
+        let mut sources = Vec::with_capacity(config.listen.len());
+        let mut locks: Vec<PortLock> = Vec::new();
+        let mut lock = |port: u16, address: SocketAddr| -> anyhow::Result<()> {
+            // Several listen addresses may share a port: one lock covers them.
+            if !locks.iter().any(|l| l.port == port) {
+                locks.push(PortLock::acquire(port, address)?);
+            }
+            Ok(())
+        };
+        for &asked in &config.listen {
+            if asked.port() != 0 {
+                lock(asked.port(), asked)?;
+            }
+            let counters = Arc::new(SourceCounters::default());
+            // Port 0 means "any": the other workers join the port the first one got.
+            let mut address = asked;
+            for sockets in &mut per_worker {
+                let listener = udp::bind(address, config.source.receive_buffer_bytes, reuse_port)?;
+                address = listener.address;
+                sockets.push((listener, counters.clone()));
+            }
+            lock(address.port(), address)?;
+            let granted = per_worker[0]
+                .last()
+                .map_or(0, |(l, _)| l.receive_buffer_bytes);
+            // Linux reports twice what it grants; compare with what was asked.
+            if granted / 2 < config.source.receive_buffer_bytes {
+                warn!(
+                    "udp {address}: receive buffer capped at {} bytes (asked {}); raise the cap \
+                     with `sysctl -w net.core.rmem_max={}`",
+                    granted / 2,
+                    config.source.receive_buffer_bytes,
+                    config.source.receive_buffer_bytes
+                );
+            }
+            info!(listen = %address, "receiving NetFlow v5/v9/IPFIX");
+            sources.push((address, counters));
+        }
+        let metrics = TcpListener::bind(config.metrics_listen)
+            .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
+        Ok(BoundSockets {
+            workers: per_worker,
+            sources,
+            metrics,
+            locks,
+        })
+    }
+
+    /// The UDP addresses as bound, in the order of `listen`.
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+        self.sources.iter().map(|(address, _)| *address).collect()
+    }
+
+    /// The metrics address as bound.
+    pub fn metrics_address(&self) -> std::io::Result<SocketAddr> {
+        self.metrics.local_addr()
+    }
+}
+
+/// Runs on `sockets` (bound from the same `config`) until `control.shutdown` is set.
+pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::Result<()> {
+    let BoundSockets {
+        workers: listeners,
+        sources,
+        metrics,
+        locks: _locks,
+    } = sockets;
     let enricher = Enricher::from_config(config)?;
     let mut sink = AlertSink::from_config(&config.sink)?;
-    let mut telemetry = Telemetry::default();
+    let mut telemetry = Telemetry {
+        sources,
+        ..Telemetry::default()
+    };
     if let AlertSink::Kafka(kafka) = &sink {
         telemetry.kafka = Some(kafka.counters.clone());
     }
-    let workers = config.source.workers.max(1);
-    let listeners = bind_sockets(config, workers, &mut telemetry)?;
+    let workers = listeners.len();
     let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
     let mut ingests = Vec::with_capacity(workers);
     for worker in 0..workers {
@@ -124,8 +213,6 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
         }
         ingests.push(ingest);
     }
-    let metrics = TcpListener::bind(config.metrics_listen)
-        .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
     info!(
         metrics = %metrics.local_addr()?,
         workers,
@@ -277,43 +364,6 @@ pub fn run(config: &Config, control: Control) -> anyhow::Result<()> {
 
 /// Each worker's listeners.
 type WorkerListeners = Vec<(Listener, Arc<SourceCounters>)>;
-
-/// Binds every listen address once per worker (SO_REUSEPORT when there are several) and
-/// registers one set of counters per address, shared by the workers' sockets.
-fn bind_sockets(
-    config: &Config,
-    workers: usize,
-    telemetry: &mut Telemetry,
-) -> anyhow::Result<Vec<WorkerListeners>> {
-    let reuse_port = workers > 1;
-    let mut per_worker: Vec<WorkerListeners> = (0..workers).map(|_| Vec::new()).collect();
-    for &asked in &config.listen {
-        let counters = Arc::new(SourceCounters::default());
-        // Port 0 means "any": the other workers join the port the first one got.
-        let mut address = asked;
-        for sockets in &mut per_worker {
-            let listener = udp::bind(address, config.source.receive_buffer_bytes, reuse_port)?;
-            address = listener.address;
-            sockets.push((listener, counters.clone()));
-        }
-        let granted = per_worker[0]
-            .last()
-            .map_or(0, |(l, _)| l.receive_buffer_bytes);
-        // Linux reports twice what it grants; compare with what was asked.
-        if granted / 2 < config.source.receive_buffer_bytes {
-            warn!(
-                "udp {address}: receive buffer capped at {} bytes (asked {}); raise the cap with \
-                 `sysctl -w net.core.rmem_max={}`",
-                granted / 2,
-                config.source.receive_buffer_bytes,
-                config.source.receive_buffer_bytes
-            );
-        }
-        info!(listen = %address, "receiving NetFlow v5/v9/IPFIX");
-        telemetry.sources.push((address, counters));
-    }
-    Ok(per_worker)
-}
 
 /// Datagrams received since the last hand-over, for the latency figures.
 #[derive(Default)]

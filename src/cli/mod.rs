@@ -108,6 +108,10 @@ pub struct LoadgenArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub shared: exflow::config::SharedArgs,
+    /// Once the sockets are bound, write where to this file as JSON: `{"listen":
+    /// ["ADDR:PORT", ...], "metrics_listen": "ADDR:PORT"}`, ports given as 0 resolved.
+    #[arg(long, env = "EXFLOW_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

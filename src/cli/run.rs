@@ -1,5 +1,11 @@
 //! cli: `exflow run`, the daemon, with SIGTERM/SIGINT (drain and stop) and SIGHUP (reload
-//! the threat-intel file) wired to its control flags.
+//! the threat-intel file) wired to its control flags. The sockets are bound here, first,
+//! and `--ready-file` says where they were bound (ports given as 0 resolved).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
 
 use exflow::config::Config;
 use exflow::daemon::{self, Control};
@@ -20,5 +26,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
              country differs from the inside host's, or, for private inside addresses, whenever it is known"
         );
     }
-    daemon::run(&config, control)
+    let sockets = daemon::BoundSockets::bind(&config)?;
+    if let Some(path) = &args.ready_file {
+        write_ready_file(
+            path,
+            &sockets.listen_addresses(),
+            sockets.metrics_address()?,
+        )?;
+    }
+    daemon::run(&config, sockets, control)
+}
+
+/// `{"listen": ["ADDR:PORT", ...], "metrics_listen": "ADDR:PORT"}`, written whole (a
+/// temporary file renamed into place), so a reader never sees half of it.
+fn write_ready_file(path: &Path, listen: &[SocketAddr], metrics: SocketAddr) -> anyhow::Result<()> {
+    let ready = serde_json::json!({ "listen": listen, "metrics_listen": metrics });
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, format!("{ready}\n"))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .with_context(|| format!("cannot write the ready file '{}'", path.display()))
 }

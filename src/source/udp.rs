@@ -37,10 +37,12 @@ pub struct Listener {
     pub receive_buffer_bytes: usize,
 }
 
-/// Binds `address` with `SO_REUSEADDR` and asks for a `receive_buffer_bytes` buffer. With
-/// `reuse_port`, other sockets may bind the same address: the kernel then spreads
-/// datagrams over them by a hash of the sender's address and port, so each exporter stays
-/// with one socket.
+/// Binds `address` and asks for a `receive_buffer_bytes` buffer. With `reuse_port`, other
+/// sockets may bind the same address: the kernel then spreads datagrams over them by a
+/// hash of the sender's address and port, so each exporter stays with one socket. No
+/// `SO_REUSEADDR`: UDP has no TIME_WAIT to skip, and with it a second process could bind
+/// the same address and take its datagrams. (`SO_REUSEPORT` would let one in too: the
+/// daemon holds a [`PortLock`] per port against that.)
 pub fn bind(
     address: SocketAddr,
     receive_buffer_bytes: usize,
@@ -52,7 +54,6 @@ pub fn bind(
         Type::DGRAM,
         Some(Protocol::UDP),
     )?;
-    socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
@@ -73,6 +74,39 @@ pub fn bind(
         address,
         receive_buffer_bytes: granted,
     })
+}
+
+/// Held for the life of the daemon: while it lives, no other exflow receives on this UDP
+/// port (on any address: a socket on 0.0.0.0 and one on 127.0.0.1 share the loopback
+/// traffic just the same). It is a unix datagram socket bound in the abstract namespace
+/// (Linux) under a name made of the port: binding that name fails while another process
+/// holds it, and the kernel frees it when the process ends, even killed, so no stale lock
+/// file is ever left. Like UDP ports, abstract names are per network namespace.
+#[derive(Debug)]
+pub struct PortLock {
+    /// Bound to the lock's name; closing it releases the lock.
+    _socket: std::os::unix::net::UnixDatagram,
+    pub port: u16,
+}
+
+impl PortLock {
+    /// Takes the lock of `port`, or says which address another exflow holds it for.
+    pub fn acquire(port: u16, address: SocketAddr) -> anyhow::Result<PortLock> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+        let name = UnixAddr::from_abstract_name(format!("exflow/udp/{port}"))?;
+        match UnixDatagram::bind_addr(&name) {
+            Ok(socket) => Ok(PortLock {
+                _socket: socket,
+                port,
+            }),
+            Err(error) if error.kind() == io::ErrorKind::AddrInUse => anyhow::bail!(
+                "cannot listen on udp {address}: another exflow already receives on port {port}"
+            ),
+            Err(error) => Err(anyhow::Error::new(error)
+                .context(format!("cannot take the lock of udp port {port}"))),
+        }
+    }
 }
 
 /// One receive worker's listening sockets, polled together.

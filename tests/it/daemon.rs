@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Daemon, temp_dir, wait_until};
+use crate::harness::{Daemon, exflow_exits, temp_dir, wait_until};
 use crate::support::data;
 
 fn file_sink(dir: &std::path::Path) -> String {
@@ -219,4 +219,61 @@ fn loadgen_reports_no_loss_at_a_modest_rate() {
     assert_eq!(daemon.metric("exflow_decode_records_total"), sent);
     assert_eq!(daemon.metric("exflow_decode_lost_records_total"), 0.0);
     daemon.stop();
+}
+
+/// A second `exflow run` on a UDP port the first one receives on fails at start with one
+/// line saying so, even with SO_REUSEPORT on both (two receive workers each), and the
+/// first keeps every datagram. Before, the second started and took all the traffic.
+#[test]
+fn a_second_collector_on_the_same_port_fails_at_start() {
+    let dir = temp_dir("daemon-second");
+    let config = format!(
+        "{}\n[source]\nworkers = 2\n\n[flow]\nshards = 1\n",
+        file_sink(&dir)
+    );
+    let first = Daemon::start(&config, &[]);
+    let config_path = dir.join("second.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let listen = format!("127.0.0.1:{}", first.udp_port);
+    let (status, stderr) = exflow_exits(
+        &[
+            "run",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--inside",
+            "10.10.0.0/16",
+            "--home-country",
+            "NL",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("exflow:"))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "exflow: cannot listen on udp {listen}: another exflow already receives on port {}",
+            first.udp_port
+        )],
+        "{stderr}"
+    );
+    first.send_capture(&data("softflowd_ipfix.pcap"));
+    let datagrams = format!("exflow_source_datagrams_total{{listen=\"{listen}\"}}");
+    wait_until(
+        "the first collector has every datagram",
+        Duration::from_secs(30),
+        || {
+            first
+                .scrape()
+                .is_some_and(|m| m.get(&datagrams) == Some(&107.0))
+        },
+    );
+    first.stop();
 }

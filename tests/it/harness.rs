@@ -70,7 +70,8 @@ impl Drop for Tansu {
     }
 }
 
-/// A loopback port nobody listens on (TCP and UDP).
+/// A loopback port nobody listens on (TCP and UDP), for a broker, whose port the test
+/// must choose (racy: the daemon binds port 0 instead).
 pub fn free_port() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -252,19 +253,22 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `exflow run` with `config` (TOML) and flags; waits until it serves metrics.
+    /// Starts `exflow run` with `config` (TOML) and flags, on ports the kernel picks (port
+    /// 0, learnt from `--ready-file`); waits until it serves metrics.
     pub fn start(config: &str, args: &[&str]) -> Daemon {
         let dir = temp_dir("daemon-config");
         let config_path = dir.join("exflow.toml");
         std::fs::write(&config_path, config).unwrap();
-        let udp_port = free_port();
-        let metrics_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_exflow"))
+        let ready_path = dir.join("ready.json");
+        let log = dir.join("exflow.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_exflow"))
             .arg("run")
             .arg("--config")
             .arg(&config_path)
-            .args(["--listen", &format!("127.0.0.1:{udp_port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .arg("--ready-file")
+            .arg(&ready_path)
             .args([
                 "--inside",
                 "10.10.0.0/16",
@@ -276,14 +280,27 @@ impl Daemon {
             .args(args)
             .env("EXFLOW_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("exflow.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let log = dir.join("exflow.log");
+        wait_until(
+            "the daemon has bound its sockets",
+            Duration::from_secs(20),
+            || {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    panic!("exflow run exited with {status} at start: {log}");
+                }
+                ready_path.exists()
+            },
+        );
+        let ready: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready_path).unwrap()).unwrap();
+        let udp: std::net::SocketAddr = ready["listen"][0].as_str().unwrap().parse().unwrap();
         let daemon = Daemon {
             child: Some(child),
-            metrics: format!("127.0.0.1:{metrics_port}"),
-            udp_port,
+            metrics: ready["metrics_listen"].as_str().unwrap().to_string(),
+            udp_port: udp.port(),
             log,
         };
         wait_until("the daemon serves metrics", Duration::from_secs(20), || {
@@ -402,6 +419,36 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `exflow ARGS` and expects it to exit within `timeout` (killed and failed if not):
+/// returns its exit status and stderr.
+pub fn exflow_exits(args: &[&str], timeout: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exflow"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).ok();
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("exflow {args:?} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, err.join().unwrap())
 }
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> (std::process::ExitStatus, String) {
