@@ -29,7 +29,7 @@ use crate::enrich::{Enricher, NetSet};
 use crate::pipeline::{Ingest, PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
 use crate::source::udp::{self, Listener, PortLock, Sockets, SourceCounters};
-use crate::telemetry::{Latency, Snapshot, Telemetry};
+use crate::telemetry::{FaultCounters, Latency, Snapshot, Telemetry};
 use crate::time::wall_clock_ns as now_ns;
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
@@ -196,7 +196,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     for worker in 0..workers {
         let mut ingest = Ingest::new(config, enricher.clone(), config.flow.shards.max(1));
         if let Some(path) = &config.state_file {
-            restore_state(&mut ingest, path, workers);
+            restore_state(&mut ingest, path, workers, &telemetry.faults);
         }
         if let Some(kafka) = &config.sink.kafka
             && let Some(flows) =
@@ -322,7 +322,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if control.reload.swap(false, Ordering::Relaxed) {
-            reload_threat_intel(config, &intel);
+            reload_threat_intel(config, &intel, &telemetry.faults);
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
             publish(&alert_latency);
@@ -684,8 +684,10 @@ fn state_path(path: &Path, worker: usize) -> PathBuf {
 }
 
 /// Loads every worker's saved templates: after a restart the kernel may hand an exporter
-/// to another worker than before.
-fn restore_state(ingest: &mut Ingest, path: &Path, workers: usize) {
+/// to another worker than before. A file that cannot be read is moved aside to
+/// `PATH.corrupt` (so the next save does not overwrite what an operator may want to look
+/// at), logged and counted; the daemon starts without it.
+fn restore_state(ingest: &mut Ingest, path: &Path, workers: usize, faults: &FaultCounters) {
     for worker in 0..workers {
         let path = state_path(path, worker);
         if worker > 0 && !path.exists() {
@@ -695,7 +697,24 @@ fn restore_state(ingest: &mut Ingest, path: &Path, workers: usize) {
             Ok(restored) => {
                 info!(templates = restored, path = %path.display(), "restored decoder state")
             }
-            Err(error) => warn!("{error:#}; starting without saved templates"),
+            Err(error) => {
+                faults.state_load_failures.fetch_add(1, Ordering::Relaxed);
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(".corrupt");
+                let aside = PathBuf::from(aside);
+                match std::fs::rename(&path, &aside) {
+                    Ok(()) => warn!(
+                        "{error:#}; starting without saved templates, the file is kept as '{}'",
+                        aside.display()
+                    ),
+                    // The directory refuses the rename: it refuses the atomic save too.
+                    Err(rename) => warn!(
+                        "{error:#}; starting without saved templates (cannot keep the file as \
+                         '{}': {rename})",
+                        aside.display()
+                    ),
+                }
+            }
         }
     }
 }
@@ -706,7 +725,7 @@ fn save_state(ingest: &mut Ingest, path: &Path) {
     }
 }
 
-fn reload_threat_intel(config: &Config, intel: &ThreatIntel) {
+fn reload_threat_intel(config: &Config, intel: &ThreatIntel, faults: &FaultCounters) {
     let Some(path) = &config.threat_intel_file else {
         return;
     };
@@ -717,7 +736,12 @@ fn reload_threat_intel(config: &Config, intel: &ThreatIntel) {
             intel.generation.fetch_add(1, Ordering::Release);
             info!(ranges, path = %path.display(), "reloaded threat intel");
         }
-        Err(error) => warn!("{error:#}; keeping the previous threat intel"),
+        Err(error) => {
+            faults
+                .threat_intel_reload_failures
+                .fetch_add(1, Ordering::Relaxed);
+            warn!("{error:#}; keeping the previous threat intel");
+        }
     }
 }
 

@@ -64,6 +64,15 @@ pub struct SinkCounters {
     pub errors: AtomicU64,
 }
 
+/// Faults beside the data path, each also logged when it happens.
+#[derive(Debug, Default)]
+pub struct FaultCounters {
+    /// State files that could not be read at start (each kept aside as `*.corrupt`).
+    pub state_load_failures: AtomicU64,
+    /// Threat-intel reloads (SIGHUP) that failed; the previous networks stay in force.
+    pub threat_intel_reload_failures: AtomicU64,
+}
+
 /// Counters of the metrics endpoint itself.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
@@ -83,6 +92,8 @@ pub struct Telemetry {
     pub flows: Option<Arc<crate::sink::flows::FlowsCounters>>,
     /// The metrics endpoint's own counters.
     pub http: HttpCounters,
+    /// Faults beside the data path: state file, threat-intel reload.
+    pub faults: FaultCounters,
 }
 
 impl Telemetry {
@@ -442,6 +453,23 @@ impl Telemetry {
                 &load(&f.failed),
             );
         }
+        metric(
+            &mut out,
+            "exflow_decode_state_load_failures_total",
+            "counter",
+            "State files that could not be read at start (kept aside as *.corrupt).",
+            &one(self.faults.state_load_failures.load(Ordering::Relaxed)),
+        );
+        metric(
+            &mut out,
+            "exflow_enrich_threat_intel_reload_failures_total",
+            "counter",
+            "Threat-intel reloads (SIGHUP) that failed; the previous list stays in force.",
+            &one(self
+                .faults
+                .threat_intel_reload_failures
+                .load(Ordering::Relaxed)),
+        );
         metric(
             &mut out,
             "exflow_telemetry_refused_connections_total",

@@ -277,3 +277,78 @@ fn a_second_collector_on_the_same_port_fails_at_start() {
     );
     first.stop();
 }
+
+/// A state file that cannot be read is moved aside to `state.json.corrupt`, logged once
+/// and counted; the daemon starts without it and its shutdown save writes a fresh
+/// `state.json`, leaving the damaged bytes untouched for the operator.
+#[test]
+fn an_unreadable_state_file_is_kept_aside_logged_and_counted() {
+    let dir = temp_dir("daemon-corrupt-state");
+    let state = dir.join("state.json");
+    let damaged = b"{\"version\": 1, \"exporters\": [{\"addr";
+    std::fs::write(&state, damaged).unwrap();
+    let config = format!("state_file = \"{}\"\n{}", state.display(), file_sink(&dir));
+    let daemon = Daemon::start(&config, &[]);
+    wait_until("the failure is counted", Duration::from_secs(10), || {
+        daemon.metric("exflow_decode_state_load_failures_total") == 1.0
+    });
+    let corrupt = dir.join("state.json.corrupt");
+    assert!(daemon.log_contains(&format!("the file is kept as '{}'", corrupt.display())));
+    // Templates still work: the daemon learns them afresh.
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    let (_, log) = daemon.stop();
+    assert_eq!(
+        log.matches("starting without saved templates").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(std::fs::read(&corrupt).unwrap(), damaged);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).expect("a fresh, valid save");
+    assert!(
+        !saved["exporters"].as_array().unwrap().is_empty(),
+        "{saved}"
+    );
+}
+
+/// A threat-intel file that fails to parse on SIGHUP is logged and counted, and the
+/// networks loaded before stay in force.
+#[test]
+fn a_failed_threat_intel_reload_is_counted_and_the_previous_list_kept() {
+    let dir = temp_dir("daemon-intel-broken");
+    let intel = dir.join("intel.txt");
+    std::fs::write(&intel, "# C1's server\n185.220.101.45/32\n").unwrap();
+    let config = format!(
+        "threat_intel_file = \"{}\"\n{}",
+        intel.display(),
+        file_sink(&dir)
+    );
+    let daemon = Daemon::start(&config, &[]);
+    assert_eq!(
+        daemon.metric("exflow_enrich_threat_intel_reload_failures_total"),
+        0.0
+    );
+    std::fs::write(&intel, "185.220.101.45/32\nnot a network\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_until(
+        "the failed reload is counted",
+        Duration::from_secs(10),
+        || daemon.metric("exflow_enrich_threat_intel_reload_failures_total") == 1.0,
+    );
+    assert!(daemon.log_contains("keeping the previous threat intel"));
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    daemon.stop();
+    let alerts = alerts_in(&dir);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "watchlist" && a["outside_addr"] == "185.220.101.45"),
+        "{alerts:#?}"
+    );
+}
