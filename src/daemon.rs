@@ -181,14 +181,32 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         metrics,
         locks: _locks,
     } = sockets;
-    let enricher = Enricher::from_config(config)?;
-    let mut sink = AlertSink::from_config(&config.sink)?;
-    let mut telemetry = Telemetry {
+    // Metrics first: they answer while the rest starts (the sink may wait for a broker).
+    let telemetry = Arc::new(Telemetry {
         sources,
         ..Telemetry::default()
+    });
+    info!(
+        metrics = %metrics.local_addr()?,
+        workers = listeners.len(),
+        shards = config.flow.shards,
+        "serving /metrics"
+    );
+    let stop_metrics = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let metrics_thread = {
+        let (telemetry, stop) = (telemetry.clone(), stop_metrics.0.clone());
+        std::thread::Builder::new()
+            .name("exflow-metrics".into())
+            .spawn(move || {
+                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
+                    warn!("the metrics endpoint stopped: {error}");
+                }
+            })?
     };
+    let enricher = Enricher::from_config(config)?;
+    let mut sink = AlertSink::from_config(&config.sink)?;
     if let AlertSink::Kafka(kafka) = &sink {
-        telemetry.kafka = Some(kafka.counters.clone());
+        let _ = telemetry.kafka.set(kafka.counters.clone());
     }
     let workers = listeners.len();
     let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
@@ -208,29 +226,11 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
                     "publishing every flow record"
                 );
             }
-            telemetry.flows = Some(flows_counters.clone());
+            let _ = telemetry.flows.set(flows_counters.clone());
             ingest.set_tap(Box::new(flows));
         }
         ingests.push(ingest);
     }
-    info!(
-        metrics = %metrics.local_addr()?,
-        workers,
-        shards = config.flow.shards,
-        "serving /metrics"
-    );
-    let telemetry = Arc::new(telemetry);
-    let stop_metrics = Arc::new(AtomicBool::new(false));
-    let metrics_thread = {
-        let (telemetry, stop) = (telemetry.clone(), stop_metrics.clone());
-        std::thread::Builder::new()
-            .name("exflow-metrics".into())
-            .spawn(move || {
-                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
-                    warn!("the metrics endpoint stopped: {error}");
-                }
-            })?
-    };
 
     // Shards first: the workers need their queues.
     let threaded = config.flow.shards > 0;
@@ -346,7 +346,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         }
     }
     publish(&alert_latency);
-    stop_metrics.store(true, Ordering::Relaxed);
+    drop(stop_metrics);
     let _ = metrics_thread.join();
     sink.close().context("cannot flush the alert sink")?;
     let counters = telemetry
@@ -360,6 +360,15 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         "stopped"
     );
     Ok(())
+}
+
+/// Sets the metrics server's stop flag when dropped, so that an early return stops it too.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Each worker's listeners.

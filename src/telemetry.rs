@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::decode::{DecodeCounters, DecodeError};
@@ -86,10 +86,11 @@ pub struct Telemetry {
     pub sources: Vec<(SocketAddr, Arc<SourceCounters>)>,
     pub snapshot: Mutex<Snapshot>,
     pub sink: SinkCounters,
-    /// The Kafka sink's counters, when alerts go to Kafka.
-    pub kafka: Option<Arc<crate::sink::kafka::KafkaCounters>>,
-    /// The flows stream's counters, when it is on.
-    pub flows: Option<Arc<crate::sink::flows::FlowsCounters>>,
+    /// The Kafka sink's counters, when alerts go to Kafka: set once the sink is made, which
+    /// is after the endpoint starts serving.
+    pub kafka: OnceLock<Arc<crate::sink::kafka::KafkaCounters>>,
+    /// The flows stream's counters, when it is on (set like `kafka`).
+    pub flows: OnceLock<Arc<crate::sink::flows::FlowsCounters>>,
     /// The metrics endpoint's own counters.
     pub http: HttpCounters,
     /// Faults beside the data path: state file, threat-intel reload.
@@ -384,7 +385,7 @@ impl Telemetry {
             "Alerts the sink failed to write.",
             &one(self.sink.errors.load(Ordering::Relaxed)),
         );
-        if let Some(k) = &self.kafka {
+        if let Some(k) = self.kafka.get() {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
             metric(
                 &mut out,
@@ -429,7 +430,7 @@ impl Telemetry {
                 &load(&k.spool_dropped),
             );
         }
-        if let Some(f) = &self.flows {
+        if let Some(f) = self.flows.get() {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
             metric(
                 &mut out,

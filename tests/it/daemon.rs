@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Daemon, exflow_exits, temp_dir, wait_until};
+use crate::harness::{Daemon, exflow_exits, free_port, temp_dir, wait_until};
 use crate::support::data;
 
 fn file_sink(dir: &std::path::Path) -> String {
@@ -351,4 +351,37 @@ fn a_failed_threat_intel_reload_is_counted_and_the_previous_list_kept() {
             .any(|a| a["rule"] == "watchlist" && a["outside_addr"] == "185.220.101.45"),
         "{alerts:#?}"
     );
+}
+
+/// With the Kafka broker unreachable the sink's start waits for it (5 s, the health
+/// check's timeout), but the UDP sockets and `/metrics` come first: a scrape sent as soon
+/// as the sockets are bound is answered within a deadline shorter than that wait, and
+/// every datagram sent at once is received, none refused.
+#[test]
+fn sockets_and_metrics_serve_while_the_broker_is_unreachable_at_start() {
+    let spool = temp_dir("daemon-no-broker");
+    let config = format!(
+        "[sink.kafka]\nbrokers = \"127.0.0.1:{}\"\ntopic = \"exflow.unreachable\"\nspool_dir = \"{}\"\n",
+        free_port(),
+        spool.display()
+    );
+    let daemon = Daemon::spawn(&config, &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    let (status, _) =
+        crate::metrics_endpoint::scrape_within(&daemon.metrics, Duration::from_secs(3));
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let listen = format!("127.0.0.1:{}", daemon.udp_port);
+    wait_until("every record is decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    let metrics = daemon.scrape().unwrap();
+    assert_eq!(
+        metrics[&format!("exflow_source_datagrams_total{{listen=\"{listen}\"}}")],
+        107.0
+    );
+    assert_eq!(
+        metrics[&format!("exflow_source_kernel_dropped_datagrams_total{{listen=\"{listen}\"}}")],
+        0.0
+    );
+    daemon.kill();
 }

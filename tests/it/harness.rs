@@ -256,6 +256,16 @@ impl Daemon {
     /// Starts `exflow run` with `config` (TOML) and flags, on ports the kernel picks (port
     /// 0, learnt from `--ready-file`); waits until it serves metrics.
     pub fn start(config: &str, args: &[&str]) -> Daemon {
+        let daemon = Daemon::spawn(config, args);
+        wait_until("the daemon serves metrics", Duration::from_secs(20), || {
+            daemon.scrape().is_some()
+        });
+        daemon
+    }
+
+    /// Starts `exflow run` like [`start`](Self::start) but returns as soon as its sockets
+    /// are bound (the ready file is written), before it need answer anything.
+    pub fn spawn(config: &str, args: &[&str]) -> Daemon {
         let dir = temp_dir("daemon-config");
         let config_path = dir.join("exflow.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -297,16 +307,12 @@ impl Daemon {
         let ready: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&ready_path).unwrap()).unwrap();
         let udp: std::net::SocketAddr = ready["listen"][0].as_str().unwrap().parse().unwrap();
-        let daemon = Daemon {
+        Daemon {
             child: Some(child),
             metrics: ready["metrics_listen"].as_str().unwrap().to_string(),
             udp_port: udp.port(),
             log,
-        };
-        wait_until("the daemon serves metrics", Duration::from_secs(20), || {
-            daemon.scrape().is_some()
-        });
-        daemon
+        }
     }
 
     /// The daemon's metrics, or `None` while it does not answer.

@@ -16,7 +16,7 @@ fn daemon() -> Daemon {
 
 /// One scrape that must be answered within `deadline` (a client-side read timeout):
 /// returns the status line and the body.
-fn scrape_within(metrics: &str, deadline: Duration) -> (String, String) {
+pub fn scrape_within(metrics: &str, deadline: Duration) -> (String, String) {
     let mut stream = TcpStream::connect(metrics).unwrap();
     stream.set_read_timeout(Some(deadline)).unwrap();
     stream
