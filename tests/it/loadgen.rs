@@ -10,7 +10,7 @@ fn loadgen_reports_the_detection_latency_of_injected_scenarios() {
     let config = format!("[sink]\nfile = \"{}\"\n", alerts.display());
     // The harness's inside networks plus the load generator's hosts.
     let daemon = Daemon::start(&config, &["--inside", "10.0.0.0/8"]);
-    let stdout = daemon.loadgen(&[
+    let (stdout, _) = daemon.loadgen(&[
         "--exporters",
         "8",
         "--rate",
