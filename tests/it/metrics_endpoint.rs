@@ -135,3 +135,39 @@ fn an_oversized_request_is_refused_without_growing_memory() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     daemon.stop();
 }
+
+/// The endpoint holds at most 128 connections: with 128 idle clients connected, one more
+/// is closed at once, unserved, and counted in `exflow_telemetry_refused_connections_total`
+/// (read once the idle clients have gone: a scrape may itself be refused until the server
+/// has seen them go, so only "at least one" is certain); the endpoint then serves again.
+#[test]
+fn connections_beyond_the_cap_are_closed_and_counted() {
+    let daemon = daemon();
+    let held: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect(&daemon.metrics).unwrap())
+        .collect();
+    // The server may still be accepting the 128: try again until one more is refused.
+    wait_until(
+        "a connection beyond the cap is closed unserved",
+        Duration::from_secs(10),
+        || {
+            let mut extra = TcpStream::connect(&daemon.metrics).unwrap();
+            extra
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\nHost: exflow\r\n\r\n");
+            let mut reply = Vec::new();
+            // Closed unserved: end of file with no reply, or a reset.
+            match extra.read_to_end(&mut reply) {
+                Ok(_) => reply.is_empty(),
+                Err(e) => e.kind() == ErrorKind::ConnectionReset,
+            }
+        },
+    );
+    assert!(held.iter().all(still_open));
+    drop(held);
+    wait_until("the refusals are counted", Duration::from_secs(10), || {
+        daemon.metric("exflow_telemetry_refused_connections_total") >= 1.0
+    });
+    daemon.stop();
+}
