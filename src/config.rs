@@ -198,15 +198,33 @@ pub struct AllowList {
     pub ports: Vec<u16>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
+    /// Memory each rule's per-key state (windows, series, pairs) may take, over all shards.
+    /// A rule at its bound evicts its stalest keys and counts them in
+    /// `exflow_detect_state_dropped_total{rule=...}`.
+    pub max_state_bytes: u64,
     pub long_lived_foreign: LongLivedForeignConfig,
     pub bulk_egress: BulkEgressConfig,
     pub new_destination: NewDestinationConfig,
     pub beacon: BeaconConfig,
     pub dns_tunnel: DnsTunnelConfig,
     pub watchlist: WatchlistConfig,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            max_state_bytes: 64 << 20,
+            long_lived_foreign: LongLivedForeignConfig::default(),
+            bulk_egress: BulkEgressConfig::default(),
+            new_destination: NewDestinationConfig::default(),
+            beacon: BeaconConfig::default(),
+            dns_tunnel: DnsTunnelConfig::default(),
+            watchlist: WatchlistConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

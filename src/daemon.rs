@@ -235,14 +235,13 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     // Shards first: the workers need their queues.
     let threaded = config.flow.shards > 0;
     let shard_count = config.flow.shards.max(1);
-    let per_shard = config.flow.conversation_limit().div_ceil(shard_count);
     let intel = Arc::new(ThreatIntel::default());
     let (alerts_tx, alerts_rx) = mpsc::sync_channel::<Vec<Alert>>(1024);
     let mut shard_reports = Vec::with_capacity(shard_count);
     let mut runners = Vec::with_capacity(shard_count);
     for _ in 0..shard_count {
         let report = Arc::new(Mutex::new(ShardReport::default()));
-        let shard = Shard::new(config, enricher.clone(), per_shard);
+        let shard = Shard::new(config, enricher.clone(), shard_count);
         runners.push(ShardRunner::new(
             shard,
             alerts_tx.clone(),

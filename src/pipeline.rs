@@ -250,15 +250,17 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// A shard holding at most `max_conversations`.
-    pub fn new(config: &Config, enricher: Enricher, max_conversations: usize) -> Shard {
+    /// One of `shards` shards: it holds its share of the conversations and of the rules'
+    /// state.
+    pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Shard {
+        let max_conversations = config.flow.conversation_limit().div_ceil(shards.max(1));
         Shard {
             table: FlowTable::new(
                 max_conversations,
                 config.flow.idle_timeout_s,
                 config.flow.late_records_s,
             ),
-            detector: Detector::new(config),
+            detector: Detector::new(config, shards),
             enricher,
             now_ms: 0,
             next_tick_ms: 0,
@@ -411,11 +413,10 @@ impl Pipeline {
     /// A pipeline with `shards` table shards (at least one).
     pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Pipeline {
         let shard_count = shards.max(1);
-        let per_shard = config.flow.conversation_limit().div_ceil(shard_count);
         Pipeline {
             ingest: Ingest::new(config, enricher.clone(), shard_count),
             shards: (0..shard_count)
-                .map(|_| Shard::new(config, enricher.clone(), per_shard))
+                .map(|_| Shard::new(config, enricher.clone(), shard_count))
                 .collect(),
         }
     }

@@ -149,8 +149,13 @@ pub struct Beacon {
     min_interval_ms: f64,
     allow: Allow,
     series: HashMap<SeriesKey, Series>,
-    /// Starts held by all series, against `MAX_STORED_STARTS`.
+    /// Starts held by all series, against `max_stored_starts`.
     stored_starts: usize,
+    /// Bounds of the state (`MAX_SERIES`, `MAX_STORED_STARTS`, `MAX_QUIET_FLOWS`, or less
+    /// when `limit_state` says so).
+    max_series: usize,
+    max_stored_starts: usize,
+    max_quiet: usize,
     quiet: HashMap<ConversationKey, QuietFlow>,
     /// Series dropped to make room (counted, not otherwise reported).
     pub series_evicted: u64,
@@ -167,6 +172,9 @@ impl Beacon {
             allow: Allow::new(&config.allow),
             series: HashMap::new(),
             stored_starts: 0,
+            max_series: MAX_SERIES,
+            max_stored_starts: MAX_STORED_STARTS,
+            max_quiet: MAX_QUIET_FLOWS,
             quiet: HashMap::new(),
             series_evicted: 0,
             quiet_evicted: 0,
@@ -213,8 +221,10 @@ impl Beacon {
             }
             return;
         }
-        let full = self.series.len() >= MAX_SERIES || self.stored_starts >= MAX_STORED_STARTS;
-        if full && (!self.series.contains_key(&key) || self.stored_starts >= MAX_STORED_STARTS) {
+        let full =
+            self.series.len() >= self.max_series || self.stored_starts >= self.max_stored_starts;
+        if full && (!self.series.contains_key(&key) || self.stored_starts >= self.max_stored_starts)
+        {
             self.series_evicted +=
                 evict_stalest(&mut self.series, |s| s.last_start_ms, |_, _| {}) as u64;
             self.stored_starts = self.series.values().map(|s| s.starts.len()).sum();
@@ -323,7 +333,7 @@ impl Beacon {
         let duration_ms = record.end_ms.saturating_sub(record.start_ms);
         let interval_ms =
             (record.packets_out >= 2).then(|| duration_ms as f64 / (record.packets_out - 1) as f64);
-        if self.quiet.len() >= MAX_QUIET_FLOWS && !self.quiet.contains_key(event.key) {
+        if self.quiet.len() >= self.max_quiet && !self.quiet.contains_key(event.key) {
             self.quiet_evicted +=
                 evict_stalest(&mut self.quiet, |q| q.last_end_ms.unwrap_or(0), |_, _| {}) as u64;
         }
@@ -393,6 +403,23 @@ impl Series {
 impl Rule for Beacon {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Half the memory to series, a quarter to their starts, a quarter to quiet flows;
+    /// each entry counted twice (a map or deque just grown is half full), a quiet flow with
+    /// its three full sample lists.
+    fn limit_state(&mut self, max_bytes: u64) {
+        let entries = |share: u64, each: usize| {
+            usize::try_from(share / (2 * each as u64).max(1)).unwrap_or(usize::MAX)
+        };
+        let series = std::mem::size_of::<(SeriesKey, Series)>() + 1;
+        let quiet = std::mem::size_of::<(ConversationKey, QuietFlow)>()
+            + 1
+            + 3 * MAX_RECORD_SAMPLES * std::mem::size_of::<f64>();
+        self.max_series = entries(max_bytes / 2, series).clamp(1, MAX_SERIES);
+        self.max_stored_starts =
+            entries(max_bytes / 4, std::mem::size_of::<Start>()).clamp(1, MAX_STORED_STARTS);
+        self.max_quiet = entries(max_bytes / 4, quiet).clamp(1, MAX_QUIET_FLOWS);
     }
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {

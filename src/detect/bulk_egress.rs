@@ -150,12 +150,23 @@ impl Window {
     }
 }
 
+/// What one window may cost: its slot in the table, counted twice (a table just grown is
+/// half full), and each older minute in its deque likewise twice (a deque doubles).
+const BYTES_PER_WINDOW: u64 = 2 * std::mem::size_of::<Window>() as u64 + 2;
+const BYTES_PER_MINUTE: u64 = 2 * std::mem::size_of::<(u32, u64, u64, u32)>() as u64;
+
 pub struct BulkEgress {
     min_bytes_out: u64,
     window_ms: u64,
     allow: Allow,
     windows: HashTable<Window>,
     hasher: RandomState,
+    /// The memory the windows may take (`limit_state`); at it, the stalest tenth goes.
+    max_bytes: u64,
+    /// Older minutes held by all windows, for the memory they take.
+    stored_minutes: u64,
+    /// Windows evicted to stay within `max_bytes`.
+    windows_evicted: u64,
 }
 
 impl BulkEgress {
@@ -166,7 +177,42 @@ impl BulkEgress {
             allow: Allow::new(&config.allow),
             windows: HashTable::new(),
             hasher: RandomState::default(),
+            max_bytes: u64::MAX,
+            stored_minutes: 0,
+            windows_evicted: 0,
         }
+    }
+
+    /// The memory the windows take, as `limit_state` bounds it.
+    fn state_bytes(&self) -> u64 {
+        (self.windows.len() as u64)
+            .saturating_mul(BYTES_PER_WINDOW)
+            .saturating_add(self.stored_minutes.saturating_mul(BYTES_PER_MINUTE))
+    }
+
+    /// Evicts the stalest tenth of the windows (at least one): the oldest newest minute
+    /// first, ties by addresses, so the same input evicts the same windows every run.
+    fn evict_stalest(&mut self) {
+        let target = (self.windows.len() / 10).max(1);
+        let mut ages: Vec<(u32, u128, u128)> = self
+            .windows
+            .iter()
+            .map(|w| (w.newest_minute, w.inside, w.outside))
+            .collect();
+        if ages.is_empty() {
+            return;
+        }
+        let (_, &mut cut, _) = ages.select_nth_unstable(target - 1);
+        let mut freed_minutes = 0;
+        self.windows.retain(|w| {
+            let evict = (w.newest_minute, w.inside, w.outside) <= cut;
+            if evict {
+                freed_minutes += w.older.len() as u64;
+            }
+            !evict
+        });
+        self.stored_minutes = self.stored_minutes.saturating_sub(freed_minutes);
+        self.windows_evicted += target as u64;
     }
 
     /// The record's pair as windows store it, and its hash.
@@ -187,18 +233,21 @@ impl BulkEgress {
             .find_mut(hash, |w| w.inside == inside && w.outside == outside)
     }
 
-    /// The record's window, made when it has none.
-    fn window(&mut self, record: &Oriented) -> &mut Window {
+    /// The record's window, made when it has none, and the count of older minutes all
+    /// windows hold (to keep up to date).
+    fn window(&mut self, record: &Oriented) -> (&mut Window, &mut u64) {
         let (inside, outside, hash) = self.key(record);
         let hasher = &self.hasher;
-        self.windows
+        let window = self
+            .windows
             .entry(
                 hash,
                 |w| w.inside == inside && w.outside == outside,
                 |w| pair_hash(hasher, w.inside, w.outside),
             )
             .or_insert_with(|| Window::new(inside, outside, record.start_ms))
-            .into_mut()
+            .into_mut();
+        (window, &mut self.stored_minutes)
     }
 }
 
@@ -235,13 +284,19 @@ impl Rule for BulkEgress {
             return;
         }
         let (min_bytes_out, window_ms) = (self.min_bytes_out, self.window_ms);
-        let window = self.window(record);
+        if self.state_bytes() >= self.max_bytes && self.find(record).is_none() {
+            self.evict_stalest();
+        }
+        let (window, stored_minutes) = self.window(record);
         if window.is_empty() {
             window.first_ms = record.start_ms;
         }
+        let minutes_before = window.older.len() as u64;
         window.add(record.end_ms, record.bytes_out, record.bytes_in);
         window.slide(event.now_ms, window_ms);
         window.rearm_below(min_bytes_out);
+        *stored_minutes =
+            (*stored_minutes + window.older.len() as u64).saturating_sub(minutes_before);
         if window.bytes_out < min_bytes_out {
             return;
         }
@@ -287,11 +342,22 @@ impl Rule for BulkEgress {
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         let window_ms = self.window_ms;
         let threshold = self.min_bytes_out;
+        let mut stored_minutes = 0;
         self.windows.retain(|window| {
             window.slide(now_ms, window_ms);
             window.rearm_below(threshold);
+            stored_minutes += window.older.len() as u64;
             !window.is_empty()
         });
+        self.stored_minutes = stored_minutes;
+    }
+
+    fn limit_state(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
+    }
+
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![("windows_evicted", self.windows_evicted)]
     }
 }
 
@@ -413,6 +479,35 @@ mod tests {
         assert_eq!(steps, vec![0, 1, 2, 3]);
         assert!(findings.windows(2).all(|w| w[0].score < w[1].score));
         assert_eq!(findings[0].attack, ATTACK);
+    }
+
+    #[test]
+    fn windows_stay_within_their_memory_evicting_the_stalest() {
+        let mut r = rule(1_000_000);
+        r.limit_state(100 * BYTES_PER_WINDOW);
+        let mut findings = Vec::new();
+        // 1,000 destinations, one a minute; the first one again each time.
+        for i in 0..1_000u64 {
+            let at = 60_000 * (i + 1);
+            let outside = format!("5.255.{}.{}", i / 250, i % 250 + 1);
+            let o = oriented("10.0.0.1", 5000, &outside, 443, 10, 0, at - 1000, at);
+            r.on_record(&event_for(&o, at), &mut findings);
+            let first = oriented("10.0.0.1", 5000, "5.255.0.1", 443, 10, 0, at - 1000, at);
+            r.on_record(&event_for(&first, at), &mut findings);
+            assert!(r.state_bytes() <= 100 * BYTES_PER_WINDOW + BYTES_PER_WINDOW);
+        }
+        assert!(r.windows.len() <= 101, "{}", r.windows.len());
+        assert!(r.windows_evicted >= 899, "{}", r.windows_evicted);
+        assert_eq!(
+            r.state_dropped(),
+            vec![("windows_evicted", r.windows_evicted)]
+        );
+        // The busy one stayed, the newest are there, the oldest went.
+        let probe = |outside: &str| oriented("10.0.0.1", 0, outside, 0, 0, 0, 0, 0);
+        assert!(r.find(&probe("5.255.0.1")).is_some());
+        assert!(r.find(&probe("5.255.3.250")).is_some());
+        assert!(r.find(&probe("5.255.0.2")).is_none());
+        assert!(findings.is_empty());
     }
 
     #[test]

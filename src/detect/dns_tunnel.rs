@@ -130,6 +130,8 @@ pub struct DnsTunnel {
     pairs: HashMap<(IpAddr, IpAddr), Pair>,
     /// Pairs dropped to make room (counted, not otherwise reported).
     pub pairs_evicted: u64,
+    /// Pairs held at most: `MAX_PAIRS`, or fewer when `limit_state` says so.
+    max_pairs: usize,
 }
 
 impl DnsTunnel {
@@ -145,6 +147,7 @@ impl DnsTunnel {
             allow: Allow::new(&config.allow),
             pairs: HashMap::new(),
             pairs_evicted: 0,
+            max_pairs: MAX_PAIRS,
         }
     }
 
@@ -183,6 +186,17 @@ impl Rule for DnsTunnel {
         vec![("pairs_evicted", self.pairs_evicted)]
     }
 
+    /// A pair with its full window of buckets, counted twice (a map or deque just grown is
+    /// half full).
+    fn limit_state(&mut self, max_bytes: u64) {
+        let pair = std::mem::size_of::<((IpAddr, IpAddr), Pair)>()
+            + 1
+            + (MAX_BUCKETS as usize + 1) * std::mem::size_of::<Bucket>();
+        self.max_pairs = usize::try_from(max_bytes / (2 * pair as u64))
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_PAIRS);
+    }
+
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let (key, record) = (event.key, event.record);
         if key.outside_port != DNS_PORT || !matches!(key.proto, 6 | 17) || event.from_resolver {
@@ -197,7 +211,7 @@ impl Rule for DnsTunnel {
             // Answers alone (the reply direction's record) open no window.
             return;
         }
-        if !self.pairs.contains_key(&pair_key) && self.pairs.len() >= MAX_PAIRS {
+        if !self.pairs.contains_key(&pair_key) && self.pairs.len() >= self.max_pairs {
             self.pairs_evicted += evict_stalest(&mut self.pairs, |p| p.last_ms, |_, _| {}) as u64;
         }
         let (bucket_ms, window_ms) = (self.bucket_ms, self.window_ms);

@@ -148,6 +148,10 @@ pub trait Rule: Send {
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+
+    /// Bounds the rule's per-key state to about `max_bytes` (its share of
+    /// `rules.max_state_bytes` in this shard); called once, before any record.
+    fn limit_state(&mut self, _max_bytes: u64) {}
 }
 
 /// Whether a rule's own allow-list matches the event's conversation.
@@ -197,8 +201,9 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// The enabled rules of `config`.
-    pub fn new(config: &Config) -> Self {
+    /// The enabled rules of `config`, for one of `shards` shards (which share
+    /// `rules.max_state_bytes`).
+    pub fn new(config: &Config, shards: usize) -> Self {
         let r = &config.rules;
         let mut rules: Vec<Box<dyn Rule>> = Vec::new();
         if r.long_lived_foreign.enabled {
@@ -222,6 +227,10 @@ impl Detector {
         }
         if r.watchlist.enabled {
             rules.push(Box::new(watchlist::Watchlist::new(&r.watchlist)));
+        }
+        let share = r.max_state_bytes / shards.max(1) as u64;
+        for rule in &mut rules {
+            rule.limit_state(share);
         }
         Detector {
             rules,

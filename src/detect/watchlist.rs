@@ -10,11 +10,15 @@ use super::{
 };
 use crate::config::WatchlistConfig;
 use crate::enrich::Allow;
+use crate::flow::evict_stalest;
 
 pub const NAME: &str = "watchlist";
 const ATTACK: &[&str] = &["T1041"];
 /// A pair quiet this long is forgotten.
 const FORGET_AFTER_MS: u64 = 24 * 3600 * 1000;
+/// What one pair may cost in its map: key and counters, counted twice (a map just grown
+/// is half full).
+const BYTES_PER_PAIR: u64 = 2 * (std::mem::size_of::<((IpAddr, IpAddr), Exchanged)>() as u64 + 1);
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Exchanged {
@@ -31,6 +35,10 @@ pub struct Watchlist {
     min_bytes: u64,
     allow: Allow,
     pairs: HashMap<(IpAddr, IpAddr), Exchanged>,
+    /// Pairs held at most (`limit_state`); at it, the stalest tenth goes.
+    max_pairs: usize,
+    /// Pairs evicted to stay within `max_pairs`.
+    pairs_evicted: u64,
 }
 
 impl Watchlist {
@@ -39,6 +47,8 @@ impl Watchlist {
             min_bytes: config.min_bytes.max(1),
             allow: Allow::new(&config.allow),
             pairs: HashMap::new(),
+            max_pairs: usize::MAX,
+            pairs_evicted: 0,
         }
     }
 }
@@ -54,6 +64,9 @@ impl Rule for Watchlist {
             return;
         }
         let r = event.record;
+        if self.pairs.len() >= self.max_pairs && !self.pairs.contains_key(&(r.inside, r.outside)) {
+            self.pairs_evicted += evict_stalest(&mut self.pairs, |p| p.last_ms, |_, _| {}) as u64;
+        }
         let pair = self
             .pairs
             .entry((r.inside, r.outside))
@@ -105,6 +118,16 @@ impl Rule for Watchlist {
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         self.pairs
             .retain(|_, p| p.last_ms.saturating_add(FORGET_AFTER_MS) > now_ms);
+    }
+
+    fn limit_state(&mut self, max_bytes: u64) {
+        self.max_pairs = usize::try_from(max_bytes / BYTES_PER_PAIR)
+            .unwrap_or(usize::MAX)
+            .max(1);
+    }
+
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![("pairs_evicted", self.pairs_evicted)]
     }
 }
 
@@ -158,6 +181,25 @@ mod tests {
             "{}",
             findings[0].summary
         );
+    }
+
+    #[test]
+    fn pairs_stay_within_their_memory() {
+        let mut r = Watchlist::new(&WatchlistConfig::default());
+        r.limit_state(50 * BYTES_PER_PAIR);
+        let watched = Destination {
+            watched: true,
+            ..Default::default()
+        };
+        let mut findings = Vec::new();
+        for i in 0..500u64 {
+            let outside = format!("175.45.{}.{}", i / 200, i % 200 + 1);
+            let o = oriented("10.0.0.1", 6000, &outside, 443, 10, 0, i, i + 1);
+            r.on_record(&event_with(&o, i + 1, watched), &mut findings);
+            assert!(r.pairs.len() <= 50);
+        }
+        assert!(r.pairs_evicted >= 450, "{}", r.pairs_evicted);
+        assert_eq!(r.state_dropped(), vec![("pairs_evicted", r.pairs_evicted)]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod daemon;
 mod decode;
 mod harness;
 mod loadgen;
+mod memory;
 mod metrics_endpoint;
 mod replay;
 mod scenarios;
