@@ -1,6 +1,7 @@
 //! cli: `exflow run`, the daemon, with SIGTERM/SIGINT (drain and stop) and SIGHUP (reload
 //! the threat-intel file) wired to its control flags. The sockets are bound here, first,
-//! and `--ready-file` says where they were bound (ports given as 0 resolved).
+//! and `--ready-file` says where they were bound (ports given as 0 resolved); the file
+//! is removed when the daemon stops.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,7 +35,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             sockets.metrics_address()?,
         )?;
     }
-    daemon::run(&config, sockets, control)
+    let result = daemon::run(&config, sockets, control);
+    if let Some(path) = &args.ready_file {
+        // The addresses are no longer served: a stale file would mislead.
+        let _ = std::fs::remove_file(path);
+    }
+    result
 }
 
 /// `{"listen": ["ADDR:PORT", ...], "metrics_listen": "ADDR:PORT"}`, written whole (a

@@ -200,3 +200,31 @@ impl Sockets {
         Ok(total)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port's lock is held once: a second taker is refused, naming the address, until
+    /// the first lets go.
+    #[test]
+    fn a_port_lock_is_held_once() {
+        // An ephemeral port nobody else locks in this test run.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        let first = PortLock::acquire(port, address).unwrap();
+        let error = PortLock::acquire(port, address).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "cannot listen on udp {address}: another exflow already receives on port {port}"
+            )
+        );
+        drop(first);
+        PortLock::acquire(port, address).unwrap();
+    }
+}

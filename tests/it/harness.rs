@@ -250,6 +250,8 @@ pub struct Daemon {
     pub metrics: String,
     pub udp_port: u16,
     log: PathBuf,
+    /// The `--ready-file`, removed by the daemon when it stops.
+    ready: PathBuf,
 }
 
 impl Daemon {
@@ -312,6 +314,7 @@ impl Daemon {
             metrics: ready["metrics_listen"].as_str().unwrap().to_string(),
             udp_port: udp.port(),
             log,
+            ready: ready_path,
         }
     }
 
@@ -432,6 +435,7 @@ impl Daemon {
         let (status, stdout) = wait_with_timeout(&mut child, Duration::from_secs(30));
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         assert!(status.success(), "exflow run exited with {status:?}: {log}");
+        assert!(!self.ready.exists(), "the ready file outlives the daemon");
         (stdout, log)
     }
 
