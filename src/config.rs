@@ -139,10 +139,19 @@ pub struct FlowConfig {
     /// Records of the same 5-tuple that start within this long (event time) after the
     /// conversation's last activity are stitched into it.
     pub idle_timeout_s: u64,
-    /// How late, after event time has moved on, an exporter may still deliver a record of
-    /// a conversation (softflowd holds idle flows up to an hour before exporting them). A
-    /// conversation ends when idle for `idle_timeout_s + late_records_s`.
-    pub late_records_s: u64,
+    /// How late an exporter may deliver a record: one that ended up to this long before
+    /// its exporter's clock (the latest flow end that exporter sent) still feeds its
+    /// conversation and the rules' windows; later ones are counted and dropped
+    /// (`exflow_flow_late_dropped_records_total`). Flow caches export long flows at their
+    /// active timeout and short ones when the cache flushes: an hour is normal. A
+    /// conversation ends when idle for `idle_timeout_s + max_lateness_s`, and the rules
+    /// keep their windows that much longer. (Was `late_records_s`, still read.)
+    #[serde(alias = "late_records_s")]
+    pub max_lateness_s: u64,
+    /// A record dated more than this after its datagram was received (wall clock live,
+    /// capture time in a replay) is not believed: counted and dropped
+    /// (`exflow_flow_clock_skewed_records_total`).
+    pub max_clock_skew_s: u64,
     /// How often (event time) expiry and windowed rules run.
     pub tick_s: u64,
     /// Flow-table shard threads, each with its slice of the table (by inside host) and its
@@ -176,7 +185,8 @@ impl Default for FlowConfig {
             max_conversations: 2_000_000,
             max_memory_bytes: 1 << 30,
             idle_timeout_s: 1800,
-            late_records_s: 3600,
+            max_lateness_s: 3600,
+            max_clock_skew_s: 600,
             tick_s: 60,
             shards: 0,
             queue_batches: 256,

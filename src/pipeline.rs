@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord, SamplingConfig};
 use crate::detect::{Alert, Detector, RULES, RecordEvent, Severity};
 use crate::enrich::Enricher;
+use crate::flow::clock::EventClock;
 use crate::flow::{FlowCounters, FlowTable, Orientation, Oriented, orient};
 
 /// Alerts counted by rule and severity (the order of [`RULES`] and [`Severity::ALL`]).
@@ -72,20 +73,24 @@ impl PipelineCounters {
     }
 }
 
-/// What a shard runs, in order: records, each stamped with the event time the ingest had
-/// reached when it arrived (its end, or a later one already seen in any shard), and the
-/// ticks the ingest broadcasts to every shard when that time crosses a tick. Each shard's
-/// clock then moves exactly as one clock over the whole table would: the alerts do not
-/// depend on the sharding.
+/// What a shard runs, in order: records, each stamped with its exporter's clock when it
+/// arrived (its end, or a later one that exporter already sent), and the ticks of the
+/// table clock (see [`crate::flow::clock`]) the ingest broadcasts to every shard when that
+/// clock crosses a tick. A record is judged by the rules on its exporter's time; expiry
+/// and the rules' windows move on the table clock. Both are decided before sharding: the
+/// alerts do not depend on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routed {
+    /// `now_ms`: the record's exporter's clock.
     Record { record: Oriented, now_ms: u64 },
+    /// `now_ms`: the table clock.
     Tick { now_ms: u64 },
 }
 
 /// The front half: datagrams decoded, records oriented and routed to their shard's batch,
 /// in arrival order. One per receive worker; it owns the template state of the exporters
-/// that worker hears, and the event clock that decides the ticks.
+/// that worker hears, and their event clocks, which judge each record (too far in the
+/// future, too late) and decide the ticks.
 pub struct Ingest {
     decoder: Decoder,
     enricher: Enricher,
@@ -93,7 +98,9 @@ pub struct Ingest {
     records: Vec<FlowRecord>,
     /// What each shard runs next.
     batches: Vec<Vec<Routed>>,
-    /// Event time: the latest end of an outbound record, ms.
+    /// Every exporter's clock and the table clock.
+    clock: EventClock,
+    /// Event time of the tables (the table clock as of the last tick decision), ms.
     now_ms: u64,
     next_tick_ms: u64,
     tick_ms: u64,
@@ -122,6 +129,11 @@ impl Ingest {
             tap: None,
             records: Vec::with_capacity(64),
             batches: vec![Vec::new(); shards.max(1)],
+            clock: EventClock::new(
+                config.decoder.max_exporters,
+                config.flow.max_lateness_s,
+                config.flow.max_clock_skew_s,
+            ),
             now_ms: 0,
             next_tick_ms: 0,
             tick_ms: config.flow.tick_s.saturating_mul(1000).max(1),
@@ -139,7 +151,7 @@ impl Ingest {
         &mut self.decoder
     }
 
-    /// Event time as far as this ingest has seen, ms.
+    /// The tables' event time as far as this ingest has seen, ms.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
@@ -162,8 +174,9 @@ impl Ingest {
     }
 
     /// Orients decoded records and routes each one that goes from an inside host to the
-    /// outside (or back) to its shard; transit and internal ones are counted and go no
-    /// further.
+    /// outside (or back) to its shard, unless its exporter's clock rejects it (counted);
+    /// transit and internal ones are counted and go no further. The tap sees every
+    /// decoded record.
     pub fn push_records(&mut self, records: &[FlowRecord]) {
         for record in records {
             let orientation = orient(record, &self.enricher);
@@ -176,11 +189,20 @@ impl Ingest {
             }
             match orientation {
                 Orientation::Outbound(oriented) => {
-                    self.advance(oriented.end_ms);
+                    let Ok(exporter_ms) = self.clock.accept(
+                        oriented.exporter,
+                        record.time_received_ns / 1_000_000,
+                        oriented.start_ms,
+                        oriented.end_ms,
+                        self.next_tick_ms,
+                    ) else {
+                        continue;
+                    };
+                    self.advance();
                     let shard = shard_of(oriented.inside, self.batches.len());
                     self.batches[shard].push(Routed::Record {
                         record: oriented,
-                        now_ms: self.now_ms,
+                        now_ms: exporter_ms,
                     });
                 }
                 Orientation::Transit => self.transit_records += 1,
@@ -189,9 +211,10 @@ impl Ingest {
         }
     }
 
-    /// Moves event time to `end_ms` when it is later; every shard gets a tick when it
-    /// passes one.
-    fn advance(&mut self, end_ms: u64) {
+    /// Moves the tables' event time to the table clock when it is later; every shard gets
+    /// a tick when it passes one.
+    fn advance(&mut self) {
+        let end_ms = self.clock.table_ms();
         if end_ms <= self.now_ms {
             return;
         }
@@ -222,6 +245,7 @@ impl Ingest {
         };
         counters.flow.transit_records = self.transit_records;
         counters.flow.internal_records = self.internal_records;
+        counters.flow.clock = self.clock.counters;
         counters
     }
 }
@@ -241,7 +265,7 @@ pub struct Shard {
     table: FlowTable,
     detector: Detector,
     enricher: Enricher,
-    /// Event time, ms: as stamped on what this shard ran.
+    /// The table clock, ms: as the ticks this shard ran stamped it.
     now_ms: u64,
     /// Ticks before this are repeats (from another receive worker) and skipped.
     next_tick_ms: u64,
@@ -258,7 +282,7 @@ impl Shard {
             table: FlowTable::new(
                 max_conversations,
                 config.flow.idle_timeout_s,
-                config.flow.late_records_s,
+                config.flow.max_lateness_s,
             ),
             detector: Detector::new(config, shards),
             enricher,
@@ -302,9 +326,9 @@ impl Shard {
         }
     }
 
+    /// Runs a record at `now_ms`, its exporter's clock: a conversation it ends and what
+    /// the rules make of it are on that time, whatever other exporters say.
     fn run(&mut self, oriented: &Oriented, now_ms: u64, alerts: &mut Vec<Alert>) {
-        self.now_ms = self.now_ms.max(now_ms);
-        let now_ms = self.now_ms;
         let enricher = &self.enricher;
         let detector = &mut self.detector;
         let produced = alerts.len();

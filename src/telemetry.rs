@@ -288,6 +288,27 @@ impl Telemetry {
         );
         metric(
             &mut out,
+            "exflow_flow_clock_skewed_records_total",
+            "counter",
+            "Records dated more than flow.max_clock_skew_s after their datagram was received (dropped).",
+            &one(f.clock.skewed),
+        );
+        metric(
+            &mut out,
+            "exflow_flow_late_dropped_records_total",
+            "counter",
+            "Records that ended more than flow.max_lateness_s before their exporter's clock (dropped).",
+            &one(f.clock.late),
+        );
+        metric(
+            &mut out,
+            "exflow_flow_clock_exporters_evicted_total",
+            "counter",
+            "Exporter clocks forgotten to make room (decoder.max_exporters), one-off senders first.",
+            &one(f.clock.evicted),
+        );
+        metric(
+            &mut out,
             "exflow_flow_conversations",
             "gauge",
             "Conversations tracked.",
@@ -318,7 +339,7 @@ impl Telemetry {
             &mut out,
             "exflow_detect_event_time_seconds",
             "gauge",
-            "Event time (the exporters' clock).",
+            "Event time of the tables: the slowest exporter heard recently (see README, Event time).",
             &one(snapshot.event_time_ms / 1000),
         );
         let alerts: Vec<(String, u64)> = crate::detect::RULES

@@ -9,6 +9,7 @@
 //! index of handles by key, and a timer wheel of handles by deadline (`wheel`) from which
 //! expiry and eviction take the stalest conversations.
 
+pub mod clock;
 mod initiator;
 mod slab;
 mod wheel;
@@ -197,6 +198,9 @@ pub struct FlowCounters {
     pub conversations_expired: u64,
     /// Ended early because the table was full.
     pub conversations_evicted: u64,
+    /// Dropped before the table: dated too far ahead, too late, and exporter clocks
+    /// forgotten (see [`clock`]).
+    pub clock: clock::ClockCounters,
 }
 
 impl FlowCounters {
@@ -207,6 +211,7 @@ impl FlowCounters {
         self.conversations_created += other.conversations_created;
         self.conversations_expired += other.conversations_expired;
         self.conversations_evicted += other.conversations_evicted;
+        self.clock.merge(&other.clock);
     }
 }
 
@@ -333,10 +338,11 @@ pub enum Update {
 impl FlowTable {
     /// A shard of at most `max_conversations` (and at most `u32::MAX - 1`), stitching
     /// records `idle_timeout_s` apart and ending conversations idle for
-    /// `idle_timeout_s + late_records_s` of event time.
-    pub fn new(max_conversations: usize, idle_timeout_s: u64, late_records_s: u64) -> Self {
+    /// `idle_timeout_s + max_lateness_s` of event time: a record that ends up to
+    /// `max_lateness_s` behind the clock still finds its conversation.
+    pub fn new(max_conversations: usize, idle_timeout_s: u64, max_lateness_s: u64) -> Self {
         let expiry_ms = idle_timeout_s
-            .saturating_add(late_records_s)
+            .saturating_add(max_lateness_s)
             .saturating_mul(1000);
         FlowTable {
             conversations: Conversations::new(),

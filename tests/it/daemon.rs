@@ -39,7 +39,13 @@ fn metrics_count_every_stage_and_alerts_go_to_the_file_sink() {
         metrics["exflow_decode_exporter_records_total{exporter=\"127.0.0.1\"}"],
         2208.0
     );
-    assert_eq!(metrics["exflow_flow_records_total"], 2208.0);
+    // A third of softflowd's records are over an hour late (it flushed its cache at
+    // the end of the capture): counted, not in the table.
+    assert_eq!(
+        metrics["exflow_flow_records_total"] + metrics["exflow_flow_late_dropped_records_total"],
+        2208.0
+    );
+    assert_eq!(metrics["exflow_flow_clock_skewed_records_total"], 0.0);
     assert_eq!(
         metrics["exflow_decode_errors_total{kind=\"truncated\"}"],
         0.0
@@ -72,7 +78,11 @@ fn workers_and_shards_on_threads_raise_what_replay_raises() {
     wait_until(
         "all records are in the tables",
         Duration::from_secs(30),
-        || daemon.metric("exflow_flow_records_total") == 2208.0,
+        || {
+            daemon.metric("exflow_flow_records_total")
+                + daemon.metric("exflow_flow_late_dropped_records_total")
+                == 2208.0
+        },
     );
     assert_eq!(
         daemon.metric("exflow_flow_queue_dropped_records_total"),
@@ -183,8 +193,10 @@ fn sighup_reloads_the_threat_intel_file() {
     let dir = temp_dir("daemon-intel");
     let intel = dir.join("intel.txt");
     std::fs::write(&intel, "# nothing listed yet\n").unwrap();
+    // C1's records reach the watchlist's volume only with those softflowd flushed at the
+    // end of the capture, up to two hours behind its clock: allow that lateness.
     let config = format!(
-        "threat_intel_file = \"{}\"\n{}",
+        "threat_intel_file = \"{}\"\n{}\n[flow]\nmax_lateness_s = 10800\n",
         intel.display(),
         file_sink(&dir)
     );

@@ -3,6 +3,7 @@
 
 mod alerts_to_kafka;
 mod cli;
+mod clock;
 mod daemon;
 mod decode;
 mod harness;

@@ -1,0 +1,333 @@
+//! flow::clock: event time that no sender can corrupt. Each exporter has a clock of its own
+//! (the latest flow end of its records); every record is judged on its exporter's clock and
+//! its datagram's receive time before it reaches a table: one from the future (more than
+//! `flow.max_clock_skew_s` after it was received) or too late (ended more than
+//! `flow.max_lateness_s` before its exporter's clock) is counted and dropped. The shared
+//! tables expire and tick on a clock of their own, the slowest exporter heard recently, so
+//! that no single exporter can push it.
+//!
+//! The table clock is the minimum of the clocks of the exporters heard within the last
+//! [`SILENT_AFTER_MS`] of receive time, and it never goes back. An exporter dated in the
+//! future therefore cannot move the tables: the minimum ignores it (and it cannot be more
+//! than the skew ahead of its receive time anyway). One dated in the past, or simply slow,
+//! holds expiry and the rules' window sliding back while it keeps sending (the rules still
+//! judge every record on its own exporter's clock, and full tables still evict); an
+//! exporter that falls silent times out of the minimum. With one exporter the table clock
+//! is that exporter's clock. The one exporter a minimum cannot outvote is the first one
+//! heard: it sets the clock until another exporter comes, at most the skew ahead of the
+//! wall clock.
+//!
+//! Everything is a function of the records and their receive times, in order: a replay
+//! (receive time = capture time) is deterministic, and the clock is computed before the
+//! records are sharded, so the sharding changes nothing.
+
+use std::net::IpAddr;
+
+use foldhash::HashMap;
+
+/// An exporter that has sent nothing for this long (receive time) no longer holds the
+/// table clock back.
+pub const SILENT_AFTER_MS: u64 = 600_000;
+
+/// How often (receive time) a table clock held back by an exporter looks again whether
+/// that exporter fell silent.
+const RECHECK_MS: u64 = 1_000;
+
+/// Up to this many exporters, the table clock is brought up to date on every record;
+/// beyond, only when it may cross a tick.
+const EXACT_UP_TO: usize = 16;
+
+/// Records sent before an exporter is trusted not to be a one-off (spoofed) source when
+/// clocks must be forgotten to make room.
+const PROVEN_RECORDS: u64 = 16;
+
+/// What the clock dropped, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClockCounters {
+    /// Records dated more than the skew after they were received
+    /// (`exflow_flow_clock_skewed_records_total`).
+    pub skewed: u64,
+    /// Records that ended more than the lateness before their exporter's clock
+    /// (`exflow_flow_late_dropped_records_total`).
+    pub late: u64,
+    /// Exporter clocks forgotten to make room (`exflow_flow_clock_exporters_evicted_total`).
+    pub evicted: u64,
+}
+
+impl ClockCounters {
+    pub fn merge(&mut self, other: &ClockCounters) {
+        self.skewed += other.skewed;
+        self.late += other.late;
+        self.evicted += other.evicted;
+    }
+}
+
+/// Why a record was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Dated too far after its receive time.
+    Future,
+    /// Too far behind its exporter's clock.
+    Late,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ExporterClock {
+    /// The latest flow end of its accepted records, ms.
+    now_ms: u64,
+    /// The latest receive time of its records, ms.
+    heard_ms: u64,
+    records: u64,
+}
+
+/// The exporters' clocks and the table clock of one ingest.
+#[derive(Debug)]
+pub struct EventClock {
+    exporters: HashMap<IpAddr, ExporterClock>,
+    max_exporters: usize,
+    lateness_ms: u64,
+    skew_ms: u64,
+    /// The latest receive time seen, ms.
+    received_ms: u64,
+    /// The tables' event time, ms (0 before the first record).
+    table_ms: u64,
+    /// When (receive time) to look again at a table clock held back below `wanted_ms`.
+    recheck_ms: Option<u64>,
+    pub counters: ClockCounters,
+}
+
+impl EventClock {
+    /// Clocks for at most `max_exporters` exporters.
+    pub fn new(max_exporters: usize, max_lateness_s: u64, max_clock_skew_s: u64) -> EventClock {
+        EventClock {
+            exporters: HashMap::default(),
+            max_exporters: max_exporters.max(1),
+            lateness_ms: max_lateness_s.saturating_mul(1000),
+            skew_ms: max_clock_skew_s.saturating_mul(1000),
+            received_ms: 0,
+            table_ms: 0,
+            recheck_ms: None,
+            counters: ClockCounters::default(),
+        }
+    }
+
+    /// The tables' event time, ms. With more than [`EXACT_UP_TO`] exporters it is brought
+    /// up to date only when it may cross the next tick boundary: between those it may lag
+    /// by less than a tick.
+    pub fn table_ms(&self) -> u64 {
+        self.table_ms
+    }
+
+    /// Judges a record of `exporter` that started at `start_ms` and ended at `end_ms`,
+    /// received at `received_ms` (0: unknown, as for records made by hand). Accepted, it
+    /// moves its exporter's clock and gives that clock; `tick_ms` is the next tick
+    /// boundary of the table clock, which is looked at again only when this record may
+    /// have moved it past.
+    pub fn accept(
+        &mut self,
+        exporter: IpAddr,
+        received_ms: u64,
+        start_ms: u64,
+        end_ms: u64,
+        tick_ms: u64,
+    ) -> Result<u64, Rejected> {
+        if received_ms > 0 && start_ms.max(end_ms) > received_ms.saturating_add(self.skew_ms) {
+            self.counters.skewed += 1;
+            return Err(Rejected::Future);
+        }
+        // Without a receive time the record's own end stands for it.
+        let heard_ms = if received_ms > 0 { received_ms } else { end_ms };
+        self.received_ms = self.received_ms.max(heard_ms);
+        if !self.exporters.contains_key(&exporter) && self.exporters.len() >= self.max_exporters {
+            self.forget_one();
+        }
+        let clock = self.exporters.entry(exporter).or_insert(ExporterClock {
+            now_ms: 0,
+            heard_ms,
+            records: 0,
+        });
+        if clock.now_ms > 0 && end_ms.saturating_add(self.lateness_ms) < clock.now_ms {
+            self.counters.late += 1;
+            return Err(Rejected::Late);
+        }
+        let before = clock.now_ms;
+        clock.now_ms = clock.now_ms.max(end_ms);
+        clock.heard_ms = clock.heard_ms.max(heard_ms);
+        clock.records += 1;
+        let now_ms = clock.now_ms;
+        // The table clock can only pass `tick_ms` when this exporter just passed it, or
+        // when an exporter holding it back may have gone silent.
+        let crossed = before < tick_ms && now_ms >= tick_ms;
+        let recheck = self.recheck_ms.is_some_and(|at| self.received_ms >= at);
+        // A few exporters are looked at on every record: the table clock is then exact
+        // to the millisecond.
+        if crossed || recheck || self.table_ms == 0 || self.exporters.len() <= EXACT_UP_TO {
+            self.settle(tick_ms);
+        }
+        Ok(now_ms)
+    }
+
+    /// Looks at every recently heard exporter for the table clock.
+    fn settle(&mut self, tick_ms: u64) {
+        let horizon = self.received_ms.saturating_sub(SILENT_AFTER_MS);
+        let (mut slowest, mut fastest) = (u64::MAX, 0);
+        for clock in self.exporters.values() {
+            if clock.heard_ms >= horizon && clock.now_ms > 0 {
+                slowest = slowest.min(clock.now_ms);
+                fastest = fastest.max(clock.now_ms);
+            }
+        }
+        if fastest == 0 {
+            return;
+        }
+        self.table_ms = self.table_ms.max(slowest);
+        // Held back below the next tick by a slower exporter: look again in a while, in
+        // case it fell silent.
+        self.recheck_ms = (self.table_ms < tick_ms && fastest >= tick_ms)
+            .then(|| self.received_ms.saturating_add(RECHECK_MS));
+    }
+
+    /// Forgets one clock to make room: of the exporters that sent fewest records (a
+    /// spoofed source sends one), the least recently heard.
+    fn forget_one(&mut self) {
+        let gone = self
+            .exporters
+            .iter()
+            .min_by_key(|(address, c)| (c.records.min(PROVEN_RECORDS), c.heard_ms, **address))
+            .map(|(address, _)| *address);
+        if let Some(address) = gone {
+            self.exporters.remove(&address);
+            self.counters.evicted += 1;
+        }
+    }
+
+    /// Exporter clocks kept.
+    pub fn exporters(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// An exporter's clock, ms.
+    pub fn exporter_ms(&self, exporter: IpAddr) -> Option<u64> {
+        self.exporters.get(&exporter).map(|c| c.now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_710_234_000_000;
+    const MIN: u64 = 60_000;
+
+    fn address(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    fn tick_after(ms: u64) -> u64 {
+        ms - ms % MIN + MIN
+    }
+
+    /// Feeds `(exporter, received, end)` records with a tick boundary that follows the
+    /// table clock; returns what each gave.
+    fn feed(clock: &mut EventClock, records: &[(u8, u64, u64)]) -> Vec<Result<u64, Rejected>> {
+        records
+            .iter()
+            .map(|&(exporter, received, end)| {
+                let tick = tick_after(clock.table_ms());
+                clock.accept(address(exporter), received, end - 1000, end, tick)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_exporter_is_the_table_clock() {
+        let mut clock = EventClock::new(16, 3600, 600);
+        let got = feed(
+            &mut clock,
+            &[
+                (1, T0, T0 - 5_000),
+                (1, T0 + 1, T0 - 9_000),
+                (1, T0 + 2, T0 + 70_000),
+            ],
+        );
+        assert_eq!(got, vec![Ok(T0 - 5_000), Ok(T0 - 5_000), Ok(T0 + 70_000)]);
+        assert_eq!(clock.table_ms(), T0 + 70_000);
+    }
+
+    #[test]
+    fn a_future_record_is_dropped_and_moves_no_clock() {
+        let mut clock = EventClock::new(16, 3600, 600);
+        feed(&mut clock, &[(1, T0, T0)]);
+        let year_2030 = 1_893_456_000_000;
+        let got = feed(&mut clock, &[(2, T0, year_2030), (1, T0, T0 + 601_000)]);
+        assert_eq!(got, vec![Err(Rejected::Future), Err(Rejected::Future)]);
+        assert_eq!(clock.counters.skewed, 2);
+        assert_eq!(
+            (clock.table_ms(), clock.exporter_ms(address(1))),
+            (T0, Some(T0))
+        );
+        // Within the skew it is accepted, on its own exporter's clock only.
+        let got = feed(&mut clock, &[(2, T0, T0 + 599_000)]);
+        assert_eq!(got, vec![Ok(T0 + 599_000)]);
+        assert_eq!(
+            clock.table_ms(),
+            T0,
+            "the slowest exporter holds the tables"
+        );
+    }
+
+    #[test]
+    fn late_records_are_judged_on_their_own_exporters_clock() {
+        let mut clock = EventClock::new(16, 3600, 600);
+        let hour = 3_600_000;
+        feed(&mut clock, &[(2, T0, T0 - 2 * hour), (1, T0, T0)]);
+        // 59 min behind exporter 1 is in time; 61 min is late; exporter 2's own records
+        // two hours behind exporter 1 are in time on its clock.
+        let got = feed(
+            &mut clock,
+            &[
+                (1, T0, T0 - 59 * MIN),
+                (1, T0, T0 - 61 * MIN),
+                (2, T0, T0 - 2 * hour - MIN),
+            ],
+        );
+        assert_eq!(got, vec![Ok(T0), Err(Rejected::Late), Ok(T0 - 2 * hour)]);
+        assert_eq!(clock.counters.late, 1);
+        // The tables follow the slower exporter.
+        assert_eq!(clock.table_ms(), T0 - 2 * hour);
+    }
+
+    #[test]
+    fn a_silent_exporter_stops_holding_the_tables_back() {
+        let mut clock = EventClock::new(16, 3600, 600);
+        feed(&mut clock, &[(2, T0, T0 - 10 * MIN), (1, T0, T0)]);
+        assert_eq!(clock.table_ms(), T0 - 10 * MIN);
+        // Exporter 1 goes on, 2 says nothing more: 10 min of receive time later it no
+        // longer counts.
+        let mut got = Vec::new();
+        for s in (1..=700).step_by(5) {
+            let at = T0 + s * 1000;
+            got.push((s, feed(&mut clock, &[(1, at, at)])[0], clock.table_ms()));
+        }
+        let (_, _, before) = got.iter().find(|(s, ..)| *s == 596).unwrap();
+        assert_eq!(*before, T0 - 10 * MIN);
+        let (_, _, after) = got.last().unwrap();
+        assert_eq!(*after, T0 + 696_000);
+    }
+
+    #[test]
+    fn spoofed_one_off_exporters_do_not_push_out_a_steady_one() {
+        let mut clock = EventClock::new(64, 3600, 600);
+        for i in 0..100 {
+            feed(&mut clock, &[(1, T0 + i, T0 + i)]);
+        }
+        for spoofed in 0..5_000u32 {
+            let exporter = IpAddr::from((0x7f00_0100 + spoofed).to_be_bytes());
+            let tick = tick_after(clock.table_ms());
+            let _ = clock.accept(exporter, T0 + 200, T0 + 100, T0 + 200, tick);
+        }
+        assert_eq!(clock.exporters(), 64);
+        assert_eq!(clock.exporter_ms(address(1)), Some(T0 + 99));
+        assert_eq!(clock.counters.evicted, 5_000 - 63);
+    }
+}

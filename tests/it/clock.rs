@@ -1,0 +1,114 @@
+//! Event time no sender can corrupt, on a live daemon: a spoofed exporter on another
+//! loopback address cannot move the legitimate exporter's clock, records too far in the
+//! future are dropped and counted; late and reordered records still raise the alerts.
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use exflow::decode::{FlowKind, FlowRecord};
+
+use crate::harness::{Daemon, temp_dir, wait_until};
+use crate::support::{border_config, datagrams, replay};
+
+/// 2030-01-01T00:00:00Z.
+const YEAR_2030_MS: u64 = 1_893_456_000_000;
+
+fn alerts_in(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A small upload of an inside host, from `start_ms` to `end_ms`.
+fn upload(inside: &str, start_ms: u64, end_ms: u64) -> FlowRecord {
+    FlowRecord {
+        kind: FlowKind::Ipfix,
+        time_flow_start_ns: start_ms * 1_000_000,
+        time_flow_end_ns: end_ms * 1_000_000,
+        bytes: 1_000,
+        packets: 2,
+        src_addr: inside.parse().unwrap(),
+        dst_addr: "198.51.100.7".parse().unwrap(),
+        src_port: 40_000,
+        dst_port: 443,
+        proto: 6,
+        ..FlowRecord::default()
+    }
+}
+
+/// IPFIX datagrams (template first) carrying `records`, exported at `export_ms`.
+fn ipfix(records: &[FlowRecord], export_ms: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    exflow::synth::Exporter::new(FlowKind::Ipfix, 7).encode(records, export_ms, &mut out);
+    out
+}
+
+/// (alert id, event time) of alerts as JSON.
+fn ids_and_times<'a>(
+    alerts: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> BTreeMap<String, String> {
+    alerts
+        .into_iter()
+        .map(|a| {
+            (
+                a["alert_id"].as_str().unwrap().to_string(),
+                a["event_time"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// softflowd's export from 127.0.0.1, and halfway through it a spoofer on 127.0.0.2 sends
+/// one record dated 2030 and one dated now (two years ahead of the capture's 2024, but
+/// within the skew of the wall clock). The first is dropped and counted; the second runs
+/// on the spoofer's own clock only. The legitimate alerts are exactly those of a replay of
+/// the capture alone, ids and event times included, and none is dated after 2024.
+#[test]
+fn a_spoofed_exporter_cannot_move_the_legitimate_exporters_clock() {
+    let dir = temp_dir("clock-spoofed");
+    let config = format!(
+        "[sink]\nfile = \"{}\"\n",
+        dir.join("alerts.jsonl").display()
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let legit = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let spoofer = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let capture = datagrams("softflowd_ipfix.pcap");
+    let target = ("127.0.0.1", daemon.udp_port);
+    let (first, second) = capture.split_at(capture.len() / 2);
+    for (_, _, payload) in first {
+        legit.send_to(payload, target).unwrap();
+    }
+    let now_ms = exflow::time::wall_clock_ns() / 1_000_000;
+    let spoofed = [
+        upload("10.10.99.1", YEAR_2030_MS - 1_000, YEAR_2030_MS),
+        upload("10.10.99.2", now_ms - 1_000, now_ms),
+    ];
+    for payload in ipfix(&spoofed, now_ms) {
+        spoofer.send_to(&payload, target).unwrap();
+    }
+    for (_, _, payload) in second {
+        legit.send_to(payload, target).unwrap();
+    }
+    wait_until("every record is decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0 + 2.0
+    });
+    assert_eq!(daemon.metric("exflow_flow_clock_skewed_records_total"), 1.0);
+    daemon.stop();
+
+    let live = alerts_in(&dir);
+    let (replayed, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
+    assert!(!replayed.is_empty());
+    let replayed: Vec<serde_json::Value> = replayed
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect();
+    assert_eq!(ids_and_times(&live), ids_and_times(&replayed));
+    for alert in &live {
+        let time = alert["event_time"].as_str().unwrap();
+        assert!(time.starts_with("2024-"), "dated by the spoofer: {alert}");
+    }
+}
