@@ -342,8 +342,10 @@ fn a_failed_threat_intel_reload_is_counted_and_the_previous_list_kept() {
     let dir = temp_dir("daemon-intel-broken");
     let intel = dir.join("intel.txt");
     std::fs::write(&intel, "# C1's server\n185.220.101.45/32\n").unwrap();
+    // As in sighup_reloads_the_threat_intel_file: C1's volume needs the records softflowd
+    // flushed at the end of the capture, up to two hours late.
     let config = format!(
-        "threat_intel_file = \"{}\"\n{}",
+        "threat_intel_file = \"{}\"\n{}\n[flow]\nmax_lateness_s = 10800\n",
         intel.display(),
         file_sink(&dir)
     );
