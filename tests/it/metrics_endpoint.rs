@@ -4,7 +4,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::harness::{Daemon, wait_until};
@@ -59,23 +59,27 @@ fn a_scrape_is_answered_while_idle_and_trickling_clients_hold_connections() {
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
     let trickler = {
         let streams: Vec<TcpStream> = trickling.iter().map(|s| s.try_clone().unwrap()).collect();
-        let stop = stop.clone();
+        let (stop, rounds) = (stop.clone(), rounds.clone());
         std::thread::spawn(move || {
-            let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for mut stream in &streams {
                     // A header that never ends, one byte per round.
                     let _ = stream.write_all(b"x");
                 }
-                sent += 1;
+                rounds.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));
             }
-            sent
         })
     };
-    // Every client is connected before the scrape.
+    // Every client is connected, and the tricklers trickling, before the scrape.
+    wait_until(
+        "the tricklers have sent bytes",
+        Duration::from_secs(10),
+        || rounds.load(Ordering::Relaxed) >= 2,
+    );
     assert!(idle.iter().all(still_open));
     assert!(trickling.iter().all(still_open));
 
@@ -85,7 +89,7 @@ fn a_scrape_is_answered_while_idle_and_trickling_clients_hold_connections() {
     let still_idle = idle.iter().filter(|s| still_open(s)).count();
     let still_trickling = trickling.iter().filter(|s| still_open(s)).count();
     stop.store(true, Ordering::Relaxed);
-    assert!(trickler.join().unwrap() > 0, "the tricklers sent bytes");
+    trickler.join().unwrap();
     assert_eq!(
         (still_idle, still_trickling),
         (5, 5),
