@@ -1,4 +1,5 @@
-//! wire: stateless, zero-copy views over NetFlow v5, NetFlow v9 and IPFIX datagrams.
+//! wire: stateless, zero-copy views over NetFlow v5, NetFlow v9, IPFIX and sFlow v5 datagrams
+//! (and the sampled packet headers sFlow carries).
 //!
 //! The contract, as in smoltcp's `wire`: a view's `new_checked` validates every length it
 //! depends on (including lengths inside the packet) once; after that no accessor panics.
@@ -13,7 +14,9 @@ pub mod ie;
 pub mod ipfix;
 pub mod netflow_v5;
 pub mod netflow_v9;
+pub mod sampled;
 pub mod set;
+pub mod sflow;
 pub mod template;
 
 use std::fmt;
@@ -59,18 +62,21 @@ pub enum Version {
     NetflowV5,
     NetflowV9,
     Ipfix,
+    /// sFlow v5: its version is a 32-bit word, so the first two bytes are zero.
+    Sflow5,
     Unknown(u16),
 }
 
 impl Version {
-    /// Reads the version field every NetFlow/IPFIX header starts with; `None` for a
-    /// datagram shorter than two bytes.
+    /// Reads the version field every NetFlow/IPFIX header starts with (sFlow's 32-bit one
+    /// when the first two bytes are zero); `None` for a datagram shorter than two bytes.
     pub fn of(datagram: &[u8]) -> Option<Version> {
         let raw = read_u16(datagram, 0)?;
         Some(match raw {
             5 => Version::NetflowV5,
             9 => Version::NetflowV9,
             10 => Version::Ipfix,
+            0 if read_u32(datagram, 0) == Some(sflow::VERSION) => Version::Sflow5,
             other => Version::Unknown(other),
         })
     }
@@ -117,6 +123,8 @@ mod tests {
         assert_eq!(Version::of(&[0, 9]), Some(Version::NetflowV9));
         assert_eq!(Version::of(&[0, 10]), Some(Version::Ipfix));
         assert_eq!(Version::of(&[1, 0]), Some(Version::Unknown(256)));
+        assert_eq!(Version::of(&[0, 0, 0, 5]), Some(Version::Sflow5));
+        assert_eq!(Version::of(&[0, 0, 0, 4]), Some(Version::Unknown(0)));
         assert_eq!(Version::of(&[0]), None);
     }
 
