@@ -58,6 +58,7 @@ impl Default for Config {
             listen: vec![
                 "0.0.0.0:2055".parse().expect("literal"),
                 "0.0.0.0:4739".parse().expect("literal"),
+                "0.0.0.0:6343".parse().expect("literal"),
             ],
             metrics_listen: "127.0.0.1:9102".parse().expect("literal"),
             state_file: None,
@@ -732,7 +733,7 @@ mod tests {
         assert_eq!(config, Config::default());
         config.validate().unwrap();
         assert_eq!(config.inside.len(), 5);
-        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.listen.len(), 3);
         assert_eq!(config.rules.bulk_egress.min_bytes_out, 100_000_000);
     }
 

@@ -182,10 +182,11 @@ fn stamp_and_send(
         FlowKind::NetflowV5 => 16,
         FlowKind::NetflowV9 => 12,
         FlowKind::Ipfix => 8,
+        FlowKind::Sflow5 => 16,
     };
     datagram[at..at + 4].copy_from_slice(&sequence.to_be_bytes());
     socket.send(datagram)?;
-    *sequence = sequence.wrapping_add(if kind == FlowKind::NetflowV9 {
+    *sequence = sequence.wrapping_add(if matches!(kind, FlowKind::NetflowV9 | FlowKind::Sflow5) {
         1
     } else {
         records

@@ -1,5 +1,6 @@
 //! synth: flow records encoded as NetFlow v5, v9 or IPFIX datagrams the way a router sends
-//! them (~1400-byte datagrams, IPv4 and IPv6 templates, templates re-sent periodically).
+//! them (~1400-byte datagrams, IPv4 and IPv6 templates, templates re-sent periodically), or
+//! as sFlow v5 the way a switch does (one flow sample with a raw packet header per record).
 //! The load harness, the benchmarks and scenario tests use it; exflow never exports. Also
 //! the exfiltration scenarios the load harness injects into its background traffic.
 
@@ -96,7 +97,57 @@ impl Exporter {
                     rest = &rest[taken..];
                 }
             }
+            FlowKind::Sflow5 => {
+                for chunk in records.chunks(SFLOW_SAMPLES_PER_DATAGRAM) {
+                    out.push(self.sflow(chunk, export_ms));
+                }
+            }
         }
+    }
+
+    /// One sFlow v5 datagram: per record a compact flow sample of one packet of the record's
+    /// mean packet size, 1 in [`SFLOW_SAMPLING_RATE`], with its Ethernet/IP/transport headers.
+    fn sflow(&mut self, records: &[FlowRecord], export_ms: u64) -> Vec<u8> {
+        let mut d = Vec::with_capacity(DATAGRAM_BUDGET);
+        let word = |d: &mut Vec<u8>, w: u32| d.extend_from_slice(&w.to_be_bytes());
+        word(&mut d, 5);
+        word(&mut d, 1);
+        d.extend_from_slice(&[192, 0, 2, 1]); // agent address
+        word(&mut d, self.domain_id); // sub-agent
+        self.sequence = self.sequence.wrapping_add(1);
+        word(&mut d, self.sequence);
+        word(&mut d, (export_ms % 86_400_000) as u32); // uptime
+        word(&mut d, records.len() as u32);
+        let mut header = Vec::with_capacity(128);
+        for (i, r) in records.iter().enumerate() {
+            header.clear();
+            packet_headers(r, &mut header);
+            let padded = header.len().div_ceil(4) * 4;
+            let frame_length = (r.bytes / r.packets.max(1)) as u32 + 18; // Ethernet + FCS
+            word(&mut d, 1); // flow sample
+            word(&mut d, (32 + 8 + 16 + padded) as u32);
+            word(
+                &mut d,
+                self.datagrams.wrapping_mul(64).wrapping_add(i as u32),
+            ); // sample seq
+            word(&mut d, r.in_if & 0x00ff_ffff); // source: ifIndex
+            word(&mut d, SFLOW_SAMPLING_RATE);
+            word(&mut d, SFLOW_SAMPLING_RATE.wrapping_mul(self.sequence)); // pool
+            word(&mut d, 0); // drops
+            word(&mut d, r.in_if & 0x3fff_ffff);
+            word(&mut d, r.out_if & 0x3fff_ffff);
+            word(&mut d, 1); // one record
+            word(&mut d, 1); // raw packet header
+            word(&mut d, (16 + padded) as u32);
+            word(&mut d, 1); // Ethernet
+            word(&mut d, frame_length);
+            word(&mut d, 4); // FCS stripped
+            word(&mut d, header.len() as u32);
+            d.extend_from_slice(&header);
+            d.resize(d.len() + padded - header.len(), 0);
+        }
+        self.datagrams += 1;
+        d
     }
 
     fn v5(&mut self, records: &[&FlowRecord], export_ms: u64) -> Vec<u8> {
@@ -240,9 +291,42 @@ impl Exporter {
     }
 }
 
+/// Flow samples per sFlow datagram: about 1400 bytes of IPv6 TCP samples.
+pub const SFLOW_SAMPLES_PER_DATAGRAM: usize = 9;
+/// The 1-in-N rate the sFlow encoder announces.
+pub const SFLOW_SAMPLING_RATE: u32 = 1000;
+
+/// The Ethernet, IP and TCP/UDP headers of a packet of `r`, without payload.
+fn packet_headers(r: &FlowRecord, out: &mut Vec<u8>) {
+    let macs = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let ip = match (r.src_addr, r.dst_addr) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => macs.ipv4(s.octets(), d.octets(), 64),
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(v6) => v6.octets(),
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            };
+            macs.ipv6(v6(s), v6(d), 64)
+        }
+    };
+    // Writing to a Vec cannot fail, and these headers have no length to overflow.
+    let written = match r.proto {
+        6 => ip.tcp(r.src_port, r.dst_port, 1, 65535).write(out, &[]),
+        17 => ip.udp(r.src_port, r.dst_port).write(out, &[]),
+        other => ip.write(out, etherparse::IpNumber(other), &[]),
+    };
+    written.expect("headers to a Vec");
+    // The TCP flags byte sits 13 bytes into the TCP header.
+    if r.proto == 6 {
+        let at = out.len() - 20 + 13;
+        out[at] = r.tcp_flags;
+    }
+}
+
 /// How many flow records a datagram made by [`Exporter`] carries.
 pub fn record_count(kind: FlowKind, datagram: &[u8]) -> u32 {
     match kind {
+        FlowKind::Sflow5 => crate::wire::read_u32(datagram, 24).unwrap_or(0),
         FlowKind::NetflowV5 => u32::from(u16::from_be_bytes([datagram[2], datagram[3]])),
         FlowKind::NetflowV9 | FlowKind::Ipfix => {
             let header = if kind == FlowKind::Ipfix { 16 } else { 20 };
@@ -520,6 +604,51 @@ mod tests {
             Some(Scenario::BulkEgress)
         );
         assert_eq!(Scenario::from_name("watchlist"), None);
+    }
+
+    /// sFlow: one sample per record, its packet's 5-tuple and flags read back from the raw
+    /// header, one packet of the record's mean size at the announced rate.
+    #[test]
+    fn sflow_round_trips_through_the_decoder() {
+        let records = background_records(200, 9, 1_710_230_400_000);
+        let mut datagrams = Vec::new();
+        Exporter::new(FlowKind::Sflow5, 0).encode(&records, 1_710_230_500_000, &mut datagrams);
+        assert!(datagrams.iter().all(|d| d.len() <= DATAGRAM_BUDGET));
+        let mut decoder = Decoder::new(DecoderConfig::default());
+        let mut decoded = Vec::new();
+        for d in &datagrams {
+            let n = decoder
+                .decode("192.0.2.1".parse().unwrap(), 1, d, &mut decoded)
+                .unwrap();
+            assert_eq!(n as u32, record_count(FlowKind::Sflow5, d));
+        }
+        assert_eq!(decoded.len(), records.len());
+        for (got, want) in decoded.iter().zip(&records) {
+            assert_eq!(
+                (
+                    got.src_addr,
+                    got.dst_addr,
+                    got.src_port,
+                    got.dst_port,
+                    got.proto
+                ),
+                (
+                    want.src_addr,
+                    want.dst_addr,
+                    want.src_port,
+                    want.dst_port,
+                    want.proto
+                )
+            );
+            assert_eq!(
+                got.tcp_flags,
+                if want.proto == 6 { want.tcp_flags } else { 0 }
+            );
+            assert_eq!((got.packets, got.sampling_rate), (1, SFLOW_SAMPLING_RATE));
+            assert_eq!(got.bytes, want.bytes / want.packets.max(1) + 18);
+        }
+        let totals = decoder.totals();
+        assert_eq!((totals.errors.total(), totals.lost_datagrams), (0, 0));
     }
 
     #[test]

@@ -211,6 +211,27 @@ impl Telemetry {
             "Datagrams missing by the exporters' sequence numbers.",
             &one(d.lost_datagrams),
         );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_counter_samples_total",
+            "counter",
+            "sFlow counter samples skipped by length.",
+            &one(d.counter_samples),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_discard_samples_total",
+            "counter",
+            "sFlow discarded-packet samples counted and skipped.",
+            &one(d.discard_samples),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_skipped_samples_total",
+            "counter",
+            "sFlow samples that made no flow record (unknown format, no IP packet).",
+            &one(d.skipped_samples),
+        );
         let errors: Vec<(String, u64)> = DecodeError::ALL
             .iter()
             .map(|e| (format!("{{kind=\"{}\"}}", e.code()), d.errors.get(*e)))

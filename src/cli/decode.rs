@@ -120,6 +120,12 @@ fn counters_line(c: &DecodeCounters) -> String {
     if c.times_from_header > 0 {
         line.push_str(&format!(", {} timed by export header", c.times_from_header));
     }
+    if c.counter_samples + c.discard_samples + c.skipped_samples > 0 {
+        line.push_str(&format!(
+            ", sflow: {} counter samples, {} discard samples, {} skipped samples",
+            c.counter_samples, c.discard_samples, c.skipped_samples
+        ));
+    }
     let errors: Vec<String> = c
         .errors
         .iter()

@@ -14,6 +14,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Protocol::V5 => FlowKind::NetflowV5,
         Protocol::V9 => FlowKind::NetflowV9,
         Protocol::Ipfix => FlowKind::Ipfix,
+        Protocol::Sflow => FlowKind::Sflow5,
     };
     let duration = seconds("--duration", args.duration_s)?;
     let detect_timeout = seconds("--detect-timeout", args.detect_timeout)?;

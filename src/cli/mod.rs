@@ -20,7 +20,7 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Decode the NetFlow/IPFIX datagrams in capture files and print every flow record.
+    /// Decode the NetFlow/IPFIX/sFlow datagrams in capture files and print every flow record.
     ///
     /// Reads pcap and pcapng (Ethernet, VLAN, Linux SLL/SLL2, raw IP), takes every UDP
     /// payload on any port, recognises NetFlow v5, v9 and IPFIX by their version field and
@@ -29,16 +29,16 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Run the whole pipeline over capture files on event time and print alerts.
     ///
-    /// Decodes every NetFlow/IPFIX datagram in the captures, stitches records into
+    /// Decodes every NetFlow/IPFIX/sFlow datagram in the captures, stitches records into
     /// conversations, runs the detection rules on the exporters' clocks and flushes all
     /// state at the end. Alerts go to stdout as JSON lines (or to `sink.file`); a summary
     /// goes to stderr. The same datagrams give the same alerts as the live daemon.
     Replay(ReplayArgs),
-    /// Run the collector daemon: receive NetFlow/IPFIX on UDP, detect, emit alerts.
+    /// Run the collector daemon: receive NetFlow/IPFIX/sFlow on UDP, detect, emit alerts.
     ///
-    /// Listens on 0.0.0.0:2055 and 0.0.0.0:4739 by default (any version on any port),
-    /// serves Prometheus metrics on 127.0.0.1:9102, and writes alerts as JSON lines to
-    /// stdout (or `sink.file`, or Kafka). SIGTERM/SIGINT drain and stop; SIGHUP reloads the
+    /// Listens on 0.0.0.0:2055, 0.0.0.0:4739 and 0.0.0.0:6343 (sFlow) by default (any
+    /// protocol on any port), serves Prometheus metrics on 127.0.0.1:9102, and writes
+    /// alerts as JSON lines to stdout (or `sink.file`, or Kafka). SIGTERM/SIGINT drain and stop; SIGHUP reloads the
     /// threat-intel file.
     Run(RunArgs),
     /// Validate the configuration and print it as exflow understands it.
@@ -53,6 +53,8 @@ pub enum Protocol {
     V5,
     V9,
     Ipfix,
+    /// sFlow v5, one flow sample per record.
+    Sflow,
 }
 
 #[derive(Debug, clap::Args)]

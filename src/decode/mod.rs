@@ -1,5 +1,5 @@
 //! decode: the stateful decoder. Datagram bytes in, `FlowRecord`s out: recognises NetFlow v5,
-//! v9 and IPFIX by the version field, keeps template, clock, sampler and sequence state per
+//! v9, IPFIX and sFlow v5 by the version field, keeps template, clock, sampler and sequence state per
 //! exporter and observation domain, holds data that arrives before its template, and counts
 //! every record it could not decode by why.
 //!
@@ -9,6 +9,7 @@
 pub mod exporter;
 pub mod layout;
 pub mod record;
+pub mod sflow;
 pub mod state;
 pub mod stats;
 
@@ -136,6 +137,9 @@ impl Decoder {
                 Dialect::Ipfix,
                 out,
             ),
+            Some(Version::Sflow5) => {
+                sflow::decode(state, config, exporter, received_ns, datagram, out)
+            }
             Some(Version::Unknown(_)) => Err(DecodeError::UnknownVersion),
             None => Err(DecodeError::Truncated),
         };

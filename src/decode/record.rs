@@ -12,6 +12,7 @@ pub enum FlowKind {
     NetflowV5,
     NetflowV9,
     Ipfix,
+    Sflow5,
 }
 
 impl FlowKind {
@@ -21,6 +22,7 @@ impl FlowKind {
             FlowKind::NetflowV5 => "NETFLOW_V5",
             FlowKind::NetflowV9 => "NETFLOW_V9",
             FlowKind::Ipfix => "IPFIX",
+            FlowKind::Sflow5 => "SFLOW_5",
         }
     }
 }

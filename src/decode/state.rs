@@ -32,7 +32,7 @@ struct SavedExporter {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SavedDomain {
-    /// "netflow_v9" or "ipfix" (v5 has no state worth keeping).
+    /// "netflow_v9" or "ipfix" (v5 and sFlow have no state worth keeping).
     protocol: String,
     domain_id: u32,
     #[serde(default)]
@@ -58,6 +58,7 @@ fn protocol_name(kind: FlowKind) -> &'static str {
         FlowKind::NetflowV5 => "netflow_v5",
         FlowKind::NetflowV9 => "netflow_v9",
         FlowKind::Ipfix => "ipfix",
+        FlowKind::Sflow5 => "sflow_5",
     }
 }
 
@@ -70,7 +71,7 @@ impl Decoder {
             let domains: Vec<SavedDomain> = exporter
                 .domains
                 .iter()
-                .filter(|((kind, _), _)| *kind != FlowKind::NetflowV5)
+                .filter(|((kind, _), _)| !matches!(kind, FlowKind::NetflowV5 | FlowKind::Sflow5))
                 .map(|((kind, domain_id), domain)| SavedDomain {
                     protocol: protocol_name(*kind).to_string(),
                     domain_id: *domain_id,

@@ -9,7 +9,7 @@ use std::fmt;
 pub enum DecodeError {
     /// Shorter than a header, a set or a record says it is.
     Truncated,
-    /// Not NetFlow v5, v9 or IPFIX.
+    /// Not NetFlow v5, v9, IPFIX or sFlow v5.
     UnknownVersion,
     /// A length that cannot be (a set shorter than its header, a message length below 16).
     BadLength,
@@ -128,6 +128,13 @@ pub struct DecodeCounters {
     pub sequence_resets: u64,
     /// Records with sysUpTime times but no known boot time, timed by the export header.
     pub times_from_header: u64,
+    /// sFlow counter samples (interface counters), skipped by their length.
+    pub counter_samples: u64,
+    /// sFlow discarded-packet samples (the drops extension), counted and skipped.
+    pub discard_samples: u64,
+    /// sFlow samples that made no flow record: unknown formats, and flow samples without an
+    /// IP packet header or sampled IPv4/IPv6 record.
+    pub skipped_samples: u64,
     pub errors: ErrorCounts,
 }
 
@@ -144,6 +151,9 @@ impl DecodeCounters {
         self.lost_datagrams += other.lost_datagrams;
         self.sequence_resets += other.sequence_resets;
         self.times_from_header += other.times_from_header;
+        self.counter_samples += other.counter_samples;
+        self.discard_samples += other.discard_samples;
+        self.skipped_samples += other.skipped_samples;
         for (error, count) in other.errors.iter() {
             self.errors.0[error.index()] += count;
         }

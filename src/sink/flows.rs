@@ -88,6 +88,7 @@ impl From<&FlowRecord> for FlowMessage {
                 FlowKind::NetflowV5 => 2,
                 FlowKind::NetflowV9 => 3,
                 FlowKind::Ipfix => 4,
+                FlowKind::Sflow5 => 1,
             },
             time_received_ns: r.time_received_ns,
             sequence_num: r.sequence_num,

@@ -12,4 +12,5 @@ mod memory;
 mod metrics_endpoint;
 mod replay;
 mod scenarios;
+mod sflow;
 mod support;

@@ -1,0 +1,232 @@
+//! sFlow v5 from real agents (tcpdump's and telegraf's test captures, see tests/data/README.md)
+//! through the decoder, with the values those projects assert; and hostile cuts of them.
+
+use std::net::IpAddr;
+
+use exflow::decode::{DecodeError, Decoder, DecoderConfig, FlowKind, FlowRecord};
+
+use crate::support::{data, datagrams, decode_capture};
+
+/// A telegraf fixture: one datagram's bytes, decoded as if from 127.0.0.1.
+fn decode_bin(name: &str) -> (Vec<FlowRecord>, exflow::decode::DecodeCounters) {
+    let bytes = std::fs::read(data(&format!("sflow/{name}.bin"))).unwrap();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    decoder
+        .decode("127.0.0.1".parse().unwrap(), 1, &bytes, &mut records)
+        .unwrap();
+    (records, decoder.totals())
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// tcpdump's sflow_expanded.pcap (tcpdump -v: "expanded flow sample (3), seqnum 2170480284,
+/// rate 1000, input 29001 (0), output 1285816721 (0), records 3": raw packet, extended
+/// gateway, extended router).
+#[test]
+fn expanded_flow_sample_with_gateway_and_router() {
+    let (records, counters) = decode_capture("sflow/tcpdump_sflow_expanded.pcap");
+    assert_eq!(records.len(), 1);
+    let r = records[0];
+    assert_eq!(r.kind, FlowKind::Sflow5);
+    assert_eq!(r.sequence_num, 115_694_180); // the datagram's, as GoFlow2 reports it
+    assert_eq!(r.sampling_rate, 1000);
+    assert_eq!((r.in_if, r.out_if), (29001, 1_285_816_721));
+    // The raw Ethernet header: TCP 52.52.52.52:22 -> 53.53.53.53:52237, PSH ACK, ToS 8;
+    // the frame's length on the wire is the record's bytes, one packet.
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("52.52.52.52"), ip("53.53.53.53"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (6, 22, 52237));
+    assert_eq!((r.tcp_flags, r.ip_tos), (0x18, 0x08));
+    assert_eq!((r.bytes, r.packets), (126, 1));
+    // Gateway: source AS and the destination path's origin; router: the next hop.
+    assert_eq!((r.src_as, r.dst_as), (203_476, 203_361));
+    assert_eq!(r.next_hop, ip("54.54.54.54"));
+    // No wall clock in sFlow: the flow is timed by its arrival.
+    assert_eq!(r.time_flow_start_ns, r.time_received_ns);
+    assert_eq!(r.time_flow_end_ns, r.time_received_ns);
+    assert_eq!(counters.errors.total(), 0);
+    let json = serde_json::to_value(r).unwrap();
+    assert_eq!(json["type"], "SFLOW_5");
+    assert_eq!(json["sampler_address"], "192.0.2.100");
+}
+
+/// tcpdump's sflow-print-v6.pcap: an IPv6 agent (30::1:1:1) over IPv6, 25 datagrams with
+/// sequence numbers 109 to 133, 48 counter samples and 13 compact flow samples of one
+/// generated IPv4 stream (protocol 63) on VLAN 10, rate 1, frame lengths summing to 1454.
+#[test]
+fn ipv6_agent_flow_and_counter_samples() {
+    let (records, counters) = decode_capture("sflow/tcpdump_sflow_print_v6.pcap");
+    assert_eq!(counters.datagrams, 25);
+    assert_eq!(records.len(), 13);
+    assert_eq!(counters.counter_samples, 48);
+    assert_eq!((counters.lost_datagrams, counters.sequence_resets), (0, 0));
+    assert_eq!(counters.errors.total(), 0);
+    for r in &records {
+        assert_eq!(r.sampler_address, ip("30::1:1:1"));
+        assert_eq!((r.src_addr, r.dst_addr), (ip("10.10.10.2"), ip("50.1.1.2")));
+        assert_eq!((r.proto, r.sampling_rate, r.packets), (63, 1, 1));
+        // "input 7001 output 2147483648": the output is a count of interfaces, not one.
+        assert_eq!((r.in_if, r.out_if), (7001, 0));
+    }
+    assert_eq!(records.iter().map(|r| r.bytes).sum::<u64>(), 1454);
+}
+
+/// Losing a datagram shows as one lost datagram of that agent.
+#[test]
+fn sequence_numbers_give_loss() {
+    let all = datagrams("sflow/tcpdump_sflow_print_v6.pcap");
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut out = Vec::new();
+    for (i, (exporter, received_ns, payload)) in all.iter().enumerate() {
+        if i != 10 {
+            let _ = decoder.decode(*exporter, *received_ns, payload, &mut out);
+        }
+    }
+    assert_eq!(decoder.totals().lost_datagrams, 1);
+}
+
+/// tcpdump's sflow_multiple_counter_30_pdus.pcap: HP agents (15.184.x.x) sending expanded
+/// counter samples only (144 of them), mixed with NetFlow v5 from other routers.
+#[test]
+fn counter_samples_are_counted_and_skipped() {
+    let (records, counters) = decode_capture("sflow/tcpdump_sflow_multiple_counter_30_pdus.pcap");
+    assert_eq!(counters.counter_samples, 144);
+    assert!(records.iter().all(|r| r.kind == FlowKind::NetflowV5));
+    assert_eq!(counters.errors.get(DecodeError::UnknownVersion), 0);
+    assert_eq!(counters.errors.total(), 0);
+}
+
+/// telegraf's sflow_issue_15918: a switch's datagram of one counter sample and six flow
+/// samples (802.1Q tagged, IPv4 and IPv6, rate 200). telegraf's expected src, dst, ports,
+/// `l2_bytes` and `sampling_interval`; the interfaces are the samples' input/output words
+/// (telegraf reports the same raw words; an output of format 2, several ports, is 0 here).
+#[test]
+fn switch_samples_match_telegraf() {
+    let (records, counters) = decode_bin("telegraf_sflow_issue_15918");
+    assert_eq!(counters.counter_samples, 1);
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.src_addr, r.dst_addr, r.src_port, r.dst_port, r.proto, r.bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                ip("192.168.227.2"),
+                ip("192.168.101.2"),
+                49469,
+                2055,
+                17,
+                1286
+            ),
+            (
+                ip("142.250.200.99"),
+                ip("192.168.100.104"),
+                443,
+                52851,
+                17,
+                563
+            ),
+            // Hop-by-hop options then ICMPv6 (MLD report, type 143): telegraf stops at
+            // "hopopt", exflow reads through the extension header.
+            (
+                ip("fe80::f3a8:9738:cab4:2286"),
+                ip("ff02::16"),
+                0,
+                143 << 8,
+                58,
+                114
+            ),
+            (
+                ip("192.168.153.106"),
+                ip("142.250.185.14"),
+                64969,
+                443,
+                17,
+                77
+            ),
+            (
+                ip("142.250.185.14"),
+                ip("192.168.153.106"),
+                443,
+                64969,
+                17,
+                719
+            ),
+            (
+                ip("fe80::f3a8:9738:cab4:2286"),
+                ip("ff02::1:3"),
+                49770,
+                5355,
+                17,
+                93
+            ),
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.sampling_rate == 200 && r.packets == 1)
+    );
+    assert_eq!((records[0].in_if, records[0].out_if), (96, 95));
+    assert_eq!((records[2].in_if, records[2].out_if), (97, 0));
+    assert_eq!(counters.errors.total(), 0);
+}
+
+/// telegraf's sflow_v5_example (hsflowd: one counter sample) and sflow_issue_15375 (one
+/// discarded-packet sample, reason 1, 256 drops): counted, no flow records.
+#[test]
+fn counter_and_discard_samples_make_no_records() {
+    let (records, counters) = decode_bin("telegraf_sflow_v5_example");
+    assert!(records.is_empty());
+    assert_eq!(counters.counter_samples, 1);
+    let (records, counters) = decode_bin("telegraf_sflow_drop_1036");
+    assert!(records.is_empty());
+    assert_eq!(counters.discard_samples, 1);
+    assert_eq!(counters.errors.total(), 0);
+}
+
+/// Every cut of every real datagram decodes what it can, counts one error, and never panics;
+/// a flipped sample length is an error, not a misread.
+#[test]
+fn cut_and_corrupted_datagrams_are_counted() {
+    let mut payloads: Vec<Vec<u8>> = datagrams("sflow/tcpdump_sflow_print_v6.pcap")
+        .into_iter()
+        .chain(datagrams("sflow/tcpdump_sflow_expanded.pcap"))
+        .map(|(_, _, p)| p)
+        .collect();
+    payloads.push(std::fs::read(data("sflow/telegraf_sflow_issue_15918.bin")).unwrap());
+    assert!(!payloads.is_empty());
+    for payload in &payloads {
+        let mut decoder = Decoder::new(DecoderConfig::default());
+        let mut out = Vec::new();
+        let whole = decoder
+            .decode(ip("192.0.2.1"), 1, payload, &mut out)
+            .unwrap();
+        for len in 0..payload.len() {
+            let mut decoder = Decoder::new(DecoderConfig::default());
+            let mut cut = Vec::new();
+            let result = decoder.decode(ip("192.0.2.1"), 1, &payload[..len], &mut cut);
+            // The header's sample count promises the bytes that were cut off.
+            assert!(result.is_err(), "cut at {len} of {}", payload.len());
+            assert_eq!(decoder.totals().errors.total(), 1);
+            assert!(cut.len() <= whole);
+        }
+        let mut flipped = payload.clone();
+        // The first sample's length word, after a header of 28 (IPv4 agent) or 40 bytes.
+        let at = if flipped[7] == 1 { 28 + 4 } else { 40 + 4 };
+        flipped[at] = 0x7f;
+        let mut decoder = Decoder::new(DecoderConfig::default());
+        let result = decoder.decode(ip("192.0.2.1"), 1, &flipped, &mut Vec::new());
+        assert_eq!(result, Err(DecodeError::Truncated));
+    }
+}
