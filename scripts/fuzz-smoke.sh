@@ -4,10 +4,11 @@
 #
 # Run from anywhere (it moves to the repo root). Environment:
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   space-separated subset of targets (default: all five)
+#   FUZZ_TARGETS   space-separated subset of targets (default: all seven)
 #   FUZZ_CAPTURES  directory with the shared captures (default: ../shared/captures)
 #   FUZZ_SEED_ONLY=1  build the corpora and stop
-# Seeds: every UDP datagram of tests/data/**/*.pcap and, when present, of
+# Seeds: every UDP datagram of tests/data/**/*.pcap, the sFlow datagrams tests/data/sflow/*.bin
+# and, when present, of
 # $FUZZ_CAPTURES/exports/*/export.pcap and $FUZZ_CAPTURES/public/**/*.pcap (pcap and pcapng).
 # Corpora live in fuzz/corpus/<target>/ (git-ignored; what libFuzzer adds is kept for the
 # next run), crash reproducers in fuzz/artifacts/<target>/, run logs next to them.
@@ -15,7 +16,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FUZZ_TARGETS=${FUZZ_TARGETS:-wire_v5 wire_v9 wire_ipfix wire_template decoder}
+FUZZ_TARGETS=${FUZZ_TARGETS:-wire_v5 wire_v9 wire_ipfix wire_template wire_sflow decoder decoder_sflow}
 FUZZ_CAPTURES=${FUZZ_CAPTURES:-../shared/captures}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -34,6 +35,7 @@ import sys
 
 captures = sys.argv[1]
 files = sorted(glob.glob("tests/data/**/*.pcap", recursive=True))
+files += sorted(glob.glob("tests/data/sflow/*.bin"))
 if os.path.isdir(captures):
     files += sorted(glob.glob(os.path.join(captures, "exports/*/export.pcap")))
     files += sorted(glob.glob(os.path.join(captures, "public/**/*.pcap"), recursive=True))
@@ -128,13 +130,20 @@ def write(target, blob):
     return 0
 
 
+def is_sflow(payload):
+    return payload[:4] == b"\x00\x00\x00\x05"
+
+
 def datagrams_of(path):
+    if path.endswith(".bin"):  # one UDP payload (telegraf's fixtures)
+        with open(path, "rb") as f:
+            return [(b"\x7f\x00\x00\x01", f.read())]
     with open(path, "rb") as f:
         blob = f.read()
     out = []
     for linktype, frame in pcap_frames(blob):
         got = frame_payload(linktype, frame)
-        if got and len(got[1]) >= 2 and got[1][1] in (5, 9, 10) and got[1][0] == 0:
+        if got and (is_sflow(got[1]) or len(got[1]) >= 2 and got[1][1] in (5, 9, 10) and got[1][0] == 0):
             out.append(got)
     return out
 
@@ -160,6 +169,10 @@ for path in files:
         continue
     per_file[path] = grams
     for _, payload in grams:
+        if is_sflow(payload):
+            added["wire_sflow"] = added.get("wire_sflow", 0) + write("wire_sflow", payload)
+            added["decoder_sflow"] = added.get("decoder_sflow", 0) + write("decoder_sflow", payload[4:])
+            continue
         version = payload[1]
         target = {5: "wire_v5", 9: "wire_v9", 10: "wire_ipfix"}[version]
         added[target] = added.get(target, 0) + write(target, payload)

@@ -85,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
             Some(Version::NetflowV5) => Some(FlowKind::NetflowV5),
             Some(Version::NetflowV9) => Some(FlowKind::NetflowV9),
             Some(Version::Ipfix) => Some(FlowKind::Ipfix),
+            Some(Version::Sflow5) => Some(FlowKind::Sflow5),
             _ => None,
         };
         for record in &out {
