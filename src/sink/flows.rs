@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use prost::Message;
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::config::{FlowsFormat, KafkaConfig};
+use super::kafka::producer::client_config;
+use super::kafka::{FlowsFormat, KafkaConfig};
 use crate::decode::{FlowKind, FlowRecord};
 use crate::pipeline::RecordTap;
 
@@ -165,17 +165,11 @@ impl FlowsPublisher {
         let Some(topic) = &config.flows_topic else {
             return Ok(None);
         };
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
-            .set("compression.type", "lz4")
-            .set("linger.ms", "20")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("client.id", "exflow-flows");
-        for (key, value) in &config.librdkafka_options {
-            client.set(key, value);
-        }
-        let producer = client
+        let defaults = [
+            ("linger.ms", "20".to_string()),
+            ("queue.buffering.max.messages", "1000000".to_string()),
+        ];
+        let producer = client_config(config, "exflow-flows", &defaults)
             .create_with_context(FlowsContext {
                 counters: counters.clone(),
             })

@@ -31,7 +31,7 @@ impl AlertSink {
     }
 
     /// Hands over one alert. JSON lines are written at once (an error is returned); Kafka
-    /// queues it for the sink thread, which never loses it once queued.
+    /// queues it for the sink thread (a full queue drops it, counted in the Kafka counters).
     pub fn send(&mut self, alert: Alert) -> std::io::Result<()> {
         match self {
             AlertSink::JsonLines(lines) => lines.send(&alert),

@@ -1,6 +1,7 @@
-//! sink spool: the on-disk queue between alert encoding and Kafka. Alerts that cannot be
-//! produced yet (broker down, producer queue full) are appended here and re-sent in order when
-//! the broker is back, also after a restart or a `kill -9`.
+//! sink spool: the on-disk queue between alert encoding and Kafka. Every alert the Kafka sink
+//! takes is appended here first and produced from here, in order; it leaves the spool when the
+//! broker acknowledges it, so what is unacknowledged (broker down, producer queue full, a
+//! restart or a `kill -9`) is re-sent.
 //!
 //! # On-disk format
 //! One directory holds:

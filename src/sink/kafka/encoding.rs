@@ -1,0 +1,145 @@
+//! sink kafka encoding: an alert as the spool stores it and as Kafka receives it. The body is
+//! the alert's JSON (`schemas/alert.schema.json`); the key (the inside host) and the `rule`
+//! header are computed once, when the alert is spooled, and stored in front of the body, so
+//! sending from the spool needs no parsing.
+//!
+//! Spooled entry: `0x01`, `u16 LE` key length, key, `u16 LE` rule length, rule, JSON body.
+//! An entry that starts with `{` is the older form (the JSON body alone, from spools written
+//! before the key and rule were stored): its key and rule are read from the JSON.
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::detect::Alert;
+use crate::detect::alert::ALERT_SCHEMA;
+
+/// First byte of a spooled entry that carries its key and rule.
+const ENTRY_V1: u8 = 0x01;
+
+/// Encodes `alert` as a spool entry; `None` when it cannot be serialised.
+pub fn encode(alert: &Alert) -> Option<Vec<u8>> {
+    let body = serde_json::to_vec(alert).ok()?;
+    let key = alert.inside_addr.to_string();
+    let rule = alert.rule;
+    let key_len = u16::try_from(key.len()).ok()?;
+    let rule_len = u16::try_from(rule.len()).ok()?;
+    let mut entry = Vec::with_capacity(5 + key.len() + rule.len() + body.len());
+    entry.push(ENTRY_V1);
+    entry.extend_from_slice(&key_len.to_le_bytes());
+    entry.extend_from_slice(key.as_bytes());
+    entry.extend_from_slice(&rule_len.to_le_bytes());
+    entry.extend_from_slice(rule.as_bytes());
+    entry.extend_from_slice(&body);
+    Some(entry)
+}
+
+/// A spooled alert ready to produce.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The inside host: all alerts of a host in one partition, in order.
+    pub key: std::borrow::Cow<'a, str>,
+    /// The `rule` header.
+    pub rule: std::borrow::Cow<'a, str>,
+    /// The alert's JSON.
+    pub body: &'a [u8],
+}
+
+impl Message<'_> {
+    /// The `schema` and `rule` headers.
+    pub fn headers(&self) -> OwnedHeaders {
+        OwnedHeaders::new()
+            .insert(Header {
+                key: "schema",
+                value: Some(ALERT_SCHEMA),
+            })
+            .insert(Header {
+                key: "rule",
+                value: Some(self.rule.as_ref()),
+            })
+    }
+}
+
+/// Decodes a spool entry (either form). A damaged entry (its CRC passed, so written so by a
+/// bug or an older version) is sent as it is with an empty key and rule.
+pub fn decode(entry: &[u8]) -> Message<'_> {
+    if entry.first() == Some(&ENTRY_V1)
+        && let Some(message) = decode_v1(&entry[1..])
+    {
+        return message;
+    }
+    let (key, rule) = routing(entry);
+    Message {
+        key: key.into(),
+        rule: rule.into(),
+        body: entry,
+    }
+}
+
+fn decode_v1(rest: &[u8]) -> Option<Message<'_>> {
+    let (key, rest) = field(rest)?;
+    let (rule, body) = field(rest)?;
+    Some(Message {
+        key: std::str::from_utf8(key).ok()?.into(),
+        rule: std::str::from_utf8(rule).ok()?.into(),
+        body,
+    })
+}
+
+/// One `u16 LE` length-prefixed field and what follows it.
+fn field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (length, rest) = bytes.split_first_chunk::<2>()?;
+    let length = usize::from(u16::from_le_bytes(*length));
+    (rest.len() >= length).then(|| rest.split_at(length))
+}
+
+/// The message key (inside host) and `rule` header of an older spool entry (JSON only).
+fn routing(body: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Routing {
+        inside_addr: String,
+        rule: String,
+    }
+    match serde_json::from_slice::<Routing>(body) {
+        Ok(r) => (r.inside_addr, r.rule),
+        Err(_) => (String::new(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_carries_key_and_rule_before_the_json() {
+        let entry = [
+            &[ENTRY_V1][..],
+            &[9, 0],            // key length
+            b"10.0.0.12",       // key
+            &[6, 0],            // rule length
+            b"beacon",          // rule
+            br#"{"rule":"x"}"#, // body
+        ]
+        .concat();
+        let message = decode(&entry);
+        assert_eq!(message.key, "10.0.0.12");
+        assert_eq!(message.rule, "beacon");
+        assert_eq!(message.body, br#"{"rule":"x"}"#);
+    }
+
+    #[test]
+    fn older_entries_are_routed_from_their_json() {
+        let entry = br#"{"inside_addr":"10.0.0.1","rule":"bulk_egress","x":1}"#;
+        let message = decode(entry);
+        assert_eq!(message.key, "10.0.0.1");
+        assert_eq!(message.rule, "bulk_egress");
+        assert_eq!(message.body, &entry[..]);
+    }
+
+    #[test]
+    fn truncated_entries_never_panic() {
+        let entry = [ENTRY_V1, 200, 0, b'a'];
+        for end in 0..=entry.len() {
+            let message = decode(&entry[..end]);
+            assert_eq!(message.key, "");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! sink kafka: alerts to Kafka through an on-disk spool. The pipeline hands alerts to a
+//! bounded in-memory queue ([`KafkaSink::send`]; a full queue drops the alert and counts it
+//! in `queue_dropped`). The sink thread appends every queued alert to the spool, a
+//! write-ahead log (fsync'd in batches), and produces from it in order; an acknowledged alert
+//! is marked there and its segment deleted once all of it is. So a broker outage, a full
+//! producer queue, a restart or `kill -9` all end the same way: what the spool holds is
+//! (re-)sent, in order, when the broker answers. Alerts are lost only at a full queue or a
+//! full spool (both counted), or when not yet synced to the spool at a crash.
+//!
+//! Messages: JSON body per `schemas/alert.schema.json`, key = the inside host (all alerts of
+//! a host in one partition, in order), headers `schema` and `rule`; idempotent producer, lz4.
+//!
+//! Files: `config` (the `[sink.kafka]` section), `producer` (client setup shared with the
+//! flows stream, health check), `encoding` (spool entry and message), `worker` (the sink
+//! thread).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+pub mod config;
+pub mod encoding;
+pub mod producer;
+mod worker;
+
+pub use config::{FlowsFormat, KafkaConfig};
+pub use producer::{health_check, producer};
+
+use crate::detect::Alert;
+
+/// Counters of the Kafka sink, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct KafkaCounters {
+    /// Alerts the broker acknowledged.
+    pub delivered: AtomicU64,
+    /// Delivery attempts that failed (each is retried from the spool).
+    pub failed: AtomicU64,
+    /// Alerts dropped because the in-memory queue to the sink thread was full.
+    pub queue_dropped: AtomicU64,
+    /// Alerts dropped because the spool was at `spool_max_bytes`.
+    pub spool_dropped: AtomicU64,
+    /// Alerts in the spool not yet acknowledged.
+    pub spool_alerts: AtomicU64,
+    /// 1 while the broker answers, 0 while it does not.
+    pub broker_up: AtomicU64,
+}
+
+/// The pipeline's handle: a bounded queue to the sink thread.
+pub struct KafkaSink {
+    queue: Option<SyncSender<Alert>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    pub counters: Arc<KafkaCounters>,
+}
+
+impl KafkaSink {
+    /// Creates the producer (validating the librdkafka options), opens the spool and
+    /// starts the sink thread. A broker that does not answer is logged, not an error:
+    /// alerts wait in the spool.
+    pub fn start(config: &KafkaConfig) -> anyhow::Result<KafkaSink> {
+        let counters = Arc::new(KafkaCounters::default());
+        let mut worker = worker::Worker::new(config, counters.clone())?;
+        let (queue, alerts) = sync_channel(config.queue_alerts.max(1));
+        let thread = std::thread::Builder::new()
+            .name("exflow-kafka".into())
+            .spawn(move || worker.run(alerts))?;
+        Ok(KafkaSink {
+            queue: Some(queue),
+            thread: Some(thread),
+            counters,
+        })
+    }
+
+    /// Hands an alert to the sink thread without blocking; a full queue drops it, counted.
+    pub fn send(&self, alert: Alert) {
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(alert) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops the sink thread: it spools what is queued, flushes the producer within
+    /// `flush_timeout_ms`, and leaves what is undelivered in the spool for the next start.
+    pub fn close(mut self) -> anyhow::Result<()> {
+        self.queue.take();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the kafka sink thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
