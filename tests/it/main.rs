@@ -6,6 +6,7 @@ mod cli;
 mod clock;
 mod daemon;
 mod decode;
+mod eval;
 mod harness;
 mod loadgen;
 mod memory;
