@@ -167,6 +167,8 @@ pub struct BulkEgress {
     stored_minutes: u64,
     /// Windows evicted to stay within `max_bytes`.
     windows_evicted: u64,
+    /// How far behind a tick records may still arrive (`allow_lateness`).
+    lateness_ms: u64,
 }
 
 impl BulkEgress {
@@ -180,6 +182,7 @@ impl BulkEgress {
             max_bytes: u64::MAX,
             stored_minutes: 0,
             windows_evicted: 0,
+            lateness_ms: 0,
         }
     }
 
@@ -293,7 +296,9 @@ impl Rule for BulkEgress {
         }
         let minutes_before = window.older.len() as u64;
         window.add(record.end_ms, record.bytes_out, record.bytes_in);
-        window.slide(event.now_ms, window_ms);
+        // The window of the record's own time: a late record is judged with what came
+        // within the window before it, not cut off by its exporter's later records.
+        window.slide(record.end_ms.min(event.now_ms), window_ms);
         window.rearm_below(min_bytes_out);
         *stored_minutes =
             (*stored_minutes + window.older.len() as u64).saturating_sub(minutes_before);
@@ -339,17 +344,24 @@ impl Rule for BulkEgress {
         findings.push(finding.with_attack(if web { ATTACK_WEB } else { ATTACK }));
     }
 
+    /// Slides every window to the oldest time a record may still come from: `now_ms`
+    /// less the lateness allowed.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         let window_ms = self.window_ms;
         let threshold = self.min_bytes_out;
+        let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
         let mut stored_minutes = 0;
         self.windows.retain(|window| {
-            window.slide(now_ms, window_ms);
+            window.slide(oldest_ms, window_ms);
             window.rearm_below(threshold);
             stored_minutes += window.older.len() as u64;
             !window.is_empty()
         });
         self.stored_minutes = stored_minutes;
+    }
+
+    fn allow_lateness(&mut self, lateness_ms: u64) {
+        self.lateness_ms = lateness_ms;
     }
 
     fn limit_state(&mut self, max_bytes: u64) {

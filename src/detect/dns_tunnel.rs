@@ -132,6 +132,8 @@ pub struct DnsTunnel {
     pub pairs_evicted: u64,
     /// Pairs held at most: `MAX_PAIRS`, or fewer when `limit_state` says so.
     max_pairs: usize,
+    /// How far behind a tick records may still arrive (`allow_lateness`).
+    lateness_ms: u64,
 }
 
 impl DnsTunnel {
@@ -148,6 +150,7 @@ impl DnsTunnel {
             pairs: HashMap::new(),
             pairs_evicted: 0,
             max_pairs: MAX_PAIRS,
+            lateness_ms: 0,
         }
     }
 
@@ -188,6 +191,10 @@ impl Rule for DnsTunnel {
 
     /// A pair with its full window of buckets, counted twice (a map or deque just grown is
     /// half full).
+    fn allow_lateness(&mut self, lateness_ms: u64) {
+        self.lateness_ms = lateness_ms;
+    }
+
     fn limit_state(&mut self, max_bytes: u64) {
         let pair = std::mem::size_of::<((IpAddr, IpAddr), Pair)>()
             + 1
@@ -288,9 +295,14 @@ impl Rule for DnsTunnel {
         });
     }
 
-    /// Slides every window to `now_ms` and forgets pairs with nothing left in it.
+    /// Slides every window to the oldest time a record may still come from (`now_ms` less
+    /// the lateness allowed) and forgets pairs with nothing left in it: a tunnel whose
+    /// records all come late still adds up in the window of their own time.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
-        let (bucket_ms, horizon_ms) = (self.bucket_ms, now_ms.saturating_sub(self.window_ms));
+        let horizon_ms = now_ms
+            .saturating_sub(self.lateness_ms)
+            .saturating_sub(self.window_ms);
+        let bucket_ms = self.bucket_ms;
         self.pairs.retain(|_, pair| {
             pair.slide(horizon_ms, bucket_ms);
             !pair.buckets.is_empty()

@@ -41,7 +41,8 @@ pub struct RecordEvent<'a> {
     /// The conversation after the record was stitched in.
     pub conversation: &'a Conversation,
     pub update: Update,
-    /// Event time: the latest flow end seen by the pipeline.
+    /// Event time: the clock of the record's exporter (the latest flow end it sent; see
+    /// `flow::clock`). A late record ends before it: windows take it at its own time.
     pub now_ms: u64,
     /// The inside host is a configured resolver.
     pub from_resolver: bool,
@@ -152,6 +153,11 @@ pub trait Rule: Send {
     /// Bounds the rule's per-key state to about `max_bytes` (its share of
     /// `rules.max_state_bytes` in this shard); called once, before any record.
     fn limit_state(&mut self, _max_bytes: u64) {}
+
+    /// Records may arrive up to `lateness_ms` behind the tick's `now_ms`
+    /// (`flow.max_lateness_s`): a rule whose ticks slide windows keeps what such records
+    /// still belong to. Called once, before any record.
+    fn allow_lateness(&mut self, _lateness_ms: u64) {}
 }
 
 /// Whether a rule's own allow-list matches the event's conversation.
@@ -229,8 +235,10 @@ impl Detector {
             rules.push(Box::new(watchlist::Watchlist::new(&r.watchlist)));
         }
         let share = r.max_state_bytes / shards.max(1) as u64;
+        let lateness_ms = config.flow.max_lateness_s.saturating_mul(1000);
         for rule in &mut rules {
             rule.limit_state(share);
+            rule.allow_lateness(lateness_ms);
         }
         Detector {
             rules,
