@@ -9,6 +9,7 @@ false alerts per 10,000 benign conversations, and the rules and benign classes t
     python3 benches/eval/score.py DIR                       # every DIR/*.pcap but day.pcap
     python3 benches/eval/score.py DIR --exports softflowd_ipfix --json result.json
     python3 benches/eval/score.py DIR --alerts-only         # re-score DIR/*.alerts.jsonl
+    python3 benches/eval/score.py DIR --lateness            # also: how late each export's records came
 
 Matching (tests/it/eval.rs does the same in Rust; keep them in step):
 - An alert's time is [first_seen, event_time]: what it reports on, up to when it was raised (a
@@ -138,6 +139,23 @@ def replay(exflow, labels, pcap, extra):
     return out.stdout, summary
 
 
+def lateness(exflow, pcap):
+    """How far each record's flow end lies behind the newest flow end the export had sent
+    before it (`exflow decode`, in capture order): p50/p90/p99/max in seconds, share > 1 h."""
+    out = subprocess.run([exflow, "decode", pcap], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    newest, late = 0, []
+    for line in out.stdout.splitlines():
+        end = json.loads(line)["time_flow_end_ns"] / 1e9
+        newest = max(newest, end)
+        late.append(newest - end)
+    late.sort()
+    if not late:
+        return "no records"
+    q = lambda f: late[min(len(late) - 1, int(len(late) * f))]  # noqa: E731
+    return "records %d late by p50 %.0f s, p90 %.0f s, p99 %.0f s, max %.0f s; %.1f%% more than 1 h" % (
+        len(late), q(0.5), q(0.9), q(0.99), late[-1], 100.0 * sum(1 for x in late if x > 3600) / len(late))
+
+
 def table(labels, results):
     names = list(results)
     lines = ["| scenario | what | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
@@ -172,11 +190,12 @@ def main():
     ap.add_argument("--config", help="an exflow config file, passed to replay")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--alerts-only", action="store_true", help="score DIR/NAME.alerts.jsonl, do not replay")
+    ap.add_argument("--lateness", action="store_true", help="also print how late each export's records came")
     args = ap.parse_args()
     labels = Labels(os.path.join(args.dir, "labels.json"))
     names = args.exports or sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(args.dir, "*.pcap"))
                                    if os.path.basename(p) != "day.pcap")
-    exflow = args.exflow or (None if args.alerts_only else exflow_binary())
+    exflow = args.exflow or (None if args.alerts_only and not args.lateness else exflow_binary())
     extra = ["--config", args.config] if args.config else []
     results = {}
     for name in names:
@@ -189,6 +208,8 @@ def main():
             with open(alerts_path, "w") as f:
                 f.write(text)
             print("%s: %s" % (name, "; ".join(summary)), file=sys.stderr)
+        if args.lateness:
+            print("%s: %s" % (name, lateness(exflow, os.path.join(args.dir, name + ".pcap"))), file=sys.stderr)
         alerts = [json.loads(line) for line in text.splitlines() if line.strip()]
         results[name] = score(labels, alerts)
     print("%d inside hosts, %d benign conversations, %d scenarios (%s, scale %s)\n" % (
