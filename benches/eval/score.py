@@ -10,6 +10,7 @@ false alerts per 10,000 benign conversations, and the rules and benign classes t
     python3 benches/eval/score.py DIR --exports softflowd_ipfix --json result.json
     python3 benches/eval/score.py DIR --alerts-only         # re-score DIR/*.alerts.jsonl
     python3 benches/eval/score.py DIR --lateness            # also: how late each export's records came
+    python3 benches/eval/score.py tests/data/eval --alerts-dir /tmp/eval-alerts   # the CI day
 
 Matching (tests/it/eval.rs does the same in Rust; keep them in step):
 - An alert's time is [first_seen, event_time]: what it reports on, up to when it was raised (a
@@ -190,16 +191,19 @@ def main():
     ap.add_argument("--config", help="an exflow config file, passed to replay")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--alerts-only", action="store_true", help="score DIR/NAME.alerts.jsonl, do not replay")
+    ap.add_argument("--alerts-dir", help="where NAME.alerts.jsonl are written and read (default: DIR)")
     ap.add_argument("--lateness", action="store_true", help="also print how late each export's records came")
     args = ap.parse_args()
     labels = Labels(os.path.join(args.dir, "labels.json"))
     names = args.exports or sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(args.dir, "*.pcap"))
                                    if os.path.basename(p) != "day.pcap")
+    if args.alerts_dir:
+        os.makedirs(args.alerts_dir, exist_ok=True)
     exflow = args.exflow or (None if args.alerts_only and not args.lateness else exflow_binary())
     extra = ["--config", args.config] if args.config else []
     results = {}
     for name in names:
-        alerts_path = os.path.join(args.dir, name + ".alerts.jsonl")
+        alerts_path = os.path.join(args.alerts_dir or args.dir, name + ".alerts.jsonl")
         if args.alerts_only:
             with open(alerts_path) as f:
                 text = f.read()
