@@ -4,15 +4,15 @@
 Writes what a border gateway's inside interface saw over a 36-hour "day" (Tuesday 00:00 UTC to
 Wednesday 12:00 UTC, two nights and one and a half working days, home country NL) as a pcap
 (`day.pcap`), and `labels.json`, which says for every inside<->outside conversation and every
-attack scenario which rules must, may and must not fire. `export.sh` feeds the pcap to the real
+attack scenario which rules must, may and must not fire. `export.py` feeds the pcap to the real
 exporters (softflowd, pmacctd); `score.py` replays their exports through exflow and scores the
 alerts against the labels.
 
     python3 benches/eval/gen_day.py --scale full OUTDIR     # 1,208 hosts, 41,264 benign conversations, 66 MB
     python3 benches/eval/gen_day.py --scale ci OUTDIR       # the reduced day of tests/data/eval/ (158 hosts)
 
-Needs scapy (`pip install scapy`: its pcap writer). Deterministic: the seed (--seed, default 20260301) gives the
-same bytes. The techniques are those of the shared corpus' gen_traffic.py (which made
+Needs scapy (`pip install scapy`: its pcap writer). Deterministic: the seed (--seed, default
+20260301) gives the same bytes. The techniques are those of the shared corpus' gen_traffic.py (which made
 tests/data/border_mix.pcap): big TCP (and UDP media) transfers are GRO super-frames of up to
 64 KB captured with a short snaplen, so the IP length fields and the pcap wire length carry the
 full volume (exporters count those) while the file stays small.
@@ -22,7 +22,7 @@ per-host activity and sizes, uploads included), a forwarding resolver, and the t
 classes: push keepalives (Apple :5223, Google :5228, exact and deferred timers), a one-hour video
 call, a nightly cloud backup, git pushes, a public inside web server serving large downloads to
 clients abroad, a site-to-site WireGuard tunnel with keepalives, an SSH bastion, monitoring pings.
-Attacks: one scenario of each kind in SCENARIOS below. Outside ends are public addresses of real
+Attacks: one scenario of each kind, in gen_attacks() below. Outside ends are public addresses of real
 providers; the countries are those the embedded GeoIP database (data/geoip) gives them (checked
 with `--check-geo`, which needs the `maxminddb` package); ASNs are the providers' real ones (the
 embedded database has none: they are in the labels for rules that learn ASNs elsewhere).
