@@ -799,6 +799,47 @@ mod tests {
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
     }
 
+    /// As mini-redis's server: the caller binds (port 0 here, so no port is guessed),
+    /// learns the ports, runs the daemon on a thread with a shutdown flag of its own, and
+    /// stops it. A datagram sent to the learnt port is counted on the learnt metrics port.
+    #[test]
+    fn runs_on_sockets_the_caller_bound_until_told_to_stop() {
+        use std::io::{Read, Write};
+        let config = Config::from_toml(
+            "inside = [\"10.0.0.0/8\"]\nlisten = [\"127.0.0.1:0\"]\n\
+             metrics_listen = \"127.0.0.1:0\"\n[sink]\nfile = \"/dev/null\"\n",
+            "test",
+        )
+        .unwrap();
+        let sockets = BoundSockets::bind(&config).unwrap();
+        let udp = sockets.listen_addresses()[0];
+        let metrics = sockets.metrics_address().unwrap();
+        assert_ne!(udp.port(), 0);
+        assert_ne!(metrics.port(), 0);
+        let control = Control::default();
+        let daemon = {
+            let control = control.clone();
+            std::thread::spawn(move || run(&config, sockets, control))
+        };
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"not netflow", udp).unwrap();
+        let counted = format!("exflow_source_datagrams_total{{listen=\"{udp}\"}} 1\n");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut stream = std::net::TcpStream::connect(metrics).unwrap();
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            if text.contains(&counted) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never counted: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        control.shutdown.store(true, Ordering::Relaxed);
+        daemon.join().unwrap().unwrap();
+    }
+
     #[test]
     fn each_worker_keeps_its_own_state_file() {
         let path = Path::new("/var/lib/exflow/state.json");
