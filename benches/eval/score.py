@@ -176,7 +176,7 @@ def table(labels, results):
     lines.append("| **false alerts** | per 10,000 of %d benign conversations (count) | %s |" % (
         labels.benign, " | ".join("%.1f (%d)" % (results[n]["false_per_10k"], results[n]["false_alerts"]) for n in names)))
     sources = sorted({k for n in names for k in results[n]["false_by_rule_class"]},
-                     key=lambda k: -sum(results[n]["false_by_rule_class"].get(k, 0) for n in names))
+                     key=lambda k: (-sum(results[n]["false_by_rule_class"].get(k, 0) for n in names), k))
     for k in sources:
         lines.append("| false: %s | rule/benign class | %s |" % (k, " | ".join(
             str(results[n]["false_by_rule_class"].get(k, 0)) for n in names)))
