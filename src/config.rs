@@ -88,6 +88,10 @@ pub struct SourceConfig {
     /// the kernel keeps each exporter on one of them, so its templates stay with one
     /// decoder) and decode what arrives there.
     pub workers: usize,
+    /// The exporters accepted (networks; RFC 7011 section 11: a collector should accept
+    /// only known exporters). Datagrams from any other address are dropped and counted
+    /// (`exflow_source_rejected_datagrams_total`) before decoding. Empty: every sender.
+    pub exporters: Vec<IpNet>,
 }
 
 impl Default for SourceConfig {
@@ -96,6 +100,7 @@ impl Default for SourceConfig {
             receive_buffer_bytes: 32 << 20,
             state_save_interval_s: 60,
             workers: 1,
+            exporters: Vec::new(),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct PipelineCounters {
     pub conversations: u64,
     pub alerts: AlertCounters,
     pub suppressed: u64,
+    /// Datagrams from senders outside `source.exporters`, dropped undecoded.
+    pub rejected_datagrams: u64,
 }
 
 impl PipelineCounters {
@@ -70,6 +72,7 @@ impl PipelineCounters {
         self.conversations += other.conversations;
         self.alerts.merge(&other.alerts);
         self.suppressed += other.suppressed;
+        self.rejected_datagrams += other.rejected_datagrams;
     }
 }
 
@@ -92,6 +95,9 @@ pub enum Routed {
 /// that worker hears, and their event clocks, which judge each record (too far in the
 /// future, too late) and decide the ticks.
 pub struct Ingest {
+    /// `source.exporters`; `None`: every sender is accepted.
+    accepted: Option<crate::enrich::NetSet>,
+    rejected_datagrams: u64,
     decoder: Decoder,
     enricher: Enricher,
     tap: Option<Box<dyn RecordTap>>,
@@ -123,7 +129,11 @@ impl Ingest {
                     .collect(),
             },
         };
+        let accepted = (!config.source.exporters.is_empty())
+            .then(|| crate::enrich::NetSet::from_nets(config.source.exporters.iter().copied()));
         Ingest {
+            accepted,
+            rejected_datagrams: 0,
             decoder: Decoder::new(decoder_config),
             enricher,
             tap: None,
@@ -162,8 +172,15 @@ impl Ingest {
         &mut self.batches
     }
 
-    /// Decodes a datagram and routes its records.
+    /// Decodes a datagram and routes its records; one from a sender outside
+    /// `source.exporters` is counted and dropped undecoded.
     pub fn push_datagram(&mut self, exporter: IpAddr, received_ns: u64, datagram: &[u8]) {
+        if let Some(accepted) = &self.accepted
+            && !accepted.contains(exporter)
+        {
+            self.rejected_datagrams += 1;
+            return;
+        }
         let mut records = std::mem::take(&mut self.records);
         records.clear();
         let _ = self
@@ -246,6 +263,7 @@ impl Ingest {
         counters.flow.transit_records = self.transit_records;
         counters.flow.internal_records = self.internal_records;
         counters.flow.clock = self.clock.counters;
+        counters.rejected_datagrams = self.rejected_datagrams;
         counters
     }
 }

@@ -309,6 +309,13 @@ impl Telemetry {
         );
         metric(
             &mut out,
+            "exflow_source_rejected_datagrams_total",
+            "counter",
+            "Datagrams from senders outside source.exporters (dropped undecoded).",
+            &one(p.rejected_datagrams),
+        );
+        metric(
+            &mut out,
             "exflow_flow_clock_skewed_records_total",
             "counter",
             "Records dated more than flow.max_clock_skew_s after their datagram was received (dropped).",

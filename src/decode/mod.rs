@@ -181,8 +181,11 @@ impl Decoder {
     }
 }
 
-/// The exporter's state, created on first sight; at `max_exporters` the least recently
-/// heard exporter is forgotten (and counted) to make room.
+/// Datagrams after which an exporter is no longer on probation in the exporter table.
+const PROVEN_DATAGRAMS: u64 = 16;
+
+/// The exporter's state, created on first sight; at `max_exporters` one is forgotten (and
+/// counted) to make room: of those that sent fewest datagrams, the least recently heard.
 fn exporter_entry<'a>(
     exporters: &'a mut HashMap<IpAddr, Exporter>,
     evicted: &mut DecodeCounters,
@@ -191,9 +194,12 @@ fn exporter_entry<'a>(
     now: u64,
 ) -> &'a mut Exporter {
     if exporters.len() >= config.limits.max_exporters.max(1) && !exporters.contains_key(&address) {
+        // Two tiers: exporters still on probation (fewer than PROVEN_DATAGRAMS datagrams,
+        // as every spoofed one-off source is) go first, least recently heard first; one
+        // that sends steadily is forgotten only when every other is proven too.
         let oldest = exporters
             .iter()
-            .min_by_key(|(_, e)| e.last_seen)
+            .min_by_key(|(a, e)| (e.counters.datagrams.min(PROVEN_DATAGRAMS), e.last_seen, **a))
             .map(|(a, _)| *a);
         if let Some(gone) = oldest.and_then(|a| exporters.remove(&a)) {
             evicted.merge(&gone.counters);

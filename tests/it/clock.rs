@@ -188,3 +188,103 @@ fn records_delayed_up_to_50_minutes_still_raise_the_expected_alerts() {
         alerts.iter().map(|a| &a.summary).collect::<Vec<_>>()
     );
 }
+
+/// An IPFIX message with no sets, from the spoofer's point of view the cheapest way to
+/// make a collector hold state for a new exporter.
+fn empty_ipfix(export_s: u32) -> Vec<u8> {
+    let mut message = Vec::with_capacity(16);
+    message.extend_from_slice(&10u16.to_be_bytes());
+    message.extend_from_slice(&16u16.to_be_bytes());
+    message.extend_from_slice(&export_s.to_be_bytes());
+    message.extend_from_slice(&0u32.to_be_bytes());
+    message.extend_from_slice(&1u32.to_be_bytes());
+    message
+}
+
+/// Halfway through softflowd's export, 5,000 spoofed exporters (more than
+/// `decoder.max_exporters`, 4,096) send one datagram each from as many loopback addresses.
+/// The exporter table makes room by forgetting spoofers, never the exporter that sends
+/// steadily: its templates and options (its clock's systemInitTimeMilliseconds) survive,
+/// every record of the second half decodes, and the alerts are a replay's to the
+/// millisecond (ids and event times).
+#[test]
+fn a_spoofed_exporter_flood_does_not_evict_the_steady_exporter() {
+    let dir = temp_dir("clock-flood");
+    let config = format!(
+        "[sink]\nfile = \"{}\"\n",
+        dir.join("alerts.jsonl").display()
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let target = ("127.0.0.1", daemon.udp_port);
+    let legit = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let capture = datagrams("softflowd_ipfix.pcap");
+    let (first, second) = capture.split_at(capture.len() / 2);
+    for (_, _, payload) in first {
+        legit.send_to(payload, target).unwrap();
+    }
+    const SPOOFED: u32 = 5_000;
+    let message = empty_ipfix(1_710_234_000);
+    for i in 0..SPOOFED {
+        let address = std::net::Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8);
+        let spoofer = UdpSocket::bind((address, 0)).unwrap();
+        spoofer.send_to(&message, target).unwrap();
+    }
+    for (_, _, payload) in second {
+        legit.send_to(payload, target).unwrap();
+    }
+    let sent = capture.len() as f64 + f64::from(SPOOFED);
+    wait_until("every datagram is decoded", Duration::from_secs(60), || {
+        daemon.metric("exflow_decode_datagrams_total") == sent
+    });
+    assert_eq!(
+        daemon.metric("exflow_decode_errors_total{kind=\"exporter_evicted\"}"),
+        f64::from(SPOOFED + 1 - 4096)
+    );
+    assert_eq!(daemon.metric("exflow_decode_records_total"), 2208.0);
+    assert_eq!(daemon.metric("exflow_decode_template_misses_total"), 0.0);
+    daemon.stop();
+
+    let live = alerts_in(&dir);
+    let (replayed, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
+    assert!(!replayed.is_empty());
+    let replayed: Vec<serde_json::Value> = replayed
+        .iter()
+        .map(|a| serde_json::to_value(a).unwrap())
+        .collect();
+    assert_eq!(ids_and_times(&live), ids_and_times(&replayed));
+}
+
+/// With `source.exporters`, datagrams from any other address are dropped undecoded and
+/// counted; the accepted exporter's are decoded as ever.
+#[test]
+fn datagrams_from_outside_the_exporter_allowlist_are_dropped_and_counted() {
+    let dir = temp_dir("clock-allowlist");
+    let config = format!(
+        "[sink]\nfile = \"{}\"\n\n[source]\nexporters = [\"127.0.0.1/32\"]\n",
+        dir.join("alerts.jsonl").display()
+    );
+    let daemon = Daemon::start(&config, &[]);
+    let target = ("127.0.0.1", daemon.udp_port);
+    let capture = datagrams("softflowd_ipfix.pcap");
+    let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
+    for (_, _, payload) in &capture[..10] {
+        stranger.send_to(payload, target).unwrap();
+    }
+    let legit = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (_, _, payload) in &capture {
+        legit.send_to(payload, target).unwrap();
+    }
+    wait_until("every datagram is taken", Duration::from_secs(30), || {
+        daemon.metric("exflow_source_rejected_datagrams_total") == 10.0
+            && daemon.metric("exflow_decode_datagrams_total") == capture.len() as f64
+    });
+    let metrics = daemon.scrape().unwrap();
+    assert_eq!(metrics["exflow_decode_records_total"], 2208.0);
+    assert!(
+        !metrics
+            .keys()
+            .any(|name| name.contains("exporter=\"127.0.0.3\"")),
+        "no state for the stranger"
+    );
+    daemon.stop();
+}
