@@ -10,20 +10,22 @@ fn loadgen_reports_the_detection_latency_of_injected_scenarios() {
     let config = format!("[sink]\nfile = \"{}\"\n", alerts.display());
     // The harness's inside networks plus the load generator's hosts.
     let daemon = Daemon::start(&config, &["--inside", "10.0.0.0/8"]);
-    let (stdout, _) = daemon.loadgen(&[
-        "--exporters",
-        "8",
-        "--rate",
-        "50000",
-        "--duration",
-        "3",
-        "--detect-timeout",
-        "20",
-        "--scenario",
-        "bulk_egress@1",
-        "--scenario",
-        "long_lived_foreign@1.5",
-    ]);
+    let stdout = daemon
+        .loadgen(&[
+            "--exporters",
+            "8",
+            "--rate",
+            "50000",
+            "--duration",
+            "3",
+            "--detect-timeout",
+            "20",
+            "--scenario",
+            "bulk_egress@1",
+            "--scenario",
+            "long_lived_foreign@1.5",
+        ])
+        .stdout;
     let mut injected = Vec::new();
     for rule in ["bulk_egress", "long_lived_foreign"] {
         let line = stdout
