@@ -651,6 +651,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn late_records_s_is_still_read_as_max_lateness_s() {
+        let config = Config::from_toml("[flow]\nlate_records_s = 7200\n", "test").unwrap();
+        assert_eq!(config.flow.max_lateness_s, 7200);
+        let config = Config::from_toml(
+            "[flow]\nmax_lateness_s = 600\nmax_clock_skew_s = 60\n\n[source]\nexporters = [\"192.0.2.0/24\"]\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            (config.flow.max_lateness_s, config.flow.max_clock_skew_s),
+            (600, 60)
+        );
+        assert_eq!(
+            config.source.exporters,
+            vec!["192.0.2.0/24".parse().unwrap()]
+        );
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults() {
         let config = Config::from_toml("", "test").unwrap();
         assert_eq!(config, Config::default());

@@ -795,6 +795,33 @@ mod tests {
     }
 
     #[test]
+    fn records_behind_the_clock_within_the_lateness_keep_their_conversations() {
+        // Stitched 30 s apart, records up to 60 s late: conversations end 90 s idle.
+        let mut table = FlowTable::new(100, 30, 60);
+        run(&mut table, &on_port(1, 100_000, 101_000));
+        assert_eq!(expire(&mut table, 150_000), Vec::<u16>::new());
+        // 55 s behind the clock, a new conversation: due (185 s) before the wheel's
+        // cursor (191 s, the first deadline it was given), it is filed there and ends no
+        // earlier than its deadline.
+        run(&mut table, &on_port(3, 94_000, 95_000));
+        assert_eq!(expire(&mut table, 185_000), Vec::<u16>::new());
+        // Older than its conversation's first record: stitched in, nothing ends.
+        assert_eq!(
+            run(&mut table, &on_port(1, 40_000, 45_000)),
+            Vec::<u16>::new()
+        );
+        let first = table.get(&on_port(1, 0, 0).key()).unwrap();
+        assert_eq!(
+            (first.first_ms, first.last_ms, first.flows),
+            (40_000, 101_000, 2)
+        );
+        let mut ended = expire(&mut table, 191_001);
+        ended.sort();
+        assert_eq!(ended, vec![1, 3]);
+        assert_eq!(table.counters.conversations_created, 2);
+    }
+
+    #[test]
     fn a_reused_handle_is_not_ended_by_its_previous_conversation() {
         let mut table = FlowTable::new(100, 30, 30);
         let handle = |table: &FlowTable, port: u16| {
