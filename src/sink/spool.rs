@@ -321,8 +321,12 @@ pub struct Spool {
     /// Open handle on the last segment; `None` until the first append after open, rotation or
     /// the deletion of a fully acknowledged last segment. Records in `pending` imply `Some`.
     writer: Option<SegmentWriter>,
-    /// Framed records appended to the last segment, not yet written to its file.
+    /// Framed records appended to the last segment, not yet written to its file (bounded by
+    /// `WRITE_BUFFER_BYTES`; on a full disk it holds what could not be written until space
+    /// returns).
     pending: Vec<u8>,
+    /// Records in `pending`: the last ones of the last segment, not readable until written.
+    pending_records: u64,
     /// Seq of the next append.
     next_seq: SpoolSeq,
     /// Every entry with a smaller seq is acknowledged (in memory). When it is below `next_seq`
@@ -419,6 +423,7 @@ impl Spool {
             segment_bytes_total,
             writer: None,
             pending: Vec::new(),
+            pending_records: 0,
             next_seq,
             acked_below,
             acked_ahead: BTreeSet::new(),
@@ -496,6 +501,7 @@ impl Spool {
         self.pending
             .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         self.pending.extend_from_slice(payload);
+        self.pending_records += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.counters.appended += 1;
@@ -578,7 +584,9 @@ impl Spool {
         if max == 0 {
             return Ok(());
         }
-        self.write_pending()?;
+        // On a full disk the buffer stays in memory; what is on disk is still delivered (the
+        // write error is the owner's to see at `sync`).
+        let _ = self.write_pending();
         let mut seq = from.max(self.acked_below);
         let mut taken = 0;
         // Each turn reads to the end of a segment, fills `out` or shortens a segment: it ends.
@@ -586,11 +594,14 @@ impl Spool {
             let index = self
                 .segments
                 .partition_point(|segment| segment.end() <= seq);
-            let Some(segment) = self.segments.get(index) else {
+            if index >= self.segments.len() {
                 break;
-            };
-            let (first_seq, end, end_offset) = (segment.first_seq, segment.end(), segment.bytes);
+            }
+            let (first_seq, end, end_offset) = self.on_disk(index);
             seq = seq.max(first_seq);
+            if seq >= end {
+                break; // only buffered records are left
+            }
             let mut reader = match self.reader.take() {
                 Some(reader) if reader.segment_first_seq == first_seq && reader.seq <= seq => {
                     reader
@@ -664,7 +675,13 @@ impl Spool {
     /// returns, acknowledged entries are re-sent after a crash.
     pub fn commit_acks(&mut self) -> io::Result<()> {
         if self.acks_dirty {
-            write_acked_file(&self.dir, self.acked_below, &self.acked_ahead)?;
+            if let Err(error) = write_acked_file(&self.dir, self.acked_below, &self.acked_ahead) {
+                // A full disk: free the segments that are delivered anyway. Deleting one before
+                // the cursor says so is safe: after a crash its entries are gone, and they were
+                // delivered.
+                self.delete_segments_below(self.acked_below)?;
+                return Err(error);
+            }
             self.acks_dirty = false;
             self.durable_acked_below = self.acked_below;
         }
@@ -680,6 +697,29 @@ impl Spool {
 
     pub fn counters(&self) -> SpoolCounters {
         self.counters
+    }
+
+    /// Entries appended but held in memory because they could not be written yet (a full
+    /// disk): not readable until written, lost if the process ends first.
+    pub fn buffered(&self) -> u64 {
+        self.pending_records
+    }
+
+    /// Segment `index`'s first seq, and the seq and offset where its records on disk end
+    /// (the last segment's buffered records are not on disk yet).
+    fn on_disk(&self, index: usize) -> (SpoolSeq, SpoolSeq, u64) {
+        let Some(segment) = self.segments.get(index) else {
+            return (0, 0, 0);
+        };
+        if index + 1 == self.segments.len() {
+            (
+                segment.first_seq,
+                segment.end() - self.pending_records,
+                segment.bytes - self.pending.len() as u64,
+            )
+        } else {
+            (segment.first_seq, segment.end(), segment.bytes)
+        }
     }
 
     /// Whether `seq` is an entry the spool holds (acknowledged or not).
@@ -826,13 +866,19 @@ impl Spool {
         writer.written += self.pending.len() as u64;
         writer.unsynced = true;
         self.pending.clear();
+        self.pending_records = 0;
         Ok(())
     }
 
     /// Deletes front segments whose entries are all acknowledged in the `acked` file.
     fn delete_acked_segments(&mut self) -> io::Result<()> {
+        self.delete_segments_below(self.durable_acked_below)
+    }
+
+    /// Deletes front segments whose entries are all below `below`.
+    fn delete_segments_below(&mut self, below: SpoolSeq) -> io::Result<()> {
         while let Some(front) = self.segments.front()
-            && front.end() <= self.durable_acked_below
+            && front.end() <= below
         {
             let (first_seq, bytes) = (front.first_seq, front.bytes);
             let path = segment_path(&self.dir, first_seq);
@@ -845,6 +891,7 @@ impl Spool {
                 // The last segment: its buffered records are acknowledged, nothing to write.
                 self.writer = None;
                 self.pending.clear();
+                self.pending_records = 0;
             }
             if self
                 .reader
@@ -865,7 +912,10 @@ impl Spool {
         let Some(front) = self.segments.front() else {
             return Ok(());
         };
-        let (first_seq, end, end_offset) = (front.first_seq, front.end(), front.bytes);
+        let first_seq = front.first_seq;
+        // Written if it can be (a full disk keeps the buffer, and the bound below excludes it).
+        let _ = self.write_pending();
+        let (_, end, end_offset) = self.on_disk(0);
         if self.committed.segment_first_seq != first_seq {
             self.committed = RecordPos {
                 segment_first_seq: first_seq,
@@ -877,7 +927,6 @@ impl Spool {
         if self.committed.seq >= target {
             return Ok(());
         }
-        self.write_pending()?;
         let path = segment_path(&self.dir, first_seq);
         let mut reader = match SegmentReader::open(path, self.committed) {
             Ok(reader) => reader,
@@ -1176,7 +1225,11 @@ fn write_acked_file(
             file.write_all(&bytes)?;
             file.sync_data()
         })
-        .map_err(|error| with_path("write spool cursor", &tmp_path, error))?;
+        .map_err(|error| {
+            // A full disk: do not leave a partial file taking space.
+            let _ = fs::remove_file(&tmp_path);
+            with_path("write spool cursor", &tmp_path, error)
+        })?;
     fs::rename(&tmp_path, &path)
         .map_err(|error| with_path("replace spool cursor", &path, error))?;
     sync_dir(dir)
@@ -1779,6 +1832,84 @@ mod tests {
         );
         spool.ack(first_seq);
         assert!(spool.is_empty());
+    }
+
+    /// A 64 KiB tmpfs mounted on a fresh directory (root only), unmounted on drop.
+    struct SmallFs(PathBuf);
+
+    impl SmallFs {
+        fn mount(test: &str) -> Option<SmallFs> {
+            let path =
+                std::env::temp_dir().join(format!("exflow-smallfs-{}-{test}", std::process::id()));
+            fs::create_dir_all(&path).ok()?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+                .arg(&path)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if !mounted {
+                let _ = fs::remove_dir(&path);
+                eprintln!("skipped: mounting a small tmpfs needs root");
+                return None;
+            }
+            Some(SmallFs(path))
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+
+    #[test]
+    fn spool_full_disk_keeps_delivering_what_is_on_disk() {
+        let Some(small) = SmallFs::mount("full") else {
+            return;
+        };
+        let dir = small.0.join("spool");
+        let mut spool = Spool::open(&dir, u64::MAX).unwrap();
+        // 1000-byte payloads: the 64 KiB disk takes about 60 records, the write buffer holds
+        // 260 more (256 KiB), beyond that appends fail.
+        let payload = |n: u64| vec![(n % 251) as u8; 1000];
+        let mut stored = 0u64;
+        let mut failed = 0u64;
+        for n in 0..400u64 {
+            // The Kafka sink syncs after every batch of alerts it takes.
+            if n % 10 == 0 {
+                let _ = spool.sync();
+            }
+            match spool.append(&payload(n)) {
+                Ok(seq) => {
+                    assert_eq!(seq, stored);
+                    stored += 1;
+                }
+                Err(AppendError::Io(_)) => failed += 1,
+                Err(AppendError::Full) => panic!("no cap configured"),
+            }
+        }
+        assert!(spool.sync().is_err(), "the disk is full");
+        let buffered = spool.buffered();
+        let on_disk = stored - buffered;
+        assert!(
+            on_disk > 0 && buffered > 0 && failed > 0,
+            "{on_disk} {buffered} {failed}"
+        );
+        assert_eq!(stored + failed, 400);
+        assert_eq!(spool.len(), stored);
+        // The read path delivers what is on disk, whatever the write buffer holds.
+        let mut out = Vec::new();
+        spool.read(0, usize::MAX, &mut out).unwrap();
+        assert_eq!(seqs(&out), (0..on_disk).collect::<Vec<_>>());
+        assert!(out.iter().all(|(seq, p)| *p == payload(*seq)));
+        for seq in 0..on_disk {
+            spool.ack(seq);
+        }
+        let _ = spool.commit_acks();
+        assert_eq!(spool.len(), buffered);
+        assert_eq!(spool.counters().corrupt_records, 0);
     }
 
     #[test]
