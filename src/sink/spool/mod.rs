@@ -20,9 +20,12 @@
 //!   the same directory is refused instead of corrupting it.
 //!
 //! # Recovery ([`Spool::open`])
-//! Every record of every segment is read and checked (length bound, CRC) in seq order. Reading a
-//! segment stops for good at its first bad record; nothing after it is used (there is no sync
-//! marker to find the next record reliably):
+//! Every record of every segment is read and checked (length bound, CRC) in seq order. A record
+//! whose payload fails its CRC inside a whole frame (its length leads to the next valid record
+//! or to the end of the file) costs that record alone: counted in `corrupt_records`, skipped,
+//! treated as acknowledged; reading goes on after it (at most 1024 such records per segment).
+//! Any other bad record (a damaged length, a frame cut short) ends the reading of its segment;
+//! nothing after it is used (the format has no frame marker to find the next record reliably):
 //! - in the last segment the bad tail is cut off (the file is truncated and fdatasync'ed). An
 //!   incomplete record at the end of the file (a write cut short by a crash) counts in
 //!   [`SpoolCounters::torn_tails`]; a complete record that fails its checks counts in
@@ -37,6 +40,12 @@
 //!   `corrupt_records` and every entry still on disk is re-sent (at least once, never lost).
 //! - segments that are entirely acknowledged (a crash between the cursor update and the delete)
 //!   are deleted.
+//!
+//! # A full disk
+//! A write that fails keeps the write buffer in memory (at most `WRITE_BUFFER_BYTES`; appends
+//! beyond it fail) and is retried at the next [`Spool::sync`]; [`Spool::read`] goes on
+//! delivering what is on disk; [`Spool::buffered`] counts the entries held. A cursor that cannot
+//! be written still lets fully acknowledged segments be deleted (they were delivered).
 //!
 //! # Delivery
 //! At least once, in seq order per [`Spool::read`]. [`Spool::ack`] marks an entry delivered in
@@ -313,6 +322,18 @@ impl Spool {
                 spool.acked_ahead.insert(seq);
             }
         }
+        // Damaged records are never sent: as good as acknowledged (beyond the bound of acks
+        // ahead they are acknowledged when the reader steps over them at the front).
+        let damaged: Vec<SpoolSeq> = spool
+            .segments
+            .iter()
+            .flat_map(|segment| segment.damaged.iter().copied())
+            .collect();
+        for seq in damaged {
+            if seq >= spool.acked_below && spool.acked_ahead.len() < MAX_ACKS_AHEAD {
+                spool.acked_ahead.insert(seq);
+            }
+        }
         // Everything `advance_acked_prefix` passes over is acknowledged in the file or does not
         // exist, so the result is as durable as the file.
         spool.advance_acked_prefix();
@@ -499,6 +520,10 @@ impl Spool {
                         taken += 1;
                     }
                     Frame::Record => {}
+                    Frame::BadCrc { length } if self.is_known_damaged(index, record_seq) => {
+                        reader.skip_damaged(length);
+                        self.ack(record_seq);
+                    }
                     frame => {
                         damaged = Some(frame);
                         break;
@@ -588,6 +613,13 @@ impl Spool {
         } else {
             (segment.first_seq, segment.end(), segment.bytes)
         }
+    }
+
+    /// Whether `seq` is a record of segment `index` that recovery found damaged.
+    fn is_known_damaged(&self, index: usize, seq: SpoolSeq) -> bool {
+        self.segments
+            .get(index)
+            .is_some_and(|segment| segment.damaged.binary_search(&seq).is_ok())
     }
 
     /// Whether `seq` is an entry the spool holds (acknowledged or not).
@@ -696,6 +728,7 @@ impl Spool {
             records: 0,
             bytes: 0,
             sealed: false,
+            damaged: Vec::new(),
         });
         self.writer = Some(SegmentWriter {
             path,
@@ -807,6 +840,9 @@ impl Spool {
         while reader.seq < target {
             match reader.read_record(end_offset, &mut self.scratch)? {
                 Frame::Record => {}
+                Frame::BadCrc { length } if self.is_known_damaged(0, reader.seq) => {
+                    reader.skip_damaged(length);
+                }
                 frame => {
                     let why = format!("{frame:?} record at offset {}", reader.offset);
                     self.seal_segment(0, reader.seq, reader.offset, &why);

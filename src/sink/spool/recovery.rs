@@ -9,7 +9,9 @@ use anyhow::Context;
 use tracing::warn;
 
 use super::segment::{Frame, RecordPos, Segment, SegmentReader};
-use super::{SEGMENT_NAME_DIGITS, SEGMENT_SUFFIX, SpoolCounters, SpoolSeq, segment_path};
+use super::{
+    HEADER_BYTES, SEGMENT_NAME_DIGITS, SEGMENT_SUFFIX, SpoolCounters, SpoolSeq, segment_path,
+};
 
 /// First seqs of the segment files in `dir`, sorted.
 pub(super) fn list_segments(dir: &Path) -> anyhow::Result<Vec<SpoolSeq>> {
@@ -42,7 +44,13 @@ pub(super) fn list_segments(dir: &Path) -> anyhow::Result<Vec<SpoolSeq>> {
     Ok(first_seqs)
 }
 
-/// Reads and checks every record of one segment; cuts a bad tail off the last segment.
+/// Damaged records a segment may skip over; one more ends the segment there (bounds memory
+/// whatever the file holds).
+const MAX_DAMAGED_PER_SEGMENT: usize = 1024;
+
+/// Reads and checks every record of one segment: a record whose payload fails its checksum
+/// inside a whole frame is skipped; anything else bad ends the segment (and is cut off the
+/// last segment).
 pub(super) fn recover_segment(
     dir: &Path,
     first_seq: SpoolSeq,
@@ -65,6 +73,7 @@ pub(super) fn recover_segment(
     };
     let mut reader = SegmentReader::open(path.clone(), start)?;
     let mut payload = Vec::new();
+    let mut damaged = Vec::new();
     let frame = loop {
         if reader.seq - first_seq >= max_records {
             break if reader.offset < file_bytes {
@@ -75,6 +84,26 @@ pub(super) fn recover_segment(
         }
         match reader.read_record(file_bytes, &mut payload)? {
             Frame::Record => {}
+            // Only the payload is damaged when the frame's length leads to a valid record (or
+            // the end of the file): that record alone is lost, the ones after it are kept.
+            Frame::BadCrc { length }
+                if damaged.len() < MAX_DAMAGED_PER_SEGMENT
+                    && frame_follows(
+                        &path,
+                        reader.offset + HEADER_BYTES as u64 + u64::from(length),
+                        file_bytes,
+                    )? =>
+            {
+                counters.corrupt_records += 1;
+                warn!(
+                    path = %path.display(),
+                    offset = reader.offset,
+                    seq = reader.seq,
+                    "spool record fails its checksum; skipping it, the records after it are kept"
+                );
+                damaged.push(reader.seq);
+                reader.skip_damaged(length);
+            }
             frame => break frame,
         }
     };
@@ -85,6 +114,7 @@ pub(super) fn recover_segment(
             records,
             bytes,
             sealed: false,
+            damaged,
         });
     }
     if is_last && frame == Frame::Torn {
@@ -107,6 +137,7 @@ pub(super) fn recover_segment(
             records,
             bytes,
             sealed: true,
+            damaged,
         });
     }
     OpenOptions::new()
@@ -122,7 +153,25 @@ pub(super) fn recover_segment(
         records,
         bytes,
         sealed: false,
+        damaged,
     })
+}
+
+/// Whether a valid record starts at `offset` of the segment (or `offset` is its end).
+fn frame_follows(path: &Path, offset: u64, file_bytes: u64) -> anyhow::Result<bool> {
+    if offset == file_bytes {
+        return Ok(true);
+    }
+    if offset > file_bytes {
+        return Ok(false);
+    }
+    let start = RecordPos {
+        segment_first_seq: 0,
+        seq: 0,
+        offset,
+    };
+    let mut reader = SegmentReader::open(path.to_path_buf(), start)?;
+    Ok(reader.read_record(file_bytes, &mut Vec::new())? == Frame::Record)
 }
 
 #[cfg(test)]
@@ -188,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn spool_corrupt_crc_in_an_earlier_segment_ends_that_segment_only() {
+    fn spool_flipped_payload_byte_costs_that_record_only() {
         let dir = TempDir::new("corrupt-middle");
         let mut spool = open_small(&dir);
         append_all(&mut spool, 6);
@@ -208,19 +257,14 @@ mod tests {
         let mut spool = open_small(&dir);
         assert_eq!(spool.counters().corrupt_records, 1);
         assert_eq!(spool.counters().torn_tails, 0);
-        // An earlier segment is left as it is on disk.
+        // The file is left as it is on disk.
         assert_eq!(fs::metadata(&path).unwrap().len(), 3 * RECORD);
-        assert_eq!(spool.len(), 4);
-        assert_eq!(
-            read_all(&mut spool),
-            vec![(0, alert(0)), (3, alert(3)), (4, alert(4)), (5, alert(5))]
-        );
-        // The lost seqs 1 and 2 do not hold up the acknowledged prefix.
+        assert_eq!(spool.len(), 5);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 2, 3, 4, 5]);
+        // The lost seq 1 does not hold up the acknowledged prefix.
         spool.ack(0);
-        assert_eq!(spool.first_unacked(), Some(3));
-        spool.ack(1);
-        assert_eq!(spool.counters().acked, 1);
-        for seq in 3..6 {
+        assert_eq!(spool.first_unacked(), Some(2));
+        for seq in 2..6 {
             spool.ack(seq);
         }
         spool.commit_acks().unwrap();
@@ -230,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn spool_corrupt_crc_in_the_last_segment_is_cut_and_counted() {
+    fn spool_flipped_crc_in_the_last_segment_costs_that_record_only() {
         let dir = TempDir::new("corrupt-last");
         let mut spool = open_small(&dir);
         append_all(&mut spool, 6);
@@ -245,9 +289,54 @@ mod tests {
         let mut spool = open_small(&dir);
         assert_eq!(spool.counters().corrupt_records, 1);
         assert_eq!(spool.counters().torn_tails, 0);
-        assert_eq!(fs::metadata(&path).unwrap().len(), RECORD);
-        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 2, 3]);
-        assert_eq!(spool.append(&alert(9)).unwrap(), 4);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 3 * RECORD);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 2, 3, 5]);
+        assert_eq!(spool.len(), 5);
+        assert_eq!(spool.append(&alert(9)).unwrap(), 6);
+        spool.sync().unwrap();
+        drop(spool);
+        // Reopened: the same record is skipped again, the new one is there.
+        let mut spool = open_small(&dir);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 2, 3, 5, 6]);
+    }
+
+    #[test]
+    fn spool_flipped_length_ends_the_segment_there() {
+        let dir = TempDir::new("corrupt-length");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 6);
+        spool.sync().unwrap();
+        drop(spool);
+        // A length of 7 + 64 for seq 1: the frame it describes does not end on a record.
+        let path = dir.segment(0);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[RECORD as usize] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 3, 4, 5]);
+    }
+
+    #[test]
+    fn spool_truncated_segments_keep_their_whole_records() {
+        let dir = TempDir::new("truncated");
+        let mut spool = open_small(&dir);
+        append_all(&mut spool, 6);
+        spool.sync().unwrap();
+        drop(spool);
+        // An earlier segment cut mid-record (not a crash artefact: counted corrupt) and the
+        // last one cut mid-header (torn).
+        let first = fs::read(dir.segment(0)).unwrap();
+        fs::write(dir.segment(0), &first[..(2 * RECORD + 5) as usize]).unwrap();
+        let last = fs::read(dir.segment(3)).unwrap();
+        fs::write(dir.segment(3), &last[..(2 * RECORD + 3) as usize]).unwrap();
+
+        let mut spool = open_small(&dir);
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(spool.counters().torn_tails, 1);
+        assert_eq!(seqs(&read_all(&mut spool)), vec![0, 1, 3, 4]);
+        assert_eq!(spool.append(&alert(9)).unwrap(), 5);
     }
 
     #[test]

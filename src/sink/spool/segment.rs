@@ -18,6 +18,10 @@ pub(super) struct Segment {
     pub(super) bytes: u64,
     /// The file holds bytes past `bytes` that are not valid records: never appended to again.
     pub(super) sealed: bool,
+    /// Seqs of records whose payload failed its CRC but whose frame was whole (the next
+    /// record, or the end of the file, is where its length says): skipped, acknowledged at
+    /// open, and passed over by the readers. Sorted.
+    pub(super) damaged: Vec<SpoolSeq>,
 }
 
 impl Segment {
@@ -63,6 +67,10 @@ pub(super) enum Frame {
     Torn,
     /// A complete record with a bad length or CRC.
     Corrupt,
+    /// A complete record whose payload fails its CRC; `length` is its payload length, which
+    /// the caller may trust (see [`Segment::damaged`]) to step over it with
+    /// [`SegmentReader::skip_damaged`].
+    BadCrc { length: u32 },
 }
 
 /// Reads one segment's records sequentially.
@@ -96,7 +104,8 @@ impl SegmentReader {
     }
 
     /// Reads the next record into `payload` when it is valid and ends at or before `end` (a file
-    /// offset). Anything but [`Frame::Record`] leaves the reader unusable: drop it.
+    /// offset). Anything but [`Frame::Record`] (or a [`Frame::BadCrc`] stepped over) leaves the reader
+    /// unusable: drop it.
     pub(super) fn read_record(&mut self, end: u64, payload: &mut Vec<u8>) -> io::Result<Frame> {
         let left = end.saturating_sub(self.offset);
         if left == 0 {
@@ -124,11 +133,17 @@ impl SegmentReader {
             return Ok(Frame::Torn);
         }
         if crc32fast::hash(payload) != crc {
-            return Ok(Frame::Corrupt);
+            return Ok(Frame::BadCrc { length });
         }
         self.offset += HEADER_BYTES as u64 + u64::from(length);
         self.seq += 1;
         Ok(Frame::Record)
+    }
+
+    /// Steps over the record [`Frame::BadCrc`] just reported (its bytes are read already).
+    pub(super) fn skip_damaged(&mut self, length: u32) {
+        self.offset += HEADER_BYTES as u64 + u64::from(length);
+        self.seq += 1;
     }
 
     /// `read_exact`, with a file that ends early reported as `false`.
