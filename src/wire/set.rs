@@ -16,7 +16,9 @@ pub struct Set<'a> {
 
 /// Iterator over the sets of a message body. Yields `Err` once for a set whose length is
 /// shorter than its header (the zero-length loop of hostile packets) or runs past the end,
-/// then stops.
+/// then stops. Zero bytes after the last set are padding (RFC 7011 section 3.3.1; Palo Alto
+/// and others zero-fill datagrams to a fixed size) and end the iteration without an error;
+/// a zero-length set followed by anything non-zero is still an error.
 #[derive(Debug, Clone)]
 pub struct Sets<'a> {
     rest: &'a [u8],
@@ -32,7 +34,9 @@ impl<'a> Iterator for Sets<'a> {
     type Item = Result<Set<'a>, WireError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
+        // Stops at the first non-zero byte, which a real set's header has within four bytes.
+        if self.rest.iter().all(|&b| b == 0) {
+            self.rest = &[];
             return None;
         }
         let (Some(id), Some(length)) = (read_u16(self.rest, 0), read_u16(self.rest, 2)) else {
@@ -76,6 +80,24 @@ mod tests {
                 Ok(Set { id: 256, body: &[] })
             ]
         );
+    }
+
+    #[test]
+    fn trailing_zeros_are_padding() {
+        #[rustfmt::skip]
+        let body = [
+            0x01, 0x00, 0x00, 0x05, 0xaa, // set 256, length 5
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // padding
+        ];
+        let sets: Vec<_> = Sets::new(&body).collect();
+        assert_eq!(sets, vec![Ok(Set { id: 256, body: &[0xaa] })]);
+        // Fewer than four zero bytes too.
+        assert_eq!(Sets::new(&body[..7]).count(), 1);
+        // Zeros then a non-zero byte are not padding.
+        let mut hostile = body;
+        hostile[11] = 1;
+        let sets: Vec<_> = Sets::new(&hostile).collect();
+        assert_eq!(sets.last(), Some(&Err(WireError::BadLength)));
     }
 
     #[test]

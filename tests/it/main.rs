@@ -15,3 +15,4 @@ mod replay;
 mod scenarios;
 mod sflow;
 mod support;
+mod vendors;
