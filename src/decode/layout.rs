@@ -32,6 +32,11 @@ pub enum Target {
     Packets,
     BytesTotal,
     PacketsTotal,
+    InitiatorBytes,
+    InitiatorPackets,
+    ResponderBytes,
+    ResponderPackets,
+    ObservedMilliseconds,
     ReverseBytes,
     ReversePackets,
     Proto,
@@ -77,6 +82,11 @@ impl Target {
             (0, ie::PACKET_DELTA_COUNT) => Target::Packets,
             (0, ie::OCTET_TOTAL_COUNT) => Target::BytesTotal,
             (0, ie::PACKET_TOTAL_COUNT) => Target::PacketsTotal,
+            (0, ie::INITIATOR_OCTETS) => Target::InitiatorBytes,
+            (0, ie::INITIATOR_PACKETS) => Target::InitiatorPackets,
+            (0, ie::RESPONDER_OCTETS) => Target::ResponderBytes,
+            (0, ie::RESPONDER_PACKETS) => Target::ResponderPackets,
+            (0, ie::OBSERVATION_TIME_MILLISECONDS) => Target::ObservedMilliseconds,
             (ie::REVERSE_PEN, ie::OCTET_DELTA_COUNT) => Target::ReverseBytes,
             (ie::REVERSE_PEN, ie::PACKET_DELTA_COUNT) => Target::ReversePackets,
             (0, ie::PROTOCOL_IDENTIFIER) => Target::Proto,
@@ -186,7 +196,8 @@ impl Layout {
             let is_scope = index < usize::from(scope_field_count);
             let target = Target::of(spec, dialect, is_scope);
             targets.push(target);
-            if dialect == Dialect::Ipfix && spec.length == VARIABLE_LENGTH {
+            // IPFIX's variable length (RFC 7011 section 7); H3C sends it in v9 templates too.
+            if spec.length == VARIABLE_LENGTH {
                 variable = true;
                 min_record_length += 1;
                 continue;
@@ -302,11 +313,18 @@ impl Layout {
                 apply_flow_field(target, bytes, flow, times, &mut scratch)
             });
         }
+        // Delta counters first; else totals; else a firewall's initiator counters (NSEL).
         if flow.bytes == 0 {
-            flow.bytes = scratch.bytes_total;
+            flow.bytes = first_nonzero(scratch.bytes_total, scratch.initiator_bytes);
         }
         if flow.packets == 0 {
-            flow.packets = scratch.packets_total;
+            flow.packets = first_nonzero(scratch.packets_total, scratch.initiator_packets);
+        }
+        if flow.reverse_bytes == 0 {
+            flow.reverse_bytes = scratch.responder_bytes;
+        }
+        if flow.reverse_packets == 0 {
+            flow.reverse_packets = scratch.responder_packets;
         }
         flow.etype = match scratch.ip_version {
             4 => ETYPE_IPV4,
@@ -343,6 +361,10 @@ impl Layout {
 struct FlowScratch {
     bytes_total: u64,
     packets_total: u64,
+    initiator_bytes: u64,
+    initiator_packets: u64,
+    responder_bytes: u64,
+    responder_packets: u64,
     ip_version: u64,
 }
 
@@ -359,6 +381,11 @@ fn apply_flow_field(
         Target::Packets => flow.packets = read_uint(bytes),
         Target::BytesTotal => scratch.bytes_total = read_uint(bytes),
         Target::PacketsTotal => scratch.packets_total = read_uint(bytes),
+        Target::InitiatorBytes => scratch.initiator_bytes = read_uint(bytes),
+        Target::InitiatorPackets => scratch.initiator_packets = read_uint(bytes),
+        Target::ResponderBytes => scratch.responder_bytes = read_uint(bytes),
+        Target::ResponderPackets => scratch.responder_packets = read_uint(bytes),
+        Target::ObservedMilliseconds => times.observed_ms = Some(read_uint(bytes)),
         Target::ReverseBytes => flow.reverse_bytes = read_uint(bytes),
         Target::ReversePackets => flow.reverse_packets = read_uint(bytes),
         Target::Proto => flow.proto = read_uint(bytes) as u8,
@@ -391,6 +418,10 @@ fn apply_flow_field(
         }
         _ => {}
     }
+}
+
+fn first_nonzero(a: u64, b: u64) -> u64 {
+    if a != 0 { a } else { b }
 }
 
 /// Length of an IPFIX variable-length field at `at` (RFC 7011 section 7): `(header, total)`
@@ -427,6 +458,9 @@ pub struct RecordTimes {
     pub duration_ns: Option<u64>,
     pub sampler_id: Option<u64>,
     pub sampling_interval: Option<u64>,
+    /// observationTimeMilliseconds (NSEL's event time): the end of a record that has no end
+    /// time of its own, or its start and end when it has no times at all.
+    pub observed_ms: Option<u64>,
 }
 
 /// What an options data record told about the exporter.

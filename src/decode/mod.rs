@@ -641,6 +641,13 @@ impl Clock<'_> {
     fn stamp(&self, flow: &mut FlowRecord, times: &RecordTimes) -> bool {
         let start = times.start.and_then(|(unit, v)| self.resolve(unit, v));
         let end = times.end.and_then(|(unit, v)| self.resolve(unit, v));
+        let observed = times.observed_ms.map(|ms| ms.saturating_mul(1_000_000));
+        let end = end.or(if times.duration_ns.is_none() {
+            observed.filter(|&o| start.is_none_or(|s| o >= s))
+        } else {
+            None
+        });
+        let start = start.or(if end.is_none() { observed } else { None });
         let duration = times.duration_ns.unwrap_or(0);
         let (start, end, resolved) = match (start, end) {
             (Some(s), Some(e)) => (s, e, true),

@@ -29,6 +29,14 @@ pub const IP_VERSION: u16 = 60;
 pub const IP_NEXT_HOP_IPV6_ADDRESS: u16 = 62;
 pub const OCTET_TOTAL_COUNT: u16 = 85;
 pub const PACKET_TOTAL_COUNT: u16 = 86;
+/// Cisco NSEL: initiator-to-responder and responder-to-initiator octets and packets of a
+/// firewall connection (NetFlow v9 fwd/rev flow delta bytes).
+pub const INITIATOR_OCTETS: u16 = 231;
+pub const RESPONDER_OCTETS: u16 = 232;
+pub const INITIATOR_PACKETS: u16 = 298;
+pub const RESPONDER_PACKETS: u16 = 299;
+/// When the observation (a firewall event) happened, ms since the epoch (NSEL event time).
+pub const OBSERVATION_TIME_MILLISECONDS: u16 = 323;
 pub const FLOW_START_SECONDS: u16 = 150;
 pub const FLOW_END_SECONDS: u16 = 151;
 pub const FLOW_START_MILLISECONDS: u16 = 152;

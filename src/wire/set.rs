@@ -90,7 +90,13 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // padding
         ];
         let sets: Vec<_> = Sets::new(&body).collect();
-        assert_eq!(sets, vec![Ok(Set { id: 256, body: &[0xaa] })]);
+        assert_eq!(
+            sets,
+            vec![Ok(Set {
+                id: 256,
+                body: &[0xaa]
+            })]
+        );
         // Fewer than four zero bytes too.
         assert_eq!(Sets::new(&body[..7]).count(), 1);
         // Zeros then a non-zero byte are not padding.
