@@ -111,3 +111,24 @@ fn h3c_variable_length_vrf_name_in_v9() {
     assert_eq!(r.sequence_num, 133);
     assert_eq!(counters.errors.total(), 0);
 }
+
+/// Barracuda firewall IPFIX: delta and total counters side by side (logstash: 8 records; the
+/// last 10.98.243.20:53 -> 10.99.168.140:50294 UDP, octetDelta = octetTotal = 113, one
+/// packet, interfaces 41874 -> 48660). Its sysUpTime times come without a boot time, so
+/// they are timed by the export header, and counted.
+#[test]
+fn barracuda_delta_and_total_counters() {
+    let (records, counters) =
+        decode_dats(&["ipfix_test_barracuda_tpl", "ipfix_test_barracuda_data256"]);
+    assert_eq!(records.len(), 8);
+    let r = records[7];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("10.98.243.20"), ip("10.99.168.140"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (17, 53, 50294));
+    assert_eq!((r.bytes, r.packets), (113, 1));
+    assert_eq!((r.in_if, r.out_if), (41874, 48660));
+    assert_eq!(counters.times_from_header, 8);
+    assert_eq!(counters.errors.total(), 0);
+}
