@@ -12,6 +12,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::DecoderLimits;
+pub use crate::detect::low_and_slow::LowAndSlowConfig;
+pub use crate::detect::profile::{EgressAnomalyConfig, ProfileConfig, RoleChangeConfig};
+pub use crate::detect::spread_egress::SpreadEgressConfig;
 use crate::enrich::CountryCode;
 pub use crate::sink::kafka::{FlowsFormat, KafkaConfig};
 
@@ -228,6 +231,12 @@ pub struct RulesConfig {
     pub beacon: BeaconConfig,
     pub dns_tunnel: DnsTunnelConfig,
     pub watchlist: WatchlistConfig,
+    /// The per-host profiles `role_change` and `egress_anomaly` judge hosts by.
+    pub profile: ProfileConfig,
+    pub role_change: RoleChangeConfig,
+    pub egress_anomaly: EgressAnomalyConfig,
+    pub spread_egress: SpreadEgressConfig,
+    pub low_and_slow: LowAndSlowConfig,
 }
 
 impl Default for RulesConfig {
@@ -240,6 +249,11 @@ impl Default for RulesConfig {
             beacon: BeaconConfig::default(),
             dns_tunnel: DnsTunnelConfig::default(),
             watchlist: WatchlistConfig::default(),
+            profile: ProfileConfig::default(),
+            role_change: RoleChangeConfig::default(),
+            egress_anomaly: EgressAnomalyConfig::default(),
+            spread_egress: SpreadEgressConfig::default(),
+            low_and_slow: LowAndSlowConfig::default(),
         }
     }
 }
@@ -562,7 +576,11 @@ impl Config {
                 "rules.long_lived_foreign.ladder_s: 1 to 8 durations, increasing".to_string(),
             );
         }
-        if self.rules.bulk_egress.window_s == 0 || self.rules.dns_tunnel.window_s == 0 {
+        if self.rules.bulk_egress.window_s == 0
+            || self.rules.dns_tunnel.window_s == 0
+            || self.rules.spread_egress.window_s == 0
+            || self.rules.low_and_slow.window_s == 0
+        {
             problems.push("rules.*.window_s: must be at least 1".to_string());
         }
         if !(0.0..=1.0).contains(&self.rules.beacon.score_threshold) {
@@ -570,6 +588,20 @@ impl Config {
                 "rules.beacon.score_threshold: {} is outside 0..1",
                 self.rules.beacon.score_threshold
             ));
+        }
+        let peak_factor = self.rules.egress_anomaly.peak_factor;
+        if !(peak_factor.is_finite() && peak_factor >= 1.0) {
+            problems.push(format!(
+                "rules.egress_anomaly.peak_factor: {peak_factor} must be at least 1"
+            ));
+        }
+        if self.rules.profile.max_hosts == 0
+            || self.rules.spread_egress.max_windows == 0
+            || self.rules.low_and_slow.max_windows == 0
+        {
+            problems.push(
+                "rules.profile.max_hosts, rules.*.max_windows: must be at least 1".to_string(),
+            );
         }
         if self.rules.beacon.min_occurrences < 4 {
             problems.push(

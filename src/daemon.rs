@@ -239,15 +239,20 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     let (alerts_tx, alerts_rx) = mpsc::sync_channel::<Vec<Alert>>(1024);
     let mut shard_reports = Vec::with_capacity(shard_count);
     let mut runners = Vec::with_capacity(shard_count);
-    for _ in 0..shard_count {
+    for index in 0..shard_count {
         let report = Arc::new(Mutex::new(ShardReport::default()));
-        let shard = Shard::new(config, enricher.clone(), shard_count);
-        runners.push(ShardRunner::new(
-            shard,
-            alerts_tx.clone(),
-            intel.clone(),
-            report.clone(),
-        ));
+        let mut shard = Shard::new(config, enricher.clone(), shard_count);
+        let rules_state = config.state_file.as_deref().map(|path| {
+            restore_rules_state(&mut shard, path, index, shard_count);
+            RulesState {
+                path: crate::detect::state::rules_state_path(path, index),
+                every: Duration::from_secs(config.source.state_save_interval_s),
+                last: Instant::now(),
+            }
+        });
+        let mut runner = ShardRunner::new(shard, alerts_tx.clone(), intel.clone(), report.clone());
+        runner.rules_state = rules_state;
+        runners.push(runner);
         shard_reports.push(report);
     }
     drop(alerts_tx);
@@ -418,6 +423,9 @@ impl ReceiveWorker {
                 save_state(&mut self.ingest, path);
                 last_save = Instant::now();
             }
+            if let Tables::Inline(runner) = &mut self.tables {
+                runner.save_rules_state(false);
+            }
         }
         while self.receive(&mut sockets, Duration::ZERO) > 0 {}
         if let Tables::Inline(runner) = &mut self.tables {
@@ -524,6 +532,15 @@ struct ShardRunner {
     latency: Histogram<u64>,
     /// The latest event time the workers reported, for the end of input.
     watermark_ms: u64,
+    /// Where and how often the rules' learned state (the host profiles) is saved.
+    rules_state: Option<RulesState>,
+}
+
+/// A shard's rules state file and when it was last written (wall clock).
+struct RulesState {
+    path: PathBuf,
+    every: Duration,
+    last: Instant,
 }
 
 impl ShardRunner {
@@ -542,6 +559,21 @@ impl ShardRunner {
             report,
             latency: latency_histogram(),
             watermark_ms: 0,
+            rules_state: None,
+        }
+    }
+
+    /// Saves the rules' state when it is due (or, with `now`, at once).
+    fn save_rules_state(&mut self, now: bool) {
+        let Some(state) = &mut self.rules_state else {
+            return;
+        };
+        if !now && state.last.elapsed() < state.every {
+            return;
+        }
+        state.last = Instant::now();
+        if let Err(error) = self.shard.save_rules_state(&state.path) {
+            warn!("{error:#}");
         }
     }
 
@@ -588,6 +620,7 @@ impl ShardRunner {
         self.shard.finish(now_ms, &mut self.alerts);
         self.send_alerts();
         self.publish();
+        self.save_rules_state(true);
     }
 
     fn publish(&mut self) {
@@ -621,6 +654,7 @@ fn run_shard(mut runner: ShardRunner, batches: Receiver<Batch>) {
             }
         }
         runner.send_alerts();
+        runner.save_rules_state(false);
         if last_publish.elapsed() >= PUBLISH_EVERY {
             runner.publish();
             last_publish = Instant::now();
@@ -723,6 +757,19 @@ fn restore_state(ingest: &mut Ingest, path: &Path, workers: usize, faults: &Faul
                     ),
                 }
             }
+        }
+    }
+}
+
+/// Gives shard `index` of `shards` the hosts it owns from every rules state file beside
+/// `path` (whatever the sharding that wrote them).
+fn restore_rules_state(shard: &mut Shard, path: &Path, index: usize, shards: usize) {
+    for file in crate::detect::state::rules_state_paths(path) {
+        match shard.load_rules_state(&file, index, shards) {
+            Ok(restored) => {
+                info!(entries = restored, shard = index, path = %file.display(), "restored rules state")
+            }
+            Err(error) => warn!("{error:#}; this shard starts without it"),
         }
     }
 }

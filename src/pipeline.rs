@@ -417,6 +417,23 @@ impl Shard {
         self.detector.state_dropped()
     }
 
+    /// Saves what the rules learned (the host profiles) to `path`.
+    pub fn save_rules_state(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        self.detector.save_rules_state(path)
+    }
+
+    /// Loads what the rules learned from `path`, for the hosts of shard `index` of
+    /// `shards`; returns how many entries were restored.
+    pub fn load_rules_state(
+        &mut self,
+        path: &std::path::Path,
+        index: usize,
+        shards: usize,
+    ) -> anyhow::Result<usize> {
+        self.detector
+            .load_rules_state(path, &|host| shard_of(host, shards.max(1)) == index)
+    }
+
     pub fn counters(&self) -> PipelineCounters {
         PipelineCounters {
             flow: self.table.counters,

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::enrich::CountryCode;
+use crate::flow::{Conversation, ConversationKey};
+use crate::time::rfc3339;
 
 /// The schema id every alert carries; a breaking change gets a new one (and topic).
 pub const ALERT_SCHEMA: &str = "exflow.alert.v1";
@@ -89,6 +91,132 @@ pub struct Alert {
     /// destination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalates: Option<String>,
+    /// For the behaviour rules: the host's own baseline the traffic departed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+    /// For the behaviour rules: what the host was learned to be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_role: Option<HostRole>,
+    /// The conversations behind the alert (the largest first, a few at most).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+/// What a rule measured against a host's own normal, and the line it crossed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Baseline {
+    /// What is measured, e.g. "foreign_bytes_out_per_hour".
+    pub metric: &'static str,
+    /// The value that raised the alert.
+    pub observed: u64,
+    /// The line it crossed.
+    pub threshold: u64,
+    /// The host's usual value: the median over the hours learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median: Option<u64>,
+    /// Median absolute deviation over the same hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mad: Option<u64>,
+    /// The host's highest value over the same hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak: Option<u64>,
+    /// Hours behind median, MAD and peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours: Option<u32>,
+    /// `observed` over the usual peak (or over the threshold when there is none).
+    pub ratio: f64,
+}
+
+/// A host's behaviour as its profile learned it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostRole {
+    /// "server" (answered inbound connections, started none outward while learning),
+    /// "client" (started connections outward), or "learning".
+    pub role: &'static str,
+    /// The ports it accepted most conversations on, busiest first.
+    pub served_ports: Vec<u16>,
+    /// Conversations outside hosts started with it.
+    pub served_conversations: u64,
+    /// Conversations it started to the outside while learning.
+    pub initiated_conversations: u64,
+    /// Countries it started conversations to while learning.
+    pub initiated_countries: Vec<CountryCode>,
+    /// Distinct outside peers (HyperLogLog estimate).
+    pub distinct_peers: u64,
+    /// Event time the profile has watched the host, s.
+    pub profiled_s: u64,
+}
+
+/// One conversation behind an alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evidence {
+    pub proto: u8,
+    pub inside_addr: IpAddr,
+    pub inside_port: u16,
+    pub outside_addr: IpAddr,
+    pub outside_port: u16,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+/// Why a finding was made, beyond its counters: what a behaviour rule adds to its alert.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Explanation {
+    pub baseline: Option<Baseline>,
+    pub host_role: Option<HostRole>,
+    pub evidence: Vec<EvidenceConversation>,
+}
+
+/// A conversation behind a finding, on event time (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceConversation {
+    pub key: ConversationKey,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+impl EvidenceConversation {
+    pub fn of(key: &ConversationKey, conversation: &Conversation) -> Self {
+        EvidenceConversation {
+            key: *key,
+            first_ms: conversation.first_ms,
+            last_ms: conversation.last_ms,
+            bytes_out: conversation.bytes_out,
+            bytes_in: conversation.bytes_in,
+        }
+    }
+
+    pub fn to_evidence(&self) -> Evidence {
+        Evidence {
+            proto: self.key.proto,
+            inside_addr: self.key.inside,
+            inside_port: self.key.inside_port,
+            outside_addr: self.key.outside,
+            outside_port: self.key.outside_port,
+            first_seen: rfc3339(self.first_ms.saturating_mul(1_000_000)),
+            last_seen: rfc3339(self.last_ms.saturating_mul(1_000_000)),
+            bytes_out: self.bytes_out,
+            bytes_in: self.bytes_in,
+        }
+    }
+}
+
+/// Keeps the `max` largest conversations (by bytes out) of a finding's evidence: `seen`
+/// replaces its own earlier entry, or the smallest when it is larger.
+pub fn keep_evidence(list: &mut Vec<EvidenceConversation>, seen: EvidenceConversation, max: usize) {
+    if let Some(own) = list.iter_mut().find(|e| e.key == seen.key) {
+        *own = seen;
+    } else if list.len() < max {
+        list.push(seen);
+    } else if let Some(smallest) = list.iter_mut().min_by_key(|e| e.bytes_out)
+        && smallest.bytes_out < seen.bytes_out
+    {
+        *smallest = seen;
+    }
 }
 
 /// A stable 64-bit FNV-1a hash, hex: `alert_id` must not change between runs or builds

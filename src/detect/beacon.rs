@@ -310,6 +310,7 @@ impl Beacon {
             exporter: series.exporter,
             attack: ATTACK,
             at_ms: now_ms,
+            explain: None,
         });
     }
 

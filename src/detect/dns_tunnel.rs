@@ -292,6 +292,7 @@ impl Rule for DnsTunnel {
             exporter: pair.exporter,
             attack: ATTACK,
             at_ms: event.now_ms,
+            explain: None,
         });
     }
 

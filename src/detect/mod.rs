@@ -11,9 +11,14 @@ pub mod beacon;
 pub mod bulk_egress;
 pub mod dns_tunnel;
 pub mod long_lived_foreign;
+pub mod low_and_slow;
 pub mod new_destination;
+pub mod profile;
+pub mod spread_egress;
+pub mod state;
 pub mod suppress;
 pub mod watchlist;
+pub mod window;
 
 use std::net::IpAddr;
 
@@ -24,13 +29,17 @@ use crate::enrich::{Allow, Destination};
 use crate::flow::{Conversation, ConversationKey, Oriented, Update};
 
 /// The rules, in a fixed order (also the order of metric labels).
-pub const RULES: [&str; 6] = [
+pub const RULES: [&str; 10] = [
     "long_lived_foreign",
     "bulk_egress",
     "new_destination",
     "beacon",
     "dns_tunnel",
     "watchlist",
+    profile::ROLE_CHANGE,
+    profile::EGRESS_ANOMALY,
+    spread_egress::NAME,
+    low_and_slow::NAME,
 ];
 
 /// What a rule sees for each record.
@@ -79,6 +88,8 @@ pub struct Finding {
     pub attack: &'static [&'static str],
     /// Event time of the finding.
     pub at_ms: u64,
+    /// Baseline, host role and evidence, for the rules that have them.
+    pub explain: Option<Box<alert::Explanation>>,
 }
 
 impl Finding {
@@ -111,6 +122,7 @@ impl Finding {
             exporter: event.record.exporter,
             attack: &[],
             at_ms: event.now_ms,
+            explain: None,
         }
     }
 
@@ -158,6 +170,17 @@ pub trait Rule: Send {
     /// (`flow.max_lateness_s`): a rule whose ticks slide windows keeps what such records
     /// still belong to. Called once, before any record.
     fn allow_lateness(&mut self, _lateness_ms: u64) {}
+
+    /// What the rule learned that a restart should not forget (`None`: nothing).
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Takes back what [`Rule::save_state`] gave, for the inside hosts `keep` accepts (this
+    /// shard's) and within the rule's bounds; returns how many entries it restored.
+    fn load_state(&mut self, _state: serde_json::Value, _keep: &dyn Fn(IpAddr) -> bool) -> usize {
+        0
+    }
 }
 
 /// Whether a rule's own allow-list matches the event's conversation.
@@ -234,6 +257,19 @@ impl Detector {
         if r.watchlist.enabled {
             rules.push(Box::new(watchlist::Watchlist::new(&r.watchlist)));
         }
+        if r.role_change.enabled || r.egress_anomaly.enabled {
+            rules.push(Box::new(profile::Profiles::new(
+                &r.profile,
+                &r.role_change,
+                &r.egress_anomaly,
+            )));
+        }
+        if r.spread_egress.enabled {
+            rules.push(Box::new(spread_egress::SpreadEgress::new(&r.spread_egress)));
+        }
+        if r.low_and_slow.enabled {
+            rules.push(Box::new(low_and_slow::LowAndSlow::new(&r.low_and_slow)));
+        }
         let share = r.max_state_bytes / shards.max(1) as u64;
         let lateness_ms = config.flow.max_lateness_s.saturating_mul(1000);
         for rule in &mut rules {
@@ -301,6 +337,28 @@ impl Detector {
     /// Alerts held back by suppression since the start.
     pub fn suppressed(&self) -> u64 {
         self.suppressor.suppressed
+    }
+
+    /// What the rules learned, by rule name, for the state file.
+    pub fn save_state(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.rules
+            .iter()
+            .filter_map(|rule| Some((rule.name(), rule.save_state()?)))
+            .collect()
+    }
+
+    /// Gives `rule` back its saved state, for the hosts `keep` accepts; returns how many
+    /// entries were restored (0 when the rule is not enabled).
+    pub fn load_state(
+        &mut self,
+        rule: &str,
+        state: serde_json::Value,
+        keep: &dyn Fn(IpAddr) -> bool,
+    ) -> usize {
+        match self.rules.iter_mut().find(|r| r.name() == rule) {
+            Some(rule) => rule.load_state(state, keep),
+            None => 0,
+        }
     }
 
     /// Every rule's dropped state: (rule, kind, count).

@@ -6,7 +6,7 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::Finding;
-use super::alert::{ALERT_SCHEMA, Alert, Severity, stable_id};
+use super::alert::{ALERT_SCHEMA, Alert, EvidenceConversation, Severity, stable_id};
 use crate::time::rfc3339;
 
 type PairKey = (&'static str, IpAddr, IpAddr);
@@ -79,7 +79,8 @@ fn alert_at(alert: &Alert) -> u64 {
     alert.event_time_ms
 }
 
-fn to_alert(f: Finding, escalates: Option<String>) -> Alert {
+fn to_alert(mut f: Finding, escalates: Option<String>) -> Alert {
+    let explain = f.explain.take();
     let proto = f.proto.to_string();
     let alert_id = stable_id(&[
         f.rule.as_bytes(),
@@ -118,6 +119,16 @@ fn to_alert(f: Finding, escalates: Option<String>) -> Alert {
         attack: f.attack.to_vec(),
         step: f.step,
         escalates,
+        baseline: explain.as_ref().and_then(|e| e.baseline.clone()),
+        host_role: explain.as_ref().and_then(|e| e.host_role.clone()),
+        evidence: explain.map_or_else(Vec::new, |e| {
+            let mut evidence = e.evidence;
+            evidence.sort_by_key(|e| std::cmp::Reverse(e.bytes_out));
+            evidence
+                .iter()
+                .map(EvidenceConversation::to_evidence)
+                .collect()
+        }),
     }
 }
 
@@ -147,6 +158,7 @@ mod tests {
             exporter: "127.0.0.1".parse().unwrap(),
             attack: &["T1048"],
             at_ms,
+            explain: None,
         }
     }
 

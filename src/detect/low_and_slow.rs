@@ -1,0 +1,443 @@
+//! detect: `low_and_slow`, an inside host's cumulative upload to one outside address, or to
+//! one outside network (ASN), over a sliding day (default 24 h in hourly buckets) in many
+//! connections (default 20 conversations, 20 MB), whatever each connection's size or
+//! duration: exfiltration paced to stay under every per-connection and per-hour threshold.
+//! Bytes a host sends back on connections outside hosts started are not upload. Bytes join
+//! the window at their record's own time, so late records count where they belong.
+
+use std::net::IpAddr;
+
+use foldhash::{HashMap, HashMapExt};
+use serde::{Deserialize, Serialize};
+
+use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
+use super::profile::{Initiator, initiator};
+use super::window::Buckets;
+use super::{
+    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+};
+use crate::config::AllowList;
+use crate::enrich::Allow;
+use crate::flow::{Update, evict_stalest};
+
+pub const NAME: &str = "low_and_slow";
+/// Data transfer size limits; scheduled transfer.
+const ATTACK: &[&str] = &["T1030", "T1029"];
+const LADDER: [u64; 3] = [1, 5, 25];
+const BUCKETS: usize = 24;
+const EVIDENCE: usize = 4;
+/// What a window costs at most, with its map entry, addresses and evidence.
+const WINDOW_BYTES: u64 = 640;
+
+/// `[rules.low_and_slow]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LowAndSlowConfig {
+    pub enabled: bool,
+    /// Upload to one address or network within `window_s`...
+    pub min_bytes_out: u64,
+    /// ...over at least this many conversations.
+    pub min_conversations: u64,
+    pub window_s: u64,
+    /// Also sum per outside network, not only per address.
+    pub by_asn: bool,
+    /// (inside host, address or ASN) windows kept at most; beyond it the stalest go,
+    /// counted as `exflow_detect_state_dropped_total{rule="low_and_slow",kind="windows_evicted"}`.
+    pub max_windows: usize,
+    pub allow: AllowList,
+}
+
+impl Default for LowAndSlowConfig {
+    fn default() -> Self {
+        LowAndSlowConfig {
+            enabled: true,
+            min_bytes_out: 20_000_000,
+            min_conversations: 20,
+            window_s: 24 * 3600,
+            by_asn: true,
+            max_windows: 200_000,
+            allow: AllowList::default(),
+        }
+    }
+}
+
+/// What a window sums over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    Address(IpAddr),
+    Asn(u32),
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// Upload and conversations begun, per bucket.
+    buckets: Buckets<BUCKETS>,
+    first_ms: u64,
+    last_ms: u64,
+    reported: u8,
+    evidence: Vec<EvidenceConversation>,
+}
+
+pub struct LowAndSlow {
+    min_bytes_out: u64,
+    min_conversations: u64,
+    bucket_ms: u64,
+    window_ms: u64,
+    by_asn: bool,
+    max_windows: usize,
+    allow: Allow,
+    windows: HashMap<(IpAddr, Target), Window>,
+    pub windows_evicted: u64,
+    pub too_late: u64,
+}
+
+impl LowAndSlow {
+    pub fn new(config: &LowAndSlowConfig) -> Self {
+        let window_ms = config.window_s.saturating_mul(1000).max(BUCKETS as u64);
+        LowAndSlow {
+            min_bytes_out: config.min_bytes_out.max(1),
+            min_conversations: config.min_conversations,
+            bucket_ms: window_ms / BUCKETS as u64,
+            window_ms,
+            by_asn: config.by_asn,
+            max_windows: config.max_windows.max(1),
+            allow: Allow::new(&config.allow),
+            windows: HashMap::new(),
+            windows_evicted: 0,
+            too_late: 0,
+        }
+    }
+
+    fn add(&mut self, event: &RecordEvent<'_>, target: Target) -> Option<Finding> {
+        let (record, key) = (event.record, event.key);
+        let window_key = (key.inside, target);
+        if !self.windows.contains_key(&window_key) && self.windows.len() >= self.max_windows {
+            self.windows_evicted +=
+                evict_stalest(&mut self.windows, |w: &Window| w.last_ms, |_, _| {}) as u64;
+        }
+        let window = self.windows.entry(window_key).or_default();
+        let at = record.end_ms.max(record.start_ms);
+        let begun = u32::from(event.update == Update::Created);
+        if !window
+            .buckets
+            .add(at, self.bucket_ms, record.bytes_out, begun)
+        {
+            self.too_late += 1;
+            return None;
+        }
+        if window.first_ms == 0 {
+            window.first_ms = record.start_ms;
+        }
+        window.last_ms = window.last_ms.max(event.now_ms);
+        window.buckets.slide(event.now_ms, self.bucket_ms);
+        let start = window.buckets.start_ms(self.bucket_ms);
+        window.first_ms = window.first_ms.max(start);
+        keep_evidence(
+            &mut window.evidence,
+            EvidenceConversation::of(key, event.conversation),
+            EVIDENCE,
+        );
+        window.evidence.retain(|e| e.last_ms >= start);
+        let (total, conversations) = (window.buckets.bytes(), window.buckets.count());
+        let min = self.min_bytes_out;
+        if total < min {
+            window.reported = 0;
+            return None;
+        }
+        if conversations < self.min_conversations {
+            return None;
+        }
+        let step = LADDER
+            .iter()
+            .rposition(|&m| total >= min.saturating_mul(m))?;
+        if usize::from(window.reported) > step {
+            return None;
+        }
+        window.reported = step as u8 + 1;
+        let destination = event.destination();
+        let score = log_score(total, min, 45.0, 20.0)
+            .saturating_add(if destination.foreign { 10 } else { 0 })
+            .min(100);
+        let hours = (event.now_ms.saturating_sub(window.first_ms) as f64 / 3_600_000.0).max(0.1);
+        let what = match target {
+            Target::Address(_) => describe_destination(key.outside, key.outside_port, destination),
+            Target::Asn(asn) => format!(
+                "network AS{asn}, latest {}",
+                describe_destination(key.outside, key.outside_port, destination)
+            ),
+        };
+        let summary = format!(
+            "{} sent {} to {} over {:.1} h in {} conversations ({} each on average)",
+            key.inside,
+            human_bytes(total),
+            what,
+            hours,
+            conversations,
+            human_bytes(total / conversations.max(1)),
+        );
+        let mut finding = Finding::for_conversation(NAME, event, step as u8, score, summary);
+        finding.bytes_out = total;
+        finding.flows = conversations;
+        finding.first_ms = window.first_ms;
+        finding.last_ms = record.end_ms.max(window.first_ms);
+        finding.attack = ATTACK;
+        finding.explain = Some(Box::new(Explanation {
+            baseline: Some(Baseline {
+                metric: "bytes_out_per_day",
+                observed: total,
+                threshold: min,
+                median: None,
+                mad: None,
+                peak: None,
+                hours: Some((self.window_ms / 3_600_000) as u32),
+                ratio: total as f64 / min as f64,
+            }),
+            host_role: None,
+            evidence: window.evidence.clone(),
+        }));
+        Some(finding)
+    }
+}
+
+impl Rule for LowAndSlow {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// At most `max_bytes` of windows, at [`WINDOW_BYTES`] each.
+    fn limit_state(&mut self, max_bytes: u64) {
+        let by_bytes = usize::try_from(max_bytes / WINDOW_BYTES).unwrap_or(usize::MAX);
+        self.max_windows = self.max_windows.min(by_bytes).max(1);
+    }
+
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("windows_evicted", self.windows_evicted),
+            ("too_late", self.too_late),
+        ]
+    }
+
+    fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
+        let record = event.record;
+        let created = event.update == Update::Created;
+        if (record.bytes_out == 0 && !created) || initiator(event.key) == Initiator::Outside {
+            return;
+        }
+        let destination = event.destination();
+        if rule_allows(&self.allow, event.key, destination) {
+            return;
+        }
+        // The address's window first; the network's only when the address's did not fire.
+        if let Some(finding) = self.add(event, Target::Address(event.key.outside)) {
+            findings.push(finding);
+            if let Some(asn) = destination.asn.filter(|_| self.by_asn) {
+                self.add(event, Target::Asn(asn.get()));
+            }
+        } else if let Some(asn) = destination.asn.filter(|_| self.by_asn)
+            && let Some(finding) = self.add(event, Target::Asn(asn.get()))
+        {
+            findings.push(finding);
+        }
+    }
+
+    fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
+        let bucket_ms = self.bucket_ms;
+        let min = self.min_bytes_out;
+        self.windows.retain(|_, window| {
+            window.buckets.slide(now_ms, bucket_ms);
+            if window.buckets.bytes() < min {
+                window.reported = 0;
+            }
+            !window.buckets.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::tests::{feed, oriented};
+    use crate::enrich::Destination;
+    use crate::flow::FlowTable;
+
+    const T0: u64 = 1_710_230_400_000;
+    const MB: u64 = 1_000_000;
+    const MIN: u64 = 60_000;
+
+    fn vps() -> Destination {
+        Destination {
+            country: Some("RU".parse().unwrap()),
+            asn: std::num::NonZeroU32::new(48666),
+            foreign: true,
+            ..Destination::default()
+        }
+    }
+
+    struct Harness {
+        table: FlowTable,
+        rule: LowAndSlow,
+        findings: Vec<Finding>,
+    }
+
+    impl Harness {
+        fn new(config: LowAndSlowConfig) -> Self {
+            Harness {
+                table: FlowTable::new(100_000, 1800, 3600),
+                rule: LowAndSlow::new(&config),
+                findings: Vec::new(),
+            }
+        }
+
+        fn upload(
+            &mut self,
+            inside_port: u16,
+            outside: &str,
+            bytes: u64,
+            end_ms: u64,
+            now_ms: u64,
+        ) {
+            let mut record = oriented(
+                "10.10.4.4",
+                inside_port,
+                outside,
+                443,
+                bytes,
+                2000,
+                end_ms - 5000,
+                end_ms,
+            );
+            record.outside_asn = 48666;
+            feed(
+                &mut self.rule,
+                &mut self.table,
+                &record,
+                vps(),
+                now_ms,
+                false,
+                &mut self.findings,
+            );
+        }
+    }
+
+    #[test]
+    fn a_trickle_over_many_connections_adds_up_over_the_day() {
+        let mut h = Harness::new(LowAndSlowConfig::default());
+        // 900 kB every 20 min: 2.7 MB an hour, never near any per-hour threshold.
+        for i in 0..40u64 {
+            let at = T0 + i * 20 * MIN;
+            h.upload(50_000 + i as u16, "185.1.1.1", 900_000, at, at);
+        }
+        assert_eq!(h.findings.len(), 1, "{:?}", h.findings);
+        let f = &h.findings[0];
+        // 20 MB is reached at the 23rd conversation (20.7 MB).
+        assert_eq!(
+            (f.rule, f.step, f.flows, f.bytes_out),
+            (NAME, 0, 23, 23 * 900_000)
+        );
+        assert_eq!(f.outside.to_string(), "185.1.1.1");
+        assert_eq!(f.attack, ATTACK);
+        assert!(
+            f.summary.contains("over 7.3 h in 23 conversations"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(f.explain.as_ref().unwrap().evidence.len(), EVIDENCE);
+    }
+
+    #[test]
+    fn the_network_sums_several_addresses_and_few_connections_are_not_slow() {
+        let mut h = Harness::new(LowAndSlowConfig::default());
+        for i in 0..30u64 {
+            let at = T0 + i * 30 * MIN;
+            h.upload(
+                50_000 + i as u16,
+                &format!("185.1.1.{}", i % 3 + 1),
+                1_000_000,
+                at,
+                at,
+            );
+        }
+        let targets: Vec<(u64, u64)> = h.findings.iter().map(|f| (f.flows, f.bytes_out)).collect();
+        assert_eq!(targets, vec![(20, 20 * MB)], "the network's window");
+        assert!(
+            h.findings[0].summary.contains("network AS48666"),
+            "{}",
+            h.findings[0].summary
+        );
+        // Two large uploads are not many connections.
+        let mut h = Harness::new(LowAndSlowConfig::default());
+        h.upload(50_000, "185.1.1.9", 40 * MB, T0, T0);
+        h.upload(50_001, "185.1.1.9", 40 * MB, T0 + MIN, T0 + MIN);
+        assert!(h.findings.is_empty());
+    }
+
+    #[test]
+    fn the_day_slides_and_late_records_count_in_their_own_hour() {
+        let mut h = Harness::new(LowAndSlowConfig {
+            by_asn: false,
+            ..LowAndSlowConfig::default()
+        });
+        // 19 conversations of 1 MB on day one, then silence for a day: all forgotten.
+        for i in 0..19u64 {
+            h.upload(
+                50_000 + i as u16,
+                "185.1.1.1",
+                MB,
+                T0 + i * MIN,
+                T0 + i * MIN,
+            );
+        }
+        h.rule.on_tick(T0 + 25 * 60 * MIN, &mut h.findings);
+        assert!(h.rule.windows.is_empty());
+        for i in 0..19u64 {
+            let at = T0 + 26 * 60 * MIN + i * MIN;
+            h.upload(51_000 + i as u16, "185.1.1.1", MB, at, at);
+        }
+        assert!(h.findings.is_empty());
+        // The 20th arrives 50 min late: still within the day.
+        let now = T0 + 27 * 60 * MIN;
+        h.upload(52_000, "185.1.1.1", MB, now - 50 * MIN, now);
+        assert_eq!(h.findings.len(), 1);
+        assert_eq!(h.findings[0].flows, 20);
+        // A record from before the window is counted, not added.
+        h.upload(52_001, "185.1.1.1", MB, T0, now);
+        assert_eq!(h.rule.too_late, 1);
+    }
+
+    #[test]
+    fn windows_are_capped_and_servers_replies_ignored() {
+        let mut h = Harness::new(LowAndSlowConfig {
+            max_windows: 10,
+            ..LowAndSlowConfig::default()
+        });
+        for i in 0..100u64 {
+            h.upload(50_000, &format!("185.2.{}.1", i), 1000, T0 + i, T0 + i);
+        }
+        assert!(h.rule.windows.len() <= 10);
+        assert!(h.rule.windows_evicted >= 90);
+        let mut h = Harness::new(LowAndSlowConfig::default());
+        for i in 0..40u64 {
+            let mut record = oriented(
+                "10.10.4.4",
+                443,
+                "185.1.1.1",
+                50_000 + i as u16,
+                MB,
+                0,
+                T0,
+                T0 + i,
+            );
+            record.outside_asn = 48666;
+            feed(
+                &mut h.rule,
+                &mut h.table,
+                &record,
+                vps(),
+                T0 + i,
+                false,
+                &mut h.findings,
+            );
+        }
+        assert!(h.findings.is_empty() && h.rule.windows.is_empty());
+    }
+}

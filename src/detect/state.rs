@@ -1,0 +1,142 @@
+//! detect: what the rules learned (the per-host profiles) saved beside the daemon's state
+//! file and loaded at start, so a restart is not blind. One file per flow-table shard,
+//! `<state_file>.rules.<shard>`, written atomically; at start each shard reads every such
+//! file and keeps the hosts that are its own, so a change of `flow.shards` loses nothing.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::Detector;
+use crate::decode::state::write_atomically;
+
+/// Bumped on any incompatible change; a file of another version is refused.
+const STATE_VERSION: u32 = 1;
+/// Shard files looked for at start (`flow.shards` is at most 256).
+const MAX_SHARD_FILES: usize = 256;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRules {
+    version: u32,
+    /// Each rule's own state, by rule name.
+    rules: BTreeMap<String, serde_json::Value>,
+}
+
+/// The rules' state file of `shard` beside `state_file`.
+pub fn rules_state_path(state_file: &Path, shard: usize) -> PathBuf {
+    let mut path = state_file.as_os_str().to_owned();
+    path.push(format!(".rules.{shard}"));
+    PathBuf::from(path)
+}
+
+/// Every rules' state file beside `state_file` that exists.
+pub fn rules_state_paths(state_file: &Path) -> Vec<PathBuf> {
+    (0..MAX_SHARD_FILES)
+        .map(|shard| rules_state_path(state_file, shard))
+        .filter(|path| path.exists())
+        .collect()
+}
+
+impl Detector {
+    /// Writes what the rules learned to `path`, atomically.
+    pub fn save_rules_state(&self, path: &Path) -> anyhow::Result<()> {
+        let state = SavedRules {
+            version: STATE_VERSION,
+            rules: self
+                .save_state()
+                .into_iter()
+                .map(|(rule, value)| (rule.to_string(), value))
+                .collect(),
+        };
+        let json = serde_json::to_vec(&state).expect("rule state serialises: plain data");
+        write_atomically(path, &json)
+            .with_context(|| format!("cannot write rules state file '{}'", path.display()))
+    }
+
+    /// Loads what [`save_rules_state`](Self::save_rules_state) wrote, for the hosts `keep`
+    /// accepts; returns how many entries were restored. A missing file is not an error.
+    pub fn load_rules_state(
+        &mut self,
+        path: &Path,
+        keep: &dyn Fn(IpAddr) -> bool,
+    ) -> anyhow::Result<usize> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot read rules state file '{}'", path.display()));
+            }
+        };
+        let state: SavedRules = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "'{}' is not a valid exflow rules state file",
+                path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            state.version == STATE_VERSION,
+            "rules state file '{}' has version {}, this exflow reads version {STATE_VERSION}",
+            path.display(),
+            state.version
+        );
+        Ok(state
+            .rules
+            .into_iter()
+            .map(|(rule, value)| self.load_state(&rule, value, keep))
+            .sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::detect::tests::{event_with, oriented};
+    use crate::enrich::Destination;
+
+    #[test]
+    fn profiles_round_trip_through_the_file_per_shard() {
+        let directory = std::env::temp_dir().join(format!("exflow-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let state_file = directory.join("state.json");
+        let config = Config::default();
+        let mut detector = Detector::new(&config, 1);
+        let mut alerts = Vec::new();
+        let destination = Destination {
+            country: Some("US".parse().unwrap()),
+            foreign: true,
+            ..Destination::default()
+        };
+        for (i, host) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].into_iter().enumerate() {
+            let record = oriented(host, 50_000, "52.1.1.1", 443, 1000, 0, 0, 1000 + i as u64);
+            detector.on_record(&event_with(&record, 1000, destination), &mut alerts);
+        }
+        assert!(alerts.is_empty());
+        let path = rules_state_path(&state_file, 1);
+        detector.save_rules_state(&path).unwrap();
+        assert_eq!(rules_state_paths(&state_file), vec![path.clone()]);
+        let mut restarted = Detector::new(&config, 1);
+        let keep = |host: IpAddr| host != IpAddr::from([10, 0, 0, 2]);
+        assert_eq!(restarted.load_rules_state(&path, &keep).unwrap(), 2);
+        let saved = restarted.save_state();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(saved[0].0, "profile");
+        assert_eq!(saved[0].1["hosts"].as_array().unwrap().len(), 2);
+        // Missing is a first start; a wrong version or garbage is an error.
+        assert_eq!(
+            restarted
+                .load_rules_state(&directory.join("absent"), &keep)
+                .unwrap(),
+            0
+        );
+        std::fs::write(&path, br#"{"version":9,"rules":{}}"#).unwrap();
+        assert!(restarted.load_rules_state(&path, &keep).is_err());
+        std::fs::write(&path, b"not json").unwrap();
+        assert!(restarted.load_rules_state(&path, &keep).is_err());
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}

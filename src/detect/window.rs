@@ -1,0 +1,107 @@
+//! detect: `Buckets`, a sliding window of `N` fixed-width time buckets for the windowed
+//! behaviour rules. A record's bytes join the bucket of the record's own time, not the
+//! pipeline's clock: a record an exporter delivers an hour late still counts in the hour
+//! it belongs to, as long as that hour is still inside the window.
+
+/// Sums over the last `N` buckets of `width_ms` each, ending at the newest bucket seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buckets<const N: usize> {
+    /// Index (time / width) of the newest bucket; 0 while nothing was added.
+    newest: u64,
+    bytes: [u64; N],
+    /// Conversations (or records) counted per bucket, saturating.
+    counts: [u32; N],
+}
+
+impl<const N: usize> Default for Buckets<N> {
+    fn default() -> Self {
+        Buckets {
+            newest: 0,
+            bytes: [0; N],
+            counts: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> Buckets<N> {
+    /// Adds `bytes` and `count` at `at_ms`. Returns false (and adds nothing) when `at_ms` is
+    /// older than the window.
+    pub fn add(&mut self, at_ms: u64, width_ms: u64, bytes: u64, count: u32) -> bool {
+        let index = at_ms / width_ms.max(1);
+        if self.newest == 0 {
+            self.newest = index;
+        }
+        self.advance_to(index);
+        if index.saturating_add(N as u64) <= self.newest {
+            return false;
+        }
+        let slot = (index % N as u64) as usize;
+        self.bytes[slot] = self.bytes[slot].saturating_add(bytes);
+        self.counts[slot] = self.counts[slot].saturating_add(count);
+        true
+    }
+
+    /// Moves the window's end to `now_ms` (when later), emptying the buckets it leaves.
+    pub fn slide(&mut self, now_ms: u64, width_ms: u64) {
+        if self.newest != 0 {
+            self.advance_to(now_ms / width_ms.max(1));
+        }
+    }
+
+    fn advance_to(&mut self, index: u64) {
+        if index <= self.newest {
+            return;
+        }
+        let steps = (index - self.newest).min(N as u64);
+        for step in 1..=steps {
+            let slot = ((self.newest + step) % N as u64) as usize;
+            self.bytes[slot] = 0;
+            self.counts[slot] = 0;
+        }
+        self.newest = index;
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+            .iter()
+            .fold(0u64, |sum, b| sum.saturating_add(*b))
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|&c| u64::from(c)).sum()
+    }
+
+    /// Nothing left in the window.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.iter().all(|&b| b == 0) && self.counts.iter().all(|&c| c == 0)
+    }
+
+    /// Start of the oldest bucket in the window, ms.
+    pub fn start_ms(&self, width_ms: u64) -> u64 {
+        self.newest
+            .saturating_sub(N as u64 - 1)
+            .saturating_mul(width_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_records_join_their_own_bucket_and_old_ones_slide_out() {
+        let mut w: Buckets<6> = Buckets::default();
+        assert!(w.add(10 * 600_000, 600_000, 100, 1));
+        assert!(w.add(14 * 600_000 + 5, 600_000, 50, 1));
+        // Fifty minutes late: still in the hour.
+        assert!(w.add(9 * 600_000, 600_000, 7, 1));
+        assert_eq!((w.bytes(), w.count()), (157, 3));
+        // Too late for the window: refused.
+        assert!(!w.add(3 * 600_000, 600_000, 1000, 1));
+        w.slide(15 * 600_000, 600_000);
+        assert_eq!(w.bytes(), 150, "bucket 9 left the window ending at 15");
+        assert_eq!(w.start_ms(600_000), 10 * 600_000);
+        w.slide(100 * 600_000, 600_000);
+        assert!(w.is_empty());
+    }
+}
