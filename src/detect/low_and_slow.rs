@@ -11,14 +11,13 @@ use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
-use super::profile::{Initiator, initiator};
 use super::window::Buckets;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
 use crate::config::AllowList;
 use crate::enrich::Allow;
-use crate::flow::{Update, evict_stalest};
+use crate::flow::{Initiator, Update, evict_stalest};
 
 pub const NAME: &str = "low_and_slow";
 /// Data transfer size limits; scheduled transfer.
@@ -220,7 +219,9 @@ impl Rule for LowAndSlow {
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let record = event.record;
         let created = event.update == Update::Created;
-        if (record.bytes_out == 0 && !created) || initiator(event.key) == Initiator::Outside {
+        if (record.bytes_out == 0 && !created)
+            || event.conversation.initiator() == Initiator::Outside
+        {
             return;
         }
         let destination = event.destination();

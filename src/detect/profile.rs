@@ -8,9 +8,9 @@
 //! a HyperLogLog of distinct peers, 24 hourly egress totals). The daemon saves them beside
 //! its state file, so a restart is not blind.
 //!
-//! Who started a conversation decides what it says about a host: answering inbound
-//! connections makes it a server, and bytes a server sends back to its clients are not its
-//! upload; see [`initiator`].
+//! Who opened a conversation (the flow table's [`Initiator`]) decides what it says about a
+//! host: answering inbound connections makes it a server, and bytes a server sends back to
+//! its clients are not its upload.
 
 use std::net::IpAddr;
 
@@ -23,7 +23,7 @@ use super::{
 };
 use crate::config::AllowList;
 use crate::enrich::{Allow, CountryCode};
-use crate::flow::{ConversationKey, Update, evict_stalest};
+use crate::flow::{Initiator, Update, evict_stalest};
 
 pub const NAME: &str = "profile";
 pub const ROLE_CHANGE: &str = "role_change";
@@ -54,35 +54,6 @@ const SHIFT_IDLE_MS: u64 = 24 * HOUR_MS;
 const PROFILE_BYTES: u64 = 1024;
 /// HyperLogLog registers for the distinct peers (standard error about 18%).
 const HLL_REGISTERS: usize = 32;
-
-/// Who started a conversation, as far as its ports tell: a service port (below 1024) or,
-/// failing that, a port below the ephemeral range (32768) is the answering side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initiator {
-    Inside,
-    Outside,
-    Unknown,
-}
-
-/// Who started the conversation of `key`. ICMP and equal or alike ports are `Unknown`.
-// TODO(profile): switch to the flow table's initiator (TCP flags, first record) once it
-// lands in src/flow; this port heuristic is its stand-in, used only here.
-pub fn initiator(key: &ConversationKey) -> Initiator {
-    if !matches!(key.proto, 6 | 17 | 132) || key.inside_port == key.outside_port {
-        return Initiator::Unknown;
-    }
-    let (inside, outside) = (key.inside_port, key.outside_port);
-    match (inside < 1024, outside < 1024) {
-        (true, false) => return Initiator::Outside,
-        (false, true) => return Initiator::Inside,
-        _ => {}
-    }
-    match (inside >= 32768, outside >= 32768) {
-        (true, false) => Initiator::Inside,
-        (false, true) => Initiator::Outside,
-        _ => Initiator::Unknown,
-    }
-}
 
 /// `[rules.profile]`: the profiles both behaviour rules share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -666,7 +637,7 @@ impl Rule for Profiles {
             egress_too_late,
             ..
         } = self;
-        let initiator = initiator(key);
+        let initiator = event.conversation.initiator();
         let role_allowed = role_change
             .as_ref()
             .is_some_and(|(_, allow)| rule_allows(allow, key, destination));
@@ -887,24 +858,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn initiator_from_ports() {
-        let key = |inside_port, outside_port, proto| ConversationKey {
-            inside: "10.0.0.1".parse().unwrap(),
-            outside: "192.0.2.1".parse().unwrap(),
-            inside_port,
-            outside_port,
-            proto,
-        };
-        assert_eq!(initiator(&key(443, 51000, 6)), Initiator::Outside);
-        assert_eq!(initiator(&key(51000, 443, 6)), Initiator::Inside);
-        assert_eq!(initiator(&key(50123, 5228, 6)), Initiator::Inside);
-        assert_eq!(initiator(&key(8080, 60000, 6)), Initiator::Outside);
-        assert_eq!(initiator(&key(51820, 51820, 17)), Initiator::Unknown);
-        assert_eq!(initiator(&key(40000, 50000, 17)), Initiator::Unknown);
-        assert_eq!(initiator(&key(0, 771, 1)), Initiator::Unknown);
     }
 
     #[test]

@@ -12,12 +12,11 @@ use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
-use super::profile::{Initiator, initiator};
 use super::window::Buckets;
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
 use crate::config::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
-use crate::flow::evict_stalest;
+use crate::flow::{Initiator, evict_stalest};
 
 pub const NAME: &str = "spread_egress";
 /// Exfiltration over an alternative protocol, to a cloud account.
@@ -258,7 +257,7 @@ impl Rule for SpreadEgress {
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let record = event.record;
-        if record.bytes_out == 0 || initiator(event.key) == Initiator::Outside {
+        if record.bytes_out == 0 || event.conversation.initiator() == Initiator::Outside {
             return;
         }
         let destination = event.destination();
