@@ -39,8 +39,9 @@ const EGRESS_ATTACK_WEB: &[&str] = &["T1048", "T1567"];
 /// Multiples of a rule's threshold at which its alert escalates.
 const LADDER: [u64; 3] = [1, 10, 100];
 const HOUR_MS: u64 = 3_600_000;
-/// Hours of foreign egress a profile keeps (the baseline is the other hours of these).
-const HOURS: usize = 24;
+/// Hours of foreign egress a profile keeps (the baseline is the other hours of these): a
+/// day and some, so last night's backup is in the baseline of tonight's.
+const HOURS: usize = 28;
 /// Ports, countries and ASNs a profile keeps.
 const TOP_PORTS: usize = 8;
 const MAX_COUNTRIES: usize = 16;
@@ -257,8 +258,6 @@ struct HostProfile {
     /// `hour % 24`, the newest hour being `egress_hour`.
     egress: [u64; HOURS],
     egress_hour: u64,
-    /// Slots of hours reported as anomalous: left out of the baseline.
-    egress_flagged: u32,
     /// The hour last reported and its ladder steps plus one.
     #[serde(skip)]
     egress_reported: (u64, u8),
@@ -289,7 +288,6 @@ impl HostProfile {
             for step in 1..=steps {
                 let slot = ((self.egress_hour + step) % HOURS as u64) as usize;
                 self.egress[slot] = 0;
-                self.egress_flagged &= !(1 << slot);
             }
             self.egress_hour = hour;
             self.egress_evidence.clear();
@@ -302,8 +300,9 @@ impl HostProfile {
         true
     }
 
-    /// Median, MAD, peak and count of the hours kept other than `hour` (and than hours
-    /// already reported), from the host's first hour on.
+    /// Median, MAD, peak and count of the hours kept other than `hour`, from the host's
+    /// first hour on. An hour already reported stays in: a host alerted on once has shown
+    /// it does this (a nightly backup is news the first night only).
     fn egress_baseline(&self, hour: u64) -> (u64, u64, u64, u32) {
         let first_hour = self.first_ms / HOUR_MS;
         let oldest = self
@@ -313,7 +312,6 @@ impl HostProfile {
         let mut values: Vec<u64> = (oldest..=self.egress_hour)
             .filter(|&h| h != hour)
             .map(|h| (h % HOURS as u64) as usize)
-            .filter(|&slot| self.egress_flagged & (1 << slot) == 0)
             .map(|slot| self.egress[slot])
             .collect();
         if values.is_empty() {
@@ -551,7 +549,6 @@ impl Profiles {
             return;
         }
         profile.egress_reported = (hour, step as u8 + 1);
-        profile.egress_flagged |= 1 << slot;
         let ratio = observed as f64 / peak.max(1) as f64;
         let score = log_score(observed, threshold, 50.0, 20.0)
             .saturating_add(if peak == 0 { 5 } else { 10 })
@@ -1061,29 +1058,18 @@ mod tests {
             evidence.iter().map(|e| e.bytes_out).collect::<Vec<_>>(),
             vec![19_000_000, 6_000_000]
         );
-        // The flagged hour is no baseline: the next hour's 21 MB is judged against 2 MB.
+        // The reported hour is in the baseline from now on: the same again is no news.
         h.record(
             host,
             51002,
             "52.1.1.3",
             443,
             us,
-            21_000_000,
+            25_000_000,
             0,
             T0 + 6 * H + 60_000,
         );
-        assert_eq!(h.findings.len(), 2);
-        assert_eq!(
-            h.findings[1]
-                .explain
-                .as_ref()
-                .unwrap()
-                .baseline
-                .as_ref()
-                .unwrap()
-                .peak,
-            Some(2_000_000)
-        );
+        assert_eq!(h.findings.len(), 1);
     }
 
     #[test]
@@ -1141,7 +1127,7 @@ mod tests {
             T0 + 6 * H + 31 * 60_000,
         );
         assert_eq!(h.findings.len(), 1);
-        // A record older than the day kept is counted and dropped.
+        // A record older than the hours kept is counted and dropped.
         let mut ancient = late;
         (ancient.start_ms, ancient.end_ms) = (T0 - 30 * H, T0 - 30 * H);
         ancient.inside_port = 51999;
