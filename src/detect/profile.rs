@@ -18,6 +18,7 @@ use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, HostRole, keep_evidence};
+use super::window::Buckets;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
@@ -51,6 +52,10 @@ const MAX_ASNS: usize = 32;
 const EVIDENCE: usize = 4;
 /// A role change without new outward traffic for this long is forgotten.
 const SHIFT_IDLE_MS: u64 = 24 * HOUR_MS;
+/// Upload prefixes a profile remembers.
+const PREFIXES: usize = 16;
+/// The unfamiliar upload window: six buckets of ten minutes.
+const UNFAMILIAR_BUCKET_MS: u64 = 600_000;
 /// What a profile costs at most, with its map entry and its role shift's evidence.
 const PROFILE_BYTES: u64 = 1024;
 /// HyperLogLog registers for the distinct peers (standard error about 18%).
@@ -123,7 +128,7 @@ impl Default for EgressAnomalyConfig {
     fn default() -> Self {
         EgressAnomalyConfig {
             enabled: true,
-            peak_factor: 10.0,
+            peak_factor: 5.0,
             min_bytes_out: 20_000_000,
             allow: AllowList::default(),
         }
@@ -258,10 +263,16 @@ struct HostProfile {
     /// `hour % 24`, the newest hour being `egress_hour`.
     egress: [u64; HOURS],
     egress_hour: u64,
-    /// The hour last reported and its ladder steps plus one.
+    /// Prefixes (/24, /48) it uploaded to: (hash, first and last minute seen). One is
+    /// familiar an hour after the first upload to it.
+    upload_prefixes: [(u32, u32, u32); PREFIXES],
+    /// Foreign upload to unfamiliar prefixes within the sliding hour.
     #[serde(skip)]
-    egress_reported: (u64, u8),
-    /// The largest conversations of the newest egress hour.
+    unfamiliar: Buckets<6>,
+    /// Ladder steps reported plus one while `unfamiliar` stays over the threshold.
+    #[serde(skip)]
+    egress_reported: u8,
+    /// The largest conversations behind `unfamiliar`.
     #[serde(skip)]
     egress_evidence: Vec<EvidenceConversation>,
     #[serde(skip)]
@@ -290,7 +301,6 @@ impl HostProfile {
                 self.egress[slot] = 0;
             }
             self.egress_hour = hour;
-            self.egress_evidence.clear();
         }
         if hour + HOURS as u64 <= self.egress_hour {
             return false;
@@ -300,17 +310,17 @@ impl HostProfile {
         true
     }
 
-    /// Median, MAD, peak and count of the hours kept other than `hour`, from the host's
+    /// Median, MAD, peak and count of the hours kept before `from_hour`, from the host's
     /// first hour on. An hour already reported stays in: a host alerted on once has shown
     /// it does this (a nightly backup is news the first night only).
-    fn egress_baseline(&self, hour: u64) -> (u64, u64, u64, u32) {
+    fn egress_baseline(&self, from_hour: u64) -> (u64, u64, u64, u32) {
         let first_hour = self.first_ms / HOUR_MS;
         let oldest = self
             .egress_hour
             .saturating_sub(HOURS as u64 - 1)
             .max(first_hour);
         let mut values: Vec<u64> = (oldest..=self.egress_hour)
-            .filter(|&h| h != hour)
+            .filter(|&h| h < from_hour)
             .map(|h| (h % HOURS as u64) as usize)
             .map(|slot| self.egress[slot])
             .collect();
@@ -324,6 +334,28 @@ impl HostProfile {
         deviations.sort_unstable();
         let mad = deviations[deviations.len() / 2];
         (median, mad, peak, values.len() as u32)
+    }
+
+    /// Whether `outside`'s prefix is familiar (first uploaded to an hour or more before
+    /// `now_ms`); remembers it, in place of the least recently used one.
+    fn familiar(&mut self, outside: IpAddr, now_ms: u64) -> bool {
+        let prefix = match outside {
+            IpAddr::V4(v4) => IpAddr::from((v4.to_bits() & 0xffff_ff00).to_be_bytes()),
+            IpAddr::V6(v6) => IpAddr::from((v6.to_bits() & !((1u128 << 80) - 1)).to_be_bytes()),
+        };
+        let hash = (stable_hash(prefix) as u32) | 1;
+        let minute = u32::try_from(now_ms / 60_000).unwrap_or(u32::MAX);
+        if let Some(entry) = self.upload_prefixes.iter_mut().find(|e| e.0 == hash) {
+            entry.2 = entry.2.max(minute);
+            return entry.1.saturating_add(60) <= minute;
+        }
+        let oldest = self
+            .upload_prefixes
+            .iter_mut()
+            .min_by_key(|e| e.2)
+            .expect("a non-empty array");
+        *oldest = (hash, minute, minute);
+        false
     }
 
     fn host_role(&self, now_ms: u64) -> HostRole {
@@ -345,7 +377,7 @@ impl HostProfile {
         self.asns.sort_unstable();
         self.asns.dedup();
         self.asns.truncate(MAX_ASNS);
-        self.egress_reported = (0, 0);
+        self.egress_reported = 0;
         self
     }
 }
@@ -515,53 +547,47 @@ impl Profiles {
         Some(finding)
     }
 
+    /// Judges the host's upload to unfamiliar destinations within the sliding hour against
+    /// its usual hours (those before the window).
     fn egress_anomaly(
         event: &RecordEvent<'_>,
         config: &EgressAnomalyConfig,
         profile: &mut HostProfile,
-        hour: u64,
         findings: &mut Vec<Finding>,
     ) {
         let key = event.key;
-        let slot = (hour % HOURS as u64) as usize;
-        if hour == profile.egress_hour {
-            keep_evidence(
-                &mut profile.egress_evidence,
-                EvidenceConversation::of(key, event.conversation),
-                EVIDENCE,
-            );
-        }
-        let observed = profile.egress[slot];
+        let observed = profile.unfamiliar.bytes();
         if observed < config.min_bytes_out {
+            profile.egress_reported = 0;
             return;
         }
-        let (median, mad, peak, hours) = profile.egress_baseline(hour);
+        let window_start = profile.unfamiliar.start_ms(UNFAMILIAR_BUCKET_MS);
+        let (median, mad, peak, hours) = profile.egress_baseline(window_start / HOUR_MS);
         let by_peak = (peak as f64 * config.peak_factor).min(u64::MAX as f64) as u64;
         let threshold = by_peak.max(config.min_bytes_out).max(1);
         let Some(step) = LADDER
             .iter()
             .rposition(|&m| observed >= threshold.saturating_mul(m))
         else {
+            profile.egress_reported = 0;
             return;
         };
-        let (reported_hour, reported) = profile.egress_reported;
-        if reported_hour == hour && usize::from(reported) > step {
+        if usize::from(profile.egress_reported) > step {
             return;
         }
-        profile.egress_reported = (hour, step as u8 + 1);
+        profile.egress_reported = step as u8 + 1;
         let ratio = observed as f64 / peak.max(1) as f64;
         let score = log_score(observed, threshold, 50.0, 20.0)
             .saturating_add(if peak == 0 { 5 } else { 10 })
             .min(100);
         let destination = event.destination();
         let summary = format!(
-            "{} sent {} abroad within the hour from {}, {} its busiest hour of the last day ({}; median {}), \
-             latest to {}",
+            "{} sent {} abroad to destinations new to it within the hour, {} its busiest hour of the \
+             last day ({}; median {}), latest to {}",
             key.inside,
             human_bytes(observed),
-            crate::time::rfc3339(hour * HOUR_MS * 1_000_000),
             if peak == 0 {
-                "where nothing was".to_string()
+                "where it had sent nothing in".to_string()
             } else {
                 format!("{ratio:.0}x")
             },
@@ -572,7 +598,13 @@ impl Profiles {
         let mut finding =
             Finding::for_conversation(EGRESS_ANOMALY, event, step as u8, score, summary);
         finding.bytes_out = observed;
-        finding.first_ms = hour * HOUR_MS;
+        finding.first_ms = profile
+            .egress_evidence
+            .iter()
+            .map(|e| e.first_ms)
+            .min()
+            .unwrap_or(window_start)
+            .max(window_start);
         finding.last_ms = event.record.end_ms.max(finding.first_ms);
         finding.flows = profile.egress_evidence.len().max(1) as u64;
         let web = matches!(key.outside_port, 80 | 443 | 8080 | 8443);
@@ -593,11 +625,7 @@ impl Profiles {
                 ratio,
             }),
             host_role: Some(profile.host_role(event.now_ms)),
-            evidence: if hour == profile.egress_hour {
-                profile.egress_evidence.clone()
-            } else {
-                vec![EvidenceConversation::of(key, event.conversation)]
-            },
+            evidence: profile.egress_evidence.clone(),
         }));
         findings.push(finding);
     }
@@ -685,17 +713,34 @@ impl Rule for Profiles {
         {
             Profiles::role_change(event, config, profile, findings);
         }
-        if destination.foreign && initiator != Initiator::Outside && record.bytes_out > 0 {
-            let hour = record.end_ms.max(record.start_ms) / HOUR_MS;
-            if !profile.add_egress(hour, record.bytes_out) {
+        // Symmetric UDP (media: about as much back as out) is not an upload.
+        let media =
+            key.proto == 17 && event.conversation.bytes_in >= event.conversation.bytes_out / 2;
+        if destination.foreign && initiator != Initiator::Outside && record.bytes_out > 0 && !media
+        {
+            let at = record.end_ms.max(record.start_ms);
+            if !profile.add_egress(at / HOUR_MS, record.bytes_out) {
                 *egress_too_late += 1;
                 return;
             }
+            if !profile.familiar(key.outside, now_ms) {
+                profile
+                    .unfamiliar
+                    .add(at, UNFAMILIAR_BUCKET_MS, record.bytes_out, 1);
+                keep_evidence(
+                    &mut profile.egress_evidence,
+                    EvidenceConversation::of(key, event.conversation),
+                    EVIDENCE,
+                );
+            }
+            profile.unfamiliar.slide(now_ms, UNFAMILIAR_BUCKET_MS);
+            let start = profile.unfamiliar.start_ms(UNFAMILIAR_BUCKET_MS);
+            profile.egress_evidence.retain(|e| e.last_ms >= start);
             if learned
                 && let Some((config, allow)) = egress_anomaly
                 && !rule_allows(allow, key, destination)
             {
-                Profiles::egress_anomaly(event, config, profile, hour, findings);
+                Profiles::egress_anomaly(event, config, profile, findings);
             }
         }
     }
@@ -987,13 +1032,14 @@ mod tests {
     }
 
     #[test]
-    fn egress_far_above_the_hosts_own_hours_is_an_anomaly() {
+    fn egress_to_new_places_far_above_the_hosts_own_hours_is_an_anomaly() {
         let mut h = Harness::new();
         let us = destination("US", 16509);
         let host = "10.10.2.7";
-        // Five hours of 1-2 MB an hour to the US.
+        // Five hours of 1-2 MB an hour to one US service.
         for hour in 0..5 {
             let bytes = 1_000_000 + hour * 250_000;
+            let at = T0 + hour * H + 60_000;
             h.record(
                 host,
                 50_000 + hour as u16,
@@ -1002,82 +1048,86 @@ mod tests {
                 us,
                 bytes,
                 0,
-                T0 + hour * H + 60_000,
+                at,
             );
         }
-        // 19 MB in hour 5: below the floor; 25 MB: above the floor, 12.5x its 2 MB peak.
+        // 30 MB to that familiar service is not news; 9 MB to a new place is below the floor.
+        h.record(
+            host,
+            50_100,
+            "52.1.1.1",
+            443,
+            us,
+            30_000_000,
+            0,
+            T0 + 5 * H + 30_000,
+        );
         h.record(
             host,
             51000,
-            "52.1.1.2",
+            "52.9.1.2",
             443,
             us,
-            19_000_000,
+            9_000_000,
             0,
             T0 + 5 * H + 60_000,
         );
         assert!(h.findings.is_empty(), "{:?}", h.findings);
+        // 21 MB to new places within the hour: above the floor and 12x its 1.75 MB peak.
         h.record(
             host,
             51001,
-            "52.1.1.3",
+            "52.9.2.3",
             443,
             us,
-            6_000_000,
+            12_000_000,
             0,
             T0 + 5 * H + 120_000,
         );
         assert_eq!(h.findings.len(), 1);
         let f = &h.findings[0];
         assert_eq!(
-            (f.rule, f.step, f.bytes_out),
-            (EGRESS_ANOMALY, 0, 25_000_000)
+            (f.rule, f.step, f.bytes_out, f.flows),
+            (EGRESS_ANOMALY, 0, 21_000_000, 2)
         );
         assert_eq!(f.attack, EGRESS_ATTACK_WEB);
-        let baseline = f.explain.as_ref().unwrap().baseline.as_ref().unwrap();
+        let explain = f.explain.as_ref().unwrap();
+        let baseline = explain.baseline.as_ref().unwrap();
         assert_eq!(
             (
                 baseline.observed,
                 baseline.threshold,
                 baseline.median,
-                baseline.peak,
-                baseline.hours
+                baseline.mad
             ),
-            (
-                25_000_000,
-                20_000_000,
-                Some(1_500_000),
-                Some(2_000_000),
-                Some(5)
-            )
+            (21_000_000, 20_000_000, Some(1_500_000), Some(250_000))
         );
-        assert_eq!(baseline.mad, Some(250_000));
-        assert!((baseline.ratio - 12.5).abs() < 1e-9);
-        let evidence = &f.explain.as_ref().unwrap().evidence;
-        assert_eq!(
-            evidence.iter().map(|e| e.bytes_out).collect::<Vec<_>>(),
-            vec![19_000_000, 6_000_000]
-        );
-        // The reported hour is in the baseline from now on: the same again is no news.
+        assert_eq!((baseline.peak, baseline.hours), (Some(1_750_000), Some(4)));
+        assert!((baseline.ratio - 12.0).abs() < 1e-9);
+        let evidence: Vec<u64> = explain.evidence.iter().map(|e| e.bytes_out).collect();
+        assert_eq!(evidence, vec![9_000_000, 12_000_000]);
+        assert_eq!(explain.host_role.as_ref().unwrap().role, "client");
+        // More of the same within the hour is no news.
         h.record(
             host,
             51002,
-            "52.1.1.3",
+            "52.9.3.4",
             443,
             us,
-            25_000_000,
+            5_000_000,
             0,
-            T0 + 6 * H + 60_000,
+            T0 + 5 * H + 180_000,
         );
         assert_eq!(h.findings.len(), 1);
     }
 
     #[test]
-    fn a_late_record_counts_in_its_own_hour_and_a_new_host_learns_first() {
+    fn a_late_record_counts_in_its_own_time_and_a_new_host_learns_first() {
         let mut h = Harness::new();
         let us = destination("US", 16509);
         let host = "10.10.2.8";
         for hour in 0..5 {
+            let at = T0 + hour * H + 60_000;
             h.record(
                 host,
                 50_000 + hour as u16,
@@ -1086,52 +1136,43 @@ mod tests {
                 us,
                 1_000_000,
                 0,
-                T0 + hour * H + 60_000,
+                at,
             );
         }
-        // Event time is at 6 h 30 when a record of 4 h 50 arrives: its hour is hour 4.
-        h.record(
-            host,
-            50_100,
-            "52.1.1.1",
-            443,
-            us,
-            1,
-            0,
-            T0 + 6 * H + 30 * 60_000,
-        );
+        // Event time is at 6 h 30 when a record that ended at 5 h 50 arrives: it is still
+        // in the hour that ends now, and in its own hour of the baseline.
+        let now = T0 + 6 * H + 30 * 60_000;
+        h.record(host, 50_100, "52.1.1.1", 443, us, 1, 0, now);
+        let start = T0 + 5 * H + 40 * 60_000;
         let mut late = crate::detect::tests::oriented(
             host,
             51000,
-            "52.1.1.9",
+            "52.9.9.9",
             443,
             30_000_000,
             0,
-            T0 + 4 * H + 40 * 60_000,
-            T0 + 4 * H + 50 * 60_000,
+            start,
+            start + 600_000,
         );
         late.outside_asn = 16509;
-        h.feed(&late, us, T0 + 6 * H + 30 * 60_000);
+        h.feed(&late, us, now);
         assert_eq!(h.findings.len(), 1);
-        assert_eq!(h.findings[0].first_ms, T0 + 4 * H, "the hour of the record");
-        assert_eq!(h.findings[0].bytes_out, 31_000_000);
-        // A host first seen now uploads 200 MB: it is learning.
-        h.record(
-            "10.10.2.99",
-            51000,
-            "52.1.1.9",
-            443,
-            us,
-            200_000_000,
-            0,
-            T0 + 6 * H + 31 * 60_000,
+        assert_eq!(h.findings[0].first_ms, start, "the conversation's own time");
+        assert_eq!(h.findings[0].bytes_out, 30_000_000);
+        let profile = &h.rule.hosts[&host.parse().unwrap()];
+        assert_eq!(
+            profile.egress[((T0 + 5 * H) / H % HOURS as u64) as usize],
+            30_000_000
         );
+        // A host first seen now uploads 200 MB: it is learning.
+        let at = now + 60_000;
+        h.record("10.10.2.99", 51000, "52.1.9.9", 443, us, 200_000_000, 0, at);
         assert_eq!(h.findings.len(), 1);
         // A record older than the hours kept is counted and dropped.
         let mut ancient = late;
         (ancient.start_ms, ancient.end_ms) = (T0 - 30 * H, T0 - 30 * H);
         ancient.inside_port = 51999;
-        h.feed(&ancient, us, T0 + 6 * H + 31 * 60_000);
+        h.feed(&ancient, us, now + 60_000);
         assert_eq!(h.rule.egress_too_late, 1);
     }
 
