@@ -54,6 +54,7 @@ pub fn summary(c: &PipelineCounters) -> String {
     let mut text = format!(
         "decoded: {} datagrams, {} records, {} decode errors, {} template misses, {} lost records, {} lost datagrams\n\
          flows: {} records, {} transit, {} internal, {} conversations created, {} expired, {} evicted, {} open\n\
+         dropped: {} records too late, {} dated ahead of their receive time, {} datagrams from rejected exporters\n\
          alerts: {} ({} suppressed)",
         d.datagrams,
         d.records,
@@ -68,6 +69,9 @@ pub fn summary(c: &PipelineCounters) -> String {
         f.conversations_expired,
         f.conversations_evicted,
         c.conversations,
+        f.clock.late,
+        f.clock.skewed,
+        c.rejected_datagrams,
         c.alerts.total(),
         c.suppressed,
     );
