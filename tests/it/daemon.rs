@@ -262,6 +262,47 @@ fn loadgen_datagrams_and_records_are_all_accounted_for() {
     daemon.stop();
 }
 
+/// sFlow v5 from the bench harness (`--protocol sflow`, one flow sample per record) to a live
+/// daemon: every datagram is received or dropped by the kernel; every received one decodes
+/// without error into its samples, and the kernel's drops show as lost datagrams.
+#[test]
+fn loadgen_sflow_samples_are_all_decoded_or_counted_lost() {
+    let dir = temp_dir("daemon-loadgen-sflow");
+    let daemon = Daemon::start(&file_sink(&dir), &[]);
+    let run = daemon.loadgen(&[
+        "--protocol",
+        "sflow",
+        "--rate",
+        "20000",
+        "--duration",
+        "2",
+        "--exporters",
+        "4",
+    ]);
+    let flush = "exflow_decode_errors_total{kind=\"unknown_version\"}";
+    wait_until(
+        "a flush datagram is decoded",
+        Duration::from_secs(20),
+        || daemon.metric(flush) >= 1.0,
+    );
+    let metrics = daemon.scrape().unwrap();
+    let decoded = metrics["exflow_decode_records_total"];
+    assert!(decoded > 0.0);
+    if run.kernel_dropped == 0.0 {
+        assert_eq!(decoded, run.records, "{}", run.stdout);
+        assert_eq!(metrics["exflow_decode_lost_datagrams_total"], 0.0);
+    } else {
+        assert!(decoded < run.records, "{}", run.stdout);
+    }
+    let errors: Vec<(&String, &f64)> = metrics
+        .iter()
+        .filter(|(k, v)| k.starts_with("exflow_decode_errors_total{") && **v > 0.0)
+        .collect();
+    assert_eq!(errors.len(), 1, "only the flushes: {errors:?}");
+    assert_eq!(metrics["exflow_decode_sflow_skipped_samples_total"], 0.0);
+    daemon.stop();
+}
+
 /// A second `exflow run` on a UDP port the first one receives on fails at start with one
 /// line saying so, even with SO_REUSEPORT on both (two receive workers each), and the
 /// first keeps every datagram. Before, the second started and took all the traffic.
