@@ -342,6 +342,9 @@ pub struct BeaconConfig {
     /// Shortest median interval between connections, or between packets of one flow, that
     /// can be a beacon: faster is interactive or bulk traffic.
     pub quiet_min_interval_s: u64,
+    /// Skip well-known keepalive services (Apple and Google push, VPN endpoints, ICMP
+    /// echo: see `detect::keepalive`), whose timers are regular by design.
+    pub skip_keepalive_services: bool,
     pub allow: AllowList,
 }
 
@@ -352,6 +355,7 @@ impl Default for BeaconConfig {
             min_occurrences: 20,
             score_threshold: 0.8,
             quiet_min_interval_s: 10,
+            skip_keepalive_services: true,
             // NTP clients poll servers like clockwork; a beacon on port 123 needs it removed.
             allow: AllowList {
                 ports: vec![123],

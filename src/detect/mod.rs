@@ -10,6 +10,7 @@ pub mod alert;
 pub mod beacon;
 pub mod bulk_egress;
 pub mod dns_tunnel;
+pub mod keepalive;
 pub mod long_lived_foreign;
 pub mod low_and_slow;
 pub mod new_destination;
