@@ -269,6 +269,10 @@ pub struct LongLivedForeignConfig {
     pub duration_slack_s: u64,
     /// Upload a conversation needs before it counts (a keepalive does not).
     pub min_bytes_out: u64,
+    /// A conversation the inside host opened to a foreign destination and held this long
+    /// is reported whatever its volume (a quiet long flow); 0: never. Keepalive services
+    /// (`detect::keepalive`) are not.
+    pub quiet_after_s: u64,
     pub allow: AllowList,
 }
 
@@ -279,6 +283,7 @@ impl Default for LongLivedForeignConfig {
             ladder_s: vec![3600, 4 * 3600, 8 * 3600, 12 * 3600],
             duration_slack_s: 60,
             min_bytes_out: 1_000_000,
+            quiet_after_s: 9 * 3600,
             allow: AllowList::default(),
         }
     }

@@ -2,7 +2,9 @@
 //! address within a sliding hour, whatever the ports and connections. Downloads never
 //! count, nor what an inside server sends on connections opened from outside (its
 //! answers to clients, [`Initiator::Outside`]). Severity rises with the volume (new ladder steps at 5x, 10x and 100x the
-//! threshold), a foreign destination, and out/in asymmetry.
+//! threshold), a foreign destination, and out/in asymmetry. A UDP pair that brings back at
+//! least half of what it sends (a video call's symmetric media) is not an upload: its
+//! findings wait for the next tick, when the reply direction's records are in.
 
 use std::collections::VecDeque;
 
@@ -169,6 +171,10 @@ pub struct BulkEgress {
     windows_evicted: u64,
     /// How far behind a tick records may still arrive (`allow_lateness`).
     lateness_ms: u64,
+    /// UDP findings (and their pair) waiting for the next tick: a pair that brought back at
+    /// least half what it sent by then is media (a call), not an upload. Exporters send the
+    /// reply direction's record right after the upload's.
+    pending: Vec<(u128, u128, Finding)>,
 }
 
 impl BulkEgress {
@@ -183,6 +189,7 @@ impl BulkEgress {
             stored_minutes: 0,
             windows_evicted: 0,
             lateness_ms: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -341,12 +348,35 @@ impl Rule for BulkEgress {
             .min(record.start_ms);
         finding.last_ms = record.end_ms;
         let web = matches!(event.key.outside_port, 80 | 443 | 8080 | 8443);
-        findings.push(finding.with_attack(if web { ATTACK_WEB } else { ATTACK }));
+        let finding = finding.with_attack(if web { ATTACK_WEB } else { ATTACK });
+        if event.key.proto == 17 {
+            let (inside, outside) = (window.inside, window.outside);
+            self.pending.push((inside, outside, finding));
+        } else {
+            findings.push(finding);
+        }
     }
 
-    /// Slides every window to the oldest time a record may still come from: `now_ms`
-    /// less the lateness allowed.
-    fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
+    /// Releases the UDP findings that are not media, then slides every window to the
+    /// oldest time a record may still come from: `now_ms` less the lateness allowed.
+    fn on_tick(&mut self, now_ms: u64, findings: &mut Vec<Finding>) {
+        for (inside, outside, mut finding) in std::mem::take(&mut self.pending) {
+            let hash = pair_hash(&self.hasher, inside, outside);
+            let window = self
+                .windows
+                .find_mut(hash, |w| w.inside == inside && w.outside == outside);
+            let Some(window) = window else {
+                findings.push(finding);
+                continue;
+            };
+            if window.bytes_in.saturating_mul(2) >= window.bytes_out {
+                // Media: forgotten, so a one-way burst later is news.
+                window.reported = 0;
+                continue;
+            }
+            finding.bytes_in = window.bytes_in;
+            findings.push(finding);
+        }
         let window_ms = self.window_ms;
         let threshold = self.min_bytes_out;
         let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
@@ -520,6 +550,32 @@ mod tests {
         assert!(r.find(&probe("5.255.3.250")).is_some());
         assert!(r.find(&probe("5.255.0.2")).is_none());
         assert!(findings.is_empty());
+    }
+
+    #[test]
+    fn symmetric_udp_media_is_not_an_upload_one_way_udp_is() {
+        for (back, expected) in [(140_000_000u64, 0usize), (1_000_000, 1)] {
+            let mut r = rule(100_000_000);
+            let mut findings = Vec::new();
+            let mut up = oriented(
+                "10.0.0.1",
+                50000,
+                "52.112.0.1",
+                3479,
+                150_000_000,
+                0,
+                0,
+                60_000,
+            );
+            up.proto = 17;
+            r.on_record(&event_for(&up, 60_000), &mut findings);
+            assert!(findings.is_empty(), "waits for the tick");
+            let mut reply = oriented("10.0.0.1", 50000, "52.112.0.1", 3479, 0, back, 0, 60_000);
+            (reply.proto, reply.from_inside) = (17, false);
+            r.on_record(&event_for(&reply, 60_000), &mut findings);
+            r.on_tick(120_000, &mut findings);
+            assert_eq!(findings.len(), expected, "{back}: {findings:?}");
+        }
     }
 
     #[test]

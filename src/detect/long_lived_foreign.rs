@@ -1,10 +1,20 @@
 //! detect: `long_lived_foreign`, a stitched conversation from an inside host to a foreign
 //! destination that lasts (default one hour) and carries real upload (default 1 MB; a
 //! keepalive does not count), opened by the inside host (not a connection an inside server
-//! answers). It re-alerts with rising severity at each ladder step
-//! (default 4 h, 8 h, 12 h), as RITA and Zeek's long-connection ladders do. A step is
-//! reached `duration_slack_s` (default 60 s) early: exporters time flows from first to last
-//! packet, so the hour-long scenario D reads as 59 min 51 s.
+//! answers). It re-alerts with rising severity at each ladder step (default 4 h, 8 h,
+//! 12 h), as RITA and Zeek's long-connection ladders do. A step is reached
+//! `duration_slack_s` (default 60 s) early: exporters time flows from first to last packet,
+//! so the hour-long scenario D reads as 59 min 51 s.
+//!
+//! Two refinements of issue 9:
+//! - **Quiet long flows**: a conversation the inside host opened and held for
+//!   `quiet_after_s` (default 9 h) is reported whatever its volume, at medium severity
+//!   (Stealthwatch's "Suspect Quiet Long Flow"), unless it goes to a keepalive service
+//!   (push, VPN, ping: `detect::keepalive`).
+//! - **Symmetric media**: a UDP conversation that brings back at least half what it sends
+//!   (a video call) is media, not an upload. Exporters send the two directions' records
+//!   one after the other, so a UDP finding waits for the next tick and is dropped if the
+//!   conversation turned out symmetric by then.
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -18,31 +28,48 @@ pub const NAME: &str = "long_lived_foreign";
 const ATTACK: &[&str] = &["T1041", "T1029"];
 /// Scores of the ladder steps: medium, high, high, critical, then critical.
 const STEP_SCORES: [u8; 8] = [50, 65, 75, 85, 90, 95, 98, 100];
+/// The score of a quiet long flow: medium.
+const QUIET_SCORE: u8 = 55;
+
+/// A UDP conversation that brings back at least half of what it sends: media (a call), not
+/// an upload.
+pub fn symmetric_media(c: &Conversation, proto: u8) -> bool {
+    proto == 17 && c.bytes_in.saturating_mul(2) >= c.bytes_out
+}
 
 pub struct LongLivedForeign {
     /// The step last reported per conversation, so a finding is made once per step, not on
     /// every record; forgotten when the conversation ends. Only conversations that reached
-    /// the ladder are here.
+    /// the ladder are here (bounded by the conversation table).
     reported: HashMap<ConversationKey, u8>,
+    /// UDP findings waiting for the next tick (see the module doc), by conversation.
+    pending: HashMap<ConversationKey, Finding>,
     ladder_ms: Vec<u64>,
+    quiet_after_ms: Option<u64>,
     min_bytes_out: u64,
     allow: Allow,
 }
 
 impl LongLivedForeign {
     pub fn new(config: &LongLivedForeignConfig) -> Self {
+        let early = |s: u64| {
+            s.saturating_sub(config.duration_slack_s)
+                .saturating_mul(1000)
+        };
         LongLivedForeign {
             reported: HashMap::new(),
-            ladder_ms: config
-                .ladder_s
-                .iter()
-                .map(|s| {
-                    s.saturating_sub(config.duration_slack_s)
-                        .saturating_mul(1000)
-                })
-                .collect(),
+            pending: HashMap::new(),
+            ladder_ms: config.ladder_s.iter().map(|&s| early(s)).collect(),
+            quiet_after_ms: (config.quiet_after_s > 0).then(|| early(config.quiet_after_s)),
             min_bytes_out: config.min_bytes_out,
             allow: Allow::new(&config.allow),
+        }
+    }
+
+    /// A pending UDP finding goes out unless its conversation is media.
+    fn release(finding: Finding, findings: &mut Vec<Finding>) {
+        if !(finding.proto == 17 && finding.bytes_in.saturating_mul(2) >= finding.bytes_out) {
+            findings.push(finding);
         }
     }
 }
@@ -54,14 +81,26 @@ impl Rule for LongLivedForeign {
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
         let c = event.conversation;
+        if let Some(pending) = self.pending.get_mut(event.key) {
+            (pending.bytes_out, pending.bytes_in) = (c.bytes_out, c.bytes_in);
+            (pending.packets_out, pending.packets_in) = (c.packets_out, c.packets_in);
+        }
         // A connection opened from outside is an inside server's (its sending is answers).
-        if !c.destination.foreign
-            || c.bytes_out < self.min_bytes_out
-            || c.initiator() == Initiator::Outside
-        {
+        if !c.destination.foreign || c.initiator() == Initiator::Outside {
             return;
         }
         let duration = c.duration_ms();
+        let quiet = c.bytes_out < self.min_bytes_out;
+        if quiet
+            && !(self.quiet_after_ms.is_some_and(|at| duration >= at)
+                && c.initiator() == Initiator::Inside
+                && super::keepalive::keepalive(event.key).is_none())
+        {
+            return;
+        }
+        if symmetric_media(c, event.key.proto) {
+            return;
+        }
         // The highest step reached; suppression drops steps already reported.
         let Some(step) = self.ladder_ms.iter().rposition(|&at| duration >= at) else {
             return;
@@ -76,9 +115,10 @@ impl Rule for LongLivedForeign {
         }
         self.reported.insert(*event.key, step as u8);
         let summary = format!(
-            "{} kept a connection to {} open for {:.1} h, sending {} out and {} in \
+            "{} kept a {}connection to {} open for {:.1} h, sending {} out and {} in \
              ({} records; opened by the {} host, from {})",
             event.key.inside,
+            if quiet { "quiet " } else { "" },
             describe_destination(event.key.outside, event.key.outside_port, &c.destination),
             duration as f64 / 3_600_000.0,
             human_bytes(c.bytes_out),
@@ -87,10 +127,30 @@ impl Rule for LongLivedForeign {
             c.initiator().name(),
             c.opening.evidence().name(),
         );
-        let score = STEP_SCORES[step.min(STEP_SCORES.len() - 1)];
-        findings.push(
-            Finding::for_conversation(NAME, event, step as u8, score, summary).with_attack(ATTACK),
-        );
+        let score = if quiet {
+            QUIET_SCORE
+        } else {
+            STEP_SCORES[step.min(STEP_SCORES.len() - 1)]
+        };
+        let finding =
+            Finding::for_conversation(NAME, event, step as u8, score, summary).with_attack(ATTACK);
+        if event.key.proto == 17 {
+            self.pending.insert(*event.key, finding);
+        } else {
+            findings.push(finding);
+        }
+    }
+
+    fn on_tick(&mut self, _now_ms: u64, findings: &mut Vec<Finding>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut pending: Vec<Finding> = self.pending.drain().map(|(_, f)| f).collect();
+        // The map's order is not the input's: release in a fixed one.
+        pending.sort_by_key(|f| (f.at_ms, f.inside, f.outside, f.outside_port));
+        for finding in pending {
+            Self::release(finding, findings);
+        }
     }
 
     fn on_end(
@@ -98,8 +158,11 @@ impl Rule for LongLivedForeign {
         key: &ConversationKey,
         _conversation: &Conversation,
         _now_ms: u64,
-        _findings: &mut Vec<Finding>,
+        findings: &mut Vec<Finding>,
     ) {
+        if let Some(finding) = self.pending.remove(key) {
+            Self::release(finding, findings);
+        }
         if !self.reported.is_empty() {
             self.reported.remove(key);
         }
@@ -162,5 +225,85 @@ mod tests {
         assert!(!two_hours(&mut rule, 51234, 443).is_empty());
         let mut rule = crate::detect::bulk_egress::BulkEgress::new(&config);
         assert_eq!(two_hours(&mut rule, 443, 51234), Vec::new());
+    }
+
+    /// Records every `every_s` for `hours` between 10.0.0.1:50000 and `outside`:`port`, of
+    /// `out` and `back` bytes (the reply as its own record, as unidirectional exporters
+    /// send it), through a table into a fresh rule; ticks every ten minutes.
+    #[allow(clippy::too_many_arguments)]
+    fn conversation(
+        outside: &str,
+        port: u16,
+        proto: u8,
+        hours: u64,
+        every_s: u64,
+        out: u64,
+        back: u64,
+    ) -> Vec<Finding> {
+        let mut rule = LongLivedForeign::new(&LongLivedForeignConfig::default());
+        let mut table = FlowTable::new(100, 1800, 0);
+        let mut findings = Vec::new();
+        for i in 0..hours * 3600 / every_s {
+            let (start, end) = (i * every_s * 1000, (i + 1) * every_s * 1000 - 1000);
+            let mut record = oriented("10.0.0.1", 50000, outside, port, out, 0, start, end);
+            record.proto = proto;
+            feed(
+                &mut rule,
+                &mut table,
+                &record,
+                foreign(),
+                end,
+                false,
+                &mut findings,
+            );
+            if back > 0 {
+                let mut reply = oriented("10.0.0.1", 50000, outside, port, 0, back, start, end);
+                (reply.proto, reply.from_inside) = (proto, false);
+                feed(
+                    &mut rule,
+                    &mut table,
+                    &reply,
+                    foreign(),
+                    end,
+                    false,
+                    &mut findings,
+                );
+            }
+            if end % 600_000 < every_s * 1000 {
+                rule.on_tick(end, &mut findings);
+            }
+        }
+        rule.on_tick(u64::MAX / 2, &mut findings);
+        findings
+    }
+
+    #[test]
+    fn a_quiet_long_flow_is_reported_after_nine_hours_a_push_connection_is_not() {
+        // 10 h, 2 kB up every 10 min: 240 kB in all, under the 1 MB a step needs.
+        let findings = conversation("5.255.255.77", 443, 6, 10, 600, 2_000, 500);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let f = &findings[0];
+        assert!(f.last_ms - f.first_ms >= 9 * 3_600_000 - 60_000, "{f:?}");
+        assert_eq!(f.score, QUIET_SCORE);
+        assert!(f.summary.contains("quiet connection"), "{}", f.summary);
+        assert_eq!(
+            conversation("17.57.146.20", 5223, 6, 10, 600, 2_000, 500),
+            Vec::new()
+        );
+        // Under nine hours: nothing.
+        assert_eq!(
+            conversation("5.255.255.77", 443, 6, 8, 600, 2_000, 500),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn a_video_call_is_media_a_one_way_udp_upload_is_not() {
+        // An hour and a half of 1 Mbit/s each way, records every 5 min.
+        let call = conversation("52.112.0.1", 3479, 17, 2, 300, 37_500_000, 36_000_000);
+        assert_eq!(call, Vec::new());
+        let upload = conversation("52.112.0.1", 3479, 17, 2, 300, 37_500_000, 100_000);
+        assert_eq!(upload.len(), 1, "{upload:?}");
+        assert_eq!(upload[0].proto, 17);
     }
 }
