@@ -382,7 +382,36 @@ pub struct DnsTunnelConfig {
     /// ...or at least `min_queries_for_ratio` queries averaging this many bytes (long names).
     pub min_bytes_per_query: u64,
     pub min_queries_for_ratio: u64,
+    /// Longer windows beside `window_s`, for slow tunnels (a query a second for hours),
+    /// each with its own thresholds (the same `min_bytes_per_query`).
+    pub slow_windows: Vec<DnsSlowWindow>,
     pub allow: AllowList,
+}
+
+/// A longer `dns_tunnel` window and its thresholds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSlowWindow {
+    pub window_s: u64,
+    pub min_bytes_out: u64,
+    pub min_queries: u64,
+    pub min_queries_for_ratio: u64,
+}
+
+impl DnsTunnelConfig {
+    /// The configuration of each window: this one, then one per `slow_windows` entry.
+    pub fn windows(&self) -> Vec<DnsTunnelConfig> {
+        let mut windows = vec![self.clone()];
+        windows.extend(self.slow_windows.iter().map(|slow| DnsTunnelConfig {
+            window_s: slow.window_s,
+            min_bytes_out: slow.min_bytes_out,
+            min_queries: slow.min_queries,
+            min_queries_for_ratio: slow.min_queries_for_ratio,
+            slow_windows: Vec::new(),
+            ..self.clone()
+        }));
+        windows
+    }
 }
 
 impl Default for DnsTunnelConfig {
@@ -394,6 +423,22 @@ impl Default for DnsTunnelConfig {
             min_queries: 500,
             min_bytes_per_query: 160,
             min_queries_for_ratio: 100,
+            // Rates the 10 minutes (500 queries, 100 kB) do not see: an hour at 0.4
+            // queries a second or 400 kB; a day at 0.17 a second or 4 MB.
+            slow_windows: vec![
+                DnsSlowWindow {
+                    window_s: 3600,
+                    min_bytes_out: 400_000,
+                    min_queries: 1_500,
+                    min_queries_for_ratio: 300,
+                },
+                DnsSlowWindow {
+                    window_s: 86_400,
+                    min_bytes_out: 4_000_000,
+                    min_queries: 15_000,
+                    min_queries_for_ratio: 2_000,
+                },
+            ],
             allow: AllowList::default(),
         }
     }
@@ -586,7 +631,12 @@ impl Config {
             );
         }
         if self.rules.bulk_egress.window_s == 0
-            || self.rules.dns_tunnel.window_s == 0
+            || self
+                .rules
+                .dns_tunnel
+                .windows()
+                .iter()
+                .any(|w| w.window_s == 0)
             || self.rules.spread_egress.window_s == 0
             || self.rules.low_and_slow.window_s == 0
         {

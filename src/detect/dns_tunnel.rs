@@ -5,6 +5,11 @@
 //! queries (packets, default 500), or on long queries (default 100 queries averaging 160 B
 //! or more: data encoded in names). Inside resolvers forwarding for everyone are exempt.
 //!
+//! Slow tunnels (a query a second for hours) stay under the 10-minute thresholds: the
+//! detector runs again over each of `slow_windows` (default an hour and a day, with
+//! thresholds of their own), one instance per window; suppression keeps one alert per
+//! host, resolver and step whichever window saw it first.
+//!
 //! A record counts at its end time, in buckets of a thirtieth of the window (20 s by
 //! default, 10 s at least), so the window is exact to a bucket.
 
@@ -763,5 +768,29 @@ mod tests {
     fn windows_in_words() {
         assert_eq!(human_window(600_000), "10 min");
         assert_eq!(human_window(90_000), "90 s");
+    }
+
+    #[test]
+    fn a_slow_tunnel_is_seen_by_the_hour_window_only() {
+        // A 90-byte query every 2 s for 3 h: 300 queries and 27 kB in any 10 minutes, under
+        // those thresholds; 1,800 in an hour.
+        let config = DnsTunnelConfig::default();
+        let mut windows: Vec<Harness> = config.windows().into_iter().map(Harness::new).collect();
+        assert_eq!(windows.len(), 3);
+        for i in 0..5_400u64 {
+            let at = T0 + i * 2 * S;
+            for h in &mut windows {
+                h.feed(
+                    queries("10.10.40.50", 40_000, "114.114.114.114", 1, 90, at, at),
+                    false,
+                );
+            }
+        }
+        let fired: Vec<usize> = windows.iter().map(|h| h.findings.len()).collect();
+        assert_eq!(fired[0], 0, "not within 10 minutes");
+        assert!(fired[1] >= 1, "the hour: {fired:?}");
+        let f = &windows[1].findings[0];
+        assert!(f.summary.ends_with("within 60 min"), "{}", f.summary);
+        assert!(f.packets_out >= 1_500 && f.packets_out < 1_810, "{f:?}");
     }
 }

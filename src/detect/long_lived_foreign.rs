@@ -10,7 +10,7 @@
 //! - **Quiet long flows**: a conversation the inside host opened and held for
 //!   `quiet_after_s` (default 9 h) is reported whatever its volume, at medium severity
 //!   (Stealthwatch's "Suspect Quiet Long Flow"), unless it goes to a keepalive service
-//!   (push, VPN, ping: `detect::keepalive`).
+//!   (push, VPN, ping: `detect::keepalive`) or is DNS (a forwarding resolver's upstream).
 //! - **Symmetric media**: a UDP conversation that brings back at least half what it sends
 //!   (a video call) is media, not an upload. Exporters send the two directions' records
 //!   one after the other, so a UDP finding waits for the next tick and is dropped if the
@@ -94,7 +94,9 @@ impl Rule for LongLivedForeign {
         if quiet
             && !(self.quiet_after_ms.is_some_and(|at| duration >= at)
                 && c.initiator() == Initiator::Inside
-                && super::keepalive::keepalive(event.key).is_none())
+                && super::keepalive::keepalive(event.key).is_none()
+                // A forwarding resolver's upstream is DNS, dns_tunnel's matter.
+                && !(event.from_resolver || event.key.outside_port == 53))
         {
             return;
         }
