@@ -154,6 +154,68 @@ fn pmacct_exports_to_the_daemon_and_the_expected_alerts_come_out() {
     );
 }
 
+/// pmacct's pmacctd with its sfprobe plugin (Debian's) reads the border mix and exports sFlow
+/// v5 to the daemon live, one flow sample per packet (sfprobe's default rate, 1 in 1): every
+/// sample arrives. sFlow has no flow times, so a sample is timed by its arrival and the
+/// capture is read in seconds: the volume rules fire as with NetFlow (bulk_egress for B1,
+/// B2 and D, B1's escalation, dns_tunnel for E1 and E2), the rules that need the capture's
+/// hours (long_lived_foreign, beacon) do not.
+#[test]
+fn pmacct_sfprobe_exports_sflow_and_the_volume_alerts_come_out() {
+    let dir = temp_dir("daemon-pmacct-sflow");
+    let daemon = Daemon::start(&file_sink(&dir), &[]);
+    let config = dir.join("pmacctd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "daemonize: false\n\
+             pidfile: {}\n\
+             pcap_savefile: {}\n\
+             plugins: sfprobe[exp]\n\
+             sfprobe_receiver[exp]: 127.0.0.1:{}\n",
+            dir.join("pmacctd.pid").display(),
+            data("border_mix.pcap").display(),
+            daemon.udp_port
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("pmacctd")
+        .arg("-f")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("pmacctd is installed (apt-get install pmacct; .ci/run does)");
+    assert!(status.success());
+    wait_until(
+        "sfprobe's 44494 samples are decoded",
+        Duration::from_secs(60),
+        || daemon.metric("exflow_decode_records_total") == 44494.0,
+    );
+    assert_eq!(daemon.metric("exflow_decode_lost_datagrams_total"), 0.0);
+    daemon.stop();
+    let alerts = alerts_in(&dir);
+    let pair = |rule: &str, inside: &str, outside: &str| {
+        (rule.to_string(), inside.to_string(), outside.to_string())
+    };
+    let expected: std::collections::BTreeSet<_> = [
+        pair("bulk_egress", "10.10.20.15", "5.255.255.77"),
+        pair("bulk_egress", "10.10.20.16", "39.156.66.10"),
+        pair("bulk_egress", "2001:db8:10:1::25", "2a02:6b8:a::a"),
+        pair("dns_tunnel", "10.10.40.23", "77.88.8.8"),
+        pair("dns_tunnel", "10.10.40.24", "114.114.114.114"),
+    ]
+    .into();
+    assert_eq!(crate::replay::json_pairs(&alerts), expected);
+    // B1's 600 MB escalates bulk_egress, naming the first alert.
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "bulk_egress" && a["escalates"].is_string()),
+        "{alerts:?}"
+    );
+}
+
 /// Templates survive a restart: data sent after it decodes although the exporter has not
 /// re-sent its templates.
 #[test]
