@@ -704,7 +704,9 @@ fn deliver(
     for alert in alerts {
         latency.saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
         match sink.send(alert) {
-            Ok(()) => telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
+            Ok(true) => telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
+            // Dropped at the sink's full queue: counted there, not written.
+            Ok(false) => 0,
             Err(_) => telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
         };
     }

@@ -478,6 +478,35 @@ impl Telemetry {
                 "Alerts dropped because the spool was full.",
                 &load(&k.spool_dropped),
             );
+            for (name, help, value) in [
+                (
+                    "exflow_sink_kafka_producer_recreated_total",
+                    "Kafka producers replaced (fatal or fenced, or after an outage).",
+                    &k.producer_recreated,
+                ),
+                (
+                    "exflow_sink_kafka_dead_lettered_alerts_total",
+                    "Alerts the broker rejected for good, moved to the spool's dead-letter file.",
+                    &k.dead_lettered,
+                ),
+                (
+                    "exflow_sink_kafka_skipped_duplicate_alerts_total",
+                    "Spooled alerts found on the topic already, not sent again.",
+                    &k.duplicates_skipped,
+                ),
+                (
+                    "exflow_sink_spool_corrupt_records_total",
+                    "Damaged spool records skipped.",
+                    &k.spool_corrupt,
+                ),
+                (
+                    "exflow_sink_spool_torn_records_total",
+                    "Spool records cut short by a crash, cut off at start.",
+                    &k.spool_torn,
+                ),
+            ] {
+                metric(&mut out, name, "counter", help, &load(value));
+            }
         }
         if let Some(f) = self.flows.get() {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));

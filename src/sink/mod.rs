@@ -30,15 +30,13 @@ impl AlertSink {
         })
     }
 
-    /// Hands over one alert. JSON lines are written at once (an error is returned); Kafka
-    /// queues it for the sink thread (a full queue drops it, counted in the Kafka counters).
-    pub fn send(&mut self, alert: Alert) -> std::io::Result<()> {
+    /// Hands over one alert: `Ok(true)` when written or queued. JSON lines are written at
+    /// once (an error is returned); Kafka queues it for the sink thread (a full queue drops
+    /// it, counted in the Kafka counters: `Ok(false)`).
+    pub fn send(&mut self, alert: Alert) -> std::io::Result<bool> {
         match self {
-            AlertSink::JsonLines(lines) => lines.send(&alert),
-            AlertSink::Kafka(kafka) => {
-                kafka.send(alert);
-                Ok(())
-            }
+            AlertSink::JsonLines(lines) => lines.send(&alert).map(|()| true),
+            AlertSink::Kafka(kafka) => Ok(kafka.send(alert)),
         }
     }
 

@@ -63,6 +63,14 @@ impl Tansu {
     }
 }
 
+impl Tansu {
+    /// Sends `signal` to the broker (SIGSTOP / SIGCONT to freeze and thaw it).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
 impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();

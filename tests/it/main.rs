@@ -8,6 +8,7 @@ mod daemon;
 mod decode;
 mod eval;
 mod harness;
+mod kafka_faults;
 mod loadgen;
 mod memory;
 mod metrics_endpoint;

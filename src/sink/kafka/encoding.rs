@@ -1,11 +1,12 @@
 //! sink kafka encoding: an alert as the spool stores it and as Kafka receives it. The body is
-//! the alert's JSON (`schemas/alert.schema.json`); the key (the inside host) and the `rule`
-//! header are computed once, when the alert is spooled, and stored in front of the body, so
-//! sending from the spool needs no parsing.
+//! the alert's JSON (`schemas/alert.schema.json`); the key (the inside host), the `rule`
+//! header and the `alert_id` (to skip alerts the topic holds already) are computed once, when
+//! the alert is spooled, and stored in front of the body, so sending from the spool needs no
+//! parsing.
 //!
-//! Spooled entry: `0x01`, `u16 LE` key length, key, `u16 LE` rule length, rule, JSON body.
-//! An entry that starts with `{` is the older form (the JSON body alone, from spools written
-//! before the key and rule were stored): its key and rule are read from the JSON.
+//! Spooled entry: `0x01`, then key, rule and alert id, each as `u16 LE` length + bytes, then
+//! the JSON body. An entry that starts with `{` is the older form (the JSON body alone, from
+//! spools written before these were stored): they are read from the JSON.
 
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -20,14 +21,14 @@ pub fn encode(alert: &Alert) -> Option<Vec<u8>> {
     let body = serde_json::to_vec(alert).ok()?;
     let key = alert.inside_addr.to_string();
     let rule = alert.rule;
-    let key_len = u16::try_from(key.len()).ok()?;
-    let rule_len = u16::try_from(rule.len()).ok()?;
-    let mut entry = Vec::with_capacity(5 + key.len() + rule.len() + body.len());
+    let id = alert.alert_id.as_str();
+    let mut entry = Vec::with_capacity(7 + key.len() + rule.len() + id.len() + body.len());
     entry.push(ENTRY_V1);
-    entry.extend_from_slice(&key_len.to_le_bytes());
-    entry.extend_from_slice(key.as_bytes());
-    entry.extend_from_slice(&rule_len.to_le_bytes());
-    entry.extend_from_slice(rule.as_bytes());
+    for field in [key.as_str(), rule, id] {
+        let length = u16::try_from(field.len()).ok()?;
+        entry.extend_from_slice(&length.to_le_bytes());
+        entry.extend_from_slice(field.as_bytes());
+    }
     entry.extend_from_slice(&body);
     Some(entry)
 }
@@ -39,6 +40,8 @@ pub struct Message<'a> {
     pub key: std::borrow::Cow<'a, str>,
     /// The `rule` header.
     pub rule: std::borrow::Cow<'a, str>,
+    /// The alert's `alert_id`, its idempotency key.
+    pub alert_id: std::borrow::Cow<'a, str>,
     /// The alert's JSON.
     pub body: &'a [u8],
 }
@@ -66,22 +69,36 @@ pub fn decode(entry: &[u8]) -> Message<'_> {
     {
         return message;
     }
-    let (key, rule) = routing(entry);
+    let (key, rule, alert_id) = routing(entry);
     Message {
         key: key.into(),
         rule: rule.into(),
+        alert_id: alert_id.into(),
         body: entry,
     }
 }
 
 fn decode_v1(rest: &[u8]) -> Option<Message<'_>> {
     let (key, rest) = field(rest)?;
-    let (rule, body) = field(rest)?;
+    let (rule, rest) = field(rest)?;
+    let (alert_id, body) = field(rest)?;
     Some(Message {
         key: std::str::from_utf8(key).ok()?.into(),
         rule: std::str::from_utf8(rule).ok()?.into(),
+        alert_id: std::str::from_utf8(alert_id).ok()?.into(),
         body,
     })
+}
+
+/// The `alert_id` of an alert's JSON body (as read back from the topic).
+pub fn alert_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        alert_id: String,
+    }
+    serde_json::from_slice::<Id>(body)
+        .ok()
+        .map(|id| id.alert_id)
 }
 
 /// One `u16 LE` length-prefixed field and what follows it.
@@ -91,16 +108,18 @@ fn field(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     (rest.len() >= length).then(|| rest.split_at(length))
 }
 
-/// The message key (inside host) and `rule` header of an older spool entry (JSON only).
-fn routing(body: &[u8]) -> (String, String) {
+/// The message key (inside host), `rule` header and `alert_id` of an older spool entry (JSON
+/// only).
+fn routing(body: &[u8]) -> (String, String, String) {
     #[derive(serde::Deserialize)]
     struct Routing {
         inside_addr: String,
         rule: String,
+        alert_id: String,
     }
     match serde_json::from_slice::<Routing>(body) {
-        Ok(r) => (r.inside_addr, r.rule),
-        Err(_) => (String::new(), String::new()),
+        Ok(r) => (r.inside_addr, r.rule, r.alert_id),
+        Err(_) => Default::default(),
     }
 }
 
@@ -122,14 +141,17 @@ mod tests {
         let message = decode(&entry);
         assert_eq!(message.key, "10.0.0.12");
         assert_eq!(message.rule, "beacon");
+        assert_eq!(message.alert_id, "a1b2");
         assert_eq!(message.body, br#"{"rule":"x"}"#);
     }
 
     #[test]
     fn older_entries_are_routed_from_their_json() {
-        let entry = br#"{"inside_addr":"10.0.0.1","rule":"bulk_egress","x":1}"#;
+        let entry = br#"{"inside_addr":"10.0.0.1","rule":"bulk_egress","alert_id":"f0","x":1}"#;
         let message = decode(entry);
         assert_eq!(message.key, "10.0.0.1");
+        assert_eq!(message.alert_id, "f0");
+        assert_eq!(alert_id(entry).as_deref(), Some("f0"));
         assert_eq!(message.rule, "bulk_egress");
         assert_eq!(message.body, &entry[..]);
     }

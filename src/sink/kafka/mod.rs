@@ -42,8 +42,20 @@ pub struct KafkaCounters {
     pub spool_dropped: AtomicU64,
     /// Alerts in the spool not yet acknowledged.
     pub spool_alerts: AtomicU64,
-    /// 1 while the broker answers, 0 while it does not.
+    /// 1 while deliveries succeed (or, with nothing to deliver, the broker answers), 0 from
+    /// the first failed delivery or unanswered check until the next success.
     pub broker_up: AtomicU64,
+    /// Producers replaced because librdkafka reported them fatal (fenced) or after an outage.
+    pub producer_recreated: AtomicU64,
+    /// Alerts the broker rejected for good, moved to `dead-letter.jsonl` in the spool dir.
+    pub dead_lettered: AtomicU64,
+    /// Spooled alerts found on the topic already (delivered before a crash or a failure
+    /// whose report was lost) and so not sent again.
+    pub duplicates_skipped: AtomicU64,
+    /// Damaged spool records skipped (the spool's count since it was opened).
+    pub spool_corrupt: AtomicU64,
+    /// Records cut short by a crash at the end of the spool (since it was opened).
+    pub spool_torn: AtomicU64,
 }
 
 /// The pipeline's handle: a bounded queue to the sink thread.
@@ -55,8 +67,8 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     /// Creates the producer (validating the librdkafka options), opens the spool and
-    /// starts the sink thread. A broker that does not answer is logged, not an error:
-    /// alerts wait in the spool.
+    /// starts the sink thread, without waiting for the broker: the thread checks it. A
+    /// broker that does not answer is logged, not an error: alerts wait in the spool.
     pub fn start(config: &KafkaConfig) -> anyhow::Result<KafkaSink> {
         let counters = Arc::new(KafkaCounters::default());
         let mut worker = worker::Worker::new(config, counters.clone())?;
@@ -71,15 +83,20 @@ impl KafkaSink {
         })
     }
 
-    /// Hands an alert to the sink thread without blocking; a full queue drops it, counted.
-    pub fn send(&self, alert: Alert) {
-        let Some(queue) = &self.queue else { return };
-        match queue.try_send(alert) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Hands an alert to the sink thread without blocking: `true` when queued; a full queue
+    /// drops it, counted in `queue_dropped`, and returns `false`.
+    pub fn send(&self, alert: Alert) -> bool {
+        let queued = self
+            .queue
+            .as_ref()
+            .is_some_and(|queue| match queue.try_send(alert) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            });
+        if !queued {
+            self.counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 
     /// Stops the sink thread: it spools what is queued, flushes the producer within

@@ -3,11 +3,14 @@
 //! with its delivery reports, and the metadata health check.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use tracing::warn;
 
@@ -49,6 +52,25 @@ pub fn producer(config: &KafkaConfig) -> anyhow::Result<BaseProducer<DeliveryCon
         .with_context(|| "invalid sink.kafka settings (librdkafka_options or brokers)".to_string())
 }
 
+/// A consumer that reads back the alert topic's tail (brokers and the user's
+/// `librdkafka_options`, for security settings; it never commits offsets).
+pub fn tail_consumer(config: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", "exflow-tail")
+        .set("group.id", "exflow-tail")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    for (key, value) in &config.librdkafka_options {
+        client.set(key, value);
+    }
+    client
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Error)
+        .create()
+        .context("invalid sink.kafka settings for reading back the alert topic")
+}
+
 /// Fetches the topic's metadata: the broker answers and knows the topic (or creates it).
 pub fn health_check<C: ProducerContext>(
     producer: &BaseProducer<C>,
@@ -76,21 +98,70 @@ pub fn health_check<C: ProducerContext>(
     }
 }
 
-/// Receives delivery reports during `poll`, on the sink thread.
+/// The outcome of one delivery: `Ok`, or librdkafka's error code.
+pub type Report = (SpoolSeq, Result<(), RDKafkaErrorCode>);
+
+/// Receives delivery reports and client errors during `poll`, on the sink thread.
 #[derive(Default)]
 pub struct DeliveryContext {
-    pub(super) reports: Mutex<Vec<(SpoolSeq, bool)>>,
+    /// Reports not yet applied by the worker. A std `Mutex`: held only to push or take.
+    pub(super) reports: Mutex<Vec<Report>>,
+    /// librdkafka reported a fatal error (e.g. the idempotent producer was fenced): this
+    /// producer will deliver nothing more and must be replaced.
+    pub(super) fatal: AtomicBool,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.fatal.store(true, Ordering::Relaxed);
+        }
+        warn!("kafka client error: {error}: {reason}");
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<SpoolSeq>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Self::DeliveryOpaque) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
+        };
         self.reports
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((*seq, result.is_ok()));
+            .push((*seq, outcome));
+    }
+}
+
+/// What a failed delivery means for the alert and the producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The broker will never take this message (too large, invalid topic or record): move it
+    /// aside so it does not hold back the alerts behind it.
+    Permanent,
+    /// The producer itself is unusable (fenced, its idempotence state lost or inconsistent):
+    /// replace it and re-send what is unacknowledged.
+    Fatal,
+    /// The broker is away or busy (timeouts, transport errors, unknown topic while it is
+    /// recreated): wait for it, then re-send.
+    Transient,
+}
+
+impl Failure {
+    pub fn of(code: RDKafkaErrorCode) -> Failure {
+        use RDKafkaErrorCode as E;
+        match code {
+            E::MessageSizeTooLarge | E::InvalidTopic | E::InvalidRecord => Failure::Permanent,
+            E::ProducerFenced
+            | E::UnknownProducerId
+            | E::InvalidProducerEpoch
+            | E::InvalidProducerIdMapping
+            | E::OutOfOrderSequenceNumber
+            | E::Fatal
+            | E::Inconsistent => Failure::Fatal,
+            _ => Failure::Transient,
+        }
     }
 }

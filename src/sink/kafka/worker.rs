@@ -1,48 +1,86 @@
 //! sink kafka worker: the sink thread. Appends queued alerts to the spool, produces from the
-//! spool in order, applies delivery reports as acknowledgements, and checks the broker while
-//! it is down.
+//! spool in order, applies delivery reports as acknowledgements, and heals the link: while
+//! deliveries fail it checks the broker; when the broker answers again it replaces the
+//! producer (a fenced or stale idempotent producer never delivers again), skips the spooled
+//! alerts the topic holds already, and re-sends the rest. A fatal producer error replaces the
+//! producer at once; an alert the broker rejects for good goes to the dead-letter file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::producer::{DeliveryContext, health_check, producer};
+use super::producer::{DeliveryContext, Failure, health_check, producer, tail_consumer};
 use super::{KafkaConfig, KafkaCounters, encoding};
 use crate::detect::Alert;
 use crate::sink::spool::{AppendError, Spool, SpoolSeq};
 
+/// In flight at most: bounds memory and the re-sends after an outage.
+const MAX_IN_FLIGHT: usize = 10_000;
+const READ_AHEAD: usize = 512;
+/// How often the broker is checked while deliveries fail.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Most messages read back per partition to find spooled alerts the topic holds already.
+const TAIL_CHECK_MAX: u64 = 50_000;
+/// How long reading back the topic's tail may take before it counts as a failed check.
+const TAIL_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Name of the dead-letter file in the spool directory.
+pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
+
 pub(super) struct Worker {
+    /// Kept to build a new producer and the tail consumer.
+    config: KafkaConfig,
     producer: BaseProducer<DeliveryContext>,
     spool: Spool,
-    topic: String,
     counters: Arc<KafkaCounters>,
     /// Spool entries handed to the producer, not yet reported.
-    in_flight: HashMap<SpoolSeq, ()>,
+    in_flight: HashSet<SpoolSeq>,
+    /// Entries whose batch the broker rejected for good: the rejection may be for another
+    /// message of the batch, so each is sent again alone (nothing else in flight) and only
+    /// a rejection then moves it to the dead-letter file. Bounded by `MAX_IN_FLIGHT`.
+    suspects: BTreeSet<SpoolSeq>,
+    /// The suspect sent alone, awaiting its report.
+    probing: Option<SpoolSeq>,
     /// Spool entries read ahead, in order, not yet sent.
-    read_ahead: Vec<(SpoolSeq, Vec<u8>)>,
+    read_ahead: VecDeque<(SpoolSeq, Vec<u8>)>,
     /// The lowest spool seq not yet handed to the producer.
     next_to_send: SpoolSeq,
-    broker_up: bool,
-    last_health_check: Instant,
+    /// Whether alerts are produced: false from a failed delivery until the broker answers.
+    sending: bool,
+    /// When the broker was last checked; `None` before the first check.
+    last_health_check: Option<Instant>,
+    /// Since when the worker waits for in-flight reports before a check (a stuck producer is
+    /// replaced after twice the message timeout).
+    draining_since: Option<Instant>,
+    /// A delivery failed with this producer: replace it before sending again (a fresh
+    /// idempotent producer id, no state from before the outage).
+    failed_since_created: bool,
+    /// The spool may hold alerts the topic has already (alerts in flight at a crash or at a
+    /// failure): read the topic's tail and skip them before sending.
+    check_topic_tail: bool,
+    /// `dead-letter.jsonl` in the spool dir, opened at the first rejected alert.
+    dead_letter_path: PathBuf,
+    dead_letter: Option<File>,
     unsynced: bool,
     acked_since_commit: bool,
     flush_timeout: Duration,
 }
 
-/// In flight at most: bounds memory and the re-sends after an outage.
-const MAX_IN_FLIGHT: usize = 10_000;
-const READ_AHEAD: usize = 512;
-const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
-
 impl Worker {
-    /// Creates the producer (validating the librdkafka options), opens the spool and checks
-    /// the broker. A broker that does not answer is logged, not an error: alerts wait in the
-    /// spool.
+    /// Creates the producer (validating the librdkafka options) and opens the spool; the
+    /// broker is checked by the thread ([`Worker::run`]), so start-up never waits for it.
     pub(super) fn new(
         config: &KafkaConfig,
         counters: Arc<KafkaCounters>,
@@ -53,23 +91,31 @@ impl Worker {
         if !spool.is_empty() {
             info!(alerts = spool.len(), dir = %config.spool_dir.display(), "re-sending alerts from the spool");
         }
-        let up = health_check(&producer, &config.topic, Duration::from_secs(5));
-        counters.broker_up.store(u64::from(up), Ordering::Relaxed);
         let next_to_send = spool.first_unacked().unwrap_or(0);
-        Ok(Worker {
+        let worker = Worker {
+            config: config.clone(),
             producer,
-            spool,
-            topic: config.topic.clone(),
             counters,
-            in_flight: HashMap::new(),
-            read_ahead: Vec::new(),
+            in_flight: HashSet::new(),
+            suspects: BTreeSet::new(),
+            probing: None,
+            read_ahead: VecDeque::new(),
             next_to_send,
-            broker_up: up,
-            last_health_check: Instant::now(),
+            sending: false,
+            last_health_check: None,
+            draining_since: None,
+            failed_since_created: false,
+            // A previous run may have delivered some of what the spool holds.
+            check_topic_tail: !spool.is_empty(),
+            dead_letter_path: config.spool_dir.join(DEAD_LETTER_FILE),
+            dead_letter: None,
+            spool,
             unsynced: false,
             acked_since_commit: false,
             flush_timeout: Duration::from_millis(config.flush_timeout_ms),
-        })
+        };
+        worker.publish_spool_counters();
+        Ok(worker)
     }
 
     pub(super) fn run(&mut self, alerts: Receiver<Alert>) -> anyhow::Result<()> {
@@ -100,7 +146,7 @@ impl Worker {
         // stays in the spool for the next start.
         let deadline = Instant::now() + self.flush_timeout;
         while Instant::now() < deadline
-            && (!self.in_flight.is_empty() || (self.broker_up && self.has_unsent()))
+            && (!self.in_flight.is_empty() || (self.sending && self.has_unsent()))
         {
             self.pump();
         }
@@ -139,31 +185,47 @@ impl Worker {
             }
             self.unsynced = false;
         }
-        self.counters
+        self.publish_spool_counters();
+    }
+
+    fn publish_spool_counters(&self) {
+        let spool = self.spool.counters();
+        let counters = &self.counters;
+        counters
             .spool_alerts
             .store(self.spool.len(), Ordering::Relaxed);
+        counters
+            .spool_corrupt
+            .store(spool.corrupt_records, Ordering::Relaxed);
+        counters
+            .spool_torn
+            .store(spool.torn_tails, Ordering::Relaxed);
     }
 
     fn has_unsent(&self) -> bool {
         !self.read_ahead.is_empty() || self.spool.len() as usize > self.in_flight.len()
     }
 
-    /// Sends what the spool holds, in order, while the broker is up; handles reports.
+    fn set_broker_up(&self, up: bool) {
+        self.counters
+            .broker_up
+            .store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// Sends what the spool holds, in order, while the broker takes it; handles reports;
+    /// heals the link while it does not.
     fn pump(&mut self) {
         self.producer.poll(Duration::from_millis(10));
         self.settle();
-        if !self.broker_up {
-            if self.in_flight.is_empty() && self.last_health_check.elapsed() >= HEALTH_CHECK_EVERY {
-                self.last_health_check = Instant::now();
-                if health_check(&self.producer, &self.topic, Duration::from_secs(1)) {
-                    info!("kafka broker is back; sending the spool");
-                    self.broker_up = true;
-                    self.counters.broker_up.store(1, Ordering::Relaxed);
-                    // Re-send from the oldest unacknowledged alert.
-                    self.next_to_send = self.spool.first_unacked().unwrap_or(self.next_to_send);
-                    self.read_ahead.clear();
-                }
-            }
+        if self.producer_is_fatal() {
+            self.recreate_producer("librdkafka reported a fatal error");
+        }
+        if !self.sending {
+            self.heal();
+            return;
+        }
+        if !self.suspects.is_empty() {
+            self.probe_suspect();
             return;
         }
         while self.in_flight.len() < MAX_IN_FLIGHT {
@@ -176,33 +238,205 @@ impl Worker {
                 if batch.is_empty() {
                     return;
                 }
-                batch.reverse(); // pop from the back in order
-                self.read_ahead = batch;
+                self.read_ahead = batch.into();
             }
-            let Some((seq, payload)) = self.read_ahead.pop() else {
+            let Some((seq, payload)) = self.read_ahead.pop_front() else {
                 return;
             };
             let message = encoding::decode(&payload);
-            let record = BaseRecord::with_opaque_to(&self.topic, Box::new(seq))
+            let record = BaseRecord::with_opaque_to(&self.config.topic, Box::new(seq))
                 .key(message.key.as_ref())
                 .payload(message.body)
                 .headers(message.headers());
-            match self.producer.send(record) {
+            let code = match self.producer.send(record) {
                 Ok(()) => {
-                    self.in_flight.insert(seq, ());
+                    self.in_flight.insert(seq);
+                    self.next_to_send = seq + 1;
+                    continue;
+                }
+                Err((KafkaError::MessageProduction(code), _)) => code,
+                Err((error, _)) => error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+            };
+            if code == RDKafkaErrorCode::QueueFull {
+                // Backpressure: put it back, try after the next poll.
+                self.read_ahead.push_front((seq, payload));
+                return;
+            }
+            match Failure::of(code) {
+                Failure::Permanent => {
+                    self.dead_letter(seq, &payload, code);
                     self.next_to_send = seq + 1;
                 }
-                Err((_, _)) => {
-                    // The producer's queue is full: backpressure. Put it back, try later.
-                    self.read_ahead.push((seq, payload));
+                failure => {
+                    self.read_ahead.push_front((seq, payload));
+                    self.delivery_failed(code, failure);
                     return;
                 }
             }
         }
     }
 
-    /// Applies delivery reports: acknowledged entries are marked in the spool; a failure
-    /// marks the broker down, and everything unacknowledged is re-sent when it is back.
+    /// Sends the oldest suspect alone once nothing else is in flight (see `suspects`).
+    fn probe_suspect(&mut self) {
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        let Some(seq) = self.suspects.pop_first() else {
+            return;
+        };
+        let mut entry = Vec::new();
+        if let Err(error) = self.spool.read(seq, 1, &mut entry) {
+            warn!("cannot read the spool: {error}");
+            self.suspects.insert(seq);
+            return;
+        }
+        let Some((found, payload)) = entry.pop().filter(|(found, _)| *found == seq) else {
+            return; // acknowledged meanwhile, or lost to damage
+        };
+        let message = encoding::decode(&payload);
+        let record = BaseRecord::with_opaque_to(&self.config.topic, Box::new(found))
+            .key(message.key.as_ref())
+            .payload(message.body)
+            .headers(message.headers());
+        match self.producer.send(record) {
+            Ok(()) => {
+                self.in_flight.insert(seq);
+                // Its report decides: delivered, or rejected alone and so dead-lettered.
+                self.probing = Some(seq);
+            }
+            Err(_) => {
+                self.suspects.insert(seq);
+            }
+        }
+    }
+
+    /// Whether the producer can deliver no more: librdkafka's fatal error, reported by the
+    /// error callback or found by asking.
+    fn producer_is_fatal(&self) -> bool {
+        self.producer.context().fatal.load(Ordering::Relaxed)
+            || self.producer.client().fatal_error().is_some()
+    }
+
+    /// While not sending: waits for the reports of what is in flight, then checks the broker
+    /// every [`HEALTH_CHECK_EVERY`]; when it answers, replaces a producer that failed, skips
+    /// what the topic holds already and resumes from the oldest unacknowledged alert.
+    fn heal(&mut self) {
+        if !self.in_flight.is_empty() {
+            let since = *self.draining_since.get_or_insert_with(Instant::now);
+            let patience = Duration::from_millis(self.config.message_timeout_ms.max(1000)) * 2;
+            if since.elapsed() < patience {
+                return;
+            }
+            self.recreate_producer("deliveries are not reported");
+        }
+        self.draining_since = None;
+        if self
+            .last_health_check
+            .is_some_and(|last| last.elapsed() < HEALTH_CHECK_EVERY)
+        {
+            return;
+        }
+        self.last_health_check = Some(Instant::now());
+        if !health_check(&self.producer, &self.config.topic, Duration::from_secs(1)) {
+            self.set_broker_up(false);
+            return;
+        }
+        if self.failed_since_created {
+            self.recreate_producer("the broker is back after failed deliveries");
+        }
+        if self.check_topic_tail {
+            match self.skip_delivered() {
+                Ok(skipped) => {
+                    if skipped > 0 {
+                        info!(
+                            skipped,
+                            "spooled alerts found on the topic already; not sent again"
+                        );
+                    }
+                    self.check_topic_tail = false;
+                }
+                Err(error) => {
+                    warn!("cannot read back the alert topic ({error:#}); retrying");
+                    self.set_broker_up(false);
+                    return;
+                }
+            }
+        }
+        if !self.spool.is_empty() {
+            info!(
+                alerts = self.spool.len(),
+                "kafka broker answers; sending the spool"
+            );
+        }
+        self.sending = true;
+        self.next_to_send = self.spool.first_unacked().unwrap_or(self.next_to_send);
+        self.read_ahead.clear();
+        if self.spool.is_empty() {
+            self.set_broker_up(true);
+        }
+    }
+
+    /// Replaces the producer: the old one is dropped (librdkafka purges what it still holds;
+    /// those alerts are unacknowledged in the spool and are sent again by the new one).
+    fn recreate_producer(&mut self, why: &str) {
+        let fatal = self.producer.client().fatal_error();
+        match producer(&self.config) {
+            Ok(fresh) => {
+                warn!(
+                    ?fatal,
+                    in_flight = self.in_flight.len(),
+                    "replacing the kafka producer: {why}"
+                );
+                // Drop the old one before using the new one: its purged reports go nowhere.
+                self.producer = fresh;
+                self.counters
+                    .producer_recreated
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                // The settings were valid at start; nothing else can fail here but memory.
+                warn!("cannot create a new kafka producer: {error:#}");
+                return;
+            }
+        }
+        // Whatever was in flight may or may not have reached the topic.
+        if !self.in_flight.is_empty() {
+            self.check_topic_tail = true;
+        }
+        self.in_flight.clear();
+        self.failed_since_created = false;
+        self.draining_since = None;
+        self.stop_sending();
+    }
+
+    fn stop_sending(&mut self) {
+        if let Some(seq) = self.probing.take() {
+            self.suspects.insert(seq);
+        }
+        self.sending = false;
+        self.read_ahead.clear();
+        self.next_to_send = self.spool.first_unacked().unwrap_or(self.next_to_send);
+    }
+
+    /// A delivery (or a send) failed for a reason other than the message itself.
+    fn delivery_failed(&mut self, code: RDKafkaErrorCode, failure: Failure) {
+        self.failed_since_created = true;
+        self.set_broker_up(false);
+        if self.sending {
+            warn!(
+                ?code,
+                ?failure,
+                "kafka delivery failed; alerts wait in the spool until the broker takes them"
+            );
+            self.stop_sending();
+            // The check happens at once, then every HEALTH_CHECK_EVERY.
+            self.last_health_check = None;
+        }
+    }
+
+    /// Applies delivery reports: acknowledged entries are marked in the spool; a permanent
+    /// rejection moves the alert to the dead-letter file; any other failure stops sending
+    /// until the broker is back (everything unacknowledged is re-sent then).
     fn settle(&mut self) {
         let reports = std::mem::take(
             &mut *self
@@ -212,24 +446,174 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for (seq, delivered) in reports {
-            self.in_flight.remove(&seq);
-            if delivered {
-                self.spool.ack(seq);
-                self.acked_since_commit = true;
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                if self.broker_up {
-                    warn!(
-                        "kafka delivery failed; alerts wait in the spool until the broker is back"
-                    );
-                    self.broker_up = false;
-                    self.counters.broker_up.store(0, Ordering::Relaxed);
-                    self.last_health_check = Instant::now();
+        for (seq, outcome) in reports {
+            if !self.in_flight.remove(&seq) {
+                continue; // sent by a replaced producer: re-sent already
+            }
+            if self.probing == Some(seq) && outcome.is_ok() {
+                self.probing = None;
+            }
+            match outcome {
+                Ok(()) => {
+                    self.spool.ack(seq);
+                    self.acked_since_commit = true;
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    self.set_broker_up(true);
+                }
+                Err(code) => match Failure::of(code) {
+                    Failure::Permanent if self.probing == Some(seq) => {
+                        self.probing = None;
+                        let mut entry = Vec::new();
+                        match self.spool.read(seq, 1, &mut entry) {
+                            Ok(()) => match entry.pop() {
+                                Some((found, payload)) if found == seq => {
+                                    self.dead_letter(seq, &payload, code)
+                                }
+                                _ => {}
+                            },
+                            Err(error) => warn!("cannot read the spool: {error}"),
+                        }
+                    }
+                    Failure::Permanent => {
+                        self.suspects.insert(seq);
+                    }
+                    failure => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        // The broker may have written it before the failure was reported.
+                        self.check_topic_tail = true;
+                        self.delivery_failed(code, failure);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Moves a rejected alert to the dead-letter file (its JSON, one line) and acknowledges
+    /// it in the spool, so it never holds back the alerts behind it. When the file cannot be
+    /// written the alert is still acknowledged (and counted): it would never be delivered.
+    fn dead_letter(&mut self, seq: SpoolSeq, payload: &[u8], code: RDKafkaErrorCode) {
+        let message = encoding::decode(payload);
+        warn!(
+            ?code,
+            alert_id = %message.alert_id,
+            path = %self.dead_letter_path.display(),
+            "kafka rejects the alert for good; moved to the dead-letter file"
+        );
+        if let Err(error) = self.write_dead_letter(message.body) {
+            warn!(
+                "cannot write the dead-letter file '{}': {error}",
+                self.dead_letter_path.display()
+            );
+        }
+        self.spool.ack(seq);
+        self.acked_since_commit = true;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write_dead_letter(&mut self, body: &[u8]) -> std::io::Result<()> {
+        if self.dead_letter.is_none() {
+            self.dead_letter = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.dead_letter_path)?,
+            );
+        }
+        let Some(file) = self.dead_letter.as_mut() else {
+            return Ok(());
+        };
+        let mut line = Vec::with_capacity(body.len() + 1);
+        line.extend_from_slice(body);
+        line.push(b'\n');
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+
+    /// Reads back the last messages of every partition of the topic and acknowledges the
+    /// spooled alerts found there (by `alert_id`), so they are not sent twice. Returns how
+    /// many were skipped.
+    fn skip_delivered(&mut self) -> anyhow::Result<u64> {
+        let unacked = self.spool.len();
+        if unacked == 0 {
+            return Ok(0);
+        }
+        // Our alerts after a duplicate are unacknowledged too, or acknowledged out of order
+        // (at most MAX_IN_FLIGHT beyond): the duplicates are within this many of the end.
+        let tail = (unacked + MAX_IN_FLIGHT as u64).min(TAIL_CHECK_MAX) as i64;
+        let topic = self.config.topic.as_str();
+        let consumer = tail_consumer(&self.config)?;
+        let timeout = Duration::from_secs(5);
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .context("cannot fetch the topic's metadata")?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut assignment = TopicPartitionList::new();
+        let mut ends: HashMap<i32, i64> = HashMap::new();
+        for partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, timeout)
+                .with_context(|| format!("cannot fetch the offsets of partition {partition}"))?;
+            if high > low {
+                let start = low.max(high - tail);
+                assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+                ends.insert(partition, high);
+            }
+        }
+        let mut on_topic: HashSet<String> = HashSet::new();
+        if !ends.is_empty() {
+            consumer.assign(&assignment)?;
+            let deadline = Instant::now() + TAIL_CHECK_TIMEOUT;
+            while !ends.is_empty() {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the topic's tail was not read within {TAIL_CHECK_TIMEOUT:?}"
+                );
+                let Some(result) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let message = result.context("cannot read the topic")?;
+                if let Some(id) = message.payload().and_then(encoding::alert_id) {
+                    on_topic.insert(id);
+                }
+                if ends
+                    .get(&message.partition())
+                    .is_some_and(|&end| message.offset() + 1 >= end)
+                {
+                    ends.remove(&message.partition());
                 }
             }
         }
+        let mut skipped = 0;
+        if !on_topic.is_empty() {
+            let mut from = self.spool.first_unacked().unwrap_or(0);
+            loop {
+                let mut batch = Vec::with_capacity(READ_AHEAD);
+                self.spool.read(from, READ_AHEAD, &mut batch)?;
+                let Some(&(last, _)) = batch.last() else {
+                    break;
+                };
+                for (seq, payload) in &batch {
+                    if on_topic.contains(encoding::decode(payload).alert_id.as_ref()) {
+                        self.spool.ack(*seq);
+                        skipped += 1;
+                    }
+                }
+                from = last + 1;
+            }
+        }
+        if skipped > 0 {
+            self.acked_since_commit = true;
+            self.counters
+                .duplicates_skipped
+                .fetch_add(skipped, Ordering::Relaxed);
+            self.publish_spool_counters();
+        }
+        Ok(skipped)
     }
 
     fn commit(&mut self) {
@@ -239,8 +623,6 @@ impl Worker {
             }
             self.acked_since_commit = false;
         }
-        self.counters
-            .spool_alerts
-            .store(self.spool.len(), Ordering::Relaxed);
+        self.publish_spool_counters();
     }
 }
