@@ -321,3 +321,80 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
     second.stop();
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+/// A 64 KiB tmpfs for the spool (root only: `None`, with a message, otherwise), unmounted on
+/// drop.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount() -> Option<SmallFs> {
+        let path = temp_dir("small-fs");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            eprintln!("skipped: mounting a small tmpfs for the spool needs root");
+            return None;
+        }
+        Some(SmallFs(path))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The spool's filesystem fills while the broker is down: what cannot be written is held in
+/// memory (bounded) or dropped, counted; when the broker is back everything on disk is
+/// delivered once; at shutdown the alerts still held are counted as lost. Every alert taken
+/// is accounted for.
+#[test]
+fn full_disk_spool_delivers_what_is_on_disk_and_counts_the_rest() {
+    let Some(small) = SmallFs::mount() else {
+        return;
+    };
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = topic_name("exflow.alerts.full-disk");
+    let spool = small.0.join("spool");
+    let daemon = Daemon::start(&config(&brokers, &topic, &spool, ""), STORM_ARGS);
+    wait_for_storm(storm(daemon.udp_port, "1"));
+    wait_until("the disk is full", Duration::from_secs(30), || {
+        daemon.metric("exflow_sink_spool_dropped_alerts_total") > 0.0
+    });
+    let on_disk = daemon.metric("exflow_sink_spool_alerts");
+    assert!(on_disk > 0.0);
+    let _tansu = Tansu::start(port);
+    create_named_topic(&brokers, &topic, 3);
+    wait_until(
+        "what is on disk is delivered",
+        Duration::from_secs(60),
+        || {
+            daemon.metric("exflow_sink_spool_alerts") == 0.0
+                && daemon.metric("exflow_sink_kafka_delivered_total") >= on_disk
+        },
+    );
+    let raised = daemon.metric("exflow_sink_alerts_total");
+    let delivered = daemon.metric("exflow_sink_kafka_delivered_total");
+    let dropped = daemon.metric("exflow_sink_spool_dropped_alerts_total");
+    let (_, log) = daemon.stop();
+    let lost_at_shutdown: f64 = log
+        .lines()
+        .find(|l| l.contains("lost at shutdown"))
+        .and_then(|l| l.split("alerts=").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .map_or(0.0, |n| n.parse().unwrap());
+    assert_eq!(
+        raised,
+        delivered + dropped + lost_at_shutdown,
+        "every alert is delivered or counted as dropped"
+    );
+    let ids = ids_once(&brokers, &topic, delivered as usize);
+    assert_eq!(ids.len() as f64, delivered);
+}

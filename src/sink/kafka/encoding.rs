@@ -135,6 +135,8 @@ mod tests {
             b"10.0.0.12",       // key
             &[6, 0],            // rule length
             b"beacon",          // rule
+            &[4, 0],            // alert id length
+            b"a1b2",            // alert id
             br#"{"rule":"x"}"#, // body
         ]
         .concat();

@@ -74,6 +74,10 @@ pub(super) struct Worker {
     dead_letter_path: PathBuf,
     dead_letter: Option<File>,
     unsynced: bool,
+    /// The last spool write failed (a full disk): logged once until it succeeds again.
+    spool_write_failing: bool,
+    /// The last commit of acknowledgements failed: logged once until one succeeds.
+    commit_failing: bool,
     acked_since_commit: bool,
     flush_timeout: Duration,
 }
@@ -111,6 +115,8 @@ impl Worker {
             dead_letter: None,
             spool,
             unsynced: false,
+            spool_write_failing: false,
+            commit_failing: false,
             acked_since_commit: false,
             flush_timeout: Duration::from_millis(config.flush_timeout_ms),
         };
@@ -152,10 +158,22 @@ impl Worker {
         }
         self.producer.poll(Duration::ZERO);
         self.settle();
+        self.sync();
         self.commit();
-        if !self.spool.is_empty() {
+        let lost = self.spool.buffered();
+        if lost > 0 {
+            // Held in memory because the disk was full: they end with the process, counted.
+            self.counters
+                .spool_dropped
+                .fetch_add(lost, Ordering::Relaxed);
+            warn!(
+                alerts = lost,
+                "alerts that could not be written to the spool (full disk) are lost at shutdown"
+            );
+        }
+        if self.spool.len() > lost {
             info!(
-                alerts = self.spool.len(),
+                alerts = self.spool.len() - lost,
                 "undelivered alerts kept in the spool for the next start"
             );
         }
@@ -172,16 +190,32 @@ impl Worker {
                 self.counters.spool_dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(AppendError::Io(error)) => {
-                warn!("cannot append to the spool: {error}; alert dropped");
+                if !self.spool_write_failing {
+                    warn!("cannot append to the spool: {error}; alerts dropped (counted)");
+                    self.spool_write_failing = true;
+                }
                 self.counters.spool_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     fn sync(&mut self) {
-        if self.unsynced {
-            if let Err(error) = self.spool.sync() {
-                warn!("cannot sync the spool: {error}");
+        if self.unsynced || self.spool.buffered() > 0 {
+            match self.spool.sync() {
+                Ok(()) if self.spool_write_failing => {
+                    info!("the spool is written again");
+                    self.spool_write_failing = false;
+                }
+                Ok(()) => {}
+                Err(error) if !self.spool_write_failing => {
+                    warn!(
+                        buffered = self.spool.buffered(),
+                        "cannot write the spool: {error}; alerts are held in memory (bounded) \
+                         until it can, and dropped (counted) beyond that"
+                    );
+                    self.spool_write_failing = true;
+                }
+                Err(_) => {}
             }
             self.unsynced = false;
         }
@@ -191,9 +225,10 @@ impl Worker {
     fn publish_spool_counters(&self) {
         let spool = self.spool.counters();
         let counters = &self.counters;
+        // What is on disk; alerts held in memory on a full disk are not.
         counters
             .spool_alerts
-            .store(self.spool.len(), Ordering::Relaxed);
+            .store(self.spool.len() - self.spool.buffered(), Ordering::Relaxed);
         counters
             .spool_corrupt
             .store(spool.corrupt_records, Ordering::Relaxed);
@@ -203,7 +238,8 @@ impl Worker {
     }
 
     fn has_unsent(&self) -> bool {
-        !self.read_ahead.is_empty() || self.spool.len() as usize > self.in_flight.len()
+        !self.read_ahead.is_empty()
+            || (self.spool.len() - self.spool.buffered()) as usize > self.in_flight.len()
     }
 
     fn set_broker_up(&self, up: bool) {
@@ -618,10 +654,18 @@ impl Worker {
 
     fn commit(&mut self) {
         if self.acked_since_commit {
-            if let Err(error) = self.spool.commit_acks() {
-                warn!("cannot record acknowledged alerts in the spool: {error}");
+            // A failed commit is retried at the next one (every second).
+            match self.spool.commit_acks() {
+                Ok(()) => {
+                    self.commit_failing = false;
+                    self.acked_since_commit = false;
+                }
+                Err(error) if !self.commit_failing => {
+                    warn!("cannot record acknowledged alerts in the spool: {error}");
+                    self.commit_failing = true;
+                }
+                Err(_) => {}
             }
-            self.acked_since_commit = false;
         }
         self.publish_spool_counters();
     }
