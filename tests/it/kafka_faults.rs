@@ -398,3 +398,31 @@ fn full_disk_spool_delivers_what_is_on_disk_and_counts_the_rest() {
     let ids = ids_once(&brokers, &topic, delivered as usize);
     assert_eq!(ids.len() as f64, delivered);
 }
+
+/// With the broker unreachable, the daemon binds its sockets and serves metrics first and
+/// checks Kafka in the background: every datagram is taken, the alerts wait in the spool.
+#[test]
+fn unreachable_broker_does_not_hold_up_start_up() {
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let topic = topic_name("exflow.alerts.start-up");
+    let spool = temp_dir("spool-start-up");
+    let daemon = Daemon::start(&config(&brokers, &topic, &spool, ""), &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    wait_until("the broker check failed", Duration::from_secs(30), || {
+        daemon.log_contains("kafka broker unreachable")
+    });
+    assert_eq!(daemon.metric("exflow_sink_kafka_broker_up"), 0.0);
+    let (_, log) = daemon.stop();
+    let serving = log.find("serving /metrics").expect("metrics served");
+    let checked = log
+        .find("kafka broker unreachable")
+        .expect("broker checked");
+    assert!(
+        serving < checked,
+        "sockets bound before the broker check: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
