@@ -118,7 +118,7 @@ fn broker_restart_mid_run_delivers_every_alert_once() {
     drop(tansu);
     daemon.send_capture(&data("softflowd_ipfix.pcap"));
     wait_for_storm(storm(daemon.udp_port, "1"));
-    wait_until("deliveries fail", Duration::from_secs(30), || {
+    wait_until("deliveries fail", Duration::from_secs(60), || {
         daemon.metric("exflow_sink_kafka_failed_total") > 0.0
             && daemon.metric("exflow_sink_kafka_broker_up") == 0.0
     });
@@ -181,7 +181,7 @@ fn broker_freeze_delivers_every_alert_once() {
         || daemon.metric("exflow_sink_kafka_delivered_total") >= 100.0,
     );
     tansu.signal(libc::SIGSTOP);
-    wait_until("deliveries fail", Duration::from_secs(30), || {
+    wait_until("deliveries fail", Duration::from_secs(60), || {
         daemon.metric("exflow_sink_kafka_failed_total") > 0.0
             && daemon.metric("exflow_sink_kafka_broker_up") == 0.0
     });

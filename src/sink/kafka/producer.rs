@@ -46,6 +46,12 @@ pub fn producer(config: &KafkaConfig) -> anyhow::Result<BaseProducer<DeliveryCon
         ("enable.idempotence", "true".to_string()),
         ("linger.ms", "5".to_string()),
         ("message.timeout.ms", config.message_timeout_ms.to_string()),
+        // A request to a frozen broker fails within the message timeout, so a stall is seen
+        // as a failed delivery (librdkafka's default waits 30 s).
+        (
+            "request.timeout.ms",
+            config.message_timeout_ms.clamp(1000, 30_000).to_string(),
+        ),
     ];
     client_config(config, "exflow", &defaults)
         .create_with_context(DeliveryContext::default())
