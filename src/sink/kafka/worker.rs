@@ -57,6 +57,9 @@ pub(super) struct Worker {
     read_ahead: VecDeque<(SpoolSeq, Vec<u8>)>,
     /// The lowest spool seq not yet handed to the producer.
     next_to_send: SpoolSeq,
+    /// No entry at or above this was ever handed to a producer (in this run; at start, every
+    /// entry may have been, by the previous run): the tail check looks below it only.
+    sent_below: SpoolSeq,
     /// Whether alerts are produced: false from a failed delivery until the broker answers.
     sending: bool,
     /// When the broker was last checked; `None` before the first check.
@@ -105,6 +108,7 @@ impl Worker {
             probing: None,
             read_ahead: VecDeque::new(),
             next_to_send,
+            sent_below: spool.next_seq(),
             sending: false,
             last_health_check: None,
             draining_since: None,
@@ -226,9 +230,10 @@ impl Worker {
         let spool = self.spool.counters();
         let counters = &self.counters;
         // What is on disk; alerts held in memory on a full disk are not.
-        counters
-            .spool_alerts
-            .store(self.spool.len() - self.spool.buffered(), Ordering::Relaxed);
+        counters.spool_alerts.store(
+            self.spool.len().saturating_sub(self.spool.buffered()),
+            Ordering::Relaxed,
+        );
         counters
             .spool_corrupt
             .store(spool.corrupt_records, Ordering::Relaxed);
@@ -239,7 +244,8 @@ impl Worker {
 
     fn has_unsent(&self) -> bool {
         !self.read_ahead.is_empty()
-            || (self.spool.len() - self.spool.buffered()) as usize > self.in_flight.len()
+            || (self.spool.len().saturating_sub(self.spool.buffered())) as usize
+                > self.in_flight.len()
     }
 
     fn set_broker_up(&self, up: bool) {
@@ -288,6 +294,7 @@ impl Worker {
                 Ok(()) => {
                     self.in_flight.insert(seq);
                     self.next_to_send = seq + 1;
+                    self.sent_below = self.sent_below.max(seq + 1);
                     continue;
                 }
                 Err((KafkaError::MessageProduction(code), _)) => code,
@@ -627,14 +634,16 @@ impl Worker {
         let mut skipped = 0;
         if !on_topic.is_empty() {
             let mut from = self.spool.first_unacked().unwrap_or(0);
-            loop {
+            while from < self.sent_below {
                 let mut batch = Vec::with_capacity(READ_AHEAD);
                 self.spool.read(from, READ_AHEAD, &mut batch)?;
                 let Some(&(last, _)) = batch.last() else {
                     break;
                 };
                 for (seq, payload) in &batch {
-                    if on_topic.contains(encoding::decode(payload).alert_id.as_ref()) {
+                    if *seq < self.sent_below
+                        && on_topic.contains(encoding::decode(payload).alert_id.as_ref())
+                    {
                         self.spool.ack(*seq);
                         skipped += 1;
                     }
