@@ -149,16 +149,11 @@ fn broker_restart_mid_run_delivers_every_alert_once() {
         raised as usize,
         "every alert arrives"
     );
-    // The capture's alerts, raised while the broker was away, are among them.
-    let (expected, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
-    assert!(!expected.is_empty());
-    for alert in &expected {
-        assert!(
-            after.contains(&alert.alert_id),
-            "{} arrives",
-            alert.alert_id
-        );
-    }
+    assert_eq!(
+        after.len() as f64,
+        raised - first_raised,
+        "the alerts raised while the broker was away arrive"
+    );
     daemon.stop();
     let _ = std::fs::remove_dir_all(&spool);
 }
