@@ -291,7 +291,6 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
         "no duplicates before the restart"
     );
     assert!(!spooled.is_empty() && before.len() >= 2000);
-    let already = spooled.intersection(&before).count();
 
     let second = Daemon::start(&config, STORM_ARGS);
     wait_until(
@@ -299,13 +298,14 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
         Duration::from_secs(60),
         || second.metric("exflow_sink_spool_alerts") == 0.0,
     );
+    // Produce requests the killed process had written to its socket may land after `before`
+    // was read: every spooled alert is either skipped (found on the topic) or delivered.
+    let skipped = second.metric("exflow_sink_kafka_skipped_duplicate_alerts_total");
+    let known = spooled.intersection(&before).count();
+    assert!(skipped >= known as f64, "skipped {skipped}, spooled {}, known {known}, before {}", spooled.len(), before.len());
     assert_eq!(
-        second.metric("exflow_sink_kafka_delivered_total"),
-        (spooled.len() - already) as f64
-    );
-    assert_eq!(
-        second.metric("exflow_sink_kafka_skipped_duplicate_alerts_total"),
-        already as f64
+        second.metric("exflow_sink_kafka_delivered_total") + skipped,
+        spooled.len() as f64
     );
     let expected: BTreeSet<String> = before.union(&spooled).cloned().collect();
     let after = ids_once(&brokers, &topic, expected.len());

@@ -762,6 +762,33 @@ impl Spool {
         }
         if let Err(error) = writer.file.write_all(&self.pending) {
             writer.needs_cut = writer.file.set_len(writer.written).is_err();
+            if writer.needs_cut {
+                return Err(with_path("write spool segment", &writer.path, error));
+            }
+            // A full disk: write as many whole records as fit, one at a time, and keep the
+            // rest buffered, so what the disk can take is readable (and delivered).
+            let mut done = 0;
+            let mut records = 0;
+            while let Some(header) = self.pending.get(done..done + HEADER_BYTES) {
+                let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+                let end = done + HEADER_BYTES + length as usize;
+                let Some(record) = self.pending.get(done..end) else {
+                    break;
+                };
+                if writer.file.write_all(record).is_err() {
+                    writer.needs_cut = writer
+                        .file
+                        .set_len(writer.written + done as u64)
+                        .is_err();
+                    break;
+                }
+                done = end;
+                records += 1;
+            }
+            writer.written += done as u64;
+            writer.unsynced |= done > 0;
+            self.pending.drain(..done);
+            self.pending_records -= records;
             return Err(with_path("write spool segment", &writer.path, error));
         }
         writer.written += self.pending.len() as u64;
