@@ -776,10 +776,7 @@ impl Spool {
                     break;
                 };
                 if writer.file.write_all(record).is_err() {
-                    writer.needs_cut = writer
-                        .file
-                        .set_len(writer.written + done as u64)
-                        .is_err();
+                    writer.needs_cut = writer.file.set_len(writer.written + done as u64).is_err();
                     break;
                 }
                 done = end;
