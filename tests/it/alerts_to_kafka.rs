@@ -82,7 +82,7 @@ fn softflowd_exports_to_the_daemon_and_the_alerts_reach_kafka() {
     let spool = temp_dir("spool-softflowd");
     let daemon = Daemon::start(&kafka_config(&brokers, &topic, &spool), &[]);
     let status = std::process::Command::new("softflowd")
-        .args(["-d", "-m", "1024", "-v", "10", "-t", "maxlife=300"])
+        .args(["-d", "-a", "-m", "1024", "-v", "10", "-t", "maxlife=300"])
         .arg("-r")
         .arg(data("border_mix.pcap"))
         .args(["-n", &format!("127.0.0.1:{}", daemon.udp_port)])

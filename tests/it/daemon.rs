@@ -132,15 +132,7 @@ fn pmacct_exports_to_the_daemon_and_the_expected_alerts_come_out() {
         ),
     )
     .unwrap();
-    // pmacctd reads the file, exports what it holds and exits.
-    let status = std::process::Command::new("pmacctd")
-        .arg("-f")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("pmacctd is installed (apt-get install pmacct; .ci/run does)");
-    assert!(status.success());
+    run_pmacctd(&config);
     wait_until(
         "pmacct's 2230 records are decoded",
         Duration::from_secs(30),
@@ -179,14 +171,7 @@ fn pmacct_sfprobe_exports_sflow_and_the_volume_alerts_come_out() {
         ),
     )
     .unwrap();
-    let status = std::process::Command::new("pmacctd")
-        .arg("-f")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("pmacctd is installed (apt-get install pmacct; .ci/run does)");
-    assert!(status.success());
+    run_pmacctd(&config);
     wait_until(
         "sfprobe's 44494 samples are decoded",
         Duration::from_secs(60),
@@ -530,4 +515,21 @@ fn sockets_and_metrics_serve_while_the_broker_is_unreachable_at_start() {
         0.0
     );
     daemon.kill();
+}
+
+/// Runs pmacctd on `config` until it exits (it reads a file, exports what it holds and
+/// exits); a failure shows what pmacctd said.
+fn run_pmacctd(config: &std::path::Path) {
+    let output = std::process::Command::new("pmacctd")
+        .arg("-f")
+        .arg(config)
+        .output()
+        .expect("pmacctd is installed (apt-get install pmacct; .ci/run does)");
+    assert!(
+        output.status.success(),
+        "pmacctd failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -191,7 +191,7 @@ fn broker_restart_mid_run_delivers_every_alert_once() {
 /// The broker is frozen (SIGSTOP) while alerts are in flight and thawed (SIGCONT): every alert
 /// reaches the topic exactly once, the ones in flight included, without a restart of exflow.
 #[test]
-fn broker_freeze_delivers_every_alert_once() {
+fn broker_freeze_delivers_every_alert_and_resends_keep_their_id() {
     let port = free_port();
     let brokers = format!("127.0.0.1:{port}");
     let topic = topic_name("exflow.alerts.freeze");
