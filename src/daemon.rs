@@ -149,7 +149,7 @@ impl BoundSockets {
                     config.source.receive_buffer_bytes
                 );
             }
-            info!(listen = %address, "receiving NetFlow v5/v9/IPFIX");
+            info!(listen = %address, "receiving NetFlow v5/v9, IPFIX and sFlow v5");
             sources.push((address, counters));
         }
         let metrics = TcpListener::bind(config.metrics_listen)
