@@ -495,6 +495,11 @@ impl Telemetry {
                     &k.duplicates_skipped,
                 ),
                 (
+                    "exflow_sink_kafka_tail_check_failures_total",
+                    "Read-backs of the alert topic's tail that failed (3 in a row: sent unchecked).",
+                    &k.tail_check_failures,
+                ),
+                (
                     "exflow_sink_spool_corrupt_records_total",
                     "Damaged spool records skipped.",
                     &k.spool_corrupt,

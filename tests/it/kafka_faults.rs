@@ -1,6 +1,7 @@
 //! Kafka faults end to end, each with its own tansu: the broker restarted (memory storage:
 //! the topic comes back empty and is recreated) or frozen (SIGSTOP/SIGCONT) while exflow runs,
-//! an alert the producer rejects for good, an unreachable broker at start-up. Each reads the
+//! an alert the producer rejects for good, `kill -9` of exflow in an alert storm, an
+//! unreachable broker at start-up. Each reads the
 //! topic back and checks every alert id arrives once, nothing missing, and the counters.
 
 use std::collections::BTreeSet;
@@ -288,6 +289,85 @@ fn permanently_rejected_alert_is_dead_lettered_and_blocks_nothing() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["alert_id"], "00000000deadbeef");
     daemon.stop();
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+/// Alert ids the spool in `dir` holds unacknowledged (the daemon is not running).
+fn spooled_ids(dir: &Path) -> BTreeSet<String> {
+    let mut spool = Spool::open(dir, 1 << 30).unwrap();
+    let mut entries = Vec::new();
+    spool.read(0, usize::MAX, &mut entries).unwrap();
+    entries
+        .iter()
+        .map(|(_, entry)| encoding::decode(entry).alert_id.into_owned())
+        .collect()
+}
+
+/// `kill -9` while a storm of alerts is being delivered, then a restart: the topic ends up
+/// with what it had plus what the spool held, each alert id once (the spooled alerts that
+/// reached the topic before the kill are found there and not sent again).
+#[test]
+fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = topic_name("exflow.alerts.storm-kill");
+    let spool = temp_dir("spool-storm-kill");
+    let _tansu = Tansu::start(port);
+    create_named_topic(&brokers, &topic, 3);
+    let config = config(&brokers, &topic, &spool, "");
+    let first = Daemon::start(&config, STORM_ARGS);
+    let loadgen = storm(first.udp_port, "2");
+    wait_until(
+        "alerts are being delivered",
+        Duration::from_secs(30),
+        || first.metric("exflow_sink_kafka_delivered_total") >= 2000.0,
+    );
+    first.kill();
+    let _ = loadgen.wait_with_output();
+    let spooled = spooled_ids(&spool);
+    let delivered_before = consume(&brokers, &topic, 1, Duration::from_secs(30));
+    let before: BTreeSet<String> = delivered_before
+        .iter()
+        .map(|m| m.alert["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        before.len(),
+        delivered_before.len(),
+        "no duplicates before the restart"
+    );
+    assert!(!spooled.is_empty() && before.len() >= 2000);
+    let known = spooled.intersection(&before).count();
+
+    let second = Daemon::start(&config, STORM_ARGS);
+    wait_until(
+        "the spool drains after the restart",
+        Duration::from_secs(60),
+        || {
+            second.metric("exflow_sink_spool_alerts") == 0.0
+                && second.metric("exflow_sink_kafka_delivered_total")
+                    + second.metric("exflow_sink_kafka_skipped_duplicate_alerts_total")
+                    >= spooled.len() as f64
+        },
+    );
+    let skipped = second.metric("exflow_sink_kafka_skipped_duplicate_alerts_total");
+    let delivered = second.metric("exflow_sink_kafka_delivered_total");
+    second.stop();
+    eprintln!(
+        "kill -9: {} on the topic before, {} spooled, {known} of them on the topic, {skipped} skipped, {delivered} delivered",
+        before.len(),
+        spooled.len()
+    );
+    assert_eq!(
+        skipped, known as f64,
+        "every spooled alert on the topic is skipped"
+    );
+    assert_eq!(delivered, (spooled.len() - known) as f64);
+    let expected: BTreeSet<String> = before.union(&spooled).cloned().collect();
+    let after = ids_once(&brokers, &topic, expected.len());
+    assert_eq!(
+        after, expected,
+        "what the topic had plus what the spool held, once each"
+    );
     let _ = std::fs::remove_dir_all(&spool);
 }
 

@@ -52,6 +52,9 @@ pub struct KafkaCounters {
     /// Spooled alerts found on the topic already (delivered before a crash or a failure
     /// whose report was lost) and so not sent again.
     pub duplicates_skipped: AtomicU64,
+    /// Read-backs of the topic's tail that failed (after a few in a row the spool is sent
+    /// without the check, so delivery never waits on read permission).
+    pub tail_check_failures: AtomicU64,
     /// Damaged spool records skipped (the spool's count since it was opened).
     pub spool_corrupt: AtomicU64,
     /// Records cut short by a crash at the end of the spool (since it was opened).

@@ -67,7 +67,9 @@ pub fn tail_consumer(config: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
         .set("client.id", "exflow-tail")
         .set("group.id", "exflow-tail")
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
+        .set("enable.auto.offset.store", "false")
+        // The end of each partition as the fetch responses report it (see skip_delivered).
+        .set("enable.partition.eof", "true");
     for (key, value) in &config.librdkafka_options {
         client.set(key, value);
     }

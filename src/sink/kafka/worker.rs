@@ -5,7 +5,7 @@
 //! alerts the topic holds already, and re-sends the rest. A fatal producer error replaces the
 //! producer at once; an alert the broker rejects for good goes to the dead-letter file.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::producer::{DeliveryContext, Failure, health_check, producer, tail_consumer};
 use super::{KafkaConfig, KafkaCounters, encoding};
@@ -36,6 +36,8 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 const TAIL_CHECK_MAX: u64 = 50_000;
 /// How long reading back the topic's tail may take before it counts as a failed check.
 const TAIL_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Failed read-backs of the topic's tail in a row before the spool is sent unchecked.
+const TAIL_CHECK_ATTEMPTS: u32 = 3;
 /// Name of the dead-letter file in the spool directory.
 pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
 
@@ -73,6 +75,8 @@ pub(super) struct Worker {
     /// The spool may hold alerts the topic has already (alerts in flight at a crash or at a
     /// failure): read the topic's tail and skip them before sending.
     check_topic_tail: bool,
+    /// Read-backs of the tail that failed since the last one that worked.
+    tail_check_failed_in_a_row: u32,
     /// `dead-letter.jsonl` in the spool dir, opened at the first rejected alert.
     dead_letter_path: PathBuf,
     dead_letter: Option<File>,
@@ -115,6 +119,7 @@ impl Worker {
             failed_since_created: false,
             // A previous run may have delivered some of what the spool holds.
             check_topic_tail: !spool.is_empty(),
+            tail_check_failed_in_a_row: 0,
             dead_letter_path: config.spool_dir.join(DEAD_LETTER_FILE),
             dead_letter: None,
             spool,
@@ -390,6 +395,7 @@ impl Worker {
         if self.check_topic_tail {
             match self.skip_delivered() {
                 Ok(skipped) => {
+                    self.tail_check_failed_in_a_row = 0;
                     if skipped > 0 {
                         info!(
                             skipped,
@@ -399,9 +405,22 @@ impl Worker {
                     self.check_topic_tail = false;
                 }
                 Err(error) => {
-                    warn!("cannot read back the alert topic ({error:#}); retrying");
-                    self.set_broker_up(false);
-                    return;
+                    self.counters
+                        .tail_check_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.tail_check_failed_in_a_row += 1;
+                    if self.tail_check_failed_in_a_row < TAIL_CHECK_ATTEMPTS {
+                        warn!("cannot read back the alert topic ({error:#}); retrying");
+                        self.set_broker_up(false);
+                        return;
+                    }
+                    // E.g. no read permission on the topic: delivering at least once beats
+                    // holding every alert back.
+                    warn!(
+                        "cannot read back the alert topic ({error:#}); sending the spool \
+                         unchecked: alerts delivered before may be sent again (same alert_id)"
+                    );
+                    self.check_topic_tail = false;
                 }
             }
         }
@@ -575,6 +594,12 @@ impl Worker {
     /// Reads back the last messages of every partition of the topic and acknowledges the
     /// spooled alerts found there (by `alert_id`), so they are not sent twice. Returns how
     /// many were skipped.
+    ///
+    /// Each partition is read to its end as the broker's fetch responses report it
+    /// (librdkafka's partition EOF), not to the end a ListOffsets request gave at the start:
+    /// tansu 0.6 answers ListOffsets "latest" with the first offset of its newest record batch
+    /// plus one, up to a whole batch short, and stopping there missed the last alerts of each
+    /// partition, exactly those a crash leaves unacknowledged in the spool.
     fn skip_delivered(&mut self) -> anyhow::Result<u64> {
         let unacked = self.spool.len();
         if unacked == 0 {
@@ -596,41 +621,52 @@ impl Worker {
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         let mut assignment = TopicPartitionList::new();
-        let mut ends: HashMap<i32, i64> = HashMap::new();
+        // Partitions not yet read to their end.
+        let mut reading: HashSet<i32> = HashSet::new();
         for partition in partitions {
             let (low, high) = consumer
                 .fetch_watermarks(topic, partition, timeout)
                 .with_context(|| format!("cannot fetch the offsets of partition {partition}"))?;
+            // An empty partition answers `high == low`; a short `high` (see above) only makes
+            // the read start earlier.
             if high > low {
                 let start = low.max(high - tail);
                 assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-                ends.insert(partition, high);
+                reading.insert(partition);
             }
         }
         let mut on_topic: HashSet<String> = HashSet::new();
-        if !ends.is_empty() {
+        let mut read = 0u64;
+        if !reading.is_empty() {
             consumer.assign(&assignment)?;
             let deadline = Instant::now() + TAIL_CHECK_TIMEOUT;
-            while !ends.is_empty() {
+            while !reading.is_empty() {
                 anyhow::ensure!(
                     Instant::now() < deadline,
                     "the topic's tail was not read within {TAIL_CHECK_TIMEOUT:?}"
                 );
-                let Some(result) = consumer.poll(Duration::from_millis(100)) else {
-                    continue;
-                };
-                let message = result.context("cannot read the topic")?;
-                if let Some(id) = message.payload().and_then(encoding::alert_id) {
-                    on_topic.insert(id);
-                }
-                if ends
-                    .get(&message.partition())
-                    .is_some_and(|&end| message.offset() + 1 >= end)
-                {
-                    ends.remove(&message.partition());
+                match consumer.poll(Duration::from_millis(100)) {
+                    None => {}
+                    Some(Err(KafkaError::PartitionEOF(partition))) => {
+                        reading.remove(&partition);
+                    }
+                    Some(Err(error)) => {
+                        return Err(error).context("cannot read the topic");
+                    }
+                    Some(Ok(message)) => {
+                        read += 1;
+                        if let Some(id) = message.payload().and_then(encoding::alert_id) {
+                            on_topic.insert(id);
+                        }
+                    }
                 }
             }
         }
+        debug!(
+            read,
+            alert_ids = on_topic.len(),
+            "read back the alert topic's tail"
+        );
         let mut skipped = 0;
         if !on_topic.is_empty() {
             let mut from = self.spool.first_unacked().unwrap_or(0);
