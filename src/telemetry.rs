@@ -468,8 +468,15 @@ impl Telemetry {
                 &mut out,
                 "exflow_sink_spool_alerts",
                 "gauge",
-                "Alerts in the spool not yet acknowledged.",
+                "Alerts in the spool not yet acknowledged, on disk.",
                 &load(&k.spool_alerts),
+            );
+            metric(
+                &mut out,
+                "exflow_sink_spool_held_alerts",
+                "gauge",
+                "Alerts held in memory because the spool's disk is full (bounded).",
+                &load(&k.spool_held),
             );
             metric(
                 &mut out,

@@ -371,6 +371,107 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
     let _ = std::fs::remove_dir_all(&spool);
 }
 
+/// A 64 KiB tmpfs for the spool (root only: `None`, with a message, otherwise), unmounted on
+/// drop.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount() -> Option<SmallFs> {
+        let path = temp_dir("small-fs");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            eprintln!("skipped: mounting a small tmpfs for the spool needs root");
+            return None;
+        }
+        Some(SmallFs(path))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The spool's filesystem (64 KiB, one spool segment's worth of a few dozen alerts) fills
+/// while the broker is down: what the disk cannot take is held in memory (bounded) and the
+/// rest dropped, counted. When the broker is back, delivering what is on disk frees the
+/// space, the held alerts reach the disk and are delivered in turn: nothing stays stuck,
+/// every alert taken is delivered once or counted as dropped.
+#[test]
+fn full_disk_spool_recovers_and_every_alert_is_delivered_or_counted() {
+    let Some(small) = SmallFs::mount() else {
+        return;
+    };
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = topic_name("exflow.alerts.full-disk");
+    let spool = small.0.join("spool");
+    let daemon = Daemon::start(&config(&brokers, &topic, &spool, ""), STORM_ARGS);
+    let sent = wait_for_storm(storm(daemon.udp_port, "1"));
+    wait_processed(&daemon, sent);
+    // Every alert taken is on disk, held in memory or dropped; all three happen.
+    let mut full = (0.0, 0.0, 0.0);
+    wait_until("the disk is full", Duration::from_secs(30), || {
+        let Some(m) = daemon.scrape() else {
+            return false;
+        };
+        let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
+        full = (
+            get("exflow_sink_spool_alerts"),
+            get("exflow_sink_spool_held_alerts"),
+            get("exflow_sink_spool_dropped_alerts_total"),
+        );
+        full.0 > 0.0
+            && full.1 > 0.0
+            && full.2 > 0.0
+            && full.0 + full.1 + full.2 == get("exflow_sink_alerts_total")
+    });
+    let (on_disk, held, _) = full;
+
+    let _tansu = Tansu::start(port);
+    create_named_topic(&brokers, &topic, 3);
+    wait_until(
+        "every alert is delivered or counted as dropped",
+        Duration::from_secs(60),
+        || {
+            let Some(m) = daemon.scrape() else {
+                return false;
+            };
+            let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
+            get("exflow_sink_spool_alerts") == 0.0
+                && get("exflow_sink_spool_held_alerts") == 0.0
+                && get("exflow_sink_kafka_delivered_total")
+                    + get("exflow_sink_spool_dropped_alerts_total")
+                    == get("exflow_sink_alerts_total")
+        },
+    );
+    let raised = daemon.metric("exflow_sink_alerts_total");
+    let delivered = daemon.metric("exflow_sink_kafka_delivered_total");
+    let dropped = daemon.metric("exflow_sink_spool_dropped_alerts_total");
+    eprintln!(
+        "full disk: {raised} alerts, {on_disk} on the full disk and {held} held in memory, \
+         then {delivered} delivered, {dropped} dropped"
+    );
+    assert!(
+        delivered >= on_disk + held,
+        "the alerts held in memory are delivered too"
+    );
+    let ids = ids_once(&brokers, &topic, delivered as usize);
+    assert_eq!(ids.len() as f64, delivered);
+    let (_, log) = daemon.stop();
+    assert!(
+        !log.contains("lost at shutdown"),
+        "nothing is held in memory at shutdown: {log}"
+    );
+}
+
 /// With the broker unreachable, the daemon binds its sockets and serves metrics first and
 /// checks Kafka in the background: every datagram is taken, the alerts wait in the spool.
 #[test]

@@ -40,8 +40,11 @@ pub struct KafkaCounters {
     pub queue_dropped: AtomicU64,
     /// Alerts dropped because the spool was at `spool_max_bytes`.
     pub spool_dropped: AtomicU64,
-    /// Alerts in the spool not yet acknowledged.
+    /// Alerts in the spool not yet acknowledged, on disk.
     pub spool_alerts: AtomicU64,
+    /// Alerts taken by the spool but held in its memory buffer because the disk is full
+    /// (bounded; written when space returns, counted in `spool_dropped` if exflow stops first).
+    pub spool_held: AtomicU64,
     /// 1 while deliveries succeed (or, with nothing to deliver, the broker answers), 0 from
     /// the first failed delivery or unanswered check until the next success.
     pub broker_up: AtomicU64,

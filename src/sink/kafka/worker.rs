@@ -240,6 +240,9 @@ impl Worker {
             Ordering::Relaxed,
         );
         counters
+            .spool_held
+            .store(self.spool.buffered(), Ordering::Relaxed);
+        counters
             .spool_corrupt
             .store(spool.corrupt_records, Ordering::Relaxed);
         counters

@@ -42,10 +42,13 @@
 //!   are deleted.
 //!
 //! # A full disk
-//! A write that fails keeps the write buffer in memory (at most `WRITE_BUFFER_BYTES`; appends
-//! beyond it fail) and is retried at the next [`Spool::sync`]; [`Spool::read`] goes on
-//! delivering what is on disk; [`Spool::buffered`] counts the entries held. A cursor that cannot
-//! be written still lets fully acknowledged segments be deleted (they were delivered).
+//! A write that fails writes the whole records that fit, keeps the rest of the write buffer in
+//! memory (at most `WRITE_BUFFER_BYTES`; appends beyond it fail) and retries it at the next
+//! [`Spool::sync`]; [`Spool::read`] goes on delivering what is on disk; [`Spool::buffered`]
+//! counts the entries held. The held records move to a segment of their own (an empty file),
+//! so the one holding the records on disk can be deleted once they are delivered, which frees
+//! the space the held ones need. A cursor that cannot be written still lets fully
+//! acknowledged segments be deleted (they were delivered).
 //!
 //! # Delivery
 //! At least once, in seq order per [`Spool::read`]. [`Spool::ack`] marks an entry delivered in
@@ -786,13 +789,63 @@ impl Spool {
             writer.unsynced |= done > 0;
             self.pending.drain(..done);
             self.pending_records -= records;
-            return Err(with_path("write spool segment", &writer.path, error));
+            let error = with_path("write spool segment", &writer.path, error);
+            self.split_off_pending();
+            return Err(error);
         }
         writer.written += self.pending.len() as u64;
         writer.unsynced = true;
         self.pending.clear();
         self.pending_records = 0;
         Ok(())
+    }
+
+    /// On a full disk: moves the records held in the write buffer to a segment of their own
+    /// (its file created empty: a directory entry, no data), so the segment with the records
+    /// on disk is complete and can be deleted once they are delivered. That frees the space
+    /// the held records need; without it a single segment could never be deleted (it would
+    /// always hold undelivered records) and the spool would stay stuck. The closed segment is
+    /// fdatasync'ed first (best effort: the disk is full, not failing). When the new file
+    /// cannot be created, nothing changes and the next failed write tries again.
+    fn split_off_pending(&mut self) {
+        let Some(last) = self.segments.back() else {
+            return;
+        };
+        let whole = self.writer.as_ref().is_some_and(|writer| !writer.needs_cut);
+        if self.pending_records == 0 || last.records <= self.pending_records || !whole {
+            return;
+        }
+        let first_seq = last.end() - self.pending_records;
+        let path = segment_path(&self.dir, first_seq);
+        let Ok(file) = OpenOptions::new().append(true).create_new(true).open(&path) else {
+            return;
+        };
+        if let Some(closed) = self.writer.take()
+            && closed.unsynced
+            && let Err(error) = closed.file.sync_data()
+        {
+            warn!("{}", with_path("sync spool segment", &closed.path, error));
+        }
+        let pending_bytes = self.pending.len() as u64;
+        if let Some(last) = self.segments.back_mut() {
+            last.records -= self.pending_records;
+            last.bytes -= pending_bytes;
+        }
+        self.segments.push_back(Segment {
+            first_seq,
+            records: self.pending_records,
+            bytes: pending_bytes,
+            sealed: false,
+            damaged: Vec::new(),
+        });
+        self.writer = Some(SegmentWriter {
+            path,
+            file,
+            written: 0,
+            needs_cut: false,
+            unsynced: false,
+        });
+        self.dir_unsynced = true;
     }
 
     /// Deletes front segments whose entries are all acknowledged in the `acked` file.
@@ -1305,5 +1358,35 @@ mod tests {
         let _ = spool.commit_acks();
         assert_eq!(spool.len(), buffered);
         assert_eq!(spool.counters().corrupt_records, 0);
+
+        // Delivering what is on disk frees it, so the held records reach the disk, a diskful
+        // at a time, and are delivered in turn: nothing stays stuck in memory.
+        let mut delivered = seqs(&out);
+        for _ in 0..20 {
+            if spool.is_empty() {
+                break;
+            }
+            let _ = spool.sync();
+            out.clear();
+            spool.read(0, usize::MAX, &mut out).unwrap();
+            assert!(out.iter().all(|(seq, p)| *p == payload(*seq)));
+            for (seq, _) in &out {
+                spool.ack(*seq);
+            }
+            delivered.extend(seqs(&out));
+            let _ = spool.commit_acks();
+        }
+        assert!(
+            spool.is_empty(),
+            "{} left, {} held",
+            spool.len(),
+            spool.buffered()
+        );
+        assert_eq!(delivered, (0..stored).collect::<Vec<_>>());
+        assert_eq!(spool.buffered(), 0);
+        spool.sync().unwrap();
+        spool.commit_acks().unwrap();
+        assert_eq!(spool.counters().corrupt_records, 0);
+        assert_eq!(spool.append(&payload(0)).unwrap(), stored);
     }
 }
