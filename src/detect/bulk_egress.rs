@@ -1,5 +1,6 @@
 //! detect: `bulk_egress`, an inside host sending a lot (default 100 MB) to one outside
-//! address within a sliding hour, whatever the ports and connections. Downloads never
+//! address within a sliding hour, whatever the ports and connections (a record longer than
+//! the hour counts an even share of its bytes: `window::within_window`). Downloads never
 //! count, nor what an inside server sends on connections opened from outside (its
 //! answers to clients, [`Initiator::Outside`]). Severity rises with the volume (new ladder steps at 5x, 10x and 100x the
 //! threshold), a foreign destination, and out/in asymmetry. A UDP pair that brings back at
@@ -13,6 +14,7 @@ use std::hash::{BuildHasher, Hasher};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+use super::window::within_window;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
@@ -284,8 +286,11 @@ impl Rule for BulkEgress {
         // clients: not an upload.
         if record.bytes_out == 0 || event.conversation.initiator() == Initiator::Outside {
             // A download: never counted, but it is the answer side of an upload window.
+            let window_ms = self.window_ms;
             if let Some(window) = self.find_mut(record) {
-                window.add(record.end_ms, 0, record.bytes_in);
+                let bytes_in =
+                    within_window(record.bytes_in, record.start_ms, record.end_ms, window_ms);
+                window.add(record.end_ms, 0, bytes_in);
             }
             return;
         }
@@ -302,7 +307,13 @@ impl Rule for BulkEgress {
             window.first_ms = record.start_ms;
         }
         let minutes_before = window.older.len() as u64;
-        window.add(record.end_ms, record.bytes_out, record.bytes_in);
+        // A record longer than the window counts what it can have sent within one.
+        let share = |bytes| within_window(bytes, record.start_ms, record.end_ms, window_ms);
+        window.add(
+            record.end_ms,
+            share(record.bytes_out),
+            share(record.bytes_in),
+        );
         // The window of the record's own time: a late record is judged with what came
         // within the window before it, not cut off by its exporter's later records.
         window.slide(record.end_ms.min(event.now_ms), window_ms);
@@ -471,6 +482,33 @@ mod tests {
     }
 
     #[test]
+    fn a_record_longer_than_the_window_counts_what_fits_in_one() {
+        let mut r = rule(100_000_000);
+        let mut findings = Vec::new();
+        // An SSH session of 5.5 h that sent 165 MB in all: 30 MB an hour.
+        let hour = 3_600_000;
+        let end = 11 * hour / 2;
+        let o = oriented("10.0.0.1", 40000, "18.184.1.1", 22, 165_000_000, 0, 0, end);
+        r.on_record(&event_for(&o, end), &mut findings);
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(r.find(&o).unwrap().bytes_out, 30_000_000);
+        // 120 MB within 20 minutes is all in the hour.
+        let o = oriented(
+            "10.0.0.1",
+            40001,
+            "18.184.1.1",
+            22,
+            120_000_000,
+            0,
+            end,
+            end + hour / 3,
+        );
+        r.on_record(&event_for(&o, end + hour / 3), &mut findings);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].bytes_out, 150_000_000);
+    }
+
+    #[test]
     fn the_window_slides_minute_by_minute() {
         let mut r = BulkEgress::new(&BulkEgressConfig {
             min_bytes_out: 1_000_000,
@@ -489,7 +527,16 @@ mod tests {
             r.on_record(&event_for(&o, end_ms), &mut findings);
         }
         assert_eq!(pair(&r), (950, 3, 1), "minutes 0 and 1 held");
-        let o = oriented("10.0.0.1", 5000, "5.255.255.77", 22, 200, 0, 0, 200_000);
+        let o = oriented(
+            "10.0.0.1",
+            5000,
+            "5.255.255.77",
+            22,
+            200,
+            0,
+            190_000,
+            200_000,
+        );
         r.on_record(&event_for(&o, 200_000), &mut findings);
         assert_eq!(pair(&r), (550, 2, 1), "minute 0 slid out, minute 3 joined");
         r.on_tick(300_000, &mut findings);

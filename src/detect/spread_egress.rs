@@ -4,7 +4,8 @@
 //! address's upload is `bulk_egress`'s: at least half the threshold must have gone to
 //! addresses other than the busiest one. Bytes a host sends back on connections outside
 //! hosts started (a server answering its clients) are not upload. Bytes join the window at
-//! their record's own time, so late records still count where they belong.
+//! their record's own time, so late records still count where they belong; a record longer
+//! than the window counts an even share of its bytes (`window::within_window`).
 
 use std::net::IpAddr;
 
@@ -12,7 +13,7 @@ use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
-use super::window::Buckets;
+use super::window::{Buckets, within_window};
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
 use crate::config::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
@@ -147,7 +148,14 @@ impl SpreadEgress {
         }
         let window = self.windows.entry(window_key).or_default();
         let at = record.end_ms.max(record.start_ms);
-        if !window.buckets.add(at, self.bucket_ms, record.bytes_out, 0) {
+        // A record longer than the window counts what it can have sent within one.
+        let bytes_out = within_window(
+            record.bytes_out,
+            record.start_ms,
+            record.end_ms,
+            self.window_ms,
+        );
+        if !window.buckets.add(at, self.bucket_ms, bytes_out, 0) {
             self.too_late += 1;
             return None;
         }
@@ -158,11 +166,11 @@ impl SpreadEgress {
         match window.addresses.iter().position(|a| a.0 == key.outside) {
             Some(at_index) => {
                 let address = &mut window.addresses[at_index];
-                address.1 = address.1.saturating_add(record.bytes_out);
+                address.1 = address.1.saturating_add(bytes_out);
                 address.2 = address.2.max(at);
             }
             None if window.addresses.len() < MAX_ADDRESSES => {
-                window.addresses.push((key.outside, record.bytes_out, at));
+                window.addresses.push((key.outside, bytes_out, at));
             }
             None => window.untracked = window.untracked.saturating_add(1),
         }

@@ -2,6 +2,9 @@
 //! behaviour rules. A record's bytes join the bucket of the record's own time, not the
 //! pipeline's clock: a record an exporter delivers an hour late still counts in the hour
 //! it belongs to, as long as that hour is still inside the window.
+//!
+//! [`within_window`] is what a record can have sent within one window: a record longer
+//! than the window spreads its bytes over its whole duration.
 
 /// Sums over the last `N` buckets of `width_ms` each, ending at the newest bucket seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +87,38 @@ impl<const N: usize> Buckets<N> {
     }
 }
 
+/// The part of `bytes`, counted by a record from `start_ms` to `end_ms`, that can lie within
+/// one window of `window_ms`: all of it when the record fits in the window, else an even
+/// share (exporters say nothing finer, so an even rate is the honest reading). A 5.5-hour
+/// SSH session's 165 MB is 30 MB in any hour, not 165 MB "within 60 min"; what a long
+/// connection carries in all is `long_lived_foreign`'s and `low_and_slow`'s to judge.
+pub fn within_window(bytes: u64, start_ms: u64, end_ms: u64, window_ms: u64) -> u64 {
+    let duration = end_ms.saturating_sub(start_ms);
+    if duration <= window_ms || window_ms == 0 {
+        return bytes;
+    }
+    // window_ms < duration, so the share is below `bytes` and fits a u64.
+    (u128::from(bytes) * u128::from(window_ms) / u128::from(duration)) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_longer_than_the_window_counts_its_even_share() {
+        let hour = 3_600_000;
+        assert_eq!(within_window(400, 0, hour / 3, hour), 400);
+        assert_eq!(within_window(400, 0, hour, hour), 400);
+        // 5.5 hours: 2/11 of it in any hour.
+        assert_eq!(
+            within_window(165_000_000, 0, 11 * hour / 2, hour),
+            30_000_000
+        );
+        assert_eq!(within_window(u64::MAX, 0, 2 * hour, hour), u64::MAX / 2);
+        // A record timed backwards counts whole.
+        assert_eq!(within_window(7, hour, 0, hour), 7);
+    }
 
     #[test]
     fn late_records_join_their_own_bucket_and_old_ones_slide_out() {
