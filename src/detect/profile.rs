@@ -121,6 +121,11 @@ pub struct EgressAnomalyConfig {
     pub peak_factor: f64,
     /// ...and above this floor.
     pub min_bytes_out: u64,
+    /// Event time a host must have been profiled before it is judged: the baseline is its
+    /// busiest hour of the last day, and until a whole day is seen (its afternoon, its
+    /// nightly jobs) that is a guess from a morning. Default a day; `profile.learning_s`
+    /// still bounds it from below.
+    pub min_history_s: u64,
     pub allow: AllowList,
 }
 
@@ -130,6 +135,7 @@ impl Default for EgressAnomalyConfig {
             enabled: true,
             peak_factor: 5.0,
             min_bytes_out: 20_000_000,
+            min_history_s: 24 * 3600,
             allow: AllowList::default(),
         }
     }
@@ -738,6 +744,10 @@ impl Rule for Profiles {
             profile.egress_evidence.retain(|e| e.last_ms >= start);
             if learned
                 && let Some((config, allow)) = egress_anomaly
+                && now_ms
+                    >= profile
+                        .first_ms
+                        .saturating_add(config.min_history_s.saturating_mul(1000))
                 && !rule_allows(allow, key, destination)
             {
                 Profiles::egress_anomaly(event, config, profile, findings);
@@ -831,14 +841,20 @@ mod tests {
             Harness::with(ProfileConfig::default())
         }
 
+        /// The hosts of these tests have hours of history, not the day `egress_anomaly`
+        /// waits for by default: it judges them after the learning period.
         fn with(profile: ProfileConfig) -> Self {
+            let egress = EgressAnomalyConfig {
+                min_history_s: profile.learning_s,
+                ..EgressAnomalyConfig::default()
+            };
+            Harness::configured(profile, egress)
+        }
+
+        fn configured(profile: ProfileConfig, egress: EgressAnomalyConfig) -> Self {
             Harness {
                 table: FlowTable::new(100_000, 1800, 0),
-                rule: Profiles::new(
-                    &profile,
-                    &RoleChangeConfig::default(),
-                    &EgressAnomalyConfig::default(),
-                ),
+                rule: Profiles::new(&profile, &RoleChangeConfig::default(), &egress),
                 findings: Vec::new(),
             }
         }
@@ -1119,6 +1135,34 @@ mod tests {
             T0 + 5 * H + 180_000,
         );
         assert_eq!(h.findings.len(), 1);
+    }
+
+    #[test]
+    fn egress_anomaly_waits_for_a_day_of_history_by_default() {
+        let mut h = Harness::configured(ProfileConfig::default(), EgressAnomalyConfig::default());
+        let us = destination("US", 16509);
+        let host = "10.10.2.9";
+        // A morning of 1 MB an hour, then 60 MB to new places at 5 h (a developer's first
+        // big push of the day): a morning is no baseline.
+        for hour in 0..5 {
+            let at = T0 + hour * H + 60_000;
+            let port = 50_000 + hour as u16;
+            h.record(host, port, "52.1.1.1", 443, us, 1_000_000, 0, at);
+        }
+        let at = T0 + 5 * H + 60_000;
+        h.record(host, 51000, "52.9.1.2", 443, us, 60_000_000, 0, at);
+        assert!(h.findings.is_empty(), "{:?}", h.findings);
+        // Over a day later, with that hour out of the 28 kept, the same jump is judged.
+        for hour in 6..34 {
+            let at = T0 + hour * H + 60_000;
+            let port = 50_000 + hour as u16;
+            h.record(host, port, "52.1.1.1", 443, us, 1_000_000, 0, at);
+        }
+        let at = T0 + 34 * H + 120_000;
+        h.record(host, 51001, "52.9.2.3", 443, us, 60_000_000, 0, at);
+        assert_eq!(h.findings.len(), 1, "{:?}", h.findings);
+        let f = &h.findings[0];
+        assert_eq!((f.rule, f.bytes_out), (EGRESS_ANOMALY, 60_000_000));
     }
 
     #[test]
