@@ -273,6 +273,12 @@ pub struct LongLivedForeignConfig {
     /// is reported whatever its volume (a quiet long flow); 0: never. Keepalive services
     /// (`detect::keepalive`) are not.
     pub quiet_after_s: u64,
+    /// Remote-administration ports (SSH, RDP): a host that answers connections from
+    /// outside on one of them and opens connections on the same port to foreign hosts is a
+    /// jump host (a bastion), and its sessions on that port are administrators' working
+    /// sessions, long by nature: not reported (their volume still counts in `bulk_egress`,
+    /// `spread_egress`, `egress_anomaly` and `low_and_slow`). Empty: no jump hosts.
+    pub jump_host_ports: Vec<u16>,
     pub allow: AllowList,
 }
 
@@ -284,6 +290,7 @@ impl Default for LongLivedForeignConfig {
             duration_slack_s: 60,
             min_bytes_out: 1_000_000,
             quiet_after_s: 9 * 3600,
+            jump_host_ports: vec![22, 3389],
             allow: AllowList::default(),
         }
     }

@@ -15,13 +15,20 @@
 //!   (a video call) is media, not an upload. Exporters send the two directions' records
 //!   one after the other, so a UDP finding waits for the next tick and is dropped if the
 //!   conversation turned out symmetric by then.
+//! - **Jump hosts**: a host that answered connections from outside on a
+//!   remote-administration port (`jump_host_ports`: SSH, RDP) within the last day is a
+//!   bastion; its own connections to that port abroad are the administrators' sessions it
+//!   relays, as long as their working day, and are not reported here. What they carry
+//!   still counts in the volume rules.
+
+use std::net::IpAddr;
 
 use foldhash::{HashMap, HashMapExt};
 
 use super::{Finding, RecordEvent, Rule, describe_destination, human_bytes, rule_allows};
 use crate::config::LongLivedForeignConfig;
 use crate::enrich::Allow;
-use crate::flow::{Conversation, ConversationKey, Initiator};
+use crate::flow::{Conversation, ConversationKey, Initiator, evict_stalest};
 
 pub const NAME: &str = "long_lived_foreign";
 /// Exfiltration over a command-and-control channel; automated, scheduled transfer.
@@ -30,6 +37,10 @@ const ATTACK: &[&str] = &["T1041", "T1029"];
 const STEP_SCORES: [u8; 8] = [50, 65, 75, 85, 90, 95, 98, 100];
 /// The score of a quiet long flow: medium.
 const QUIET_SCORE: u8 = 55;
+/// A host stays a jump host this long after it last answered on a jump-host port.
+const JUMP_HOST_IDLE_MS: u64 = 24 * 3_600_000;
+/// Jump hosts (host, port) remembered at most; beyond it the stalest go, counted.
+const MAX_JUMP_HOSTS: usize = 4096;
 
 /// A UDP conversation that brings back at least half of what it sends: media (a call), not
 /// an upload.
@@ -47,6 +58,12 @@ pub struct LongLivedForeign {
     ladder_ms: Vec<u64>,
     quiet_after_ms: Option<u64>,
     min_bytes_out: u64,
+    jump_host_ports: Vec<u16>,
+    /// Hosts that answered connections from outside on a jump-host port, by (host, port):
+    /// when they last did (event time).
+    jump_hosts: HashMap<(IpAddr, u16), u64>,
+    /// Jump hosts forgotten to stay within `MAX_JUMP_HOSTS`.
+    jump_hosts_evicted: u64,
     allow: Allow,
 }
 
@@ -62,8 +79,29 @@ impl LongLivedForeign {
             ladder_ms: config.ladder_s.iter().map(|&s| early(s)).collect(),
             quiet_after_ms: (config.quiet_after_s > 0).then(|| early(config.quiet_after_s)),
             min_bytes_out: config.min_bytes_out,
+            jump_host_ports: config.jump_host_ports.clone(),
+            jump_hosts: HashMap::new(),
+            jump_hosts_evicted: 0,
             allow: Allow::new(&config.allow),
         }
+    }
+
+    /// Remembers that `host` answered a connection from outside on jump-host `port`.
+    fn answered(&mut self, host: IpAddr, port: u16, now_ms: u64) {
+        let key = (host, port);
+        if !self.jump_hosts.contains_key(&key) && self.jump_hosts.len() >= MAX_JUMP_HOSTS {
+            self.jump_hosts_evicted +=
+                evict_stalest(&mut self.jump_hosts, |&ms| ms, |_, _| {}) as u64;
+        }
+        let last = self.jump_hosts.entry(key).or_insert(now_ms);
+        *last = (*last).max(now_ms);
+    }
+
+    /// `host` is a jump host for `port`: it answered on it from outside within a day.
+    fn jump_host(&self, host: IpAddr, port: u16, now_ms: u64) -> bool {
+        self.jump_hosts
+            .get(&(host, port))
+            .is_some_and(|&last| last.saturating_add(JUMP_HOST_IDLE_MS) >= now_ms)
     }
 
     /// A pending UDP finding goes out unless its conversation is media.
@@ -86,7 +124,13 @@ impl Rule for LongLivedForeign {
             (pending.packets_out, pending.packets_in) = (c.packets_out, c.packets_in);
         }
         // A connection opened from outside is an inside server's (its sending is answers).
-        if !c.destination.foreign || c.initiator() == Initiator::Outside {
+        if c.initiator() == Initiator::Outside {
+            if self.jump_host_ports.contains(&event.key.inside_port) {
+                self.answered(event.key.inside, event.key.inside_port, event.now_ms);
+            }
+            return;
+        }
+        if !c.destination.foreign {
             return;
         }
         let duration = c.duration_ms();
@@ -100,7 +144,10 @@ impl Rule for LongLivedForeign {
         {
             return;
         }
-        if symmetric_media(c, event.key.proto) {
+        if symmetric_media(c, event.key.proto)
+            || (self.jump_host_ports.contains(&event.key.outside_port)
+                && self.jump_host(event.key.inside, event.key.outside_port, event.now_ms))
+        {
             return;
         }
         // The highest step reached; suppression drops steps already reported.
@@ -141,6 +188,10 @@ impl Rule for LongLivedForeign {
         } else {
             findings.push(finding);
         }
+    }
+
+    fn state_dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![("jump_hosts_evicted", self.jump_hosts_evicted)]
     }
 
     fn on_tick(&mut self, _now_ms: u64, findings: &mut Vec<Finding>) {
@@ -297,6 +348,83 @@ mod tests {
             conversation("5.255.255.77", 443, 6, 8, 600, 2_000, 500),
             Vec::new()
         );
+    }
+
+    #[test]
+    fn a_jump_hosts_ssh_sessions_are_not_channels_another_hosts_are() {
+        let hour = 3_600_000;
+        // A two-hour SSH session abroad carrying 20 MB (a release copied), as one record.
+        let session = |host: &str| {
+            let mut record = oriented(host, 40000, "18.184.1.1", 22, 20_000_000, 0, hour, 3 * hour);
+            record.tcp_flags = 0x1b;
+            record
+        };
+        let mut rule = LongLivedForeign::new(&LongLivedForeignConfig::default());
+        let mut table = FlowTable::new(100, 1800, 0);
+        let mut findings = Vec::new();
+        // 10.0.0.22 answered an admin's SSH session from outside (it serves port 22).
+        let admin = oriented(
+            "10.0.0.22",
+            22,
+            "195.121.1.1",
+            51000,
+            30_000,
+            2_000,
+            0,
+            600_000,
+        );
+        feed(
+            &mut rule,
+            &mut table,
+            &admin,
+            foreign(),
+            600_000,
+            false,
+            &mut findings,
+        );
+        for host in ["10.0.0.22", "10.0.0.23"] {
+            let record = session(host);
+            let end = record.end_ms;
+            feed(
+                &mut rule,
+                &mut table,
+                &record,
+                foreign(),
+                end,
+                false,
+                &mut findings,
+            );
+        }
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].inside.to_string(), "10.0.0.23");
+        // Without jump-host ports the bastion's session is reported too.
+        let config = LongLivedForeignConfig {
+            jump_host_ports: Vec::new(),
+            ..LongLivedForeignConfig::default()
+        };
+        let mut rule = LongLivedForeign::new(&config);
+        let mut table = FlowTable::new(100, 1800, 0);
+        let mut findings = Vec::new();
+        feed(
+            &mut rule,
+            &mut table,
+            &admin,
+            foreign(),
+            600_000,
+            false,
+            &mut findings,
+        );
+        let record = session("10.0.0.22");
+        feed(
+            &mut rule,
+            &mut table,
+            &record,
+            foreign(),
+            record.end_ms,
+            false,
+            &mut findings,
+        );
+        assert_eq!(findings.len(), 1, "{findings:?}");
     }
 
     #[test]
