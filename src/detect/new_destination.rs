@@ -1,7 +1,10 @@
 //! detect: `new_destination`, an inside host uploading (default 1 MB) to a country or an
 //! autonomous system it never sent to while its baseline was learned. Learning lasts
 //! `learning_s` of event time (default 24 h) from the first record this rule saw, for all
-//! hosts at once; during it each host's destination countries and ASNs are remembered.
+//! hosts at once; during it each host's destination countries and ASNs are remembered:
+//! those it uploaded to and those of the conversations it opened (a place a host visits
+//! every day is not new to it, even when a sampled export saw only the download). A record
+//! belongs to learning by its own time, so one delivered late still teaches.
 //! After it, upload to anything outside a host's baseline is summed per new country and per
 //! new ASN, across conversations, and reported once it reaches `min_bytes_out`.
 //!
@@ -24,6 +27,7 @@ use super::{
 };
 use crate::config::NewDestinationConfig;
 use crate::enrich::{Allow, CountryCode};
+use crate::flow::{Initiator, Update};
 
 pub const NAME: &str = "new_destination";
 /// Exfiltration over an alternative protocol (to somewhere new).
@@ -169,18 +173,23 @@ impl Rule for NewDestination {
             .learning_until_ms
             .get_or_insert(event.now_ms.saturating_add(self.learning_ms));
         let record = event.record;
-        if record.bytes_out == 0 {
-            // Only what a host sends counts, while learning and after.
+        let opened = event.conversation.initiator() == Initiator::Inside;
+        // Learning is judged on the record's own time: a record of the learning day that
+        // its exporter delivers late still teaches the baseline.
+        let learning = record.end_ms.max(record.start_ms) < learning_until;
+        if record.bytes_out == 0 && !(learning && opened && event.update == Update::Created) {
+            // Only what a host sends is judged.
             return;
         }
         let destination = event.destination();
         if rule_allows(&self.allow, event.key, destination) {
             return;
         }
-        if event.now_ms < learning_until {
-            // A conversation's destination never changes: learn it from its first upload,
-            // not from every record.
-            if event.conversation.bytes_out == record.bytes_out {
+        if learning {
+            // A conversation's destination never changes: learn it from its first record
+            // when the host opened it (a sampled export may carry only the download of a
+            // visit), else from its first upload, not from every record.
+            if event.update == Update::Created || event.conversation.bytes_out == record.bytes_out {
                 self.learn(event);
             }
             return;
@@ -304,6 +313,22 @@ mod tests {
             bytes: u64,
             at: u64,
         ) {
+            self.record(inside, outside, country, asn, (bytes, 0), at, at);
+        }
+
+        /// A record of `bytes` (out, in) of `inside:50000 -> outside:443` ending at `at`,
+        /// delivered when the exporter's clock reads `now`.
+        #[allow(clippy::too_many_arguments)]
+        fn record(
+            &mut self,
+            inside: &str,
+            outside: &str,
+            country: Option<&str>,
+            asn: Option<u32>,
+            (bytes, bytes_in): (u64, u64),
+            at: u64,
+            now: u64,
+        ) {
             let country = country.map(|cc| cc.parse::<CountryCode>().unwrap());
             let destination = Destination {
                 country,
@@ -318,9 +343,9 @@ mod tests {
                 outside_port: 443,
                 proto: 6,
                 bytes_out: bytes,
-                bytes_in: 0,
+                bytes_in,
                 packets_out: bytes.div_ceil(1400),
-                packets_in: 0,
+                packets_in: bytes_in.div_ceil(1400),
                 start_ms: at.saturating_sub(1000),
                 end_ms: at,
                 outside_asn: asn.unwrap_or(0),
@@ -334,7 +359,7 @@ mod tests {
                 &mut self.table,
                 &record,
                 destination,
-                at,
+                now,
                 false,
                 findings,
             );
@@ -478,6 +503,66 @@ mod tests {
             h.findings[1]
                 .summary
                 .contains("to country RU and network AS13238, absent from")
+        );
+    }
+
+    #[test]
+    fn a_visit_seen_only_as_its_download_or_late_still_teaches() {
+        let mut h = learned();
+        // A sampled export kept only the answer of a visit to the US; a record of a visit
+        // to JP ended within learning but came an hour late.
+        let us = (Some("US"), Some(15169));
+        h.record(
+            "10.10.1.5",
+            "142.250.1.1",
+            us.0,
+            us.1,
+            (0, 800_000),
+            T0 + 5 * H,
+            T0 + 5 * H,
+        );
+        let late = T0 + 24 * H - 60_000;
+        let jp = (Some("JP"), Some(2516));
+        h.record(
+            "10.10.1.5",
+            "203.0.113.7",
+            jp.0,
+            jp.1,
+            (3000, 0),
+            late,
+            late + H,
+        );
+        // Uploads there after learning are no news; to BR they are.
+        h.upload(
+            "10.10.1.5",
+            "142.250.1.2",
+            us.0,
+            us.1,
+            5_000_000,
+            T0 + 30 * H,
+        );
+        h.upload(
+            "10.10.1.5",
+            "203.0.113.8",
+            jp.0,
+            jp.1,
+            5_000_000,
+            T0 + 30 * H,
+        );
+        assert!(h.findings.is_empty(), "{:?}", h.findings);
+        h.upload(
+            "10.10.1.5",
+            "200.147.1.1",
+            Some("BR"),
+            Some(7162),
+            5_000_000,
+            T0 + 30 * H,
+        );
+        assert_eq!(h.findings.len(), 1, "{:?}", h.findings);
+        assert!(
+            h.findings[0].summary.contains("BR"),
+            "{}",
+            h.findings[0].summary
         );
     }
 
