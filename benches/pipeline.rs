@@ -7,7 +7,6 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use exflow::config::Config;
-use exflow::enrich::Enricher;
 use exflow::pipeline::Pipeline;
 use exflow::synth;
 
@@ -23,7 +22,7 @@ fn pipeline(c: &mut Criterion) {
         ..Config::default()
     };
     let records = synth::background_records(200_000, 7, 1_710_230_400_000);
-    let mut pipeline = Pipeline::new(&config, Enricher::from_config(&config).unwrap(), 1);
+    let mut pipeline = Pipeline::new(&config, config.enricher().unwrap(), 1);
     let mut alerts = Vec::new();
     for record in &records {
         pipeline.push_record(record, &mut alerts);

@@ -5,18 +5,31 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::DecoderLimits;
+pub use crate::detect::RulesConfig;
+pub use crate::detect::beacon::BeaconConfig;
+pub use crate::detect::bulk_egress::BulkEgressConfig;
+pub use crate::detect::dns_tunnel::{DnsSlowWindow, DnsTunnelConfig};
+pub use crate::detect::long_lived_foreign::LongLivedForeignConfig;
 pub use crate::detect::low_and_slow::LowAndSlowConfig;
+pub use crate::detect::new_destination::NewDestinationConfig;
 pub use crate::detect::profile::{EgressAnomalyConfig, ProfileConfig, RoleChangeConfig};
 pub use crate::detect::spread_egress::SpreadEgressConfig;
-use crate::enrich::CountryCode;
+pub use crate::detect::suppress::SuppressionConfig;
+pub use crate::detect::watchlist::WatchlistConfig;
+pub use crate::enrich::endpoint::{AllowList, load_threat_intel};
+pub use crate::enrich::geo::GeoipConfig;
+use crate::enrich::{CountryCode, EndpointSettings, Enricher, Geo, GeoSources};
+pub use crate::flow::{BYTES_PER_CONVERSATION, FlowConfig};
+pub use crate::sink::SinkConfig;
 pub use crate::sink::kafka::{FlowsFormat, KafkaConfig};
+pub use crate::source::SourceConfig;
 
 /// The configuration file's root.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,56 +92,6 @@ impl Default for Config {
     }
 }
 
-/// The daemon's receive side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    /// `SO_RCVBUF` asked for on each socket; the kernel caps it at `net.core.rmem_max`.
-    pub receive_buffer_bytes: usize,
-    /// How often (wall clock) templates and sampling state are saved to `state_file`.
-    pub state_save_interval_s: u64,
-    /// Receive workers: threads that each own a socket per listen address (SO_REUSEPORT;
-    /// the kernel keeps each exporter on one of them, so its templates stay with one
-    /// decoder) and decode what arrives there.
-    pub workers: usize,
-    /// The exporters accepted (networks; RFC 7011 section 11: a collector should accept
-    /// only known exporters). Datagrams from any other address are dropped and counted
-    /// (`exflow_source_rejected_datagrams_total`) before decoding. Empty: every sender.
-    pub exporters: Vec<IpNet>,
-}
-
-impl Default for SourceConfig {
-    fn default() -> Self {
-        SourceConfig {
-            receive_buffer_bytes: 32 << 20,
-            state_save_interval_s: 60,
-            workers: 1,
-            exporters: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GeoipConfig {
-    /// MaxMind GeoIP2/GeoLite2 Country (or City) databases, consulted first.
-    pub country_db: Vec<PathBuf>,
-    /// A MaxMind ASN database, for destinations whose exporter sends no AS numbers.
-    pub asn_db: Option<PathBuf>,
-    /// Fall back to the embedded geo-whois-asn-country database.
-    pub embedded: bool,
-}
-
-impl Default for GeoipConfig {
-    fn default() -> Self {
-        GeoipConfig {
-            country_db: Vec::new(),
-            asn_db: None,
-            embedded: true,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SamplingSection {
@@ -136,361 +99,6 @@ pub struct SamplingSection {
     pub default_rate: Option<u32>,
     /// Per-exporter rates that win over what the exporter announces.
     pub overrides: BTreeMap<IpAddr, u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FlowConfig {
-    /// Conversations tracked at most; beyond it the longest-idle are evicted (counted).
-    pub max_conversations: usize,
-    /// Memory the conversation tables may take, at the measured 120 bytes per tracked
-    /// conversation (see README): the stricter of this and `max_conversations` applies.
-    pub max_memory_bytes: u64,
-    /// Records of the same 5-tuple that start within this long (event time) after the
-    /// conversation's last activity are stitched into it.
-    pub idle_timeout_s: u64,
-    /// How late an exporter may deliver a record: one that ended up to this long before
-    /// its exporter's clock (the latest flow end that exporter sent) still feeds its
-    /// conversation and the rules' windows; later ones are counted and dropped
-    /// (`exflow_flow_late_dropped_records_total`). Flow caches export long flows at their
-    /// active timeout and short ones when the cache flushes: an hour is normal. A
-    /// conversation ends when idle for `idle_timeout_s + max_lateness_s`, and the rules
-    /// keep their windows that much longer. (Was `late_records_s`, still read.)
-    #[serde(alias = "late_records_s")]
-    pub max_lateness_s: u64,
-    /// A record dated more than this after its datagram was received (wall clock live,
-    /// capture time in a replay) is not believed: counted and dropped
-    /// (`exflow_flow_clock_skewed_records_total`).
-    pub max_clock_skew_s: u64,
-    /// How often (event time) expiry and windowed rules run.
-    pub tick_s: u64,
-    /// Flow-table shard threads, each with its slice of the table (by inside host) and its
-    /// rules' state, fed by the receive workers through bounded queues. 0: the one receive
-    /// worker runs the table and the rules itself, with no hand-over (the fastest on a
-    /// machine of a few cores; needs `source.workers = 1`).
-    pub shards: usize,
-    /// Record batches that may wait for each shard; a receive worker that finds the queue
-    /// full drops the batch and counts it (`exflow_flow_queue_dropped_records_total`).
-    pub queue_batches: usize,
-}
-
-/// Bytes one tracked conversation takes in the table at most, measured from 7 to 10
-/// million (`cargo bench --bench flow_memory`): a 104-byte slab entry, its 4-byte handle in
-/// the index at the index's load factor, and its 4-byte link in the timer wheel.
-pub const BYTES_PER_CONVERSATION: u64 = 120;
-
-impl FlowConfig {
-    /// The conversations the tables may hold: `max_conversations`, or fewer when
-    /// `max_memory_bytes` says so.
-    pub fn conversation_limit(&self) -> usize {
-        let by_memory =
-            usize::try_from(self.max_memory_bytes / BYTES_PER_CONVERSATION).unwrap_or(usize::MAX);
-        self.max_conversations.min(by_memory).max(1)
-    }
-}
-
-impl Default for FlowConfig {
-    fn default() -> Self {
-        FlowConfig {
-            max_conversations: 2_000_000,
-            max_memory_bytes: 1 << 30,
-            idle_timeout_s: 1800,
-            max_lateness_s: 3600,
-            max_clock_skew_s: 600,
-            tick_s: 60,
-            shards: 0,
-            queue_batches: 256,
-        }
-    }
-}
-
-/// Traffic that is never alerted on: any match allows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AllowList {
-    /// Outside (or inside) networks.
-    pub cidrs: Vec<IpNet>,
-    /// Outside autonomous systems.
-    pub asns: Vec<u32>,
-    /// Outside countries.
-    pub countries: Vec<CountryCode>,
-    /// Outside ports.
-    pub ports: Vec<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// Memory each rule's per-key state (windows, series, pairs) may take, over all shards.
-    /// A rule at its bound evicts its stalest keys and counts them in
-    /// `exflow_detect_state_dropped_total{rule=...}`.
-    pub max_state_bytes: u64,
-    pub long_lived_foreign: LongLivedForeignConfig,
-    pub bulk_egress: BulkEgressConfig,
-    pub new_destination: NewDestinationConfig,
-    pub beacon: BeaconConfig,
-    pub dns_tunnel: DnsTunnelConfig,
-    pub watchlist: WatchlistConfig,
-    /// The per-host profiles `role_change` and `egress_anomaly` judge hosts by.
-    pub profile: ProfileConfig,
-    pub role_change: RoleChangeConfig,
-    pub egress_anomaly: EgressAnomalyConfig,
-    pub spread_egress: SpreadEgressConfig,
-    pub low_and_slow: LowAndSlowConfig,
-}
-
-impl Default for RulesConfig {
-    fn default() -> Self {
-        RulesConfig {
-            max_state_bytes: 64 << 20,
-            long_lived_foreign: LongLivedForeignConfig::default(),
-            bulk_egress: BulkEgressConfig::default(),
-            new_destination: NewDestinationConfig::default(),
-            beacon: BeaconConfig::default(),
-            dns_tunnel: DnsTunnelConfig::default(),
-            watchlist: WatchlistConfig::default(),
-            profile: ProfileConfig::default(),
-            role_change: RoleChangeConfig::default(),
-            egress_anomaly: EgressAnomalyConfig::default(),
-            spread_egress: SpreadEgressConfig::default(),
-            low_and_slow: LowAndSlowConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LongLivedForeignConfig {
-    pub enabled: bool,
-    /// Durations at which the conversation is reported, each step more severe.
-    pub ladder_s: Vec<u64>,
-    /// Exporters time a flow from its first to its last packet, so an hour-long transfer
-    /// reads as 59 min 5x s: a step is reached this much before its duration.
-    pub duration_slack_s: u64,
-    /// Upload a conversation needs before it counts (a keepalive does not).
-    pub min_bytes_out: u64,
-    /// A conversation the inside host opened to a foreign destination and held this long
-    /// is reported whatever its volume (a quiet long flow); 0: never. Keepalive services
-    /// (`detect::keepalive`) are not.
-    pub quiet_after_s: u64,
-    /// Remote-administration ports (SSH, RDP): a host that answers connections from
-    /// outside on one of them and opens connections on the same port to foreign hosts is a
-    /// jump host (a bastion), and its sessions on that port are administrators' working
-    /// sessions, long by nature: not reported (their volume still counts in `bulk_egress`,
-    /// `spread_egress`, `egress_anomaly` and `low_and_slow`). Empty: no jump hosts.
-    pub jump_host_ports: Vec<u16>,
-    pub allow: AllowList,
-}
-
-impl Default for LongLivedForeignConfig {
-    fn default() -> Self {
-        LongLivedForeignConfig {
-            enabled: true,
-            ladder_s: vec![3600, 4 * 3600, 8 * 3600, 12 * 3600],
-            duration_slack_s: 60,
-            min_bytes_out: 1_000_000,
-            quiet_after_s: 9 * 3600,
-            jump_host_ports: vec![22, 3389],
-            allow: AllowList::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BulkEgressConfig {
-    pub enabled: bool,
-    /// Upload from one inside host to one outside address within `window_s`.
-    pub min_bytes_out: u64,
-    pub window_s: u64,
-    pub allow: AllowList,
-}
-
-impl Default for BulkEgressConfig {
-    fn default() -> Self {
-        BulkEgressConfig {
-            enabled: true,
-            min_bytes_out: 100_000_000,
-            window_s: 3600,
-            allow: AllowList::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NewDestinationConfig {
-    pub enabled: bool,
-    /// Event time from the first record during which each host's usual countries and
-    /// networks are learned.
-    pub learning_s: u64,
-    /// Upload to a never-seen country or ASN that is reported after learning.
-    pub min_bytes_out: u64,
-    /// Hosts whose destinations are remembered at most (the rest are not baselined).
-    pub max_hosts: usize,
-    pub allow: AllowList,
-}
-
-impl Default for NewDestinationConfig {
-    fn default() -> Self {
-        NewDestinationConfig {
-            enabled: true,
-            learning_s: 24 * 3600,
-            min_bytes_out: 1_000_000,
-            max_hosts: 200_000,
-            allow: AllowList::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BeaconConfig {
-    pub enabled: bool,
-    /// Connections (or, in one quiet flow, packets) needed before a score is given.
-    pub min_occurrences: u32,
-    /// Regularity score (0..1) at or above which a beacon is reported.
-    pub score_threshold: f64,
-    /// Shortest median interval between connections, or between packets of one flow, that
-    /// can be a beacon: faster is interactive or bulk traffic.
-    pub quiet_min_interval_s: u64,
-    /// Skip well-known keepalive services (Apple and Google push, VPN endpoints, ICMP
-    /// echo: see `detect::keepalive`), whose timers are regular by design.
-    pub skip_keepalive_services: bool,
-    pub allow: AllowList,
-}
-
-impl Default for BeaconConfig {
-    fn default() -> Self {
-        BeaconConfig {
-            enabled: true,
-            min_occurrences: 20,
-            score_threshold: 0.8,
-            quiet_min_interval_s: 10,
-            skip_keepalive_services: true,
-            // NTP clients poll servers like clockwork; a beacon on port 123 needs it removed.
-            allow: AllowList {
-                ports: vec![123],
-                ..AllowList::default()
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DnsTunnelConfig {
-    pub enabled: bool,
-    pub window_s: u64,
-    /// Volume: bytes sent to one outside resolver within the window...
-    pub min_bytes_out: u64,
-    /// ...or queries (packets) sent within the window...
-    pub min_queries: u64,
-    /// ...or at least `min_queries_for_ratio` queries averaging this many bytes (long names).
-    pub min_bytes_per_query: u64,
-    pub min_queries_for_ratio: u64,
-    /// Longer windows beside `window_s`, for slow tunnels (a query a second for hours),
-    /// each with its own thresholds (the same `min_bytes_per_query`).
-    pub slow_windows: Vec<DnsSlowWindow>,
-    pub allow: AllowList,
-}
-
-/// A longer `dns_tunnel` window and its thresholds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DnsSlowWindow {
-    pub window_s: u64,
-    pub min_bytes_out: u64,
-    pub min_queries: u64,
-    pub min_queries_for_ratio: u64,
-}
-
-impl DnsTunnelConfig {
-    /// The configuration of each window: this one, then one per `slow_windows` entry.
-    pub fn windows(&self) -> Vec<DnsTunnelConfig> {
-        let mut windows = vec![self.clone()];
-        windows.extend(self.slow_windows.iter().map(|slow| DnsTunnelConfig {
-            window_s: slow.window_s,
-            min_bytes_out: slow.min_bytes_out,
-            min_queries: slow.min_queries,
-            min_queries_for_ratio: slow.min_queries_for_ratio,
-            slow_windows: Vec::new(),
-            ..self.clone()
-        }));
-        windows
-    }
-}
-
-impl Default for DnsTunnelConfig {
-    fn default() -> Self {
-        DnsTunnelConfig {
-            enabled: true,
-            window_s: 600,
-            min_bytes_out: 100_000,
-            min_queries: 500,
-            min_bytes_per_query: 160,
-            min_queries_for_ratio: 100,
-            // Rates the 10 minutes (500 queries, 100 kB) do not see: an hour at 0.4
-            // queries a second or 400 kB; a day at 0.17 a second or 4 MB.
-            slow_windows: vec![
-                DnsSlowWindow {
-                    window_s: 3600,
-                    min_bytes_out: 400_000,
-                    min_queries: 1_500,
-                    min_queries_for_ratio: 300,
-                },
-                DnsSlowWindow {
-                    window_s: 86_400,
-                    min_bytes_out: 4_000_000,
-                    min_queries: 15_000,
-                    min_queries_for_ratio: 2_000,
-                },
-            ],
-            allow: AllowList::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WatchlistConfig {
-    pub enabled: bool,
-    /// Traffic (both directions) between a host and a listed destination before it is reported.
-    pub min_bytes: u64,
-    pub allow: AllowList,
-}
-
-impl Default for WatchlistConfig {
-    fn default() -> Self {
-        WatchlistConfig {
-            enabled: true,
-            min_bytes: 100_000,
-            allow: AllowList::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SuppressionConfig {
-    /// After an alert, the same (rule, host, destination, step) stays quiet this long.
-    pub cooldown_s: u64,
-}
-
-impl Default for SuppressionConfig {
-    fn default() -> Self {
-        SuppressionConfig {
-            cooldown_s: 24 * 3600,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SinkConfig {
-    /// Alerts as JSON lines to this file (appended); default stdout.
-    pub file: Option<PathBuf>,
-    pub kafka: Option<KafkaConfig>,
 }
 
 /// The flags every pipeline command shares (`replay`, `run`, `check-config`); each has an
@@ -544,6 +152,36 @@ pub struct SharedArgs {
 }
 
 impl Config {
+    /// The endpoint facts the pipeline consults: the GeoIP databases opened and the
+    /// threat-intel file read as configured.
+    pub fn enricher(&self) -> anyhow::Result<Enricher> {
+        let geo = Geo::open(&GeoSources {
+            country_db_paths: self.geoip.country_db.clone(),
+            embedded_country_fallback: self.geoip.embedded,
+            asn_db_path: self.geoip.asn_db.clone(),
+        })?;
+        let threat_intel = match &self.threat_intel_file {
+            Some(path) => load_threat_intel(path)?,
+            None => crate::enrich::NetSet::default(),
+        };
+        Ok(Enricher::new(
+            std::sync::Arc::new(geo),
+            &self.endpoint_settings(),
+            threat_intel,
+        ))
+    }
+
+    /// The top-level keys the enricher is built from.
+    pub fn endpoint_settings(&self) -> EndpointSettings<'_> {
+        EndpointSettings {
+            inside: &self.inside,
+            home_countries: &self.home_countries,
+            watch_countries: &self.watch_countries,
+            resolvers: &self.resolvers,
+            allow: &self.allow,
+        }
+    }
+
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Config> {
         toml::from_str(text).map_err(|error| {
@@ -734,14 +372,6 @@ fn is_host_port(text: &str) -> bool {
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// Reads a threat-intel file: one CIDR or address per line, `#` comments.
-pub fn load_threat_intel(path: &Path) -> anyhow::Result<crate::enrich::NetSet> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read threat_intel_file '{}'", path.display()))?;
-    crate::enrich::NetSet::parse_list(&text)
-        .with_context(|| format!("threat_intel_file '{}'", path.display()))
 }
 
 #[cfg(test)]

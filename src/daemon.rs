@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::decode::DecodeCounters;
 use crate::detect::Alert;
-use crate::enrich::{Enricher, NetSet};
+use crate::enrich::NetSet;
 use crate::pipeline::{Ingest, PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
 use crate::source::udp::{self, Listener, PortLock, Sockets, SourceCounters};
@@ -203,7 +203,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
                 }
             })?
     };
-    let enricher = Enricher::from_config(config)?;
+    let enricher = config.enricher()?;
     let mut sink = AlertSink::from_config(&config.sink)?;
     if let AlertSink::Kafka(kafka) = &sink {
         let _ = telemetry.kafka.set(kafka.counters.clone());
@@ -786,7 +786,7 @@ fn reload_threat_intel(config: &Config, intel: &ThreatIntel, faults: &FaultCount
     let Some(path) = &config.threat_intel_file else {
         return;
     };
-    match crate::config::load_threat_intel(path) {
+    match crate::enrich::load_threat_intel(path) {
         Ok(networks) => {
             let ranges = networks.range_count();
             *intel.networks.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(networks);
@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_batch_and_counts_its_records() {
         let config = config();
-        let mut ingest = Ingest::new(&config, Enricher::from_config(&config).unwrap(), 1);
+        let mut ingest = Ingest::new(&config, config.enricher().unwrap(), 1);
         let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let dropped = AtomicU64::new(0);

@@ -639,7 +639,6 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::enrich::Enricher;
     use crate::pipeline::Pipeline;
 
     #[test]
@@ -717,7 +716,7 @@ mod tests {
             assert_eq!(injected[0].exporter, exporter_address(0));
 
             let config = Config::default();
-            let mut pipeline = Pipeline::new(&config, Enricher::from_config(&config).unwrap(), 1);
+            let mut pipeline = Pipeline::new(&config, config.enricher().unwrap(), 1);
             let mut alerts = Vec::new();
             for (exporter, datagram) in &datagrams {
                 pipeline.push_datagram(*exporter, 1, datagram, &mut alerts);

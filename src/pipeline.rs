@@ -302,7 +302,12 @@ impl Shard {
                 config.flow.idle_timeout_s,
                 config.flow.max_lateness_s,
             ),
-            detector: Detector::new(config, shards),
+            detector: Detector::new(
+                &config.rules,
+                &config.suppression,
+                config.flow.max_lateness_s,
+                shards,
+            ),
             enricher,
             now_ms: 0,
             next_tick_ms: 0,

@@ -571,7 +571,6 @@ mod tests {
     #[test]
     fn scenarios_fire_their_rule_with_the_default_config() {
         use crate::config::Config;
-        use crate::enrich::Enricher;
         use crate::pipeline::Pipeline;
         let config = Config::default();
         let inside = Ipv4Addr::new(10, 200, 3, 4);
@@ -584,7 +583,7 @@ mod tests {
                     &mut datagrams,
                 );
                 assert_eq!(datagrams.len(), 1, "{kind:?} {scenario:?}: one datagram");
-                let enricher = Enricher::from_config(&config).unwrap();
+                let enricher = config.enricher().unwrap();
                 let mut pipeline = Pipeline::new(&config, enricher, 1);
                 let mut alerts = Vec::new();
                 pipeline.push_datagram("127.1.0.1".parse().unwrap(), 1, &datagrams[0], &mut alerts);

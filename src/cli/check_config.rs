@@ -3,13 +3,12 @@
 //! Kafka broker and topic.
 
 use exflow::config::Config;
-use exflow::enrich::Enricher;
 
 use super::CheckConfigArgs;
 
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.shared)?;
-    Enricher::from_config(&config)?;
+    config.enricher()?;
     if let Some(path) = &config.sink.file {
         exflow::sink::JsonLines::file(path)?;
     }

@@ -2,7 +2,6 @@
 
 use exflow::config::Config;
 use exflow::detect::Alert;
-use exflow::enrich::Enricher;
 use exflow::pipeline::{Pipeline, PipelineCounters};
 use exflow::sink::JsonLines;
 use exflow::source::capture;
@@ -11,7 +10,7 @@ use super::ReplayArgs;
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.shared)?;
-    let enricher = Enricher::from_config(&config)?;
+    let enricher = config.enricher()?;
     let mut sink = match &config.sink.file {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),

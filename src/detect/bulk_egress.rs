@@ -18,9 +18,31 @@ use super::window::within_window;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::config::BulkEgressConfig;
 use crate::enrich::Allow;
+use crate::enrich::AllowList;
 use crate::flow::{Initiator, Oriented};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkEgressConfig {
+    pub enabled: bool,
+    /// Upload from one inside host to one outside address within `window_s`.
+    pub min_bytes_out: u64,
+    pub window_s: u64,
+    pub allow: AllowList,
+}
+
+impl Default for BulkEgressConfig {
+    fn default() -> Self {
+        BulkEgressConfig {
+            enabled: true,
+            min_bytes_out: 100_000_000,
+            window_s: 3600,
+            allow: AllowList::default(),
+        }
+    }
+}
 
 pub const NAME: &str = "bulk_egress";
 /// Exfiltration over an alternative protocol; over a web service when the port is web.

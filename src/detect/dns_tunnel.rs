@@ -21,9 +21,84 @@ use std::net::IpAddr;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::config::DnsTunnelConfig;
+use crate::enrich::AllowList;
 use crate::enrich::{Allow, Destination};
 use crate::flow::evict_stalest;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsTunnelConfig {
+    pub enabled: bool,
+    pub window_s: u64,
+    /// Volume: bytes sent to one outside resolver within the window...
+    pub min_bytes_out: u64,
+    /// ...or queries (packets) sent within the window...
+    pub min_queries: u64,
+    /// ...or at least `min_queries_for_ratio` queries averaging this many bytes (long names).
+    pub min_bytes_per_query: u64,
+    pub min_queries_for_ratio: u64,
+    /// Longer windows beside `window_s`, for slow tunnels (a query a second for hours),
+    /// each with its own thresholds (the same `min_bytes_per_query`).
+    pub slow_windows: Vec<DnsSlowWindow>,
+    pub allow: AllowList,
+}
+
+/// A longer `dns_tunnel` window and its thresholds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSlowWindow {
+    pub window_s: u64,
+    pub min_bytes_out: u64,
+    pub min_queries: u64,
+    pub min_queries_for_ratio: u64,
+}
+
+impl DnsTunnelConfig {
+    /// The configuration of each window: this one, then one per `slow_windows` entry.
+    pub fn windows(&self) -> Vec<DnsTunnelConfig> {
+        let mut windows = vec![self.clone()];
+        windows.extend(self.slow_windows.iter().map(|slow| DnsTunnelConfig {
+            window_s: slow.window_s,
+            min_bytes_out: slow.min_bytes_out,
+            min_queries: slow.min_queries,
+            min_queries_for_ratio: slow.min_queries_for_ratio,
+            slow_windows: Vec::new(),
+            ..self.clone()
+        }));
+        windows
+    }
+}
+
+impl Default for DnsTunnelConfig {
+    fn default() -> Self {
+        DnsTunnelConfig {
+            enabled: true,
+            window_s: 600,
+            min_bytes_out: 100_000,
+            min_queries: 500,
+            min_bytes_per_query: 160,
+            min_queries_for_ratio: 100,
+            // Rates the 10 minutes (500 queries, 100 kB) do not see: an hour at 0.4
+            // queries a second or 400 kB; a day at 0.17 a second or 4 MB.
+            slow_windows: vec![
+                DnsSlowWindow {
+                    window_s: 3600,
+                    min_bytes_out: 400_000,
+                    min_queries: 1_500,
+                    min_queries_for_ratio: 300,
+                },
+                DnsSlowWindow {
+                    window_s: 86_400,
+                    min_bytes_out: 4_000_000,
+                    min_queries: 15_000,
+                    min_queries_for_ratio: 2_000,
+                },
+            ],
+            allow: AllowList::default(),
+        }
+    }
+}
 
 pub const NAME: &str = "dns_tunnel";
 /// Exfiltration over an unencrypted non-C2 protocol; application layer protocol: DNS.

@@ -26,9 +26,48 @@ use std::net::IpAddr;
 use foldhash::{HashMap, HashMapExt};
 
 use super::{Finding, RecordEvent, Rule, describe_destination, human_bytes, rule_allows};
-use crate::config::LongLivedForeignConfig;
 use crate::enrich::Allow;
+use crate::enrich::AllowList;
 use crate::flow::{Conversation, ConversationKey, Initiator, evict_stalest};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongLivedForeignConfig {
+    pub enabled: bool,
+    /// Durations at which the conversation is reported, each step more severe.
+    pub ladder_s: Vec<u64>,
+    /// Exporters time a flow from its first to its last packet, so an hour-long transfer
+    /// reads as 59 min 5x s: a step is reached this much before its duration.
+    pub duration_slack_s: u64,
+    /// Upload a conversation needs before it counts (a keepalive does not).
+    pub min_bytes_out: u64,
+    /// A conversation the inside host opened to a foreign destination and held this long
+    /// is reported whatever its volume (a quiet long flow); 0: never. Keepalive services
+    /// (`detect::keepalive`) are not.
+    pub quiet_after_s: u64,
+    /// Remote-administration ports (SSH, RDP): a host that answers connections from
+    /// outside on one of them and opens connections on the same port to foreign hosts is a
+    /// jump host (a bastion), and its sessions on that port are administrators' working
+    /// sessions, long by nature: not reported (their volume still counts in `bulk_egress`,
+    /// `spread_egress`, `egress_anomaly` and `low_and_slow`). Empty: no jump hosts.
+    pub jump_host_ports: Vec<u16>,
+    pub allow: AllowList,
+}
+
+impl Default for LongLivedForeignConfig {
+    fn default() -> Self {
+        LongLivedForeignConfig {
+            enabled: true,
+            ladder_s: vec![3600, 4 * 3600, 8 * 3600, 12 * 3600],
+            duration_slack_s: 60,
+            min_bytes_out: 1_000_000,
+            quiet_after_s: 9 * 3600,
+            jump_host_ports: vec![22, 3389],
+            allow: AllowList::default(),
+        }
+    }
+}
 
 pub const NAME: &str = "long_lived_foreign";
 /// Exfiltration over a command-and-control channel; automated, scheduled transfer.
@@ -273,7 +312,7 @@ mod tests {
 
     #[test]
     fn bulk_egress_does_not_count_a_server_answering_abroad() {
-        let config = crate::config::BulkEgressConfig::default();
+        let config = crate::detect::bulk_egress::BulkEgressConfig::default();
         let mut rule = crate::detect::bulk_egress::BulkEgress::new(&config);
         assert!(!two_hours(&mut rule, 51234, 443).is_empty());
         let mut rule = crate::detect::bulk_egress::BulkEgress::new(&config);

@@ -15,8 +15,8 @@ use super::window::Buckets;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::config::AllowList;
 use crate::enrich::Allow;
+use crate::enrich::AllowList;
 use crate::flow::{Initiator, Update, evict_stalest};
 
 pub const NAME: &str = "low_and_slow";

@@ -23,11 +23,62 @@ pub mod window;
 
 use std::net::IpAddr;
 
-pub use alert::{Alert, Severity};
+use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+pub use alert::{Alert, Severity};
+use beacon::BeaconConfig;
+use bulk_egress::BulkEgressConfig;
+use dns_tunnel::DnsTunnelConfig;
+use long_lived_foreign::LongLivedForeignConfig;
+use low_and_slow::LowAndSlowConfig;
+use new_destination::NewDestinationConfig;
+use profile::{EgressAnomalyConfig, ProfileConfig, RoleChangeConfig};
+use spread_egress::SpreadEgressConfig;
+use watchlist::WatchlistConfig;
+
 use crate::enrich::{Allow, Destination};
 use crate::flow::{Conversation, ConversationKey, Oriented, Update};
+
+/// The rules' settings (`[rules]` and a table per rule), each rule's beside its code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Memory each rule's per-key state (windows, series, pairs) may take, over all shards.
+    /// A rule at its bound evicts its stalest keys and counts them in
+    /// `exflow_detect_state_dropped_total{rule=...}`.
+    pub max_state_bytes: u64,
+    pub long_lived_foreign: LongLivedForeignConfig,
+    pub bulk_egress: BulkEgressConfig,
+    pub new_destination: NewDestinationConfig,
+    pub beacon: BeaconConfig,
+    pub dns_tunnel: DnsTunnelConfig,
+    pub watchlist: WatchlistConfig,
+    /// The per-host profiles `role_change` and `egress_anomaly` judge hosts by.
+    pub profile: ProfileConfig,
+    pub role_change: RoleChangeConfig,
+    pub egress_anomaly: EgressAnomalyConfig,
+    pub spread_egress: SpreadEgressConfig,
+    pub low_and_slow: LowAndSlowConfig,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            max_state_bytes: 64 << 20,
+            long_lived_foreign: LongLivedForeignConfig::default(),
+            bulk_egress: BulkEgressConfig::default(),
+            new_destination: NewDestinationConfig::default(),
+            beacon: BeaconConfig::default(),
+            dns_tunnel: DnsTunnelConfig::default(),
+            watchlist: WatchlistConfig::default(),
+            profile: ProfileConfig::default(),
+            role_change: RoleChangeConfig::default(),
+            egress_anomaly: EgressAnomalyConfig::default(),
+            spread_egress: SpreadEgressConfig::default(),
+            low_and_slow: LowAndSlowConfig::default(),
+        }
+    }
+}
 
 /// The rules, in a fixed order (also the order of metric labels).
 pub const RULES: [&str; 10] = [
@@ -231,10 +282,14 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// The enabled rules of `config`, for one of `shards` shards (which share
-    /// `rules.max_state_bytes`).
-    pub fn new(config: &Config, shards: usize) -> Self {
-        let r = &config.rules;
+    /// The enabled rules of `r`, for one of `shards` shards (which share
+    /// `r.max_state_bytes`); windows stay open `max_lateness_s` for late records.
+    pub fn new(
+        r: &RulesConfig,
+        suppression: &suppress::SuppressionConfig,
+        max_lateness_s: u64,
+        shards: usize,
+    ) -> Self {
         let mut rules: Vec<Box<dyn Rule>> = Vec::new();
         if r.long_lived_foreign.enabled {
             rules.push(Box::new(long_lived_foreign::LongLivedForeign::new(
@@ -275,14 +330,14 @@ impl Detector {
             rules.push(Box::new(low_and_slow::LowAndSlow::new(&r.low_and_slow)));
         }
         let share = r.max_state_bytes / shards.max(1) as u64;
-        let lateness_ms = config.flow.max_lateness_s.saturating_mul(1000);
+        let lateness_ms = max_lateness_s.saturating_mul(1000);
         for rule in &mut rules {
             rule.limit_state(share);
             rule.allow_lateness(lateness_ms);
         }
         Detector {
             rules,
-            suppressor: suppress::Suppressor::new(config.suppression.cooldown_s),
+            suppressor: suppress::Suppressor::new(suppression.cooldown_s),
             findings: Vec::new(),
         }
     }

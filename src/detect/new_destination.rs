@@ -25,9 +25,36 @@ use std::net::IpAddr;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::config::NewDestinationConfig;
+use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode};
 use crate::flow::{Initiator, Update};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NewDestinationConfig {
+    pub enabled: bool,
+    /// Event time from the first record during which each host's usual countries and
+    /// networks are learned.
+    pub learning_s: u64,
+    /// Upload to a never-seen country or ASN that is reported after learning.
+    pub min_bytes_out: u64,
+    /// Hosts whose destinations are remembered at most (the rest are not baselined).
+    pub max_hosts: usize,
+    pub allow: AllowList,
+}
+
+impl Default for NewDestinationConfig {
+    fn default() -> Self {
+        NewDestinationConfig {
+            enabled: true,
+            learning_s: 24 * 3600,
+            min_bytes_out: 1_000_000,
+            max_hosts: 200_000,
+            allow: AllowList::default(),
+        }
+    }
+}
 
 pub const NAME: &str = "new_destination";
 /// Exfiltration over an alternative protocol (to somewhere new).

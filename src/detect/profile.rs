@@ -22,7 +22,7 @@ use super::window::Buckets;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::config::AllowList;
+use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode};
 use crate::flow::{Initiator, Update, evict_stalest};
 

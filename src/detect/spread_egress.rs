@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
 use super::window::{Buckets, within_window};
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
-use crate::config::AllowList;
+use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
 use crate::flow::{Initiator, evict_stalest};
 

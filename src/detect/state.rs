@@ -104,7 +104,12 @@ mod tests {
         std::fs::create_dir_all(&directory).unwrap();
         let state_file = directory.join("state.json");
         let config = Config::default();
-        let mut detector = Detector::new(&config, 1);
+        let mut detector = Detector::new(
+            &config.rules,
+            &config.suppression,
+            config.flow.max_lateness_s,
+            1,
+        );
         let mut alerts = Vec::new();
         let destination = Destination {
             country: Some("US".parse().unwrap()),
@@ -119,7 +124,12 @@ mod tests {
         let path = rules_state_path(&state_file, 1);
         detector.save_rules_state(&path).unwrap();
         assert_eq!(rules_state_paths(&state_file), vec![path.clone()]);
-        let mut restarted = Detector::new(&config, 1);
+        let mut restarted = Detector::new(
+            &config.rules,
+            &config.suppression,
+            config.flow.max_lateness_s,
+            1,
+        );
         let keep = |host: IpAddr| host != IpAddr::from([10, 0, 0, 2]);
         assert_eq!(restarted.load_rules_state(&path, &keep).unwrap(), 2);
         let saved = restarted.save_state();

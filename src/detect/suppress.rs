@@ -8,6 +8,22 @@ use std::net::IpAddr;
 use super::Finding;
 use super::alert::{ALERT_SCHEMA, Alert, EvidenceConversation, Severity, stable_id};
 use crate::time::rfc3339;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuppressionConfig {
+    /// After an alert, the same (rule, host, destination, step) stays quiet this long.
+    pub cooldown_s: u64,
+}
+
+impl Default for SuppressionConfig {
+    fn default() -> Self {
+        SuppressionConfig {
+            cooldown_s: 24 * 3600,
+        }
+    }
+}
 
 type PairKey = (&'static str, IpAddr, IpAddr);
 

@@ -8,9 +8,29 @@ use std::net::IpAddr;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::config::WatchlistConfig;
 use crate::enrich::Allow;
+use crate::enrich::AllowList;
 use crate::flow::evict_stalest;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchlistConfig {
+    pub enabled: bool,
+    /// Traffic (both directions) between a host and a listed destination before it is reported.
+    pub min_bytes: u64,
+    pub allow: AllowList,
+}
+
+impl Default for WatchlistConfig {
+    fn default() -> Self {
+        WatchlistConfig {
+            enabled: true,
+            min_bytes: 100_000,
+            allow: AllowList::default(),
+        }
+    }
+}
 
 pub const NAME: &str = "watchlist";
 const ATTACK: &[&str] = &["T1041"];

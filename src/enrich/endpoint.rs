@@ -1,13 +1,38 @@
-//! enrich: the `Enricher`, built once from config, answering per conversation what the
+//! enrich: the `Enricher`, built once from the operator's settings, answering per conversation what the
 //! detectors need to know about its endpoints: inside or not, country, ASN, foreign or not,
 //! watch-listed or not, allow-listed or not.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::sync::Arc;
 
-use super::{CountryCode, Geo, GeoSources, NetSet};
-use crate::config::{AllowList, Config};
+use anyhow::Context;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{CountryCode, Geo, NetSet};
+
+/// Traffic that is never alerted on: any match allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowList {
+    /// Outside (or inside) networks.
+    pub cidrs: Vec<IpNet>,
+    /// Outside autonomous systems.
+    pub asns: Vec<u32>,
+    /// Outside countries.
+    pub countries: Vec<CountryCode>,
+    /// Outside ports.
+    pub ports: Vec<u16>,
+}
+
+/// Reads a threat-intel file: one CIDR or address per line, `#` comments.
+pub fn load_threat_intel(path: &Path) -> anyhow::Result<NetSet> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read threat_intel_file '{}'", path.display()))?;
+    NetSet::parse_list(&text).with_context(|| format!("threat_intel_file '{}'", path.display()))
+}
 
 /// An allow-list compiled for lookups.
 #[derive(Debug, Clone, Default)]
@@ -76,30 +101,26 @@ pub struct Enricher {
     allow: Allow,
 }
 
-impl Enricher {
-    /// Opens the GeoIP databases and reads the threat-intel file named in `config`.
-    pub fn from_config(config: &Config) -> anyhow::Result<Enricher> {
-        let geo = Geo::open(&GeoSources {
-            country_db_paths: config.geoip.country_db.clone(),
-            embedded_country_fallback: config.geoip.embedded,
-            asn_db_path: config.geoip.asn_db.clone(),
-        })?;
-        let threat_intel = match &config.threat_intel_file {
-            Some(path) => crate::config::load_threat_intel(path)?,
-            None => NetSet::default(),
-        };
-        Ok(Enricher::new(Arc::new(geo), config, threat_intel))
-    }
+/// What the operator says about its own networks (the configuration's top-level keys).
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointSettings<'a> {
+    pub inside: &'a [IpNet],
+    pub home_countries: &'a [CountryCode],
+    pub watch_countries: &'a [CountryCode],
+    pub resolvers: &'a [IpAddr],
+    pub allow: &'a AllowList,
+}
 
-    pub fn new(geo: Arc<Geo>, config: &Config, threat_intel: NetSet) -> Enricher {
+impl Enricher {
+    pub fn new(geo: Arc<Geo>, settings: &EndpointSettings<'_>, threat_intel: NetSet) -> Enricher {
         Enricher {
             geo,
-            inside: NetSet::from_nets(config.inside.iter().copied()),
-            home: config.home_countries.clone().into(),
-            watch: config.watch_countries.clone().into(),
+            inside: NetSet::from_nets(settings.inside.iter().copied()),
+            home: settings.home_countries.into(),
+            watch: settings.watch_countries.into(),
             threat_intel: Arc::new(threat_intel),
-            resolvers: config.resolvers.clone().into(),
-            allow: Allow::new(&config.allow),
+            resolvers: settings.resolvers.into(),
+            allow: Allow::new(settings.allow),
         }
     }
 

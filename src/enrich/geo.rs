@@ -32,6 +32,28 @@ use maxminddb::Reader;
 use serde::Deserialize;
 
 use super::netset::is_special_purpose;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoipConfig {
+    /// MaxMind GeoIP2/GeoLite2 Country (or City) databases, consulted first.
+    pub country_db: Vec<PathBuf>,
+    /// A MaxMind ASN database, for destinations whose exporter sends no AS numbers.
+    pub asn_db: Option<PathBuf>,
+    /// Fall back to the embedded geo-whois-asn-country database.
+    pub embedded: bool,
+}
+
+impl Default for GeoipConfig {
+    fn default() -> Self {
+        GeoipConfig {
+            country_db: Vec::new(),
+            asn_db: None,
+            embedded: true,
+        }
+    }
+}
 
 /// The embedded country database; `scripts/refresh-geoip.sh` replaces it.
 static EMBEDDED_COUNTRY_DB: &[u8] = include_bytes!("../../data/geoip/geo-whois-asn-country.mmdb");

@@ -10,6 +10,6 @@ pub mod endpoint;
 pub mod geo;
 pub mod netset;
 
-pub use endpoint::{Allow, Destination, Enricher};
+pub use endpoint::{Allow, AllowList, Destination, EndpointSettings, Enricher, load_threat_intel};
 pub use geo::{CountryCode, Geo, GeoSources};
 pub use netset::NetSet;

@@ -10,6 +10,7 @@
 //! expiry and eviction take the stalest conversations.
 
 pub mod clock;
+mod config;
 mod initiator;
 mod slab;
 mod wheel;
@@ -21,6 +22,7 @@ use foldhash::HashMap;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+pub use self::config::{BYTES_PER_CONVERSATION, FlowConfig};
 pub use self::initiator::{Evidence, Initiator, Opening};
 use self::slab::{MAX_HANDLES, Slab};
 use self::wheel::Wheel;
@@ -549,7 +551,7 @@ mod tests {
         };
         Enricher::new(
             std::sync::Arc::new(crate::enrich::Geo::embedded().unwrap()),
-            &config,
+            &config.endpoint_settings(),
             Default::default(),
         )
     }

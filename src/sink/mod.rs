@@ -7,8 +7,18 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::SinkConfig;
 use crate::detect::Alert;
+use crate::sink::kafka::KafkaConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Alerts as JSON lines to this file (appended); default stdout.
+    pub file: Option<PathBuf>,
+    pub kafka: Option<KafkaConfig>,
+}
 
 pub mod flows;
 pub mod kafka;

@@ -3,4 +3,7 @@
 
 pub mod batch;
 pub mod capture;
+mod config;
 pub mod udp;
+
+pub use config::SourceConfig;

@@ -147,7 +147,7 @@ fn records_delayed_up_to_50_minutes_still_raise_the_expected_alerts() {
     assert!(reordered > 300, "{reordered} records reordered by 30 min");
 
     let config = border_config();
-    let enricher = exflow::enrich::Enricher::from_config(&config).unwrap();
+    let enricher = config.enricher().unwrap();
     let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 2);
     let mut exporter = exflow::synth::Exporter::new(FlowKind::Ipfix, 1);
     let (mut alerts, mut datagrams) = (Vec::new(), Vec::new());

@@ -9,7 +9,6 @@ use std::process::Command;
 
 use exflow::config::Config;
 use exflow::decode::FlowRecord;
-use exflow::enrich::Enricher;
 use exflow::pipeline::Pipeline;
 
 const CHILD: &str = "EXFLOW_TEST_FLOOD_CHILD";
@@ -58,7 +57,7 @@ fn flood() {
     };
     config.flow.max_memory_bytes = FLOW_MEMORY;
     config.rules.max_state_bytes = RULE_STATE;
-    let enricher = Enricher::from_config(&config).unwrap();
+    let enricher = config.enricher().unwrap();
     let mut pipeline = Pipeline::new(&config, enricher, 1);
     let mut alerts = Vec::new();
     let mut batch = Vec::with_capacity(32);

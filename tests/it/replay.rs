@@ -170,10 +170,10 @@ fn downloads_and_background_alone_raise_nothing() {
 /// SYN or first record, whatever the exporter sends (pmacct sends no flags with v9).
 #[test]
 fn every_export_tells_who_opened_the_scenarios() {
-    use exflow::enrich::{Destination, Enricher};
+    use exflow::enrich::Destination;
     use exflow::flow::{FlowTable, Initiator, Orientation, orient};
     let config = border_config();
-    let enricher = Enricher::from_config(&config).unwrap();
+    let enricher = config.enricher().unwrap();
     let opened_by_inside = [
         ("10.10.20.15", 443),       // B1
         ("10.10.20.16", 443),       // B2

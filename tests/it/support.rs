@@ -51,7 +51,6 @@ pub fn nfdump_time(text: &str) -> u64 {
 
 use exflow::config::Config;
 use exflow::detect::Alert;
-use exflow::enrich::Enricher;
 use exflow::pipeline::{Pipeline, PipelineCounters};
 
 /// The test configuration of the captures' README: inside networks and home country NL.
@@ -68,7 +67,7 @@ pub fn border_config() -> Config {
 
 /// Replays captures through the whole pipeline, as `exflow replay` does.
 pub fn replay(names: &[&str], config: &Config, shards: usize) -> (Vec<Alert>, PipelineCounters) {
-    let enricher = Enricher::from_config(config).unwrap();
+    let enricher = config.enricher().unwrap();
     let mut pipeline = Pipeline::new(config, enricher, shards);
     let mut alerts = Vec::new();
     for name in names {
@@ -83,7 +82,7 @@ pub fn replay(names: &[&str], config: &Config, shards: usize) -> (Vec<Alert>, Pi
 
 /// Feeds records (encoded as IPFIX by `synth`, decoded again) through a pipeline.
 pub fn replay_records(records: &[FlowRecord], config: &Config) -> Vec<Alert> {
-    let enricher = Enricher::from_config(config).unwrap();
+    let enricher = config.enricher().unwrap();
     let mut pipeline = Pipeline::new(config, enricher, 2);
     let mut alerts = Vec::new();
     let mut exporter = exflow::synth::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);

@@ -40,13 +40,48 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{Finding, RecordEvent, Rule, describe_destination, rule_allows};
-use crate::config::BeaconConfig;
 use crate::enrich::{Allow, Destination};
 use crate::flow::evict_stalest;
 use crate::flow::{Conversation, ConversationKey, Update};
 
 mod stats;
+use crate::enrich::AllowList;
+use serde::{Deserialize, Serialize};
 use stats::{bowley_skew, coefficient_of_variation, dispersion, median};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BeaconConfig {
+    pub enabled: bool,
+    /// Connections (or, in one quiet flow, packets) needed before a score is given.
+    pub min_occurrences: u32,
+    /// Regularity score (0..1) at or above which a beacon is reported.
+    pub score_threshold: f64,
+    /// Shortest median interval between connections, or between packets of one flow, that
+    /// can be a beacon: faster is interactive or bulk traffic.
+    pub quiet_min_interval_s: u64,
+    /// Skip well-known keepalive services (Apple and Google push, VPN endpoints, ICMP
+    /// echo: see `detect::keepalive`), whose timers are regular by design.
+    pub skip_keepalive_services: bool,
+    pub allow: AllowList,
+}
+
+impl Default for BeaconConfig {
+    fn default() -> Self {
+        BeaconConfig {
+            enabled: true,
+            min_occurrences: 20,
+            score_threshold: 0.8,
+            quiet_min_interval_s: 10,
+            skip_keepalive_services: true,
+            // NTP clients poll servers like clockwork; a beacon on port 123 needs it removed.
+            allow: AllowList {
+                ports: vec![123],
+                ..AllowList::default()
+            },
+        }
+    }
+}
 
 pub const NAME: &str = "beacon";
 /// Application-layer protocol command and control; scheduled transfer.
