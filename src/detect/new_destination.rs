@@ -781,7 +781,9 @@ mod tests {
             u64::MAX,
         );
         h.rule.on_tick(u64::MAX, &mut h.findings);
-        assert!(h.findings.iter().all(|f| f.score <= 100));
+        // What is checked is that none of it panics (the learning clock and the byte sums
+        // saturate); the records are all at learning's edge, so nothing is reported.
+        assert_eq!(h.findings.len(), 0);
     }
 
     #[test]

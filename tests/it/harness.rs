@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -157,7 +158,7 @@ pub struct Consumed {
 }
 
 /// Consumes `topic` from the start with a fresh consumer group until `expected` messages
-/// arrived and no more come for a moment, or `timeout` passes.
+/// arrived and the topic is read to its end, or `timeout` passes.
 pub fn consume(brokers: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Consumed> {
     let consumer = raw_consumer(brokers, topic);
     drain(&consumer, expected, timeout, |message| {
@@ -207,8 +208,8 @@ pub fn raw_consumer(brokers: &str, topic: &str) -> BaseConsumer {
     consumer
 }
 
-/// (key, payload) of messages until `expected` arrived and nothing more comes for a
-/// moment, or `timeout` passes.
+/// (key, payload) of messages until `expected` arrived and the topic is read to its end,
+/// or `timeout` passes.
 pub fn consume_raw(
     consumer: &BaseConsumer,
     expected: usize,
@@ -222,8 +223,9 @@ pub fn consume_raw(
     })
 }
 
-/// Polls until `expected` messages arrived and two quiet seconds passed (to catch
-/// duplicates), or `timeout`.
+/// Polls until `expected` messages arrived and every partition is read up to its high
+/// watermark as the broker has it then (so duplicates already written are read too), or
+/// `timeout`.
 fn drain<T>(
     consumer: &BaseConsumer,
     expected: usize,
@@ -232,24 +234,36 @@ fn drain<T>(
 ) -> Vec<T> {
     let mut messages = Vec::new();
     let deadline = Instant::now() + timeout;
-    let mut quiet_since = None;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                quiet_since = None;
-                messages.push(convert(&message));
-            }
+            Some(Ok(message)) => messages.push(convert(&message)),
             Some(Err(error)) => panic!("consuming: {error}"),
-            None if messages.len() >= expected => {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
+            None if messages.len() >= expected && read_to_end(consumer) => break,
             None => {}
         }
     }
     messages
+}
+
+/// Whether the consumer owns partitions and has read each up to its high watermark.
+fn read_to_end(consumer: &BaseConsumer) -> bool {
+    let Ok(position) = consumer.position() else {
+        return false;
+    };
+    let partitions = position.elements();
+    !partitions.is_empty()
+        && partitions.iter().all(|p| {
+            let Ok((_, high)) =
+                consumer.fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(5))
+            else {
+                return false;
+            };
+            match p.offset() {
+                Offset::Offset(next) => next >= high,
+                // Nothing read from this partition yet.
+                _ => high == 0,
+            }
+        })
 }
 
 /// What [`Daemon::loadgen`] ran and saw.
