@@ -2,16 +2,16 @@
 //! Kafka-protocol broker (`EXFLOW_TEST_KAFKA_BROKERS`, e.g. a user's Apache Kafka or the
 //! tansu `scripts/test.sh` starts, or else a tansu started here), a Kafka consumer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 /// A tansu broker on loopback, stopped when dropped.
@@ -202,6 +202,7 @@ pub fn raw_consumer(brokers: &str, topic: &str) -> BaseConsumer {
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
@@ -223,9 +224,10 @@ pub fn consume_raw(
     })
 }
 
-/// Polls until `expected` messages arrived and every partition is read up to its high
-/// watermark as the broker has it then (so duplicates already written are read too), or
-/// `timeout`.
+/// Polls until `expected` messages arrived and every partition the consumer owns reported
+/// its end since its last message (so duplicates already written are read too), or
+/// `timeout`. The end is the fetch's partition EOF, not ListOffsets: tansu 0.6 answers
+/// "latest" with its newest batch's first offset + 1.
 fn drain<T>(
     consumer: &BaseConsumer,
     expected: usize,
@@ -233,37 +235,33 @@ fn drain<T>(
     mut convert: impl FnMut(&BorrowedMessage<'_>) -> T,
 ) -> Vec<T> {
     let mut messages = Vec::new();
+    let mut at_end = HashSet::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => messages.push(convert(&message)),
+            Some(Ok(message)) => {
+                at_end.remove(&message.partition());
+                messages.push(convert(&message));
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
             Some(Err(error)) => panic!("consuming: {error}"),
-            None if messages.len() >= expected && read_to_end(consumer) => break,
             None => {}
+        }
+        if messages.len() >= expected && owns_only(consumer, &at_end) {
+            break;
         }
     }
     messages
 }
 
-/// Whether the consumer owns partitions and has read each up to its high watermark.
-fn read_to_end(consumer: &BaseConsumer) -> bool {
-    let Ok(position) = consumer.position() else {
-        return false;
-    };
-    let partitions = position.elements();
-    !partitions.is_empty()
-        && partitions.iter().all(|p| {
-            let Ok((_, high)) =
-                consumer.fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(5))
-            else {
-                return false;
-            };
-            match p.offset() {
-                Offset::Offset(next) => next >= high,
-                // Nothing read from this partition yet.
-                _ => high == 0,
-            }
-        })
+/// Whether the consumer owns partitions and each is in `partitions`.
+fn owns_only(consumer: &BaseConsumer, partitions: &HashSet<i32>) -> bool {
+    consumer.assignment().is_ok_and(|assignment| {
+        let owned = assignment.elements();
+        !owned.is_empty() && owned.iter().all(|p| partitions.contains(&p.partition()))
+    })
 }
 
 /// What [`Daemon::loadgen`] ran and saw.
