@@ -438,14 +438,14 @@ impl Telemetry {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
             metric(
                 &mut out,
-                "exflow_sink_kafka_delivered_total",
+                "exflow_sink_kafka_delivered_alerts_total",
                 "counter",
                 "Alerts the Kafka broker acknowledged.",
                 &load(&k.delivered),
             );
             metric(
                 &mut out,
-                "exflow_sink_kafka_failed_total",
+                "exflow_sink_kafka_failed_deliveries_total",
                 "counter",
                 "Kafka deliveries that failed (retried from the spool).",
                 &load(&k.failed),
@@ -524,21 +524,21 @@ impl Telemetry {
             let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
             metric(
                 &mut out,
-                "exflow_sink_flows_published_total",
+                "exflow_sink_flows_published_records_total",
                 "counter",
                 "Flow records the broker acknowledged.",
                 &load(&f.published),
             );
             metric(
                 &mut out,
-                "exflow_sink_flows_dropped_total",
+                "exflow_sink_flows_dropped_records_total",
                 "counter",
                 "Flow records dropped at a full producer queue.",
                 &load(&f.dropped),
             );
             metric(
                 &mut out,
-                "exflow_sink_flows_failed_total",
+                "exflow_sink_flows_failed_records_total",
                 "counter",
                 "Flow records that failed delivery.",
                 &load(&f.failed),

@@ -114,7 +114,7 @@ fn wait_drained(daemon: &Daemon, what: &str, timeout: Duration) {
         let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
         get("exflow_sink_spool_alerts") == 0.0
             && get("exflow_sink_alerts_total") > 0.0
-            && get("exflow_sink_kafka_delivered_total")
+            && get("exflow_sink_kafka_delivered_alerts_total")
                 + get("exflow_sink_kafka_skipped_duplicate_alerts_total")
                 + get("exflow_sink_kafka_dead_lettered_alerts_total")
                 >= get("exflow_sink_alerts_total")
@@ -150,7 +150,7 @@ fn broker_restart_mid_run_delivers_every_alert_once() {
     let sent = wait_for_storm(storm(daemon.udp_port, "1"));
     wait_processed(&daemon, decoded + sent);
     wait_until("deliveries fail", Duration::from_secs(60), || {
-        daemon.metric("exflow_sink_kafka_failed_total") > 0.0
+        daemon.metric("exflow_sink_kafka_failed_deliveries_total") > 0.0
             && daemon.metric("exflow_sink_kafka_broker_up") == 0.0
     });
     let raised = daemon.metric("exflow_sink_alerts_total");
@@ -204,11 +204,11 @@ fn broker_freeze_delivers_every_alert_and_resends_keep_their_id() {
     wait_until(
         "alerts are being delivered",
         Duration::from_secs(30),
-        || daemon.metric("exflow_sink_kafka_delivered_total") >= 100.0,
+        || daemon.metric("exflow_sink_kafka_delivered_alerts_total") >= 100.0,
     );
     tansu.signal(libc::SIGSTOP);
     wait_until("deliveries fail", Duration::from_secs(60), || {
-        daemon.metric("exflow_sink_kafka_failed_total") > 0.0
+        daemon.metric("exflow_sink_kafka_failed_deliveries_total") > 0.0
             && daemon.metric("exflow_sink_kafka_broker_up") == 0.0
     });
     let sent = wait_for_storm(loadgen);
@@ -275,7 +275,7 @@ fn permanently_rejected_alert_is_dead_lettered_and_blocks_nothing() {
         1.0
     );
     assert_eq!(
-        daemon.metric("exflow_sink_kafka_delivered_total"),
+        daemon.metric("exflow_sink_kafka_delivered_alerts_total"),
         alerts.len() as f64
     );
     let ids = ids_once(&brokers, &topic, alerts.len());
@@ -320,7 +320,7 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
     wait_until(
         "alerts are being delivered",
         Duration::from_secs(30),
-        || first.metric("exflow_sink_kafka_delivered_total") >= 2000.0,
+        || first.metric("exflow_sink_kafka_delivered_alerts_total") >= 2000.0,
     );
     first.kill();
     let _ = loadgen.wait_with_output();
@@ -344,13 +344,13 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
         Duration::from_secs(60),
         || {
             second.metric("exflow_sink_spool_alerts") == 0.0
-                && second.metric("exflow_sink_kafka_delivered_total")
+                && second.metric("exflow_sink_kafka_delivered_alerts_total")
                     + second.metric("exflow_sink_kafka_skipped_duplicate_alerts_total")
                     >= spooled.len() as f64
         },
     );
     let skipped = second.metric("exflow_sink_kafka_skipped_duplicate_alerts_total");
-    let delivered = second.metric("exflow_sink_kafka_delivered_total");
+    let delivered = second.metric("exflow_sink_kafka_delivered_alerts_total");
     second.stop();
     eprintln!(
         "kill -9: {} on the topic before, {} spooled, {known} of them on the topic, {skipped} skipped, {delivered} delivered",
@@ -447,13 +447,13 @@ fn full_disk_spool_recovers_and_every_alert_is_delivered_or_counted() {
             let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
             get("exflow_sink_spool_alerts") == 0.0
                 && get("exflow_sink_spool_held_alerts") == 0.0
-                && get("exflow_sink_kafka_delivered_total")
+                && get("exflow_sink_kafka_delivered_alerts_total")
                     + get("exflow_sink_spool_dropped_alerts_total")
                     == get("exflow_sink_alerts_total")
         },
     );
     let raised = daemon.metric("exflow_sink_alerts_total");
-    let delivered = daemon.metric("exflow_sink_kafka_delivered_total");
+    let delivered = daemon.metric("exflow_sink_kafka_delivered_alerts_total");
     let dropped = daemon.metric("exflow_sink_spool_dropped_alerts_total");
     eprintln!(
         "full disk: {raised} alerts, {on_disk} on the full disk and {held} held in memory, \
