@@ -128,7 +128,10 @@ fn broker_outage_spools_then_delivers_exactly_once_in_order() {
     wait_until("the alerts are spooled", Duration::from_secs(20), || {
         daemon.metric("exflow_sink_spool_alerts") == raised
     });
-    assert_eq!(daemon.metric("exflow_sink_kafka_delivered_alerts_total"), 0.0);
+    assert_eq!(
+        daemon.metric("exflow_sink_kafka_delivered_alerts_total"),
+        0.0
+    );
     let tansu = Tansu::start(port);
     create_named_topic(&brokers, &topic, 3);
     wait_until("the spool drains", Duration::from_secs(60), || {
@@ -199,7 +202,10 @@ fn kill_9_with_a_full_spool_then_restart_delivers_everything_once() {
         Duration::from_secs(60),
         || second.metric("exflow_sink_spool_alerts") == 0.0,
     );
-    assert_eq!(second.metric("exflow_sink_kafka_delivered_alerts_total"), raised);
+    assert_eq!(
+        second.metric("exflow_sink_kafka_delivered_alerts_total"),
+        raised
+    );
     second.stop();
     let messages = consume(
         &tansu.brokers,
