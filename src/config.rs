@@ -62,6 +62,8 @@ pub struct Config {
     pub rules: RulesConfig,
     pub suppression: SuppressionConfig,
     pub sink: SinkConfig,
+    /// `exflow collect` and `exflow detect`: watermarks, the detectors' group, checkpoints.
+    pub scaleout: crate::scaleout::ScaleoutConfig,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             rules: RulesConfig::default(),
             suppression: SuppressionConfig::default(),
             sink: SinkConfig::default(),
+            scaleout: crate::scaleout::ScaleoutConfig::default(),
         }
     }
 }
@@ -149,6 +152,11 @@ pub struct SharedArgs {
     /// Kafka topic for alerts (sets `sink.kafka.topic`).
     #[arg(long, env = "EXFLOW_KAFKA_TOPIC", value_name = "TOPIC")]
     pub kafka_topic: Option<String>,
+    /// Kafka topic of the flow records (sets `sink.kafka.flows_topic`): what `run`
+    /// publishes every decoded record to, `collect` publishes to and `detect` reads
+    /// (default for those two: exflow.flows.v1).
+    #[arg(long, env = "EXFLOW_FLOWS_TOPIC", value_name = "TOPIC")]
+    pub flows_topic: Option<String>,
 }
 
 impl Config {
@@ -228,8 +236,12 @@ impl Config {
         if let Some(address) = args.metrics_listen {
             self.metrics_listen = address;
         }
-        if args.kafka_brokers.is_some() || args.kafka_topic.is_some() {
+        if args.kafka_brokers.is_some() || args.kafka_topic.is_some() || args.flows_topic.is_some()
+        {
             let kafka = self.sink.kafka.get_or_insert_with(|| KafkaConfig::new(""));
+            if let Some(topic) = &args.flows_topic {
+                kafka.flows_topic = Some(topic.clone());
+            }
             if let Some(brokers) = &args.kafka_brokers {
                 kafka.brokers = brokers.clone();
             }
@@ -356,6 +368,7 @@ impl Config {
                 );
             }
         }
+        problems.extend(self.scaleout.problems());
         if problems.is_empty() {
             return Ok(());
         }

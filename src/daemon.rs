@@ -171,6 +171,26 @@ impl BoundSockets {
     pub fn metrics_address(&self) -> std::io::Result<SocketAddr> {
         self.metrics.local_addr()
     }
+
+    /// The parts, for a command that receives as the daemon does on a loop of its own
+    /// (`exflow collect`): every worker's sockets in one list, the listen addresses with
+    /// their counters, the metrics listener, and the port locks (hold them while receiving).
+    pub fn into_parts(self) -> SocketParts {
+        SocketParts {
+            sockets: self.workers.into_iter().flatten().collect(),
+            sources: self.sources,
+            metrics: self.metrics,
+            locks: self.locks,
+        }
+    }
+}
+
+/// [`BoundSockets`] taken apart.
+pub struct SocketParts {
+    pub sockets: Vec<(Listener, Arc<SourceCounters>)>,
+    pub sources: Vec<(SocketAddr, Arc<SourceCounters>)>,
+    pub metrics: TcpListener,
+    pub locks: Vec<PortLock>,
 }
 
 /// Runs on `sockets` (bound from the same `config`) until `control.shutdown` is set.

@@ -12,6 +12,7 @@ pub mod enrich;
 pub mod flow;
 pub mod loadgen;
 pub mod pipeline;
+pub mod scaleout;
 pub mod sink;
 pub mod source;
 pub mod synth;

@@ -109,6 +109,9 @@ pub struct Ingest {
     /// Event time of the tables (the table clock as of the last tick decision), ms.
     now_ms: u64,
     next_tick_ms: u64,
+    /// The table clock's first value, ms (0: no record accepted yet): where the ticks'
+    /// boundaries started, for a consumer of the batches that must tick as the shards do.
+    first_ms: u64,
     tick_ms: u64,
     transit_records: u64,
     internal_records: u64,
@@ -146,6 +149,7 @@ impl Ingest {
             ),
             now_ms: 0,
             next_tick_ms: 0,
+            first_ms: 0,
             tick_ms: config.flow.tick_s.saturating_mul(1000).max(1),
             transit_records: 0,
             internal_records: 0,
@@ -164,6 +168,12 @@ impl Ingest {
     /// The tables' event time as far as this ingest has seen, ms.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The table clock's first value, ms, once a record was accepted: the ticks that
+    /// follow are at the crossings of `flow.tick_s` boundaries counted from it.
+    pub fn clock_started_ms(&self) -> Option<u64> {
+        (self.first_ms > 0).then_some(self.first_ms)
     }
 
     /// The batch waiting for each shard; the caller runs or sends them and leaves them
@@ -237,6 +247,7 @@ impl Ingest {
         }
         self.now_ms = end_ms;
         if self.next_tick_ms == 0 {
+            self.first_ms = end_ms;
             self.next_tick_ms = next_tick(end_ms, self.tick_ms);
         } else if end_ms >= self.next_tick_ms {
             // One tick at the current time stands for every interval skipped.

@@ -91,6 +91,8 @@ pub struct Telemetry {
     pub kafka: OnceLock<Arc<crate::sink::kafka::KafkaCounters>>,
     /// The flows stream's counters, when it is on (set like `kafka`).
     pub flows: OnceLock<Arc<crate::sink::flows::FlowsCounters>>,
+    /// `exflow collect`'s or `exflow detect`'s own metrics (set like `kafka`).
+    pub scaleout: OnceLock<crate::scaleout::metrics::ScaleoutMetrics>,
     /// The metrics endpoint's own counters.
     pub http: HttpCounters,
     /// Faults beside the data path: state file, threat-intel reload.
@@ -543,6 +545,9 @@ impl Telemetry {
                 "Flow records that failed delivery.",
                 &load(&f.failed),
             );
+        }
+        if let Some(scaleout) = self.scaleout.get() {
+            scaleout.render(&mut out, &metric);
         }
         metric(
             &mut out,

@@ -1,7 +1,9 @@
 //! cli: the subcommands, parsed into plain data by clap, then handed to the library.
 
 mod check_config;
+mod collect;
 mod decode;
+mod detect;
 mod loadgen;
 mod replay;
 mod run;
@@ -41,6 +43,22 @@ pub enum Command {
     /// alerts as JSON lines to stdout (or `sink.file`, or Kafka). SIGTERM/SIGINT drain and stop; SIGHUP reloads the
     /// threat-intel file.
     Run(RunArgs),
+    /// Receive, decode and orient NetFlow/IPFIX/sFlow on UDP and publish every record to
+    /// the flows topic, partitioned by inside host, with this collector's clock.
+    ///
+    /// The front half of `run` on a machine of its own: `exflow detect` members of a
+    /// consumer group run the back half. The flows topic (--flows-topic, default
+    /// exflow.flows.v1) must exist; its partitions are the slices of inside hosts.
+    /// SIGTERM/SIGINT drain the sockets, publish the end of this collector's input and stop.
+    Collect(CollectArgs),
+    /// Join the detectors' consumer group and detect on the partitions of the flows topic
+    /// this member owns; alerts go to the alert sink (Kafka through the spool).
+    ///
+    /// Each owned partition gets its own flow table and rules, run on the partition's clock
+    /// (the lowest recent collector watermark). A partition taken over is rebuilt from its
+    /// first offset; alerts below the committed offset are not sent again.
+    /// SIGTERM/SIGINT deliver the last alerts, commit and stop.
+    Detect(DetectArgs),
     /// Validate the configuration and print it as exflow understands it.
     CheckConfig(CheckConfigArgs),
     /// Load-test a running exflow: send realistic NetFlow/IPFIX from many simulated
@@ -117,6 +135,36 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub shared: exflow::config::SharedArgs,
+    /// This collector's name in its watermarks (sets `scaleout.collector_id`; default the
+    /// host name).
+    #[arg(long, env = "EXFLOW_COLLECTOR_ID", value_name = "ID")]
+    pub collector_id: Option<String>,
+    /// Once the sockets are bound, write where to this file as JSON (as `run` does).
+    #[arg(long, env = "EXFLOW_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub shared: exflow::config::SharedArgs,
+    /// The detectors' consumer group (sets `scaleout.group`).
+    #[arg(long, env = "EXFLOW_GROUP", value_name = "GROUP")]
+    pub group: Option<String>,
+    /// This member's static id in the group (sets `scaleout.instance_id`; default the host
+    /// name): unique per detector, the same across its restarts.
+    #[arg(long, env = "EXFLOW_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
+    /// Once the metrics listener is bound, write where to this file as JSON (`listen` is
+    /// empty: a detector receives no UDP).
+    #[arg(long, env = "EXFLOW_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct CheckConfigArgs {
     #[command(flatten)]
     pub shared: exflow::config::SharedArgs,
@@ -158,6 +206,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Decode(decode) => decode::run(decode),
         Command::Replay(replay) => replay::run(replay),
         Command::Run(args) => run::run(args),
+        Command::Collect(args) => collect::run(args),
+        Command::Detect(args) => detect::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Loadgen(args) => loadgen::run(args),
     }

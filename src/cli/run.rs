@@ -45,7 +45,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// `{"listen": ["ADDR:PORT", ...], "metrics_listen": "ADDR:PORT"}`, written whole (a
 /// temporary file renamed into place), so a reader never sees half of it.
-fn write_ready_file(path: &Path, listen: &[SocketAddr], metrics: SocketAddr) -> anyhow::Result<()> {
+pub(super) fn write_ready_file(
+    path: &Path,
+    listen: &[SocketAddr],
+    metrics: SocketAddr,
+) -> anyhow::Result<()> {
     let ready = serde_json::json!({ "listen": listen, "metrics_listen": metrics });
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");

@@ -300,13 +300,30 @@ impl Daemon {
     /// Starts `exflow run` like [`start`](Self::start) but returns as soon as its sockets
     /// are bound (the ready file is written), before it need answer anything.
     pub fn spawn(config: &str, args: &[&str]) -> Daemon {
+        Daemon::spawn_command("run", config, args)
+    }
+
+    /// Starts `exflow COMMAND` (`run`, `collect` or `detect`) like [`start`](Self::start).
+    pub fn start_command(command: &str, config: &str, args: &[&str]) -> Daemon {
+        let daemon = Daemon::spawn_command(command, config, args);
+        wait_until(
+            "the process serves metrics",
+            Duration::from_secs(20),
+            || daemon.scrape().is_some(),
+        );
+        daemon
+    }
+
+    /// Starts `exflow COMMAND` like [`spawn`](Self::spawn); `udp_port` is 0 for a command
+    /// that receives no UDP (`detect`).
+    pub fn spawn_command(command: &str, config: &str, args: &[&str]) -> Daemon {
         let dir = temp_dir("daemon-config");
         let config_path = dir.join("exflow.toml");
         std::fs::write(&config_path, config).unwrap();
         let ready_path = dir.join("ready.json");
         let log = dir.join("exflow.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_exflow"))
-            .arg("run")
+            .arg(command)
             .arg("--config")
             .arg(&config_path)
             .args(["--listen", "127.0.0.1:0"])
@@ -333,18 +350,20 @@ impl Daemon {
             || {
                 if let Some(status) = child.try_wait().unwrap() {
                     let log = std::fs::read_to_string(&log).unwrap_or_default();
-                    panic!("exflow run exited with {status} at start: {log}");
+                    panic!("exflow {command} exited with {status} at start: {log}");
                 }
                 ready_path.exists()
             },
         );
         let ready: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&ready_path).unwrap()).unwrap();
-        let udp: std::net::SocketAddr = ready["listen"][0].as_str().unwrap().parse().unwrap();
+        let udp_port = ready["listen"][0]
+            .as_str()
+            .map_or(0, |udp| udp.parse::<std::net::SocketAddr>().unwrap().port());
         Daemon {
             child: Some(child),
             metrics: ready["metrics_listen"].as_str().unwrap().to_string(),
-            udp_port: udp.port(),
+            udp_port,
             log,
             ready: ready_path,
         }

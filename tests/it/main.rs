@@ -13,6 +13,7 @@ mod loadgen;
 mod memory;
 mod metrics_endpoint;
 mod replay;
+mod scaleout;
 mod scenarios;
 mod sflow;
 mod support;

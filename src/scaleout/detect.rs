@@ -1,0 +1,627 @@
+//! scaleout detect: `exflow detect`, the back half of the pipeline as a member of a Kafka
+//! consumer group. The group (cooperative-sticky assignment, static membership by
+//! `group.instance.id`) gives each member some partitions of the flows topic, each one
+//! slice of inside hosts; a member keeps one flow-table shard with its rules per owned
+//! partition, runs the partition's records in offset order on their exporters' clocks, and
+//! ticks it on the partition's clock ([`super::clock`]). Alerts go through the alert sink
+//! (the spool, then Kafka), as `exflow run`'s do.
+//!
+//! Handoff, first version: the state of a partition is not serialised. A member commits a
+//! partition's offset only up to the records whose alerts the broker has acknowledged, and
+//! writes a checkpoint record per partition to `scaleout.state_topic` (keyed by
+//! `TOPIC/PARTITION`) naming that offset and the offset a new owner rebuilds from. A new
+//! owner reads the partition from its first retained offset (`rebuild_from_offset`),
+//! rebuilding the table and the rules' state without sending the alerts it raises below the
+//! committed offset (they were delivered before: counted in `rebuilt_alerts`), then raises
+//! alerts as usual. Alert ids are deterministic, so an alert raised again across a
+//! takeover (above the committed offset: the previous owner raised it after its last
+//! commit) has the id it had. The cost is a rebuild from the start of the partition's
+//! retention at every takeover; the README says so.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::clock::PartitionClock;
+use super::collect::{flows_topic, kafka_section, partition_count};
+use super::encoding::{self, FlowsMessage, MessageError};
+use super::metrics::{ConsumeSnapshot, PartitionFigures, ScaleoutMetrics};
+use crate::config::Config;
+use crate::daemon::Control;
+use crate::detect::Alert;
+use crate::enrich::Enricher;
+use crate::pipeline::{PipelineCounters, Routed, Shard, sum_state_dropped};
+use crate::sink::AlertSink;
+use crate::sink::kafka::KafkaCounters;
+use crate::telemetry::{Snapshot, Telemetry};
+use crate::time::wall_clock_ns;
+
+/// How often the metrics are published; also the longest a poll waits.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How long a request to the group coordinator may take.
+const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// The checkpoint record's schema name.
+pub const CHECKPOINT_SCHEMA: &str = "exflow.state.v1";
+
+/// What the rebalance callbacks saw, for the consumer thread to act on after its poll.
+#[derive(Debug, Default)]
+struct Events {
+    assigned: Vec<i32>,
+    revoked: Vec<i32>,
+    errors: u64,
+    commit_failures: u64,
+}
+
+/// The consumer's context: assigns new partitions from their first offset (the state is
+/// rebuilt from there) and notes what was assigned and revoked.
+pub struct DetectContext {
+    events: Mutex<Events>,
+}
+
+impl DetectContext {
+    fn events(&self) -> std::sync::MutexGuard<'_, Events> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for DetectContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.events().errors += 1;
+        warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for DetectContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut from_start = TopicPartitionList::new();
+                for (topic, partition) in &partitions {
+                    let _ = from_start.add_partition_offset(topic, *partition, Offset::Beginning);
+                }
+                self.events()
+                    .assigned
+                    .extend(partitions.iter().map(|(_, p)| *p));
+                if cooperative {
+                    consumer.incremental_assign(&from_start)
+                } else {
+                    consumer.assign(&from_start)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.events()
+                    .revoked
+                    .extend(partitions.iter().map(|(_, p)| *p));
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                warn!("rebalance failed: {other:?}");
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            self.events().errors += 1;
+            warn!("cannot apply the new assignment: {error}");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            self.events().commit_failures += 1;
+            warn!("offset commit failed: {error}");
+        }
+    }
+}
+
+/// An owned partition: its shard of the table and rules, its clock, and what its offsets
+/// mean for the alerts.
+struct Owned {
+    shard: Shard,
+    clock: PartitionClock,
+    /// Alerts raised for records below this offset were delivered by an earlier owner:
+    /// they are rebuilt, not sent (-1: none).
+    silent_until: i64,
+    /// The next offset to run; lower ones (a re-delivery) are skipped.
+    next_offset: i64,
+    /// Offsets of records that raised alerts, with the count of alerts sent through them:
+    /// the offset is committable once the sink has that many acknowledged.
+    unacked: VecDeque<(i64, u64)>,
+    /// The offset committed last.
+    committed: i64,
+    assigned_at: Instant,
+    last_checkpoint: Option<Instant>,
+    checkpoint_bytes: u64,
+}
+
+impl Owned {
+    /// Where a new owner may start raising alerts: below the first record whose alerts are
+    /// not all acknowledged, never below what was committed.
+    fn committable(&mut self, acked: u64) -> i64 {
+        while self.unacked.front().is_some_and(|&(_, sent)| sent <= acked) {
+            self.unacked.pop_front();
+        }
+        let through = self
+            .unacked
+            .front()
+            .map_or(self.next_offset, |&(offset, _)| offset);
+        through.max(self.silent_until).max(self.committed)
+    }
+}
+
+/// The consumer thread's state.
+struct Detector<'a> {
+    config: &'a Config,
+    enricher: Enricher,
+    topic: String,
+    partitions: i32,
+    checkpoints: ThreadedProducer<DefaultProducerContext>,
+    /// Taken at the end, to be closed before the last commit.
+    sink: Option<AlertSink>,
+    kafka_counters: Option<Arc<KafkaCounters>>,
+    owned: BTreeMap<i32, Owned>,
+    alerts: Vec<Alert>,
+    /// Alerts the sink took (queued or written).
+    sent: u64,
+    figures: ConsumeSnapshot,
+    /// Counters of the shards of partitions no longer owned, kept for the totals.
+    retired: PipelineCounters,
+    member: String,
+}
+
+impl Detector<'_> {
+    /// Alerts the sink has delivered: the broker's acknowledgements (spooled alerts found
+    /// on the topic already and dead-lettered ones are done too). JSON lines are written
+    /// at once.
+    fn acked(&self) -> u64 {
+        match &self.kafka_counters {
+            Some(k) => {
+                k.delivered.load(Ordering::Relaxed)
+                    + k.duplicates_skipped.load(Ordering::Relaxed)
+                    + k.dead_lettered.load(Ordering::Relaxed)
+            }
+            None => self.sent,
+        }
+    }
+
+    /// Takes up what the rebalance callbacks saw.
+    fn apply_events(&mut self, consumer: &BaseConsumer<DetectContext>) {
+        let (assigned, revoked, errors, commit_failures) = {
+            let mut events = consumer.context().events();
+            (
+                std::mem::take(&mut events.assigned),
+                std::mem::take(&mut events.revoked),
+                std::mem::take(&mut events.errors),
+                std::mem::take(&mut events.commit_failures),
+            )
+        };
+        self.figures.consumer_errors += errors;
+        self.figures.commit_failures += commit_failures;
+        for partition in revoked {
+            if let Some(owned) = self.owned.remove(&partition) {
+                self.retired.merge(&owned.shard.counters());
+                info!(partition, "partition revoked");
+            }
+        }
+        for partition in assigned {
+            if self.owned.contains_key(&partition) {
+                continue;
+            }
+            let committed = self.committed_offset(consumer, partition);
+            if committed > 0 {
+                self.figures.takeovers += 1;
+            }
+            info!(
+                partition,
+                committed, "partition assigned: rebuilding from its first offset"
+            );
+            let scaleout = &self.config.scaleout;
+            self.owned.insert(
+                partition,
+                Owned {
+                    shard: Shard::new(self.config, self.enricher.clone(), self.partitions as usize),
+                    clock: PartitionClock::new(
+                        self.config.flow.tick_s,
+                        scaleout.collector_timeout_s,
+                        scaleout.max_collectors,
+                    ),
+                    silent_until: committed,
+                    next_offset: 0,
+                    unacked: VecDeque::new(),
+                    committed,
+                    assigned_at: Instant::now(),
+                    last_checkpoint: None,
+                    checkpoint_bytes: 0,
+                },
+            );
+        }
+    }
+
+    /// The group's committed offset of `partition` (-1: none, or the coordinator did not
+    /// answer, so every alert is raised: duplicates, never a loss).
+    fn committed_offset(&self, consumer: &BaseConsumer<DetectContext>, partition: i32) -> i64 {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(&self.topic, partition);
+        match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
+            Ok(tpl) => tpl
+                .find_partition(&self.topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                })
+                .unwrap_or(-1),
+            Err(error) => {
+                warn!(partition, "cannot read the committed offset: {error}");
+                -1
+            }
+        }
+    }
+
+    /// Runs one message of an owned partition.
+    fn run(&mut self, partition: i32, offset: i64, payload: &[u8]) {
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            self.figures.unowned_messages += 1;
+            return;
+        };
+        if offset < owned.next_offset {
+            return;
+        }
+        owned.next_offset = offset + 1;
+        match encoding::decode(payload) {
+            Err(error) => {
+                let kind = MessageError::ALL.iter().position(|e| *e == error);
+                self.figures.malformed[kind.unwrap_or(0)] += 1;
+            }
+            Ok(FlowsMessage::Record { record, now_ms }) => {
+                self.figures.records += 1;
+                owned
+                    .shard
+                    .run_batch(&[Routed::Record { record, now_ms }], &mut self.alerts);
+            }
+            Ok(FlowsMessage::Watermark(watermark)) => {
+                self.figures.watermarks += 1;
+                let ignored = owned.clock.ignored_watermarks;
+                let step = owned.clock.on_watermark(&watermark);
+                self.figures.ignored_watermarks += owned.clock.ignored_watermarks - ignored;
+                if let Some(now_ms) = step.tick_ms {
+                    owned
+                        .shard
+                        .run_batch(&[Routed::Tick { now_ms }], &mut self.alerts);
+                }
+                if let Some(end_ms) = step.end_ms {
+                    info!(
+                        partition,
+                        "every collector's input ended: the conversations end"
+                    );
+                    owned.shard.finish(end_ms, &mut self.alerts);
+                }
+            }
+        }
+        if self.alerts.is_empty() {
+            return;
+        }
+        if offset < owned.silent_until {
+            self.figures.rebuilt_alerts += self.alerts.len() as u64;
+            self.alerts.clear();
+            return;
+        }
+        let Some(sink) = &mut self.sink else {
+            return;
+        };
+        for alert in self.alerts.drain(..) {
+            if matches!(sink.send(alert), Ok(true)) {
+                self.sent += 1;
+            }
+        }
+        owned.unacked.push_back((offset, self.sent));
+        let _ = sink.flush();
+    }
+
+    /// Commits every owned partition's committable offset and writes its checkpoint.
+    fn checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<DetectContext>,
+        mode: CommitMode,
+        every: Option<Duration>,
+    ) {
+        let acked = self.acked();
+        let mut commits = TopicPartitionList::new();
+        let now_ms = wall_clock_ns() / 1_000_000;
+        for (&partition, owned) in &mut self.owned {
+            if let Some(every) = every
+                && owned.last_checkpoint.unwrap_or(owned.assigned_at).elapsed() < every
+            {
+                continue;
+            }
+            let offset = owned.committable(acked);
+            if offset > owned.committed {
+                let _ =
+                    commits.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
+                owned.committed = offset;
+            }
+            let low = cached_watermarks(consumer, &self.topic, partition)
+                .map_or(0, |(low, _)| low.max(0));
+            let record = serde_json::json!({
+                "schema": CHECKPOINT_SCHEMA,
+                "group": self.config.scaleout.group,
+                "member": self.member,
+                "topic": self.topic,
+                "partition": partition,
+                "committed_offset": owned.committed.max(0),
+                "rebuild_from_offset": low,
+                "next_offset": owned.next_offset,
+                "clock_ms": owned.clock.now_ms(),
+                "written_ms": now_ms,
+                "state": serde_json::Value::Null,
+            })
+            .to_string();
+            let key = format!("{}/{partition}", self.topic);
+            let message = BaseRecord::to(&self.config.scaleout.state_topic)
+                .key(&key)
+                .payload(&record);
+            if self.checkpoints.send(message).is_ok() {
+                self.figures.checkpoints += 1;
+            } else {
+                self.figures.checkpoint_failures += 1;
+            }
+            owned.last_checkpoint = Some(Instant::now());
+            owned.checkpoint_bytes = record.len() as u64;
+        }
+        if commits.count() > 0
+            && let Err(error) = consumer.commit(&commits, mode)
+        {
+            self.figures.commit_failures += 1;
+            warn!("offset commit failed: {error}");
+        }
+    }
+
+    /// The figures for the metrics endpoint.
+    fn publish(&mut self, consumer: &BaseConsumer<DetectContext>, telemetry: &Telemetry) {
+        // Collectors stay reported after their input ended (up to the bound).
+        let mut collectors = std::mem::take(&mut self.figures.collectors);
+        let most = self.config.scaleout.max_collectors;
+        let mut partitions = Vec::with_capacity(self.owned.len());
+        let mut pipeline = self.retired;
+        let mut dropped = Vec::new();
+        let mut event_time_ms = 0;
+        for (&partition, owned) in &self.owned {
+            let lag = cached_watermarks(consumer, &self.topic, partition)
+                .map_or(0, |(_, high)| (high - owned.next_offset).max(0) as u64);
+            for (id, clock_ms) in owned.clock.collectors() {
+                if let Some(latest) = collectors.get_mut(id) {
+                    *latest = (*latest).max(clock_ms);
+                } else if collectors.len() < most {
+                    collectors.insert(id.to_string(), clock_ms);
+                }
+            }
+            partitions.push(PartitionFigures {
+                partition,
+                lag_records: lag,
+                clock_ms: owned.clock.now_ms(),
+                checkpoint_age_s: owned
+                    .last_checkpoint
+                    .unwrap_or(owned.assigned_at)
+                    .elapsed()
+                    .as_secs(),
+                checkpoint_bytes: owned.checkpoint_bytes,
+                rebuilding: owned.next_offset < owned.silent_until,
+            });
+            pipeline.merge(&owned.shard.counters());
+            dropped.push(owned.shard.rule_state_dropped());
+            event_time_ms = event_time_ms.max(owned.clock.now_ms());
+        }
+        self.figures.partitions = partitions;
+        self.figures.collectors = collectors;
+        if let Some(ScaleoutMetrics::Consume(snapshot)) = telemetry.scaleout.get() {
+            *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = self.figures.clone();
+        }
+        telemetry.publish(Snapshot {
+            pipeline,
+            event_time_ms,
+            rule_state_dropped: sum_state_dropped(dropped.iter().map(Vec::as_slice)),
+            ..Snapshot::default()
+        });
+    }
+}
+
+/// The partition's low and high watermarks as the consumer last heard them from fetches
+/// (librdkafka's cache: no request to the broker), `None` before any.
+fn cached_watermarks(
+    consumer: &BaseConsumer<DetectContext>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer lives as long as `consumer`; the topic is a NUL-terminated
+    // string and the out-parameters are valid for writes.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
+}
+
+/// The consumer's librdkafka settings: the group, static membership (unless turned off:
+/// tansu 0.6.0 never settles a group whose members have a `group.instance.id`), cooperative-sticky,
+/// no automatic commits (offsets are committed as alerts are acknowledged), then the
+/// user's `librdkafka_options`.
+fn consumer_config(config: &Config, brokers: &str, member: &str) -> ClientConfig {
+    let scaleout = &config.scaleout;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "exflow-detect")
+        .set("group.id", &scaleout.group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "session.timeout.ms",
+            scaleout.session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (scaleout.session_timeout_ms / 6).max(100).to_string(),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    if scaleout.static_membership {
+        client.set("group.instance.id", member);
+    }
+    if let Some(kafka) = &config.sink.kafka {
+        for (key, value) in &kafka.librdkafka_options {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
+/// Runs `exflow detect` until `control.shutdown` is set, serving metrics on `metrics`;
+/// then hands the last alerts to the sink, waits for it, commits what it acknowledged
+/// and leaves (static membership: the partitions wait for this member's restart until
+/// the session times out).
+pub fn run(config: &Config, metrics: TcpListener, control: Control) -> anyhow::Result<()> {
+    let kafka = kafka_section(config)?;
+    let topic = flows_topic(kafka).to_string();
+    let telemetry = Arc::new(Telemetry::default());
+    let _ = telemetry
+        .scaleout
+        .set(ScaleoutMetrics::Consume(Mutex::default()));
+    let stop_metrics = Arc::new(AtomicBool::new(false));
+    let metrics_thread = {
+        let (telemetry, stop) = (telemetry.clone(), stop_metrics.clone());
+        info!(metrics = %metrics.local_addr()?, "serving /metrics");
+        std::thread::Builder::new()
+            .name("exflow-metrics".into())
+            .spawn(move || {
+                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
+                    warn!("the metrics endpoint stopped: {error}");
+                }
+            })?
+    };
+    let result = consume(config, kafka, topic, &telemetry, &control);
+    stop_metrics.store(true, Ordering::Relaxed);
+    let _ = metrics_thread.join();
+    result
+}
+
+fn consume(
+    config: &Config,
+    kafka: &crate::sink::kafka::KafkaConfig,
+    topic: String,
+    telemetry: &Telemetry,
+    control: &Control,
+) -> anyhow::Result<()> {
+    let member = config.scaleout.instance_id();
+    let consumer: BaseConsumer<DetectContext> = consumer_config(config, &kafka.brokers, &member)
+        .create_with_context(DetectContext {
+            events: Mutex::default(),
+        })
+        .context("invalid settings for the flows-topic consumer")?;
+    let partitions = partition_count(consumer.client(), &topic)?;
+    let checkpoints: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", "exflow-checkpoint")
+        .set("linger.ms", "50")
+        .create()
+        .context("invalid settings for the checkpoint producer")?;
+    let sink = AlertSink::from_config(&config.sink)?;
+    let kafka_counters = match &sink {
+        AlertSink::Kafka(k) => {
+            let _ = telemetry.kafka.set(k.counters.clone());
+            Some(k.counters.clone())
+        }
+        AlertSink::JsonLines(_) => None,
+    };
+    consumer
+        .subscribe(&[&topic])
+        .with_context(|| format!("cannot subscribe to '{topic}'"))?;
+    info!(
+        topic,
+        partitions,
+        group = config.scaleout.group,
+        member,
+        "joining the detectors' group"
+    );
+    let mut detector = Detector {
+        config,
+        enricher: Enricher::from_config(config)?,
+        topic,
+        partitions,
+        checkpoints,
+        sink: Some(sink),
+        kafka_counters,
+        owned: BTreeMap::new(),
+        alerts: Vec::new(),
+        sent: 0,
+        figures: ConsumeSnapshot::default(),
+        retired: PipelineCounters::default(),
+        member,
+    };
+    let every = Duration::from_millis(config.scaleout.checkpoint_interval_ms);
+    let mut last_publish = Instant::now();
+    while !control.shutdown.load(Ordering::Relaxed) {
+        let polled = consumer.poll(PUBLISH_EVERY);
+        // Partitions assigned in this poll get their state before their first message.
+        detector.apply_events(&consumer);
+        match polled {
+            Some(Ok(message)) => detector.run(
+                message.partition(),
+                message.offset(),
+                message.payload().unwrap_or_default(),
+            ),
+            Some(Err(error)) => {
+                detector.figures.consumer_errors += 1;
+                warn!("consumer: {error}");
+            }
+            None => {}
+        }
+        detector.checkpoint(&consumer, CommitMode::Async, Some(every));
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            detector.publish(&consumer, telemetry);
+            last_publish = Instant::now();
+        }
+    }
+    info!("stopping: delivering the last alerts, committing");
+    if let Some(sink) = detector.sink.take() {
+        sink.close().context("cannot flush the alert sink")?;
+    }
+    detector.checkpoint(&consumer, CommitMode::Sync, None);
+    let _ = detector.checkpoints.flush(Duration::from_secs(5));
+    detector.publish(&consumer, telemetry);
+    Ok(())
+}
