@@ -29,7 +29,6 @@ use super::encoding::{self, Watermark};
 use super::metrics::{CollectCounters, ScaleoutMetrics};
 use crate::config::Config;
 use crate::daemon::{BoundSockets, Control};
-use crate::enrich::Enricher;
 use crate::pipeline::{Ingest, Routed};
 use crate::sink::kafka::KafkaConfig;
 use crate::sink::kafka::producer::client_config;
@@ -225,7 +224,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         topic,
         partitions, collector, "publishing every oriented record"
     );
-    let enricher = Enricher::from_config(config)?;
+    let enricher = config.enricher()?;
     let mut ingest = Ingest::new(config, enricher, partitions as usize);
     if let Some(path) = &config.state_file
         && path.exists()

@@ -579,7 +579,7 @@ fn consume(
     );
     let mut detector = Detector {
         config,
-        enricher: Enricher::from_config(config)?,
+        enricher: config.enricher()?,
         topic,
         partitions,
         checkpoints,
