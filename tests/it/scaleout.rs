@@ -225,7 +225,7 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
         || victim.metric("exflow_consume_checkpoints_total") > checkpoints,
     );
     assert!(victim.metric("exflow_consume_records_total") > 0.0);
-    let victims_alerts = victim.metric("exflow_sink_kafka_delivered_total");
+    let victims_alerts = victim.metric("exflow_sink_kafka_delivered_alerts_total");
     assert!(
         victims_alerts > 0.0,
         "the victim's partitions raised alerts before it died"
