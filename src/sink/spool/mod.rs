@@ -5,13 +5,18 @@
 //!
 //! # On-disk format
 //! One directory holds:
-//! - segment files `NNNNNNNNNNNNNNNNNNNN.spool`, named by the seq of their first record (20
+//! - segment files `NNNNNNNNNNNNNNNNNNNN.v2.spool`, named by the seq of their first record (20
 //!   decimal digits, zero-padded, so names sort like seqs). A segment is a run of records
-//!   `[u32 payload length LE][u32 CRC-32 (IEEE) of the payload LE][payload]`; the record at index
-//!   `i` has seq `first_seq + i` (seqs are not stored). The last segment is appended to; it is
-//!   closed (written and fdatasync'ed) when the next record would take it past
-//!   [`SEGMENT_BYTES`], and only then is the next segment created. A payload is at most
+//!   `[frame marker FF FE 58 46][u32 payload length LE][u64 seq LE][u32 CRC-32 (IEEE) LE of
+//!   the length, the seq and the payload][payload]`; the record at index `i` has seq
+//!   `first_seq + i` unless damage lost some (the stored seq says). The last segment is
+//!   appended to; it is closed (written and fdatasync'ed) when the next record would take it
+//!   past [`SEGMENT_BYTES`], and only then is the next segment created. A payload is at most
 //!   [`MAX_PAYLOAD_BYTES`], so a corrupt length never causes a large allocation.
+//! - segment files of the first format, `NNNNNNNNNNNNNNNNNNNN.spool` (from older versions):
+//!   `[u32 payload length LE][u32 CRC-32 of the payload LE][payload]`, seqs not stored. They
+//!   are read (and deleted once delivered), never appended to: the next append starts a v2
+//!   segment.
 //! - `acked`, the acknowledged cursor: `"EXFLACK1"`, `u64 LE` seq below which every entry is
 //!   acknowledged, `u32 LE` count `n`, `n × u64 LE` seqs acknowledged beyond it (out of order,
 //!   at most [`MAX_ACKS_AHEAD`]), `u32 LE` CRC-32 of everything before. It is replaced
@@ -20,12 +25,16 @@
 //!   the same directory is refused instead of corrupting it.
 //!
 //! # Recovery ([`Spool::open`])
-//! Every record of every segment is read and checked (length bound, CRC) in seq order. A record
-//! whose payload fails its CRC inside a whole frame (its length leads to the next valid record
-//! or to the end of the file) costs that record alone: counted in `corrupt_records`, skipped,
-//! treated as acknowledged; reading goes on after it (at most 1024 such records per segment).
-//! Any other bad record (a damaged length, a frame cut short) ends the reading of its segment;
-//! nothing after it is used (the format has no frame marker to find the next record reliably):
+//! Every record of every segment is read and checked (marker, length bound, CRC, seq) in seq
+//! order. A damaged record of a v2 segment, whatever is damaged (the length too), costs only
+//! the records it destroyed: recovery scans on for the next frame marker that starts a valid
+//! frame whose seq fits (the one expected or a later one, at most 1024 lost per segment),
+//! reads on from there, and counts the damage in `corrupt_records`; the lost seqs are treated
+//! as acknowledged and readers step over the damaged bytes. In a v1 segment only a record whose
+//! payload fails its CRC inside a whole frame (its length leads to the next valid record or to
+//! the end of the file) can be stepped over. A bad record with no valid record after it (a
+//! frame cut short at the end, or any damage in a v1 segment's length) ends the reading of its
+//! segment:
 //! - in the last segment the bad tail is cut off (the file is truncated and fdatasync'ed). An
 //!   incomplete record at the end of the file (a write cut short by a crash) counts in
 //!   [`SpoolCounters::torn_tails`]; a complete record that fails its checks counts in
@@ -86,7 +95,9 @@ mod test_support;
 
 use acks::{load_acked, write_acked_file};
 use recovery::{list_segments, recover_segment};
-use segment::{Frame, RecordPos, Segment, SegmentReader, SegmentWriter};
+use segment::{
+    Format, Frame, RecordPos, Segment, SegmentReader, SegmentWriter, encode_record, record_len,
+};
 
 /// Sequence number of an entry: strictly increasing in append order, kept across restarts.
 pub type SpoolSeq = u64;
@@ -109,10 +120,6 @@ const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Buffer of the sequential segment reader.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Record framing: payload length and payload CRC-32, both `u32` LE.
-const HEADER_BYTES: usize = 8;
-
-const SEGMENT_SUFFIX: &str = ".spool";
 const SEGMENT_NAME_DIGITS: usize = 20;
 const ACKED_FILE: &str = "acked";
 const ACKED_TMP_FILE: &str = "acked.tmp";
@@ -281,13 +288,14 @@ impl Spool {
 
         let mut counters = SpoolCounters::default();
         let (acked_below, acked_ahead) = load_acked(dir, &mut counters)?;
-        let first_seqs = list_segments(dir)?;
-        let mut segments = VecDeque::with_capacity(first_seqs.len());
-        for (index, &first_seq) in first_seqs.iter().enumerate() {
-            let next_first_seq = first_seqs.get(index + 1).copied();
+        let files = list_segments(dir)?;
+        let mut segments = VecDeque::with_capacity(files.len());
+        for (index, &(first_seq, format)) in files.iter().enumerate() {
+            let next_first_seq = files.get(index + 1).map(|&(seq, _)| seq);
             segments.push_back(recover_segment(
                 dir,
                 first_seq,
+                format,
                 next_first_seq,
                 &mut counters,
             )?);
@@ -330,7 +338,7 @@ impl Spool {
         let damaged: Vec<SpoolSeq> = spool
             .segments
             .iter()
-            .flat_map(|segment| segment.damaged.iter().copied())
+            .flat_map(|segment| segment.gaps.iter().flat_map(|gap| gap.seq..gap.resume_seq))
             .collect();
         for seq in damaged {
             if seq >= spool.acked_below && spool.acked_ahead.len() < MAX_ACKS_AHEAD {
@@ -350,33 +358,30 @@ impl Spool {
     /// [`Spool::sync`]. Refused (nothing stored, counted) when full or too large; an I/O error
     /// also stores nothing.
     pub fn append(&mut self, payload: &[u8]) -> Result<SpoolSeq, AppendError> {
-        let length = match u32::try_from(payload.len()) {
-            Ok(length) if payload.len() <= MAX_PAYLOAD_BYTES => length,
-            _ => {
-                self.counters.dropped_too_large += 1;
-                return Err(AppendError::Io(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "alert of {} bytes is longer than the spool's limit of \
-                         {MAX_PAYLOAD_BYTES} bytes",
-                        payload.len()
-                    ),
-                )));
-            }
-        };
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            self.counters.dropped_too_large += 1;
+            return Err(AppendError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "alert of {} bytes is longer than the spool's limit of \
+                     {MAX_PAYLOAD_BYTES} bytes",
+                    payload.len()
+                ),
+            )));
+        }
         if self.next_seq == SpoolSeq::MAX {
             return Err(AppendError::Io(io::Error::other(format!(
                 "spool '{}' has used up its sequence numbers",
                 self.dir.display()
             ))));
         }
-        let record_bytes = HEADER_BYTES as u64 + u64::from(length);
+        let record_bytes = (Format::V2.header_bytes() + payload.len()) as u64;
         if self.bytes().saturating_add(record_bytes) > self.max_bytes {
             self.counters.dropped_full += 1;
             return Err(AppendError::Full);
         }
         // Written before the record is accepted, so a failure leaves no half-stored entry.
-        if self.pending.len() + HEADER_BYTES + payload.len() > WRITE_BUFFER_BYTES {
+        if self.pending.len() + record_bytes as usize > WRITE_BUFFER_BYTES {
             self.write_pending().map_err(AppendError::Io)?;
         }
         self.prepare_segment(record_bytes)
@@ -389,12 +394,9 @@ impl Spool {
         segment.records += 1;
         segment.bytes += record_bytes;
         self.segment_bytes_total += record_bytes;
-        self.pending.extend_from_slice(&length.to_le_bytes());
-        self.pending
-            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        self.pending.extend_from_slice(payload);
-        self.pending_records += 1;
         let seq = self.next_seq;
+        encode_record(seq, payload, &mut self.pending);
+        self.pending_records += 1;
         self.next_seq += 1;
         self.counters.appended += 1;
         Ok(seq)
@@ -509,6 +511,18 @@ impl Spool {
             };
             let mut damaged = None;
             while reader.seq < end && taken < max {
+                if let Some(gap) = self
+                    .segments
+                    .get(index)
+                    .and_then(|s| s.gap_at(reader.offset))
+                {
+                    // Damaged bytes recovery found: their entries are lost, as acknowledged.
+                    for lost in gap.seq..gap.resume_seq {
+                        self.ack(lost);
+                    }
+                    reader.jump(gap.resume_offset, gap.resume_seq)?;
+                    continue;
+                }
                 let record_seq = reader.seq;
                 let wanted = record_seq >= seq && !self.acked_ahead.contains(&record_seq);
                 let mut payload = Vec::new();
@@ -523,10 +537,6 @@ impl Spool {
                         taken += 1;
                     }
                     Frame::Record => {}
-                    Frame::BadCrc { length } if self.is_known_damaged(index, record_seq) => {
-                        reader.skip_damaged(length);
-                        self.ack(record_seq);
-                    }
                     frame => {
                         damaged = Some(frame);
                         break;
@@ -618,13 +628,6 @@ impl Spool {
         }
     }
 
-    /// Whether `seq` is a record of segment `index` that recovery found damaged.
-    fn is_known_damaged(&self, index: usize, seq: SpoolSeq) -> bool {
-        self.segments
-            .get(index)
-            .is_some_and(|segment| segment.damaged.binary_search(&seq).is_ok())
-    }
-
     /// Whether `seq` is an entry the spool holds (acknowledged or not).
     fn exists(&self, seq: SpoolSeq) -> bool {
         let index = self
@@ -672,7 +675,9 @@ impl Spool {
     /// torn tail) and creates the next one.
     fn prepare_segment(&mut self, record_bytes: u64) -> io::Result<()> {
         let reusable = self.segments.back().is_some_and(|last| {
-            !last.sealed
+            // Older formats are read, never appended to.
+            last.format == Format::V2
+                && !last.sealed
                 && last.end() == self.next_seq
                 && (last.bytes == 0 || last.bytes + record_bytes <= self.segment_bytes)
         });
@@ -680,7 +685,7 @@ impl Spool {
             if self.writer.is_none()
                 && let Some(last) = self.segments.back()
             {
-                let path = segment_path(&self.dir, last.first_seq);
+                let path = segment_path(&self.dir, last.first_seq, last.format);
                 let file = OpenOptions::new()
                     .append(true)
                     .open(&path)
@@ -720,19 +725,13 @@ impl Spool {
             }
             self.writer = None;
         }
-        let path = segment_path(&self.dir, self.next_seq);
+        let path = segment_path(&self.dir, self.next_seq, Format::V2);
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
             .open(&path)
             .map_err(|error| with_path("create spool segment", &path, error))?;
-        self.segments.push_back(Segment {
-            first_seq: self.next_seq,
-            records: 0,
-            bytes: 0,
-            sealed: false,
-            damaged: Vec::new(),
-        });
+        self.segments.push_back(Segment::new(self.next_seq));
         self.writer = Some(SegmentWriter {
             path,
             file,
@@ -772,9 +771,8 @@ impl Spool {
             // rest buffered, so what the disk can take is readable (and delivered).
             let mut done = 0;
             let mut records = 0;
-            while let Some(header) = self.pending.get(done..done + HEADER_BYTES) {
-                let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-                let end = done + HEADER_BYTES + length as usize;
+            while let Some(length) = self.pending.get(done..).and_then(record_len) {
+                let end = done + length;
                 let Some(record) = self.pending.get(done..end) else {
                     break;
                 };
@@ -816,7 +814,7 @@ impl Spool {
             return;
         }
         let first_seq = last.end() - self.pending_records;
-        let path = segment_path(&self.dir, first_seq);
+        let path = segment_path(&self.dir, first_seq, Format::V2);
         let Ok(file) = OpenOptions::new().append(true).create_new(true).open(&path) else {
             return;
         };
@@ -832,11 +830,9 @@ impl Spool {
             last.bytes -= pending_bytes;
         }
         self.segments.push_back(Segment {
-            first_seq,
             records: self.pending_records,
             bytes: pending_bytes,
-            sealed: false,
-            damaged: Vec::new(),
+            ..Segment::new(first_seq)
         });
         self.writer = Some(SegmentWriter {
             path,
@@ -859,7 +855,7 @@ impl Spool {
             && front.end() <= below
         {
             let (first_seq, bytes) = (front.first_seq, front.bytes);
-            let path = segment_path(&self.dir, first_seq);
+            let path = segment_path(&self.dir, first_seq, front.format);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -890,7 +886,7 @@ impl Spool {
         let Some(front) = self.segments.front() else {
             return Ok(());
         };
-        let first_seq = front.first_seq;
+        let (first_seq, format) = (front.first_seq, front.format);
         // Written if it can be (a full disk keeps the buffer, and the bound below excludes it).
         let _ = self.write_pending();
         let (_, end, end_offset) = self.on_disk(0);
@@ -905,8 +901,8 @@ impl Spool {
         if self.committed.seq >= target {
             return Ok(());
         }
-        let path = segment_path(&self.dir, first_seq);
-        let mut reader = match SegmentReader::open(path, self.committed) {
+        let path = segment_path(&self.dir, first_seq, format);
+        let mut reader = match SegmentReader::open(path, format, self.committed) {
             Ok(reader) => reader,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 self.seal_segment(0, first_seq, 0, &error.to_string());
@@ -915,11 +911,12 @@ impl Spool {
             Err(error) => return Err(error),
         };
         while reader.seq < target {
+            if let Some(gap) = self.segments.front().and_then(|s| s.gap_at(reader.offset)) {
+                reader.jump(gap.resume_offset, gap.resume_seq)?;
+                continue;
+            }
             match reader.read_record(end_offset, &mut self.scratch)? {
                 Frame::Record => {}
-                Frame::BadCrc { length } if self.is_known_damaged(0, reader.seq) => {
-                    reader.skip_damaged(length);
-                }
                 frame => {
                     let why = format!("{frame:?} record at offset {}", reader.offset);
                     self.seal_segment(0, reader.seq, reader.offset, &why);
@@ -937,7 +934,7 @@ impl Spool {
         let Some(segment) = self.segments.get(index) else {
             return Err(io::Error::other("spool segment index out of range"));
         };
-        let first_seq = segment.first_seq;
+        let (first_seq, format) = (segment.first_seq, segment.format);
         let start = if self.committed.segment_first_seq == first_seq && self.committed.seq <= seq {
             self.committed
         } else {
@@ -947,7 +944,7 @@ impl Spool {
                 offset: 0,
             }
         };
-        SegmentReader::open(segment_path(&self.dir, first_seq), start)
+        SegmentReader::open(segment_path(&self.dir, first_seq, format), format, start)
     }
 
     /// Ends segment `index` at `end_seq` / `end_offset` because the record there is damaged
@@ -959,7 +956,7 @@ impl Spool {
         let end_seq = end_seq.clamp(segment.first_seq, segment.end());
         let end_offset = end_offset.min(segment.bytes);
         let lost = end_seq..segment.end();
-        let path = segment_path(&self.dir, segment.first_seq);
+        let path = segment_path(&self.dir, segment.first_seq, segment.format);
         warn!(
             path = %path.display(),
             lost_first_seq = lost.start,
@@ -990,9 +987,10 @@ impl Spool {
     }
 }
 
-fn segment_path(dir: &Path, first_seq: SpoolSeq) -> PathBuf {
+fn segment_path(dir: &Path, first_seq: SpoolSeq, format: Format) -> PathBuf {
     dir.join(format!(
-        "{first_seq:0width$}{SEGMENT_SUFFIX}",
+        "{first_seq:0width$}{}",
+        format.suffix(),
         width = SEGMENT_NAME_DIGITS
     ))
 }
@@ -1027,7 +1025,7 @@ mod tests {
         assert_eq!(spool.append(b"").unwrap(), 2);
         spool.sync().unwrap();
         assert_eq!(spool.len(), 3);
-        assert_eq!(spool.bytes(), 8 + 5 + 8 + 6 + 8);
+        assert_eq!(spool.bytes(), 20 + 5 + 20 + 6 + 20);
 
         let mut out = Vec::new();
         spool.read(0, 2, &mut out).unwrap();
@@ -1041,7 +1039,7 @@ mod tests {
         assert_eq!(spool.first_unacked(), Some(2));
         assert_eq!(spool.len(), 1);
         spool.commit_acks().unwrap();
-        assert_eq!(spool.bytes(), 8);
+        assert_eq!(spool.bytes(), 20);
         assert_eq!(read_all(&mut spool), vec![(2, Vec::new())]);
         spool.ack(2);
         spool.commit_acks().unwrap();
@@ -1098,7 +1096,7 @@ mod tests {
         let mut spool = open_small(&dir);
         assert!(spool.is_empty());
         assert_eq!(spool.append(&alert(4)).unwrap(), 4);
-        assert_eq!(dir.segment_names(), vec!["00000000000000000004.spool"]);
+        assert_eq!(dir.segment_names(), vec!["00000000000000000004.v2.spool"]);
     }
 
     #[test]
@@ -1143,9 +1141,9 @@ mod tests {
         assert_eq!(
             dir.segment_names(),
             vec![
-                "00000000000000000000.spool",
-                "00000000000000000003.spool",
-                "00000000000000000006.spool",
+                "00000000000000000000.v2.spool",
+                "00000000000000000003.v2.spool",
+                "00000000000000000006.v2.spool",
             ]
         );
         assert_eq!(fs::metadata(dir.segment(0)).unwrap().len(), 3 * RECORD);
@@ -1157,7 +1155,10 @@ mod tests {
         spool.commit_acks().unwrap();
         assert_eq!(
             dir.segment_names(),
-            vec!["00000000000000000003.spool", "00000000000000000006.spool"]
+            vec![
+                "00000000000000000003.v2.spool",
+                "00000000000000000006.v2.spool"
+            ]
         );
         assert_eq!(spool.bytes(), 3 * RECORD);
         assert_eq!(spool.len(), 3);
@@ -1170,7 +1171,7 @@ mod tests {
         assert_eq!(dir.segment_names(), Vec::<String>::new());
         assert_eq!(spool.bytes(), 0);
         assert_eq!(spool.append(&alert(7)).unwrap(), 7);
-        assert_eq!(dir.segment_names(), vec!["00000000000000000007.spool"]);
+        assert_eq!(dir.segment_names(), vec!["00000000000000000007.v2.spool"]);
     }
 
     #[test]
@@ -1223,25 +1224,25 @@ mod tests {
     #[test]
     fn spool_many_entries_pass_through_the_write_buffer_and_segments() {
         let dir = TempDir::new("many");
-        // 1000-byte payloads: 1008-byte records, 100 per 100,800-byte segment; 600 entries
+        // 1000-byte payloads: 1020-byte records, 100 per 102,000-byte segment; 600 entries
         // fill the 256 KiB write buffer twice over.
-        let mut spool = Spool::open_with_segment_bytes(&dir.0, 1 << 30, 100 * 1008).unwrap();
+        let mut spool = Spool::open_with_segment_bytes(&dir.0, 1 << 30, 100 * 1020).unwrap();
         for n in 0..600u32 {
             let payload = vec![(n % 251) as u8; 1000];
             assert_eq!(spool.append(&payload).unwrap(), u64::from(n));
         }
         spool.sync().unwrap();
         assert_eq!(dir.segment_names().len(), 6);
-        assert_eq!(spool.bytes(), 600 * 1008);
+        assert_eq!(spool.bytes(), 600 * 1020);
         for seq in 0..250 {
             spool.ack(seq);
         }
         spool.commit_acks().unwrap();
         assert_eq!(dir.segment_names().len(), 4);
-        assert_eq!(spool.bytes(), 350 * 1008);
+        assert_eq!(spool.bytes(), 350 * 1020);
         drop(spool);
 
-        let mut spool = Spool::open_with_segment_bytes(&dir.0, 1 << 30, 100 * 1008).unwrap();
+        let mut spool = Spool::open_with_segment_bytes(&dir.0, 1 << 30, 100 * 1020).unwrap();
         assert_eq!(spool.len(), 350);
         let mut out = Vec::new();
         spool.read(0, 1000, &mut out).unwrap();
@@ -1259,10 +1260,10 @@ mod tests {
         let mut spool = open_small(&dir);
         append_all(&mut spool, 9);
         spool.sync().unwrap();
-        // Flip the crc of seq 1 (offset 15 + 4 in segment 0) behind the spool's back.
+        // Flip the crc of seq 1 (offset 27 + 16 in segment 0) behind the spool's back.
         let path = dir.segment(0);
         let mut bytes = fs::read(&path).unwrap();
-        bytes[(RECORD + 4) as usize] ^= 0x01;
+        bytes[(RECORD + 16) as usize] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         // And lose segment 3 entirely.
         fs::remove_file(dir.segment(3)).unwrap();

@@ -15,8 +15,14 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// The segment the spool writes (the current format).
     pub(super) fn segment(&self, first_seq: SpoolSeq) -> PathBuf {
-        segment_path(&self.0, first_seq)
+        segment_path(&self.0, first_seq, Format::V2)
+    }
+
+    /// A segment of the first format (no frame markers), as older versions wrote.
+    pub(super) fn v1_segment(&self, first_seq: SpoolSeq) -> PathBuf {
+        segment_path(&self.0, first_seq, Format::V1)
     }
 
     /// Names of the segment files, sorted.
@@ -24,7 +30,7 @@ impl TempDir {
         let mut names: Vec<String> = fs::read_dir(&self.0)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.ends_with(SEGMENT_SUFFIX))
+            .filter(|name| name.ends_with(Format::V1.suffix()))
             .collect();
         names.sort();
         names
@@ -37,8 +43,17 @@ impl Drop for TempDir {
     }
 }
 
-/// Every payload in these tests is 7 bytes: a record is 8 + 7 = 15 bytes.
-pub(super) const RECORD: u64 = 15;
+/// Every payload in these tests is 7 bytes: a record is 20 + 7 = 27 bytes (marker 0..4,
+/// length 4..8, seq 8..16, crc 16..20, payload 20..27).
+pub(super) const RECORD: u64 = 27;
+
+/// A v1 record (`[length][crc of the payload][payload]`), as older versions wrote.
+pub(super) fn v1_record(payload: &[u8]) -> Vec<u8> {
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    record.extend_from_slice(payload);
+    record
+}
 
 pub(super) fn alert(n: u8) -> Vec<u8> {
     vec![b'a', b'l', b'e', b'r', b't', b'-', b'0' + n]
