@@ -59,6 +59,8 @@ fn record(i: u64, start_ms: u64) -> Oriented {
         exporter: IpAddr::V4(Ipv4Addr::LOCALHOST),
         tcp_flags: 0,
         from_inside: true,
+        continues: false,
+        ends: false,
     }
 }
 

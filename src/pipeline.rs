@@ -388,6 +388,13 @@ impl Shard {
             from_resolver: enricher.is_resolver(oriented.inside),
         };
         detector.on_record(&event, alerts);
+        if oriented.ends {
+            // The exporter says the flow is over: its conversation ends now, not at the
+            // idle timeout.
+            self.table.close(&key, |key, ended| {
+                detector.on_end(key, ended, now_ms, alerts)
+            });
+        }
         self.count(alerts, produced);
     }
 

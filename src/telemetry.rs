@@ -234,6 +234,27 @@ impl Telemetry {
             "sFlow samples that made no flow record (unknown format, no IP packet).",
             &one(d.skipped_samples),
         );
+        metric(
+            &mut out,
+            "exflow_decode_continued_records_total",
+            "counter",
+            "Records that continued a flow already reported (firewall updates and teardowns, running totals): their volume counted once.",
+            &one(d.continued_records),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_connections_evicted_total",
+            "counter",
+            "Tracked flows (running totals, firewall connections) forgotten at decoder.max_tracked_connections.",
+            &one(d.connections_evicted),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_packet_section_records_total",
+            "counter",
+            "Records whose addresses and ports came from a packet section (IE 313/315).",
+            &one(d.packet_section_records),
+        );
         let errors: Vec<(String, u64)> = DecodeError::ALL
             .iter()
             .map(|e| (format!("{{kind=\"{}\"}}", e.code()), d.errors.get(*e)))
@@ -350,6 +371,13 @@ impl Telemetry {
             "counter",
             "Conversations started.",
             &one(f.conversations_created),
+        );
+        metric(
+            &mut out,
+            "exflow_flow_conversations_closed_total",
+            "counter",
+            "Conversations ended on the exporter's word (flowEndReason, a firewall's teardown) before their idle timeout.",
+            &one(f.conversations_closed),
         );
         metric(
             &mut out,

@@ -5,9 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::record::{ETYPE_IPV4, ETYPE_IPV6, FlowRecord};
-use crate::wire::ie;
 use crate::wire::read_uint;
 use crate::wire::template::{Dialect, FieldSpec, TemplateKind, VARIABLE_LENGTH};
+use crate::wire::{ie, sampled};
 
 /// How a timestamp field counts time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,19 @@ pub enum Target {
     SamplingPacketSpace,
     SamplingSize,
     SamplingPopulation,
+    PostNatSrcAddrV4,
+    PostNatDstAddrV4,
+    PostNatSrcAddrV6,
+    PostNatDstAddrV6,
+    PostNatSrcPort,
+    PostNatDstPort,
+    FlowEndReason,
+    FlowId,
+    FirewallEvent,
+    /// ipHeaderPacketSection: the sampled packet from its IP header on.
+    IpPacketSection,
+    /// dataLinkFrameSection: the sampled frame from its Ethernet header on.
+    FramePacketSection,
 }
 
 impl Target {
@@ -127,12 +140,43 @@ impl Target {
             (0, ie::SAMPLING_PACKET_SPACE) => Target::SamplingPacketSpace,
             (0, ie::SAMPLING_SIZE) => Target::SamplingSize,
             (0, ie::SAMPLING_POPULATION) => Target::SamplingPopulation,
+            (0, ie::POST_NAT_SOURCE_IPV4_ADDRESS) => Target::PostNatSrcAddrV4,
+            (0, ie::POST_NAT_DESTINATION_IPV4_ADDRESS) => Target::PostNatDstAddrV4,
+            (0, ie::POST_NAT_SOURCE_IPV6_ADDRESS) => Target::PostNatSrcAddrV6,
+            (0, ie::POST_NAT_DESTINATION_IPV6_ADDRESS) => Target::PostNatDstAddrV6,
+            (0, ie::POST_NAPT_SOURCE_TRANSPORT_PORT) => Target::PostNatSrcPort,
+            (0, ie::POST_NAPT_DESTINATION_TRANSPORT_PORT) => Target::PostNatDstPort,
+            (0, ie::FLOW_END_REASON) => Target::FlowEndReason,
+            (0, ie::FLOW_ID) => Target::FlowId,
+            (0, ie::FIREWALL_EVENT) => Target::FirewallEvent,
+            (0, id) if dialect == Dialect::V9 && id >= ie::NSEL_V9_XLATE_SRC_ADDR_IPV4 => {
+                match id {
+                    ie::NSEL_V9_XLATE_SRC_ADDR_IPV4 => Target::PostNatSrcAddrV4,
+                    ie::NSEL_V9_XLATE_DST_ADDR_IPV4 => Target::PostNatDstAddrV4,
+                    ie::NSEL_V9_XLATE_SRC_PORT => Target::PostNatSrcPort,
+                    ie::NSEL_V9_XLATE_DST_PORT => Target::PostNatDstPort,
+                    ie::NSEL_V9_FW_EVENT => Target::FirewallEvent,
+                    _ => Target::Skip,
+                }
+            }
+            (0, ie::IP_HEADER_PACKET_SECTION) => Target::IpPacketSection,
+            (0, ie::DATA_LINK_FRAME_SECTION) => Target::FramePacketSection,
             _ => Target::Skip,
         };
         let length_fits = match target {
             Target::Skip => true,
-            Target::SrcAddrV4 | Target::DstAddrV4 | Target::NextHopV4 => spec.length == 4,
-            Target::SrcAddrV6 | Target::DstAddrV6 | Target::NextHopV6 => spec.length == 16,
+            // Any length (usually variable): the packet parser bounds every read.
+            Target::IpPacketSection | Target::FramePacketSection => true,
+            Target::SrcAddrV4
+            | Target::DstAddrV4
+            | Target::NextHopV4
+            | Target::PostNatSrcAddrV4
+            | Target::PostNatDstAddrV4 => spec.length == 4,
+            Target::SrcAddrV6
+            | Target::DstAddrV6
+            | Target::NextHopV6
+            | Target::PostNatSrcAddrV6
+            | Target::PostNatDstAddrV6 => spec.length == 16,
             _ => (1..=8).contains(&spec.length),
         };
         if length_fits { target } else { Target::Skip }
@@ -298,33 +342,64 @@ impl Layout {
     /// Decodes a data record into `flow` and `times`. `flow`'s header fields (exporter,
     /// sequence...) are the caller's to set.
     #[inline]
-    pub fn decode_flow(&self, record: &[u8], flow: &mut FlowRecord, times: &mut RecordTimes) {
+    pub fn decode_flow(&self, record: &[u8], flow: &mut FlowRecord, facts: &mut RecordFacts) {
         let mut scratch = FlowScratch::default();
         if self.record_length.is_some() {
             // The hot path: fixed offsets, no closure, one match per field read.
             for op in self.ops.iter() {
                 let start = usize::from(op.offset);
                 if let Some(bytes) = record.get(start..start + usize::from(op.length)) {
-                    apply_flow_field(op.target, bytes, flow, times, &mut scratch);
+                    apply_flow_field(op.target, bytes, flow, facts, &mut scratch);
                 }
             }
         } else {
             self.for_each_field(record, |target, bytes| {
-                apply_flow_field(target, bytes, flow, times, &mut scratch)
+                apply_flow_field(target, bytes, flow, facts, &mut scratch)
             });
         }
         // Delta counters first; else totals; else a firewall's initiator counters (NSEL).
-        if flow.bytes == 0 {
-            flow.bytes = first_nonzero(scratch.bytes_total, scratch.initiator_bytes);
-        }
-        if flow.packets == 0 {
-            flow.packets = first_nonzero(scratch.packets_total, scratch.initiator_packets);
-        }
+        // `facts.counters` says which, for the decoder to turn totals into deltas.
+        facts.counters = if scratch.has_delta
+            && (flow.bytes != 0 || flow.packets != 0 || !scratch.has_total)
+        {
+            CounterSource::Delta
+        } else if scratch.has_total
+            && (scratch.bytes_total != 0 || scratch.packets_total != 0 || !scratch.has_initiator)
+        {
+            flow.bytes = scratch.bytes_total;
+            flow.packets = scratch.packets_total;
+            CounterSource::Totals
+        } else if scratch.has_initiator {
+            flow.bytes = scratch.initiator_bytes;
+            flow.packets = scratch.initiator_packets;
+            CounterSource::Initiator
+        } else {
+            CounterSource::None
+        };
         if flow.reverse_bytes == 0 {
             flow.reverse_bytes = scratch.responder_bytes;
         }
         if flow.reverse_packets == 0 {
             flow.reverse_packets = scratch.responder_packets;
+        }
+        // A packet section stands in for address fields the record does not have.
+        if flow.src_addr.is_unspecified()
+            && flow.dst_addr.is_unspecified()
+            && let Some(packet) = scratch.packet
+            && let Some((src, dst)) = packet.addresses
+        {
+            flow.src_addr = src;
+            flow.dst_addr = dst;
+            flow.proto = packet.proto;
+            flow.src_port = packet.src_port;
+            flow.dst_port = packet.dst_port;
+            if flow.tcp_flags == 0 {
+                flow.tcp_flags = packet.tcp_flags;
+            }
+            if flow.ip_tos == 0 {
+                flow.ip_tos = packet.tos;
+            }
+            facts.from_packet_section = true;
         }
         flow.etype = match scratch.ip_version {
             4 => ETYPE_IPV4,
@@ -359,6 +434,9 @@ impl Layout {
 /// Fields of a data record that only decide other fields.
 #[derive(Default)]
 struct FlowScratch {
+    has_delta: bool,
+    has_total: bool,
+    has_initiator: bool,
     bytes_total: u64,
     packets_total: u64,
     initiator_bytes: u64,
@@ -366,6 +444,8 @@ struct FlowScratch {
     responder_bytes: u64,
     responder_packets: u64,
     ip_version: u64,
+    /// What a packet section (IE 313/315) held, when the record had one.
+    packet: Option<sampled::PacketSummary>,
 }
 
 #[inline(always)]
@@ -373,16 +453,34 @@ fn apply_flow_field(
     target: Target,
     bytes: &[u8],
     flow: &mut FlowRecord,
-    times: &mut RecordTimes,
+    times: &mut RecordFacts,
     scratch: &mut FlowScratch,
 ) {
     match target {
-        Target::Bytes => flow.bytes = read_uint(bytes),
-        Target::Packets => flow.packets = read_uint(bytes),
-        Target::BytesTotal => scratch.bytes_total = read_uint(bytes),
-        Target::PacketsTotal => scratch.packets_total = read_uint(bytes),
-        Target::InitiatorBytes => scratch.initiator_bytes = read_uint(bytes),
-        Target::InitiatorPackets => scratch.initiator_packets = read_uint(bytes),
+        Target::Bytes => {
+            flow.bytes = read_uint(bytes);
+            scratch.has_delta = true;
+        }
+        Target::Packets => {
+            flow.packets = read_uint(bytes);
+            scratch.has_delta = true;
+        }
+        Target::BytesTotal => {
+            scratch.bytes_total = read_uint(bytes);
+            scratch.has_total = true;
+        }
+        Target::PacketsTotal => {
+            scratch.packets_total = read_uint(bytes);
+            scratch.has_total = true;
+        }
+        Target::InitiatorBytes => {
+            scratch.initiator_bytes = read_uint(bytes);
+            scratch.has_initiator = true;
+        }
+        Target::InitiatorPackets => {
+            scratch.initiator_packets = read_uint(bytes);
+            scratch.has_initiator = true;
+        }
         Target::ResponderBytes => scratch.responder_bytes = read_uint(bytes),
         Target::ResponderPackets => scratch.responder_packets = read_uint(bytes),
         Target::ObservedMilliseconds => times.observed_ms = Some(read_uint(bytes)),
@@ -416,12 +514,19 @@ fn apply_flow_field(
         Target::SamplingInterval | Target::SamplerRandomInterval => {
             times.sampling_interval = Some(read_uint(bytes))
         }
+        Target::PostNatSrcAddrV4 => flow.post_nat_src_addr = ipv4(bytes),
+        Target::PostNatDstAddrV4 => flow.post_nat_dst_addr = ipv4(bytes),
+        Target::PostNatSrcAddrV6 => flow.post_nat_src_addr = ipv6(bytes),
+        Target::PostNatDstAddrV6 => flow.post_nat_dst_addr = ipv6(bytes),
+        Target::PostNatSrcPort => flow.post_nat_src_port = read_uint(bytes) as u16,
+        Target::PostNatDstPort => flow.post_nat_dst_port = read_uint(bytes) as u16,
+        Target::FlowEndReason => flow.flow_end_reason = read_uint(bytes) as u8,
+        Target::FirewallEvent => flow.firewall_event = read_uint(bytes) as u8,
+        Target::FlowId => times.flow_id = Some(read_uint(bytes)),
+        Target::IpPacketSection => scratch.packet = sampled::ip(bytes),
+        Target::FramePacketSection => scratch.packet = sampled::ethernet(bytes),
         _ => {}
     }
-}
-
-fn first_nonzero(a: u64, b: u64) -> u64 {
-    if a != 0 { a } else { b }
 }
 
 /// Length of an IPFIX variable-length field at `at` (RFC 7011 section 7): `(header, total)`
@@ -449,10 +554,29 @@ fn ipv6(bytes: &[u8]) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(octets))
 }
 
-/// The raw time and sampling fields of one data record, resolved by the decoder against
-/// the export header and the exporter's clock and sampler state.
+/// Which counters of a data record `bytes` and `packets` came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordTimes {
+pub enum CounterSource {
+    /// No counter fields.
+    #[default]
+    None,
+    /// octetDeltaCount / packetDeltaCount (IE 1/2): new volume since the last report.
+    Delta,
+    /// octetTotalCount / packetTotalCount (IE 85/86) alone: running totals over the flow.
+    Totals,
+    /// A firewall's initiator counters (NSEL IE 231/298): what its event defines.
+    Initiator,
+}
+
+/// The raw facts of one data record the decoder resolves against the export header and the
+/// exporter's state: its times, sampler, which counters it carried and its flow id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordFacts {
+    pub counters: CounterSource,
+    /// flowId (IE 148; NSEL's connection id).
+    pub flow_id: Option<u64>,
+    /// The 5-tuple came from a packet section (IE 313/315).
+    pub from_packet_section: bool,
     pub start: Option<(TimeUnit, u64)>,
     pub end: Option<(TimeUnit, u64)>,
     pub duration_ns: Option<u64>,
@@ -535,14 +659,95 @@ mod tests {
         assert_eq!(rest, &[0xff]);
         assert!(layout.split_record(rest).is_none());
         let mut flow = FlowRecord::default();
-        let mut times = RecordTimes::default();
+        let mut times = RecordFacts::default();
         layout.decode_flow(record, &mut flow, &mut times);
         assert_eq!(flow.src_addr, "10.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(flow.dst_addr, "192.0.2.9".parse::<IpAddr>().unwrap());
         assert_eq!((flow.bytes, flow.packets), (1500, 3));
         assert_eq!((flow.src_port, flow.dst_port, flow.proto), (1234, 53, 17));
         assert_eq!(flow.etype, ETYPE_IPV4);
-        assert_eq!(times, RecordTimes::default());
+        let delta = RecordFacts {
+            counters: CounterSource::Delta,
+            ..RecordFacts::default()
+        };
+        assert_eq!(times, delta);
+    }
+
+    #[test]
+    fn firewall_nat_and_totals_fields() {
+        let specs = [
+            spec(148, 4),   // flowId (NSEL connection id)
+            spec(8, 4),     // sourceIPv4Address
+            spec(225, 4),   // postNATSourceIPv4Address
+            spec(227, 2),   // postNAPTSourceTransportPort
+            spec(85, 4),    // octetTotalCount
+            spec(136, 1),   // flowEndReason
+            spec(40005, 1), // NSEL's v9 firewall event
+        ];
+        let layout = Layout::compile(260, TemplateKind::Data, Dialect::V9, 0, &specs, 64).unwrap();
+        #[rustfmt::skip]
+        let body = [
+            0, 0, 0x21, 0x35,  // connection 8501
+            10, 0, 0, 5,
+            198, 51, 100, 7,
+            0x9c, 0x41,        // 40001
+            0, 0, 0x03, 0xe8,  // 1000 bytes so far
+            3,                 // end of flow detected
+            2,                 // flow deleted
+        ];
+        let mut flow = FlowRecord::default();
+        let mut facts = RecordFacts::default();
+        layout.decode_flow(&body, &mut flow, &mut facts);
+        assert_eq!(
+            (facts.counters, facts.flow_id),
+            (CounterSource::Totals, Some(8501))
+        );
+        assert_eq!(flow.bytes, 1000);
+        assert_eq!(
+            flow.post_nat_src_addr,
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(flow.post_nat_src_port, 40001);
+        assert_eq!((flow.flow_end_reason, flow.firewall_event), (3, 2));
+        // 40005 is an enterprise-bit id in IPFIX, not NSEL's event.
+        let ipfix =
+            Layout::compile(260, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        assert_eq!(ipfix.targets[6], Target::Skip);
+    }
+
+    #[test]
+    fn a_packet_section_gives_the_five_tuple_only_when_addresses_are_missing() {
+        let specs = [spec(2, 4), spec(313, VARIABLE_LENGTH)];
+        let layout =
+            Layout::compile(261, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        #[rustfmt::skip]
+        let mut body = vec![
+            0, 0, 0, 1,        // one packet
+            28,                // section length: IPv4 (20) + UDP (8)
+            0x45, 0x10, 0, 40, 0, 0, 0x40, 0, 64, 17, 0, 0,
+            10, 0, 0, 9,       // source
+            192, 0, 2, 53,     // destination
+            0x13, 0x88, 0, 53, 0, 20, 0, 0, // UDP 5000 -> 53
+        ];
+        let (record, _) = layout.split_record(&body).unwrap();
+        let mut flow = FlowRecord::default();
+        let mut facts = RecordFacts::default();
+        layout.decode_flow(record, &mut flow, &mut facts);
+        assert!(facts.from_packet_section);
+        assert_eq!(flow.src_addr, "10.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (flow.proto, flow.src_port, flow.dst_port, flow.ip_tos),
+            (17, 5000, 53, 0x10)
+        );
+        // A truncated section is read as far as it goes, never past the record.
+        body.truncate(12);
+        body[4] = 7;
+        let (record, _) = layout.split_record(&body).unwrap();
+        let mut flow = FlowRecord::default();
+        let mut facts = RecordFacts::default();
+        layout.decode_flow(record, &mut flow, &mut facts);
+        assert!(!facts.from_packet_section);
+        assert!(flow.src_addr.is_unspecified());
     }
 
     #[test]
@@ -562,7 +767,7 @@ mod tests {
         let (record, rest) = layout.split_record(&body).unwrap();
         assert!(rest.is_empty());
         let mut flow = FlowRecord::default();
-        layout.decode_flow(record, &mut flow, &mut RecordTimes::default());
+        layout.decode_flow(record, &mut flow, &mut RecordFacts::default());
         assert_eq!((flow.bytes, flow.packets), (100, 7));
         // A variable-length field running past the end is not a record.
         assert!(layout.split_record(&[9, 1, 2]).is_none());

@@ -6,6 +6,7 @@
 //! Synchronous and single-threaded: the daemon gives each worker its own `Decoder` for the
 //! exporters it owns, and `exflow decode` / `replay` drive one directly.
 
+pub mod connections;
 pub mod exporter;
 pub mod layout;
 pub mod record;
@@ -16,8 +17,9 @@ pub mod stats;
 use foldhash::HashMap;
 use std::net::IpAddr;
 
+use connections::Connections;
 use exporter::{DomainKey, Exporter, PendingSet, SequenceCheck, SequenceUnit};
-use layout::{Layout, LayoutError, RecordTimes, TimeUnit};
+use layout::{Layout, LayoutError, RecordFacts, TimeUnit};
 pub use record::{FlowKind, FlowRecord};
 pub use stats::{DecodeCounters, DecodeError, ErrorCounts};
 
@@ -33,6 +35,9 @@ pub struct DecoderLimits {
     pub max_fields_per_template: usize,
     pub max_pending_sets_per_exporter: usize,
     pub max_pending_bytes_per_exporter: usize,
+    /// Flows whose earlier reports are remembered, over all exporters, to count running
+    /// totals and firewall events once (see `connections`); about 100 bytes each.
+    pub max_tracked_connections: usize,
 }
 
 impl Default for DecoderLimits {
@@ -43,6 +48,7 @@ impl Default for DecoderLimits {
             max_fields_per_template: 256,
             max_pending_sets_per_exporter: 64,
             max_pending_bytes_per_exporter: 256 * 1024,
+            max_tracked_connections: 262_144,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Decoder {
     datagrams: u64,
     /// Counts for exporters no longer tracked (evicted), so totals never go backwards.
     evicted_counters: DecodeCounters,
+    /// Running totals and firewall connections already accounted, all exporters.
+    connections: Connections,
 }
 
 /// Nanoseconds between the NTP epoch (1900) and the UNIX epoch (1970).
@@ -122,6 +130,8 @@ impl Decoder {
             Some(Version::NetflowV9) => decode_templated(
                 state,
                 config,
+                &mut self.connections,
+                self.datagrams,
                 exporter,
                 received_ns,
                 datagram,
@@ -131,6 +141,8 @@ impl Decoder {
             Some(Version::Ipfix) => decode_templated(
                 state,
                 config,
+                &mut self.connections,
+                self.datagrams,
                 exporter,
                 received_ns,
                 datagram,
@@ -175,6 +187,11 @@ impl Decoder {
         self.exporters.len()
     }
 
+    /// Flows whose earlier reports are remembered (running totals, firewall connections).
+    pub fn tracked_connections(&self) -> usize {
+        self.connections.len()
+    }
+
     /// Template records currently held, all exporters.
     pub fn template_count(&self) -> usize {
         self.exporters.values().map(|e| e.template_count).sum()
@@ -211,9 +228,12 @@ fn exporter_entry<'a>(
     state
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decode_templated(
     exporter: &mut Exporter,
     config: &DecoderConfig,
+    connections: &mut Connections,
+    datagram_count: u64,
     address: IpAddr,
     received_ns: u64,
     datagram: &[u8],
@@ -262,8 +282,13 @@ fn decode_templated(
     };
     let key: DomainKey = (header.kind, header.domain_id);
     let limits = config.limits;
-    let rate_override = config.sampling.overrides.get(&address).copied();
-    let default_rate = config.sampling.default_rate;
+    let mut context = DataContext {
+        rate_override: config.sampling.overrides.get(&address).copied(),
+        default_rate: config.sampling.default_rate,
+        connections,
+        max_connections: limits.max_tracked_connections,
+        now: datagram_count,
+    };
     let mut data_records = 0u32;
     let mut flow_records = 0u32;
     let mut count_known = true;
@@ -283,15 +308,7 @@ fn decode_templated(
                 TemplateKind::Options
             };
             for template_id in learn_templates(exporter, key, dialect, kind, set.body, &limits) {
-                decode_pending(
-                    exporter,
-                    address,
-                    key,
-                    template_id,
-                    rate_override,
-                    default_rate,
-                    out,
-                );
+                decode_pending(exporter, address, key, template_id, &mut context, out);
             }
         } else if set.id >= ipfix::MIN_DATA_SET_ID {
             let decoded = decode_data_set(
@@ -301,8 +318,7 @@ fn decode_templated(
                 set.id,
                 &header,
                 set.body,
-                rate_override,
-                default_rate,
+                &mut context,
                 out,
             );
             match decoded {
@@ -343,14 +359,25 @@ fn decode_templated(
     result
 }
 
+/// What decoding a data set needs beyond the exporter's own state.
+struct DataContext<'a> {
+    /// The operator's rate for this exporter, winning over what it announces.
+    rate_override: Option<u32>,
+    /// The rate where the exporter announces none.
+    default_rate: Option<u32>,
+    connections: &'a mut Connections,
+    max_connections: usize,
+    /// The decoder's datagram counter: the clock of the tracked connections' staleness.
+    now: u64,
+}
+
 /// Decodes the held data sets a new template unlocks, in arrival order.
 fn decode_pending(
     exporter: &mut Exporter,
     address: IpAddr,
     key: DomainKey,
     template_id: u16,
-    rate_override: Option<u32>,
-    default_rate: Option<u32>,
+    context: &mut DataContext<'_>,
     out: &mut Vec<FlowRecord>,
 ) {
     if exporter.pending.is_empty() {
@@ -368,8 +395,7 @@ fn decode_pending(
                 template_id,
                 &held.header,
                 &held.body,
-                rate_override,
-                default_rate,
+                context,
                 out,
             );
             exporter.counters.pending_records += (out.len() - before) as u64;
@@ -527,8 +553,7 @@ fn decode_data_set(
     template_id: u16,
     header: &HeaderInfo,
     body: &[u8],
-    rate_override: Option<u32>,
-    default_rate: Option<u32>,
+    context: &mut DataContext<'_>,
     out: &mut Vec<FlowRecord>,
 ) -> Option<(u32, u32)> {
     let counters = &mut exporter.counters;
@@ -574,26 +599,36 @@ fn decode_data_set(
         // Decode in place at the end of `out`: one copy of `base`, none of the record.
         out.push(base);
         let flow = out.last_mut().expect("just pushed");
-        let mut times = RecordTimes::default();
-        layout.decode_flow(record, flow, &mut times);
-        if !clock.stamp(flow, &times) {
+        let mut facts = RecordFacts::default();
+        layout.decode_flow(record, flow, &mut facts);
+        if !clock.stamp(flow, &facts) {
             counters.times_from_header += 1;
         }
-        flow.sampling_rate = rate_override
+        flow.sampling_rate = context
+            .rate_override
             .or_else(|| {
-                times
+                facts
                     .sampler_id
                     .and_then(|id| domain.samplers.rate_for(Some(id)))
             })
             .or_else(|| {
-                times
+                facts
                     .sampling_interval
                     .and_then(|r| u32::try_from(r).ok())
                     .filter(|&r| r > 0)
             })
             .or_else(|| domain.samplers.rate_for(None))
-            .or(default_rate)
+            .or(context.default_rate)
             .unwrap_or(0);
+        counters.connections_evicted += context.connections.account(
+            flow,
+            facts.counters,
+            facts.flow_id,
+            context.now,
+            context.max_connections,
+        );
+        counters.continued_records += u64::from(flow.continues_flow);
+        counters.packet_section_records += u64::from(facts.from_packet_section);
     }
     count_leftover(counters, rest);
     Some((records, records))
@@ -638,7 +673,7 @@ impl Clock<'_> {
 
     /// Sets the record's start and end. `false` when they had to come from the export header
     /// because the record's own times could not be resolved.
-    fn stamp(&self, flow: &mut FlowRecord, times: &RecordTimes) -> bool {
+    fn stamp(&self, flow: &mut FlowRecord, times: &RecordFacts) -> bool {
         let start = times.start.and_then(|(unit, v)| self.resolve(unit, v));
         let end = times.end.and_then(|(unit, v)| self.resolve(unit, v));
         let observed = times.observed_ms.map(|ms| ms.saturating_mul(1_000_000));

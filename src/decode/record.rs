@@ -72,6 +72,70 @@ pub struct FlowRecord {
     /// RFC 5103 biflow: what flowed from destination back to source.
     pub reverse_bytes: u64,
     pub reverse_packets: u64,
+    /// The addresses and ports after network address translation (IE 225-228, 281/282;
+    /// NSEL's xlate fields); unspecified / 0 when the exporter sent none.
+    pub post_nat_src_addr: IpAddr,
+    pub post_nat_dst_addr: IpAddr,
+    pub post_nat_src_port: u16,
+    pub post_nat_dst_port: u16,
+    /// flowEndReason (IE 136), 0 when absent: 1 idle, 2 active timeout, 3 end of flow
+    /// detected, 4 forced end, 5 lack of resources.
+    pub flow_end_reason: u8,
+    /// firewallEvent (IE 233, NSEL 40005), 0 when absent: 1 created, 2 deleted, 3 denied,
+    /// 4 alert, 5 update.
+    pub firewall_event: u8,
+    /// The exporter reported this flow before (a firewall's update or teardown of a known
+    /// connection id, a running total after the first): its counters are what is new since
+    /// the last report, and it is the same flow, not another one.
+    pub continues_flow: bool,
+}
+
+/// flowEndReason values that say the flow is over (all but 2, the active timeout).
+const END_REASON_IDLE: u8 = 1;
+const END_REASON_END_OF_FLOW: u8 = 3;
+const END_REASON_FORCED: u8 = 4;
+const END_REASON_LACK_OF_RESOURCES: u8 = 5;
+/// firewallEvent values.
+pub const FIREWALL_EVENT_CREATED: u8 = 1;
+pub const FIREWALL_EVENT_DELETED: u8 = 2;
+pub const FIREWALL_EVENT_DENIED: u8 = 3;
+pub const FIREWALL_EVENT_UPDATE: u8 = 5;
+
+impl FlowRecord {
+    /// The exporter says the flow is over: a flowEndReason other than the active timeout,
+    /// or a firewall's teardown (deleted) or denied event.
+    pub fn ends_flow(&self) -> bool {
+        matches!(
+            self.flow_end_reason,
+            END_REASON_IDLE
+                | END_REASON_END_OF_FLOW
+                | END_REASON_FORCED
+                | END_REASON_LACK_OF_RESOURCES
+        ) || matches!(
+            self.firewall_event,
+            FIREWALL_EVENT_DELETED | FIREWALL_EVENT_DENIED
+        )
+    }
+
+    /// The exporter says the connection is over and this record covers both its directions,
+    /// so nothing more of it is to come: a firewall's teardown or denied event (one record per
+    /// connection), or end of flow detected (TCP FIN/RST) on a biflow. A one-way record's end
+    /// of flow is not enough (the other direction's record may follow), nor an idle timeout,
+    /// a forced end or a full cache (the same 5-tuple may continue).
+    pub fn ends_connection(&self) -> bool {
+        matches!(
+            self.firewall_event,
+            FIREWALL_EVENT_DELETED | FIREWALL_EVENT_DENIED
+        ) || (self.flow_end_reason == END_REASON_END_OF_FLOW
+            && (self.reverse_bytes != 0 || self.reverse_packets != 0))
+    }
+
+    fn has_nat(&self) -> bool {
+        !self.post_nat_src_addr.is_unspecified()
+            || !self.post_nat_dst_addr.is_unspecified()
+            || self.post_nat_src_port != 0
+            || self.post_nat_dst_port != 0
+    }
 }
 
 impl Default for FlowRecord {
@@ -103,6 +167,13 @@ impl Default for FlowRecord {
             ip_tos: 0,
             reverse_bytes: 0,
             reverse_packets: 0,
+            post_nat_src_addr: unspecified,
+            post_nat_dst_addr: unspecified,
+            post_nat_src_port: 0,
+            post_nat_dst_port: 0,
+            flow_end_reason: 0,
+            firewall_event: 0,
+            continues_flow: false,
         }
     }
 }
@@ -157,7 +228,13 @@ impl Serialize for RenderedProto {
 impl Serialize for FlowRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let biflow = self.reverse_bytes != 0 || self.reverse_packets != 0;
-        let mut map = serializer.serialize_map(Some(if biflow { 25 } else { 23 }))?;
+        let nat = self.has_nat();
+        let fields = 23
+            + if biflow { 2 } else { 0 }
+            + if nat { 4 } else { 0 }
+            + usize::from(self.flow_end_reason != 0)
+            + usize::from(self.firewall_event != 0);
+        let mut map = serializer.serialize_map(Some(fields))?;
         map.serialize_entry("type", self.kind.name())?;
         map.serialize_entry("time_received_ns", &self.time_received_ns)?;
         map.serialize_entry("sequence_num", &self.sequence_num)?;
@@ -184,6 +261,26 @@ impl Serialize for FlowRecord {
         if biflow {
             map.serialize_entry("reverse_bytes", &self.reverse_bytes)?;
             map.serialize_entry("reverse_packets", &self.reverse_packets)?;
+        }
+        if nat {
+            // GoFlow2 has no NAT fields; these are the IANA names in its snake case, as
+            // GoFlow2's custom field mappings name them.
+            let (src, dst) = if self.post_nat_src_addr.is_ipv6() || self.post_nat_dst_addr.is_ipv6()
+            {
+                ("post_nat_src_ipv6_address", "post_nat_dst_ipv6_address")
+            } else {
+                ("post_nat_src_ipv4_address", "post_nat_dst_ipv4_address")
+            };
+            map.serialize_entry(src, &RenderedAddr(self.post_nat_src_addr))?;
+            map.serialize_entry(dst, &RenderedAddr(self.post_nat_dst_addr))?;
+            map.serialize_entry("post_napt_src_transport_port", &self.post_nat_src_port)?;
+            map.serialize_entry("post_napt_dst_transport_port", &self.post_nat_dst_port)?;
+        }
+        if self.flow_end_reason != 0 {
+            map.serialize_entry("flow_end_reason", &self.flow_end_reason)?;
+        }
+        if self.firewall_event != 0 {
+            map.serialize_entry("firewall_event", &self.firewall_event)?;
         }
         map.end()
     }
@@ -240,5 +337,49 @@ mod tests {
         assert_eq!(json["proto"], "47");
         assert_eq!(json["reverse_bytes"], 5);
         assert_eq!(json["reverse_packets"], 1);
+    }
+
+    #[test]
+    fn nat_and_firewall_fields_only_when_sent() {
+        let record = FlowRecord {
+            src_addr: "10.0.0.5".parse().unwrap(),
+            post_nat_src_addr: "198.51.100.7".parse().unwrap(),
+            post_nat_src_port: 40001,
+            flow_end_reason: 3,
+            firewall_event: FIREWALL_EVENT_DELETED,
+            ..FlowRecord::default()
+        };
+        let json = serde_json::to_value(record).unwrap();
+        assert_eq!(json["post_nat_src_ipv4_address"], "198.51.100.7");
+        assert_eq!(json["post_nat_dst_ipv4_address"], "");
+        assert_eq!(json["post_napt_src_transport_port"], 40001);
+        assert_eq!(json["post_napt_dst_transport_port"], 0);
+        assert_eq!(
+            (
+                json["flow_end_reason"].as_u64(),
+                json["firewall_event"].as_u64()
+            ),
+            (Some(3), Some(2))
+        );
+        assert_eq!(json.as_object().unwrap().len(), 29);
+        assert!(record.ends_flow() && record.ends_connection());
+        let one_way_fin = FlowRecord {
+            flow_end_reason: 3,
+            ..FlowRecord::default()
+        };
+        assert!(one_way_fin.ends_flow() && !one_way_fin.ends_connection());
+        let biflow_fin = FlowRecord {
+            reverse_packets: 1,
+            ..one_way_fin
+        };
+        assert!(biflow_fin.ends_connection());
+        let active_timeout = FlowRecord {
+            flow_end_reason: 2,
+            ..FlowRecord::default()
+        };
+        assert!(!active_timeout.ends_flow());
+        let plain = serde_json::to_value(FlowRecord::default()).unwrap();
+        assert!(plain.get("post_nat_src_ipv4_address").is_none());
+        assert!(plain.get("flow_end_reason").is_none());
     }
 }

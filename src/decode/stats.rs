@@ -135,6 +135,13 @@ pub struct DecodeCounters {
     /// sFlow samples that made no flow record: unknown formats, and flow samples without an
     /// IP packet header or sampled IPv4/IPv6 record.
     pub skipped_samples: u64,
+    /// Records that continued a flow the exporter had reported (a firewall's update or
+    /// teardown of a known connection, a running total after the first): counted once.
+    pub continued_records: u64,
+    /// Tracked flows forgotten to stay within `decoder.max_tracked_connections`.
+    pub connections_evicted: u64,
+    /// Records whose addresses and ports came from a packet section (IE 313/315).
+    pub packet_section_records: u64,
     pub errors: ErrorCounts,
 }
 
@@ -154,6 +161,9 @@ impl DecodeCounters {
         self.counter_samples += other.counter_samples;
         self.discard_samples += other.discard_samples;
         self.skipped_samples += other.skipped_samples;
+        self.continued_records += other.continued_records;
+        self.connections_evicted += other.connections_evicted;
+        self.packet_section_records += other.packet_section_records;
         for (error, count) in other.errors.iter() {
             self.errors.0[error.index()] += count;
         }

@@ -467,6 +467,8 @@ pub(crate) mod tests {
             exporter: "127.0.0.1".parse().unwrap(),
             tcp_flags: 0,
             from_inside: true,
+            continues: false,
+            ends: false,
         }
     }
 

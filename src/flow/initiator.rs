@@ -252,6 +252,8 @@ mod tests {
             exporter: "127.0.0.1".parse().unwrap(),
             tcp_flags: flags,
             from_inside,
+            continues: false,
+            ends: false,
         }
     }
 

@@ -52,6 +52,12 @@ pub struct Oriented {
     pub tcp_flags: u8,
     /// The record's source is the inside host (its forward counters are the upload).
     pub from_inside: bool,
+    /// The exporter reported this flow before (`FlowRecord::continues_flow`): not another
+    /// flow of the conversation.
+    pub continues: bool,
+    /// The exporter says the connection is over (`FlowRecord::ends_connection`): its
+    /// conversation ends now rather than at the idle timeout.
+    pub ends: bool,
 }
 
 impl Oriented {
@@ -78,9 +84,35 @@ pub enum Orientation {
 
 /// Orients a decoded record with the inside networks. A record from outside to inside
 /// counts as the inside host's download; RFC 5103 reverse counters go the other way.
+///
+/// Behind a NAT the inside host is the untranslated address: a firewall's record of an
+/// outbound connection has it as the source (its post-NAT source is the public address); of
+/// an inbound one to a published server, the post-NAT destination may be it while the
+/// destination is the public address. An end that is not inside but whose post-NAT address
+/// is stands for that inside host, with its post-NAT port.
 pub fn orient(record: &FlowRecord, enricher: &Enricher) -> Orientation {
-    let src_inside = enricher.is_inside(record.src_addr);
-    let dst_inside = enricher.is_inside(record.dst_addr);
+    let translated = |addr: IpAddr, port: u16, post_nat: IpAddr, post_port: u16| {
+        if enricher.is_inside(addr) {
+            Some((addr, port))
+        } else if !post_nat.is_unspecified() && enricher.is_inside(post_nat) {
+            Some((post_nat, if post_port != 0 { post_port } else { port }))
+        } else {
+            None
+        }
+    };
+    let src = translated(
+        record.src_addr,
+        record.src_port,
+        record.post_nat_src_addr,
+        record.post_nat_src_port,
+    );
+    let dst = translated(
+        record.dst_addr,
+        record.dst_port,
+        record.post_nat_dst_addr,
+        record.post_nat_dst_port,
+    );
+    let src_inside = src.is_some();
     let rate = u64::from(record.sampling_rate.max(1));
     let forward = (
         record.bytes.saturating_mul(rate),
@@ -90,47 +122,52 @@ pub fn orient(record: &FlowRecord, enricher: &Enricher) -> Orientation {
         record.reverse_bytes.saturating_mul(rate),
         record.reverse_packets.saturating_mul(rate),
     );
-    let base =
-        |inside, outside, inside_port, outside_port, out: (u64, u64), inn: (u64, u64), asn| {
-            Oriented {
-                tcp_flags: record.tcp_flags,
-                from_inside: src_inside,
-                inside,
+    let ends = record.ends_connection();
+    let base = |(inside, inside_port): (IpAddr, u16),
                 outside,
-                inside_port,
                 outside_port,
-                proto: record.proto,
-                bytes_out: out.0,
-                packets_out: out.1,
-                bytes_in: inn.0,
-                packets_in: inn.1,
-                start_ms: record.time_flow_start_ns / 1_000_000,
-                end_ms: record.time_flow_end_ns / 1_000_000,
-                outside_asn: asn,
-                exporter: record.sampler_address,
-            }
-        };
-    match (src_inside, dst_inside) {
-        (true, false) => Orientation::Outbound(base(
-            record.src_addr,
+                out: (u64, u64),
+                inn: (u64, u64),
+                asn| {
+        Oriented {
+            tcp_flags: record.tcp_flags,
+            from_inside: src_inside,
+            inside,
+            outside,
+            inside_port,
+            outside_port,
+            proto: record.proto,
+            bytes_out: out.0,
+            packets_out: out.1,
+            bytes_in: inn.0,
+            packets_in: inn.1,
+            start_ms: record.time_flow_start_ns / 1_000_000,
+            end_ms: record.time_flow_end_ns / 1_000_000,
+            outside_asn: asn,
+            exporter: record.sampler_address,
+            continues: record.continues_flow,
+            ends,
+        }
+    };
+    match (src, dst) {
+        (Some(inside), None) => Orientation::Outbound(base(
+            inside,
             record.dst_addr,
-            record.src_port,
             record.dst_port,
             forward,
             reverse,
             record.dst_as,
         )),
-        (false, true) => Orientation::Outbound(base(
-            record.dst_addr,
+        (None, Some(inside)) => Orientation::Outbound(base(
+            inside,
             record.src_addr,
-            record.dst_port,
             record.src_port,
             reverse,
             forward,
             record.src_as,
         )),
-        (false, false) => Orientation::Transit,
-        (true, true) => Orientation::Internal,
+        (None, None) => Orientation::Transit,
+        (Some(_), Some(_)) => Orientation::Internal,
     }
 }
 
@@ -200,6 +237,8 @@ pub struct FlowCounters {
     pub conversations_expired: u64,
     /// Ended early because the table was full.
     pub conversations_evicted: u64,
+    /// Ended on the exporter's word (flowEndReason, a firewall's teardown).
+    pub conversations_closed: u64,
     /// Dropped before the table: dated too far ahead, too late, and exporter clocks
     /// forgotten (see [`clock`]).
     pub clock: clock::ClockCounters,
@@ -213,6 +252,7 @@ impl FlowCounters {
         self.conversations_created += other.conversations_created;
         self.conversations_expired += other.conversations_expired;
         self.conversations_evicted += other.conversations_evicted;
+        self.conversations_closed += other.conversations_closed;
         self.clock.merge(&other.clock);
     }
 }
@@ -222,6 +262,16 @@ impl FlowCounters {
 struct Entry {
     key: ConversationKey,
     conversation: Conversation,
+}
+
+impl Entry {
+    /// A conversation closed on the exporter's word ([`FlowTable::close`]): already ended and
+    /// out of the index, its entry waits in the wheel to be freed. Marked by `flows == 0`,
+    /// which no open conversation has (it counts its first record), and `last_ms == 0`, so
+    /// the wheel and eviction free it first.
+    fn is_closed(&self) -> bool {
+        self.conversation.flows == 0
+    }
 }
 
 /// The conversations and their index by key: the index holds 4-byte handles into a slab of
@@ -271,14 +321,22 @@ impl Conversations {
         handle
     }
 
+    /// Removes an entry, from the index too unless it is a closed one (no longer indexed).
     fn remove(&mut self, handle: u32) -> Entry {
+        if !self.entries.get(handle).is_closed() {
+            self.unindex(handle);
+        }
+        self.entries.remove(handle)
+    }
+
+    /// Takes an entry out of the index only: its key's next record starts a new entry.
+    fn unindex(&mut self, handle: u32) {
         let hash = self.hash(&self.entries.get(handle).key);
         // Found by handle: no key comparison.
         self.index
             .find_entry(hash, |&other| other == handle)
-            .expect("every entry is indexed")
+            .expect("every open entry is indexed")
             .remove();
-        self.entries.remove(handle)
     }
 
     fn clear(&mut self) {
@@ -414,7 +472,10 @@ impl FlowTable {
                 conversation.packets_out =
                     conversation.packets_out.saturating_add(record.packets_out);
                 conversation.packets_in = conversation.packets_in.saturating_add(record.packets_in);
-                conversation.flows = conversation.flows.saturating_add(1);
+                // The exporter's later reports of one flow are not more flows.
+                conversation.flows = conversation
+                    .flows
+                    .saturating_add(u16::from(!record.continues));
                 return (Update::Extended, conversation);
             }
             // Too long a silence: the old conversation ended, a new one starts in its entry
@@ -440,6 +501,27 @@ impl FlowTable {
         )
     }
 
+    /// Ends the conversation of `key` now, on the exporter's word that its flow is over
+    /// (called after the closing record went through [`update`](Self::update) and the rules):
+    /// `ended` receives it, and the key's next record starts a new conversation. Its entry
+    /// is freed when the wheel or eviction reaches it. `false` when there is none.
+    pub fn close(
+        &mut self,
+        key: &ConversationKey,
+        ended: impl FnOnce(&ConversationKey, &Conversation),
+    ) -> bool {
+        let Some(handle) = self.conversations.find(self.conversations.hash(key), key) else {
+            return false;
+        };
+        self.conversations.unindex(handle);
+        let entry = self.conversations.entries.get_mut(handle);
+        ended(&entry.key, &entry.conversation);
+        entry.conversation.flows = 0;
+        entry.conversation.last_ms = 0;
+        self.counters.conversations_closed += 1;
+        true
+    }
+
     /// Ends every conversation idle for longer than the idle timeout plus the lateness
     /// allowed for records, at event time `now_ms`. Visits the wheel's slots up to
     /// `now_ms`: the conversations ending and those extended since they were filed.
@@ -454,8 +536,10 @@ impl FlowTable {
                 return Some(last_ms.saturating_add(expiry_ms));
             }
             let entry = conversations.remove(handle);
-            ended(&entry.key, &entry.conversation);
-            *expired += 1;
+            if !entry.is_closed() {
+                ended(&entry.key, &entry.conversation);
+                *expired += 1;
+            }
             None
         });
     }
@@ -463,7 +547,9 @@ impl FlowTable {
     /// Ends every conversation (end of input), in the order of their handles.
     pub fn drain(&mut self, mut ended: impl FnMut(&ConversationKey, &Conversation)) {
         for entry in self.conversations.entries.iter() {
-            ended(&entry.key, &entry.conversation);
+            if !entry.is_closed() {
+                ended(&entry.key, &entry.conversation);
+            }
         }
         self.conversations.clear();
         self.wheel.clear();
@@ -476,6 +562,8 @@ impl FlowTable {
     fn evict_for_room(&mut self, ended: &mut impl FnMut(&ConversationKey, &Conversation)) {
         let target = (self.len() / 10).max(1);
         let mut evicted = 0;
+        // Closed conversations' entries freed on the way: already ended, not evictions.
+        let mut freed = 0;
         let mut oldest = Vec::new();
         while evicted < target && !self.is_empty() {
             let conversations = &self.conversations;
@@ -493,7 +581,11 @@ impl FlowTable {
             for handle in oldest.drain(..) {
                 if evicted < target {
                     let entry = self.conversations.remove(handle);
-                    ended(&entry.key, &entry.conversation);
+                    if entry.is_closed() {
+                        freed += 1;
+                    } else {
+                        ended(&entry.key, &entry.conversation);
+                    }
                     evicted += 1;
                 } else {
                     let deadline =
@@ -502,7 +594,7 @@ impl FlowTable {
                 }
             }
         }
-        self.counters.conversations_evicted += evicted as u64;
+        self.counters.conversations_evicted += (evicted - freed) as u64;
     }
 }
 
@@ -576,6 +668,67 @@ mod tests {
             Orientation::Outbound(o) => o,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn nat_orientation_takes_the_untranslated_inside_host() {
+        let enricher = enricher();
+        // Outbound through source NAT: the source is the inside host, its post-NAT source
+        // the public address; the outside end is the destination.
+        let snat = FlowRecord {
+            src_addr: "10.10.5.5".parse().unwrap(),
+            dst_addr: "5.255.255.77".parse().unwrap(),
+            src_port: 50000,
+            dst_port: 443,
+            post_nat_src_addr: "198.51.100.7".parse().unwrap(),
+            post_nat_src_port: 61000,
+            bytes: 100,
+            ..FlowRecord::default()
+        };
+        let o = outbound(orient(&snat, &enricher));
+        assert_eq!(
+            (o.inside, o.inside_port, o.outside, o.bytes_out),
+            (
+                "10.10.5.5".parse().unwrap(),
+                50000,
+                "5.255.255.77".parse().unwrap(),
+                100
+            )
+        );
+        // Inbound to a published server: the destination is the public address, the
+        // post-NAT destination the inside server, which is the inside host.
+        let inbound = FlowRecord {
+            src_addr: "5.255.255.77".parse().unwrap(),
+            dst_addr: "198.51.100.8".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 443,
+            post_nat_dst_addr: "10.10.9.9".parse().unwrap(),
+            post_nat_dst_port: 8443,
+            bytes: 700,
+            reverse_bytes: 90,
+            flow_end_reason: 3,
+            ..FlowRecord::default()
+        };
+        let o = outbound(orient(&inbound, &enricher));
+        assert_eq!(
+            (o.inside, o.inside_port, o.outside, o.outside_port),
+            (
+                "10.10.9.9".parse().unwrap(),
+                8443,
+                "5.255.255.77".parse().unwrap(),
+                40000
+            )
+        );
+        assert_eq!(
+            (o.bytes_in, o.bytes_out, o.from_inside, o.ends),
+            (700, 90, false, true)
+        );
+        // Without NAT fields the public address is outside: transit.
+        let plain = FlowRecord {
+            post_nat_dst_addr: FlowRecord::default().src_addr,
+            ..inbound
+        };
+        assert_eq!(orient(&plain, &enricher), Orientation::Transit);
     }
 
     #[test]
@@ -728,6 +881,8 @@ mod tests {
             exporter: "192.0.2.1".parse().unwrap(),
             tcp_flags: 0,
             from_inside: true,
+            continues: false,
+            ends: false,
         }
     }
 
@@ -744,6 +899,53 @@ mod tests {
         let mut ended = Vec::new();
         table.expire(now_ms, |k, _| ended.push(k.inside_port));
         ended
+    }
+
+    #[test]
+    fn a_flow_the_exporter_ends_closes_its_conversation_once() {
+        let mut table = FlowTable::new(100, 30, 30);
+        let mut teardown = on_port(1, 10_000, 20_000);
+        teardown.continues = true;
+        assert!(run(&mut table, &on_port(1, 0, 10_000)).is_empty());
+        assert!(run(&mut table, &on_port(2, 0, 10_000)).is_empty());
+        assert!(run(&mut table, &teardown).is_empty());
+        let conversation = *table.get(&teardown.key()).unwrap();
+        // The teardown continues the flow: one flow, both reports' volume.
+        assert_eq!((conversation.flows, conversation.bytes_out), (1, 200));
+        let mut ended = Vec::new();
+        assert!(table.close(&teardown.key(), |k, c| {
+            ended.push((k.inside_port, c.bytes_out))
+        }));
+        assert_eq!(ended, [(1, 200)]);
+        assert_eq!(table.counters.conversations_closed, 1);
+        assert!(table.get(&teardown.key()).is_none());
+        assert!(!table.close(&teardown.key(), |_, _| panic!("closed twice")));
+        // The same 5-tuple again is a new conversation.
+        assert!(run(&mut table, &on_port(1, 30_000, 31_000)).is_empty());
+        assert_eq!(table.get(&teardown.key()).unwrap().flows, 1);
+        assert_eq!(table.counters.conversations_created, 3);
+        // Expiry ends the open ones and frees the closed entry without ending it again.
+        let mut expired = expire(&mut table, 200_000);
+        expired.sort_unstable();
+        assert_eq!(expired, [1, 2]);
+        assert_eq!(table.counters.conversations_expired, 2);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn closed_entries_are_freed_first_and_not_counted_as_evictions() {
+        let mut table = FlowTable::new(3, 30, 30);
+        for port in 1..=3 {
+            run(&mut table, &on_port(port, 0, 1000));
+        }
+        table.close(&on_port(2, 0, 0).key(), |_, _| {});
+        // Full: room is made from the closed entry, nothing open is evicted.
+        assert!(run(&mut table, &on_port(4, 2000, 3000)).is_empty());
+        assert_eq!(table.counters.conversations_evicted, 0);
+        let mut drained = Vec::new();
+        table.drain(|k, _| drained.push(k.inside_port));
+        drained.sort_unstable();
+        assert_eq!(drained, [1, 3, 4]);
     }
 
     #[test]

@@ -27,8 +27,38 @@ pub const SAMPLER_ID: u16 = 48;
 pub const SAMPLER_RANDOM_INTERVAL: u16 = 50;
 pub const IP_VERSION: u16 = 60;
 pub const IP_NEXT_HOP_IPV6_ADDRESS: u16 = 62;
+/// interfaceName / interfaceDescription (options data: per ifIndex names).
+pub const INTERFACE_NAME: u16 = 82;
+pub const INTERFACE_DESCRIPTION: u16 = 83;
 pub const OCTET_TOTAL_COUNT: u16 = 85;
 pub const PACKET_TOTAL_COUNT: u16 = 86;
+/// Why the flow ended (RFC 5102): 1 idle timeout, 2 active timeout, 3 end of flow detected
+/// (TCP FIN/RST), 4 forced end, 5 lack of resources.
+pub const FLOW_END_REASON: u16 = 136;
+/// flowId: an identifier of the flow unique within the observation domain; Cisco NSEL's
+/// NF_F_CONN_ID (the firewall's connection id) and Palo Alto's session id use it.
+pub const FLOW_ID: u16 = 148;
+/// postNATSourceIPv4Address, postNATDestinationIPv4Address, postNAPTSourceTransportPort,
+/// postNAPTDestinationTransportPort (NSEL's NF_F_XLATE_*): the addresses after translation.
+pub const POST_NAT_SOURCE_IPV4_ADDRESS: u16 = 225;
+pub const POST_NAT_DESTINATION_IPV4_ADDRESS: u16 = 226;
+pub const POST_NAPT_SOURCE_TRANSPORT_PORT: u16 = 227;
+pub const POST_NAPT_DESTINATION_TRANSPORT_PORT: u16 = 228;
+/// firewallEvent (NSEL NF_F_FW_EVENT): 1 created, 2 deleted, 3 denied, 4 alert, 5 update.
+pub const FIREWALL_EVENT: u16 = 233;
+/// The NAT fields and event code in NetFlow v9 as older ASAs number them
+/// (NF_F_XLATE_SRC_ADDR_IPV4 40001 ... NF_F_XLATE_DST_PORT 40004, NF_F_FW_EVENT 40005).
+pub const NSEL_V9_XLATE_SRC_ADDR_IPV4: u16 = 40001;
+pub const NSEL_V9_XLATE_DST_ADDR_IPV4: u16 = 40002;
+pub const NSEL_V9_XLATE_SRC_PORT: u16 = 40003;
+pub const NSEL_V9_XLATE_DST_PORT: u16 = 40004;
+pub const NSEL_V9_FW_EVENT: u16 = 40005;
+pub const POST_NAT_SOURCE_IPV6_ADDRESS: u16 = 281;
+pub const POST_NAT_DESTINATION_IPV6_ADDRESS: u16 = 282;
+/// ipHeaderPacketSection / dataLinkFrameSection: a sampled packet's leading bytes (Cisco and
+/// Juniper inline sampling), parsed for the 5-tuple when the record has no address fields.
+pub const IP_HEADER_PACKET_SECTION: u16 = 313;
+pub const DATA_LINK_FRAME_SECTION: u16 = 315;
 /// Cisco NSEL: initiator-to-responder and responder-to-initiator octets and packets of a
 /// firewall connection (NetFlow v9 fwd/rev flow delta bytes).
 pub const INITIATOR_OCTETS: u16 = 231;

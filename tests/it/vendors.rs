@@ -3,13 +3,17 @@
 
 use std::net::IpAddr;
 
-use exflow::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord};
+use exflow::decode::{DecodeCounters, Decoder, DecoderConfig, DecoderLimits, FlowRecord};
 
 use crate::support::data;
 
 /// Decodes logstash fixtures (one UDP payload each) in order, as one exporter.
 fn decode_dats(names: &[&str]) -> (Vec<FlowRecord>, DecodeCounters) {
-    let mut decoder = Decoder::new(DecoderConfig::default());
+    decode_dats_with(names, DecoderConfig::default())
+}
+
+fn decode_dats_with(names: &[&str], config: DecoderConfig) -> (Vec<FlowRecord>, DecodeCounters) {
+    let mut decoder = Decoder::new(config);
     let mut records = Vec::new();
     for name in names {
         let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
@@ -64,30 +68,86 @@ fn cisco_asa_nsel_totals_and_event_time() {
     assert_eq!(r.bytes, 56);
     assert_eq!(r.time_flow_start_ns, 1_444_384_068_169_000_000);
     assert_eq!(r.time_flow_end_ns, 1_444_384_070_179_000_000);
+    // logstash: fw_event 2 (flow deleted), xlate addresses and ports as the real ones.
+    assert_eq!(r.firewall_event, 2);
+    assert!(r.ends_flow());
+    assert_eq!(
+        (r.post_nat_src_addr, r.post_nat_dst_addr),
+        (ip("192.168.23.22"), ip("164.164.37.11"))
+    );
+    assert_eq!((r.post_nat_src_port, r.post_nat_dst_port), (17549, 0));
+    // A teardown seen first is the connection's whole volume: not a continuation.
+    assert!(!r.continues_flow);
     assert_eq!(counters.errors.total(), 0);
 }
 
 /// Cisco ASA NSEL #2: initiator/responder octets (IE 231/232, logstash's fwd/rev flow delta
 /// bytes). 19 records; the last is connection 742820223, 192.168.0.1:56651 -> 192.168.0.18:80,
-/// 69 bytes forward and 14178 back.
+/// 69 bytes forward and 14178 back, in its teardown (fw_event 2). The trace is ASA's event
+/// sequence per connection: create (1, no bytes), the update at teardown (5, the last
+/// interval's bytes) and the teardown (2, the connection's total): summed as sent, every
+/// connection would count twice.
 #[test]
 fn cisco_asa_nsel_initiator_and_responder_octets() {
-    let (records, counters) = decode_dats(&[
+    let names = [
         "netflow9_test_cisco_asa_2_tpl_26x",
         "netflow9_test_cisco_asa_2_tpl_27x",
         "netflow9_test_cisco_asa_2_data",
-    ]);
-    assert_eq!(records.len(), 19);
-    let r = records[18];
+    ];
+    // As exported (nothing tracked): logstash's values.
+    let raw_config = DecoderConfig {
+        limits: DecoderLimits {
+            max_tracked_connections: 0,
+            ..DecoderLimits::default()
+        },
+        ..DecoderConfig::default()
+    };
+    let (raw, _) = decode_dats_with(&names, raw_config);
+    assert_eq!(raw.len(), 19);
+    let r = raw[18];
     assert_eq!(
         (r.src_addr, r.dst_addr),
         (ip("192.168.0.1"), ip("192.168.0.18"))
     );
     assert_eq!((r.proto, r.src_port, r.dst_port), (6, 56651, 80));
     assert_eq!((r.in_if, r.out_if), (3, 4));
-    assert_eq!((r.bytes, r.reverse_bytes), (69, 14178));
+    assert_eq!((r.bytes, r.reverse_bytes, r.firewall_event), (69, 14178, 2));
+    assert_eq!(
+        (r.post_nat_src_addr, r.post_nat_dst_addr),
+        (ip("192.168.0.1"), ip("192.168.0.18"))
+    );
+    assert_eq!((r.post_nat_src_port, r.post_nat_dst_port), (56651, 80));
     assert_eq!(r.time_flow_start_ns, 1_469_109_036_395_000_000);
     assert_eq!(r.time_flow_end_ns, 1_469_109_036_495_000_000);
+
+    // Accounted: each connection's events sum to its teardown's total, once.
+    let (records, counters) = decode_dats(&names);
+    assert_eq!(records.len(), 19);
+    let teardowns: Vec<&FlowRecord> = raw.iter().filter(|r| r.firewall_event == 2).collect();
+    assert_eq!(teardowns.len(), 8);
+    for teardown in teardowns {
+        let of_connection = |r: &&FlowRecord| r.src_port == teardown.src_port;
+        let summed: (u64, u64) = records
+            .iter()
+            .filter(of_connection)
+            .fold((0, 0), |(b, rb), r| (b + r.bytes, rb + r.reverse_bytes));
+        assert_eq!(
+            summed,
+            (teardown.bytes, teardown.reverse_bytes),
+            "connection from port {}",
+            teardown.src_port
+        );
+    }
+    // Connection 742820223: create, update (the bytes), teardown (nothing new, the same flow).
+    let last: Vec<(u8, u64, u64, bool)> = records[16..]
+        .iter()
+        .map(|r| (r.firewall_event, r.bytes, r.reverse_bytes, r.continues_flow))
+        .collect();
+    assert_eq!(
+        last,
+        [(1, 0, 0, false), (5, 69, 14178, true), (2, 0, 0, true)]
+    );
+    assert_eq!(counters.continued_records, 11);
     assert_eq!(counters.errors.total(), 0);
 }
 
@@ -131,4 +191,212 @@ fn barracuda_delta_and_total_counters() {
     assert_eq!((r.in_if, r.out_if), (41874, 48660));
     assert_eq!(counters.times_from_header, 8);
     assert_eq!(counters.errors.total(), 0);
+}
+
+/// FortiGate FortiOS 5.4.2 (NetFlow v9 with application ids): logstash's first record,
+/// 192.168.100.151:45380 -> 182.50.136.239:80 TCP, 6 packets, 748 bytes, interfaces 8 -> 2,
+/// flow_end_reason 3 (end of flow detected), translated source 10.0.0.250:45380 and no
+/// translated destination (0.0.0.0).
+#[test]
+fn fortigate_nat_and_flow_end_reason() {
+    let (records, counters) = decode_dats(&[
+        "netflow9_test_fortigate_fortios_542_appid_tpl258-269",
+        "netflow9_test_fortigate_fortios_542_appid_data258_262",
+    ]);
+    let r = records[0];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("192.168.100.151"), ip("182.50.136.239"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (6, 45380, 80));
+    assert_eq!((r.packets, r.bytes, r.in_if, r.out_if), (6, 748, 8, 2));
+    assert_eq!(r.flow_end_reason, 3);
+    assert!(r.ends_flow());
+    assert_eq!(
+        (r.post_nat_src_addr, r.post_nat_src_port),
+        (ip("10.0.0.250"), 45380)
+    );
+    assert!(r.post_nat_dst_addr.is_unspecified());
+    let json = serde_json::to_value(r).unwrap();
+    assert_eq!(json["post_nat_src_ipv4_address"], "10.0.0.250");
+    assert_eq!(json["post_nat_dst_ipv4_address"], "");
+    assert_eq!(json["flow_end_reason"], 3);
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// Palo Alto PAN-OS with app-id: logstash decodes 8 records; the second is session 415347,
+/// 10.32.105.103:39702 -> 162.115.24.30:443 TCP, one packet of 111 bytes (a delta counter)
+/// with fw_event 5 (update), TCP flags 26, interfaces 24 -> 23.
+#[test]
+fn palo_alto_session_updates() {
+    let (records, counters) = decode_dats(&[
+        "netflow9_test_paloalto_panos_tpl",
+        "netflow9_test_paloalto_panos_data",
+    ]);
+    let r = records[1];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("10.32.105.103"), ip("162.115.24.30"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (6, 39702, 443));
+    assert_eq!((r.packets, r.bytes, r.tcp_flags), (1, 111, 26));
+    assert_eq!((r.in_if, r.out_if), (24, 23));
+    assert_eq!(r.firewall_event, 5);
+    assert!(!r.ends_flow());
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// An IPFIX message as a Juniper SRX exports a session: running totals (octetTotalCount,
+/// packetTotalCount) without deltas, the flow's start and end times, flowEndReason.
+fn totals_only_message(
+    sequence: u32,
+    export_s: u32,
+    records: &[(u64, u64, u64, u64, u8)],
+) -> Vec<u8> {
+    // (field id, length): source, destination, ports, protocol, totals, times, end reason.
+    const FIELDS: [(u16, u16); 10] = [
+        (8, 4),
+        (12, 4),
+        (7, 2),
+        (11, 2),
+        (4, 1),
+        (85, 8),
+        (86, 8),
+        (152, 8),
+        (153, 8),
+        (136, 1),
+    ];
+    let mut sets = Vec::new();
+    sets.extend_from_slice(&2u16.to_be_bytes());
+    sets.extend_from_slice(&((4 + 4 + FIELDS.len() * 4) as u16).to_be_bytes());
+    sets.extend_from_slice(&256u16.to_be_bytes());
+    sets.extend_from_slice(&(FIELDS.len() as u16).to_be_bytes());
+    for (id, length) in FIELDS {
+        sets.extend_from_slice(&id.to_be_bytes());
+        sets.extend_from_slice(&length.to_be_bytes());
+    }
+    let mut data = Vec::new();
+    for &(bytes, packets, start_ms, end_ms, end_reason) in records {
+        data.extend_from_slice(&[10, 10, 20, 50, 5, 255, 255, 77]);
+        data.extend_from_slice(&50_000u16.to_be_bytes());
+        data.extend_from_slice(&443u16.to_be_bytes());
+        data.push(6);
+        data.extend_from_slice(&bytes.to_be_bytes());
+        data.extend_from_slice(&packets.to_be_bytes());
+        data.extend_from_slice(&start_ms.to_be_bytes());
+        data.extend_from_slice(&end_ms.to_be_bytes());
+        data.push(end_reason);
+    }
+    sets.extend_from_slice(&256u16.to_be_bytes());
+    sets.extend_from_slice(&((4 + data.len()) as u16).to_be_bytes());
+    sets.extend_from_slice(&data);
+    let mut message = Vec::new();
+    message.extend_from_slice(&10u16.to_be_bytes());
+    message.extend_from_slice(&((16 + sets.len()) as u16).to_be_bytes());
+    message.extend_from_slice(&export_s.to_be_bytes());
+    message.extend_from_slice(&sequence.to_be_bytes());
+    message.extend_from_slice(&0u32.to_be_bytes());
+    message.extend_from_slice(&sets);
+    message
+}
+
+/// A session exported as running totals every minute (active timeout, flowEndReason 2) and
+/// closed with end of flow (3), through the whole pipeline: `mb_per_minute` MB a minute for
+/// 30 minutes. Returns the bulk_egress alerts and the counters.
+fn replay_totals_session(
+    mb_per_minute: u64,
+    max_tracked_connections: usize,
+) -> (
+    Vec<exflow::detect::Alert>,
+    exflow::pipeline::PipelineCounters,
+) {
+    let mut config = crate::support::border_config();
+    config.decoder.max_tracked_connections = max_tracked_connections;
+    let enricher = exflow::enrich::Enricher::from_config(&config).unwrap();
+    let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 1);
+    let mut alerts = Vec::new();
+    let start_s: u64 = 1_764_547_200; // 2025-12-01 00:00 UTC
+    for minute in 1..=30u64 {
+        let export_s = start_s + minute * 60;
+        let total = minute * mb_per_minute * 1_000_000;
+        let reason = if minute == 30 { 3 } else { 2 };
+        let message = totals_only_message(
+            (minute - 1) as u32,
+            export_s as u32,
+            &[(total, total / 1000, start_s * 1000, export_s * 1000, reason)],
+        );
+        pipeline.push_datagram(
+            ip("192.0.2.9"),
+            export_s * 1_000_000_000,
+            &message,
+            &mut alerts,
+        );
+    }
+    pipeline.finish(&mut alerts);
+    alerts.retain(|a| a.rule == "bulk_egress");
+    (alerts, pipeline.counters())
+}
+
+/// Running totals are counted once: a 150 MB upload in 30 minutes is one bulk_egress alert
+/// of at most 150 MB, not the 2.3 GB (and its 10x escalation) the summed totals make; a 60 MB
+/// one (930 MB summed) raises nothing.
+#[test]
+fn running_totals_are_counted_once_through_the_pipeline() {
+    let tracked = DecoderLimits::default().max_tracked_connections;
+    let (alerts, counters) = replay_totals_session(5, tracked);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!((alert.step, alert.inside_addr), (0, ip("10.10.20.50")));
+    assert!(
+        (100_000_000..=150_000_000).contains(&alert.bytes_out),
+        "{}",
+        alert.bytes_out
+    );
+    assert_eq!(counters.decode.records, 30);
+    assert_eq!(counters.decode.continued_records, 29);
+    assert_eq!(counters.flow.conversations_created, 1);
+    // Its end of flow is one direction's: the conversation waits for the other's records.
+    assert_eq!(counters.flow.conversations_closed, 0);
+
+    let (alerts, counters) = replay_totals_session(2, tracked);
+    assert!(alerts.is_empty(), "{alerts:?}");
+    assert_eq!(counters.decode.continued_records, 29);
+
+    // Without the tracking (the bound at 0), the totals are summed: escalations follow.
+    let (alerts, _) = replay_totals_session(5, 0);
+    assert!(alerts.iter().any(|a| a.step > 0), "{alerts:?}");
+}
+
+/// ASA's create / update / teardown events of one connection through the pipeline: one
+/// conversation per connection (8, not 19), counted once, each ended by its teardown.
+#[test]
+fn nsel_events_are_one_conversation_each_ended_by_the_teardown() {
+    let config = exflow::config::Config {
+        inside: vec!["192.168.0.0/30".parse().unwrap()],
+        ..exflow::config::Config::default()
+    };
+    let enricher = exflow::enrich::Enricher::from_config(&config).unwrap();
+    let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 1);
+    let mut alerts = Vec::new();
+    for name in [
+        "netflow9_test_cisco_asa_2_tpl_26x",
+        "netflow9_test_cisco_asa_2_tpl_27x",
+        "netflow9_test_cisco_asa_2_data",
+    ] {
+        let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
+        // Received just after the events (2016-07-21 13:50 UTC).
+        pipeline.push_datagram(
+            ip("192.0.2.7"),
+            1_469_109_100_000_000_000,
+            &bytes,
+            &mut alerts,
+        );
+    }
+    let before_finish = pipeline.counters();
+    pipeline.finish(&mut alerts);
+    let counters = pipeline.counters();
+    assert_eq!(counters.flow.records, 19);
+    assert_eq!(counters.flow.conversations_created, 8);
+    assert_eq!(before_finish.flow.conversations_closed, 8);
+    assert_eq!(counters.flow.conversations_expired, 0);
 }
