@@ -7,7 +7,8 @@
 #   FUZZ_TARGETS   space-separated subset of targets (default: all seven)
 #   FUZZ_CAPTURES  directory with the shared captures (default: ../shared/captures)
 #   FUZZ_SEED_ONLY=1  build the corpora and stop
-# Seeds: every UDP datagram of tests/data/**/*.pcap, the sFlow datagrams tests/data/sflow/*.bin
+# Seeds: every UDP datagram of tests/data/**/*.pcap, the sFlow datagrams tests/data/sflow/*.bin,
+# logstash's one-payload fixtures tests/data/logstash/*.dat (a device's in one decoder seed)
 # and, when present, of
 # $FUZZ_CAPTURES/exports/*/export.pcap and $FUZZ_CAPTURES/public/**/*.pcap (pcap and pcapng).
 # Corpora live in fuzz/corpus/<target>/ (git-ignored; what libFuzzer adds is kept for the
@@ -205,6 +206,23 @@ for path, grams in per_file.items():
         seed = grams[:DECODER_DATAGRAMS] + per_file[data_path][:DECODER_DATAGRAMS]
         src = seed[0][0]
         added["decoder"] = added.get("decoder", 0) + write("decoder", decoder_script(0, [(src, p) for _, p in seed]))
+
+# logstash-codec-netflow's fixtures: one UDP payload per file, a device's templates then its
+# data (tpl sorts before data), as one exporter: NSEL events, NAT, padding, variable length.
+devices = {}
+for path in sorted(glob.glob("tests/data/logstash/*.dat")):
+    name = os.path.basename(path)
+    device = name.split("_tpl")[0].split("_data")[0]
+    with open(path, "rb") as f:
+        payload = f.read()
+    devices.setdefault(device, []).append(payload)
+    if len(payload) >= 2 and payload[1] in (9, 10):
+        target = {9: "wire_v9", 10: "wire_ipfix"}[payload[1]]
+        added[target] = added.get(target, 0) + write(target, payload)
+for device, payloads in devices.items():
+    seed = [(b"\xc0\x00\x02\x07", p) for p in payloads]
+    added["decoder"] = added.get("decoder", 0) + write("decoder", decoder_script(0, seed))
+    added["decoder"] += write("decoder", decoder_script(1, seed))  # tight limits
 
 total = sum(len(g) for g in per_file.values())
 print(f"fuzz-smoke: {len(files)} captures, {total} datagrams; new seeds: "

@@ -33,6 +33,7 @@ fn config(flags: u8) -> DecoderConfig {
             max_fields_per_template: 8,
             max_pending_sets_per_exporter: 2,
             max_pending_bytes_per_exporter: 512,
+            max_tracked_connections: 4,
         };
     }
     if flags & 2 != 0 {
@@ -108,6 +109,10 @@ fuzz_target!(|data: &[u8]| {
             decoder.template_count()
                 <= limits.max_templates_per_exporter * decoder.exporter_count(),
             "template cap exceeded"
+        );
+        assert!(
+            decoder.tracked_connections() <= limits.max_tracked_connections,
+            "tracked connections cap exceeded"
         );
     }
     let totals = decoder.totals();
