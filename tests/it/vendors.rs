@@ -312,7 +312,7 @@ fn replay_totals_session(
 ) {
     let mut config = crate::support::border_config();
     config.decoder.max_tracked_connections = max_tracked_connections;
-    let enricher = exflow::enrich::Enricher::from_config(&config).unwrap();
+    let enricher = config.enricher().unwrap();
     let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 1);
     let mut alerts = Vec::new();
     let start_s: u64 = 1_764_547_200; // 2025-12-01 00:00 UTC
@@ -375,7 +375,7 @@ fn nsel_events_are_one_conversation_each_ended_by_the_teardown() {
         inside: vec!["192.168.0.0/30".parse().unwrap()],
         ..exflow::config::Config::default()
     };
-    let enricher = exflow::enrich::Enricher::from_config(&config).unwrap();
+    let enricher = config.enricher().unwrap();
     let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 1);
     let mut alerts = Vec::new();
     for name in [
