@@ -22,12 +22,15 @@ struct Topics {
     alerts: String,
     state: String,
     group: String,
+    /// The group's assignor: exflow's cooperative-sticky, or eager `range` (below).
+    assignor: &'static str,
 }
 
 impl Topics {
-    fn new() -> Topics {
+    fn new(assignor: &'static str) -> Topics {
         let brokers = shared_brokers();
         Topics {
+            assignor,
             flows: create_topic(&brokers, "exflow.flows.it", 4),
             alerts: create_topic(&brokers, "exflow.alerts.scaleout", 3),
             state: create_topic(&brokers, "exflow.state.it", 1),
@@ -37,14 +40,20 @@ impl Topics {
     }
 
     /// A process's config: the topics, its own spool, and the group settings a test wants
-    /// (a short session so a killed member's partitions move within seconds; no static
-    /// membership, which tansu 0.6.0 does not settle).
+    /// (a short session so a killed member's partitions move within seconds). For tansu
+    /// 0.6.0 (README, "Scale-out on Kafka"): no static membership, which it does not
+    /// settle; and for a member joining mid-stream the eager `range` assignor, as tansu
+    /// gets cooperative-sticky's incremental moves wrong then (a partition owned twice,
+    /// another by nobody), while with `range` it never hands a killed member's partitions
+    /// on.
     fn config(&self, spool: &std::path::Path) -> String {
         format!(
-            "[sink.kafka]\nbrokers = \"{}\"\ntopic = \"{}\"\nflows_topic = \"{}\"\n\
+            "[sink.kafka]\nlibrdkafka_options = {{ \"partition.assignment.strategy\" = \"{}\" }}\n\
+             brokers = \"{}\"\ntopic = \"{}\"\nflows_topic = \"{}\"\n\
              spool_dir = \"{}\"\nmessage_timeout_ms = 3000\n\
              [scaleout]\ngroup = \"{}\"\nstate_topic = \"{}\"\nstatic_membership = false\n\
              session_timeout_ms = 6000\ncheckpoint_interval_ms = 500\nwatermark_interval_ms = 200\n",
+            self.assignor,
             self.brokers,
             self.alerts,
             self.flows,
@@ -130,7 +139,7 @@ fn wait_consumed(collector: &Daemon, detectors: &[&Daemon]) {
 
 #[test]
 fn a_collector_and_two_detectors_raise_the_alerts_of_a_replay() {
-    let topics = Topics::new();
+    let topics = Topics::new("cooperative-sticky");
     let first = topics.detector("detect-1");
     let second = topics.detector("detect-2");
     wait_until(
@@ -187,7 +196,7 @@ fn a_collector_and_two_detectors_raise_the_alerts_of_a_replay() {
 
 #[test]
 fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
-    let topics = Topics::new();
+    let topics = Topics::new("cooperative-sticky");
     // The survivor joins first and so leads the group: tansu 0.6.0 does not pass the
     // leadership on when the leader dies (the group keeps the dead leader's assignment),
     // so the member killed here is the other one (README, "Scale-out").
@@ -270,4 +279,74 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
         victims_alerts
     );
     survivor.stop();
+}
+
+#[test]
+fn a_third_detector_joining_mid_stream_takes_partitions_and_the_alerts_stay_the_same() {
+    let topics = Topics::new("range");
+    let first = topics.detector("detect-a");
+    wait_until(
+        "the first owns every partition",
+        Duration::from_secs(60),
+        || first.metric("exflow_consume_partitions") == 4.0,
+    );
+    let second = topics.detector("detect-b");
+    wait_until(
+        "two detectors share the partitions",
+        Duration::from_secs(60),
+        || {
+            let (a, b) = (
+                first.metric("exflow_consume_partitions"),
+                second.metric("exflow_consume_partitions"),
+            );
+            a > 0.0 && b > 0.0 && a + b == 4.0
+        },
+    );
+    let collector = topics.collector();
+    let all = datagrams(CAPTURE);
+    let half = all.len() / 2;
+    send(&collector, &all[..half]);
+    wait_until("the first half is decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_datagrams_total") == half as f64
+    });
+    wait_consumed(&collector, &[&first, &second]);
+    let third = topics.detector("detect-c");
+    let members = [&first, &second, &third];
+    wait_until(
+        "the third detector owns partitions and every state is rebuilt",
+        Duration::from_secs(60),
+        || {
+            third.metric("exflow_consume_partitions") > 0.0
+                && metric_sum(&members, "exflow_consume_partitions") == 4.0
+                && metric_sum(&members, "exflow_consume_rebuilding_partitions") == 0.0
+        },
+    );
+    assert!(
+        third.metric("exflow_consume_takeovers_total") >= 1.0,
+        "the partitions it took had been worked on"
+    );
+    send(&collector, &all[half..]);
+    wait_until("every record is decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_records_total") == 2208.0
+    });
+    collector.stop();
+    let want = expected();
+    let messages = consume(
+        &topics.brokers,
+        &topics.alerts,
+        want.len(),
+        Duration::from_secs(60),
+    );
+    let got = counted(&messages);
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    // A partition handed over mid-stream may have alerts its previous owner raised after
+    // its last commit raised again by the new one: the same alerts, with the same ids.
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        want,
+        "the same alerts, ids included ({duplicates} raised twice)"
+    );
+    for member in [first, second, third] {
+        member.stop();
+    }
 }
