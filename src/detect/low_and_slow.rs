@@ -3,7 +3,9 @@
 //! connections (default 20 conversations, 20 MB), whatever each connection's size or
 //! duration: exfiltration paced to stay under every per-connection and per-hour threshold.
 //! Bytes a host sends back on connections outside hosts started are not upload. Bytes join
-//! the window at their record's own time, so late records count where they belong.
+//! the window at their record's own time, so late records count where they belong: the
+//! ring holds two buckets more than the day, a record is judged in the busiest day it
+//! belongs to, and ticks slide the ring to the exporter's clock less `allow_lateness`.
 
 use std::net::IpAddr;
 
@@ -23,10 +25,14 @@ pub const NAME: &str = "low_and_slow";
 /// Data transfer size limits; scheduled transfer.
 const ATTACK: &[&str] = &["T1030", "T1029"];
 const LADDER: [u64; 3] = [1, 5, 25];
+/// The window is 24 buckets (hours by default)...
 const BUCKETS: usize = 24;
+/// ...of a ring of 26: two buckets more for records that come late (up to two hours behind
+/// the newest by default; `flow.max_lateness_s` is one).
+const HELD: usize = BUCKETS + 2;
 const EVIDENCE: usize = 4;
 /// What a window costs at most, with its map entry, addresses and evidence.
-const WINDOW_BYTES: u64 = 640;
+const WINDOW_BYTES: u64 = 664;
 
 /// `[rules.low_and_slow]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +76,7 @@ enum Target {
 #[derive(Debug, Default)]
 struct Window {
     /// Upload and conversations begun, per bucket.
-    buckets: Buckets<BUCKETS>,
+    buckets: Buckets<HELD>,
     first_ms: u64,
     last_ms: u64,
     reported: u8,
@@ -87,7 +93,10 @@ pub struct LowAndSlow {
     allow: Allow,
     windows: HashMap<(IpAddr, Target), Window>,
     pub windows_evicted: u64,
+    /// Uploads older than the ring holds.
     pub too_late: u64,
+    /// How far behind a tick records may still arrive (`allow_lateness`).
+    lateness_ms: u64,
 }
 
 impl LowAndSlow {
@@ -104,6 +113,7 @@ impl LowAndSlow {
             windows: HashMap::new(),
             windows_evicted: 0,
             too_late: 0,
+            lateness_ms: 0,
         }
     }
 
@@ -128,16 +138,21 @@ impl LowAndSlow {
             window.first_ms = record.start_ms;
         }
         window.last_ms = window.last_ms.max(event.now_ms);
-        window.buckets.slide(event.now_ms, self.bucket_ms);
-        let start = window.buckets.start_ms(self.bucket_ms);
-        window.first_ms = window.first_ms.max(start);
+        // The ring ends at the newest record's time (`add`), not the exporter's clock: a
+        // late record is judged in the busiest day it belongs to.
+        let (total, conversations, start) =
+            window
+                .buckets
+                .busiest_window_with(at, self.bucket_ms, BUCKETS);
+        window.first_ms = window.first_ms.max(window.buckets.start_ms(self.bucket_ms));
         keep_evidence(
             &mut window.evidence,
             EvidenceConversation::of(key, event.conversation),
             EVIDENCE,
         );
-        window.evidence.retain(|e| e.last_ms >= start);
-        let (total, conversations) = (window.buckets.bytes(), window.buckets.count());
+        window
+            .evidence
+            .retain(|e| e.last_ms >= window.buckets.start_ms(self.bucket_ms));
         let min = self.min_bytes_out;
         if total < min {
             window.reported = 0;
@@ -157,7 +172,8 @@ impl LowAndSlow {
         let score = log_score(total, min, 45.0, 20.0)
             .saturating_add(if destination.foreign { 10 } else { 0 })
             .min(100);
-        let hours = (event.now_ms.saturating_sub(window.first_ms) as f64 / 3_600_000.0).max(0.1);
+        let hours =
+            (event.now_ms.saturating_sub(window.first_ms.max(start)) as f64 / 3_600_000.0).max(0.1);
         let what = match target {
             Target::Address(_) => describe_destination(key.outside, key.outside_port, destination),
             Target::Asn(asn) => format!(
@@ -177,8 +193,8 @@ impl LowAndSlow {
         let mut finding = Finding::for_conversation(NAME, event, step as u8, score, summary);
         finding.bytes_out = total;
         finding.flows = conversations;
-        finding.first_ms = window.first_ms;
-        finding.last_ms = record.end_ms.max(window.first_ms);
+        finding.first_ms = window.first_ms.max(start);
+        finding.last_ms = record.end_ms.max(finding.first_ms);
         finding.attack = ATTACK;
         finding.explain = Some(Box::new(Explanation {
             baseline: Some(Baseline {
@@ -241,11 +257,18 @@ impl Rule for LowAndSlow {
         }
     }
 
+    fn allow_lateness(&mut self, lateness_ms: u64) {
+        self.lateness_ms = lateness_ms;
+    }
+
+    /// Slides every window to the oldest time a record may still come from: `now_ms` less
+    /// the lateness allowed.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         let bucket_ms = self.bucket_ms;
         let min = self.min_bytes_out;
+        let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
         self.windows.retain(|_, window| {
-            window.buckets.slide(now_ms, bucket_ms);
+            window.buckets.slide(oldest_ms, bucket_ms);
             if window.buckets.bytes() < min {
                 window.reported = 0;
             }
@@ -388,15 +411,16 @@ mod tests {
                 T0 + i * MIN,
             );
         }
-        h.rule.on_tick(T0 + 25 * 60 * MIN, &mut h.findings);
+        // (The ring holds the day and two hours more, for late records.)
+        h.rule.on_tick(T0 + 26 * 60 * MIN, &mut h.findings);
         assert!(h.rule.windows.is_empty());
         for i in 0..19u64 {
-            let at = T0 + 26 * 60 * MIN + i * MIN;
+            let at = T0 + 28 * 60 * MIN + i * MIN;
             h.upload(51_000 + i as u16, "185.1.1.1", MB, at, at);
         }
         assert!(h.findings.is_empty());
         // The 20th arrives 50 min late: still within the day.
-        let now = T0 + 27 * 60 * MIN;
+        let now = T0 + 29 * 60 * MIN;
         h.upload(52_000, "185.1.1.1", MB, now - 50 * MIN, now);
         assert_eq!(h.findings.len(), 1);
         assert_eq!(h.findings[0].flows, 20);

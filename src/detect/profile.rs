@@ -54,8 +54,11 @@ const EVIDENCE: usize = 4;
 const SHIFT_IDLE_MS: u64 = 24 * HOUR_MS;
 /// Upload prefixes a profile remembers.
 const PREFIXES: usize = 16;
-/// The unfamiliar upload window: six buckets of ten minutes.
+/// The unfamiliar upload window: six buckets of ten minutes...
 const UNFAMILIAR_BUCKET_MS: u64 = 600_000;
+const UNFAMILIAR_BUCKETS: usize = 6;
+/// ...in a ring of twelve: an hour more for records that come late (`flow.max_lateness_s`).
+const UNFAMILIAR_HELD: usize = 2 * UNFAMILIAR_BUCKETS;
 /// What a profile costs at most, with its map entry and its role shift's evidence.
 const PROFILE_BYTES: u64 = 1024;
 /// HyperLogLog registers for the distinct peers (standard error about 18%).
@@ -274,7 +277,7 @@ struct HostProfile {
     upload_prefixes: [(u32, u32, u32); PREFIXES],
     /// Foreign upload to unfamiliar prefixes within the sliding hour.
     #[serde(skip)]
-    unfamiliar: Buckets<6>,
+    unfamiliar: Buckets<UNFAMILIAR_HELD>,
     /// Ladder steps reported plus one while `unfamiliar` stays over the threshold.
     #[serde(skip)]
     egress_reported: u8,
@@ -562,12 +565,17 @@ impl Profiles {
         findings: &mut Vec<Finding>,
     ) {
         let key = event.key;
-        let observed = profile.unfamiliar.bytes();
+        // The busiest hour the record belongs to: a late one is judged with what came
+        // around it, not with what its exporter sent after it.
+        let at = event.record.end_ms.max(event.record.start_ms);
+        let (observed, _, window_start) =
+            profile
+                .unfamiliar
+                .busiest_window_with(at, UNFAMILIAR_BUCKET_MS, UNFAMILIAR_BUCKETS);
         if observed < config.min_bytes_out {
             profile.egress_reported = 0;
             return;
         }
-        let window_start = profile.unfamiliar.start_ms(UNFAMILIAR_BUCKET_MS);
         let (median, mad, peak, hours) = profile.egress_baseline(window_start / HOUR_MS);
         let by_peak = (peak as f64 * config.peak_factor).min(u64::MAX as f64) as u64;
         let threshold = by_peak.max(config.min_bytes_out).max(1);
@@ -739,7 +747,8 @@ impl Rule for Profiles {
                     EVIDENCE,
                 );
             }
-            profile.unfamiliar.slide(now_ms, UNFAMILIAR_BUCKET_MS);
+            // The ring ends at the newest record's time, not the exporter's clock.
+            profile.unfamiliar.slide(at, UNFAMILIAR_BUCKET_MS);
             let start = profile.unfamiliar.start_ms(UNFAMILIAR_BUCKET_MS);
             profile.egress_evidence.retain(|e| e.last_ms >= start);
             if learned
@@ -1163,6 +1172,38 @@ mod tests {
         assert_eq!(h.findings.len(), 1, "{:?}", h.findings);
         let f = &h.findings[0];
         assert_eq!((f.rule, f.bytes_out), (EGRESS_ANOMALY, 60_000_000));
+    }
+
+    #[test]
+    fn uploads_an_exporter_delivers_all_55_minutes_late_still_add_up() {
+        let mut h = Harness::new();
+        let us = destination("US", 16509);
+        let host = "10.10.2.10";
+        for hour in 0..5 {
+            let at = T0 + hour * H + 60_000;
+            let port = 50_000 + hour as u16;
+            h.record(host, port, "52.1.1.1", 443, us, 1_000_000, 0, at);
+        }
+        // Six 5 MB uploads to new places 7 minutes apart, each delivered 55 minutes after
+        // it ended (a sampling exporter's cache): 30 MB within 35 minutes of their own time.
+        for i in 0..6u64 {
+            let end = T0 + 5 * H + i * 7 * 60_000;
+            let mut record = crate::detect::tests::oriented(
+                host,
+                51_000 + i as u16,
+                &format!("162.125.64.{}", i + 1),
+                443,
+                5_000_000,
+                0,
+                end - 60_000,
+                end,
+            );
+            record.outside_asn = 16509;
+            h.feed(&record, us, end + 55 * 60_000);
+        }
+        // Reported at the fourth, on the 20 MB floor (5x its 1 MB peak is below it).
+        assert_eq!(h.findings.len(), 1, "{:?}", h.findings);
+        assert_eq!(h.findings[0].bytes_out, 20_000_000);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! address's upload is `bulk_egress`'s: at least half the threshold must have gone to
 //! addresses other than the busiest one. Bytes a host sends back on connections outside
 //! hosts started (a server answering its clients) are not upload. Bytes join the window at
-//! their record's own time, so late records still count where they belong; a record longer
+//! their record's own time, so late records still count where they belong (the ring holds
+//! a window and as much again; a record is judged in the busiest window it belongs to, and
+//! ticks slide the ring to the exporter's clock less `allow_lateness`); a record longer
 //! than the window counts an even share of its bytes (`window::within_window`).
 
 use std::net::IpAddr;
@@ -24,8 +26,11 @@ pub const NAME: &str = "spread_egress";
 const ATTACK: &[&str] = &["T1048", "T1537"];
 /// Multiples of the threshold at which the alert escalates.
 const LADDER: [u64; 3] = [1, 5, 10];
-/// The window is six buckets.
+/// The window is six buckets...
 const BUCKETS: usize = 6;
+/// ...of a ring of twelve: a window and as much again for records that come late (up to
+/// one window behind the newest, the default `flow.max_lateness_s` for the default hour).
+const HELD: usize = 2 * BUCKETS;
 /// Addresses tracked per window; beyond them uploads count in the total only.
 const MAX_ADDRESSES: usize = 16;
 const EVIDENCE: usize = 4;
@@ -76,7 +81,7 @@ impl std::fmt::Display for Group {
 
 #[derive(Debug, Default)]
 struct Window {
-    buckets: Buckets<BUCKETS>,
+    buckets: Buckets<HELD>,
     /// Upload per address since it was first seen in the window, and when it was last.
     addresses: Vec<(IpAddr, u64, u64)>,
     /// Addresses seen beyond `MAX_ADDRESSES`.
@@ -99,10 +104,10 @@ impl Window {
         self.evidence.retain(|e| e.last_ms >= start);
     }
 
-    /// Upload not to the busiest address.
-    fn spread_bytes(&self) -> u64 {
+    /// Of a window's `total` upload, what did not go to the busiest address.
+    fn spread_bytes(&self, total: u64) -> u64 {
         let busiest = self.addresses.iter().map(|a| a.1).max().unwrap_or(0);
-        self.buckets.bytes().saturating_sub(busiest)
+        total.saturating_sub(busiest)
     }
 }
 
@@ -114,8 +119,10 @@ pub struct SpreadEgress {
     allow: Allow,
     windows: HashMap<(IpAddr, Group), Window>,
     pub windows_evicted: u64,
-    /// Uploads older than their window.
+    /// Uploads older than the ring holds.
     pub too_late: u64,
+    /// How far behind a tick records may still arrive (`allow_lateness`).
+    lateness_ms: u64,
 }
 
 impl SpreadEgress {
@@ -130,6 +137,7 @@ impl SpreadEgress {
             windows: HashMap::new(),
             windows_evicted: 0,
             too_late: 0,
+            lateness_ms: 0,
         }
     }
 
@@ -163,6 +171,8 @@ impl SpreadEgress {
             window.first_ms = record.start_ms;
         }
         window.last_ms = window.last_ms.max(event.now_ms);
+        // The ring ends at the newest record's time (`add`), not the exporter's clock: a
+        // late record is judged with what came around it.
         match window.addresses.iter().position(|a| a.0 == key.outside) {
             Some(at_index) => {
                 let address = &mut window.addresses[at_index];
@@ -179,14 +189,17 @@ impl SpreadEgress {
             EvidenceConversation::of(key, event.conversation),
             EVIDENCE,
         );
-        window.slide(event.now_ms, self.bucket_ms);
-        let total = window.buckets.bytes();
+        window.slide(at, self.bucket_ms);
+        let (total, _, window_start) =
+            window
+                .buckets
+                .busiest_window_with(at, self.bucket_ms, BUCKETS);
         let min = self.min_bytes_out;
         if total < min {
             window.reported = 0;
             return None;
         }
-        if window.spread_bytes() < min / 2 {
+        if window.spread_bytes(total) < min / 2 {
             return None;
         }
         let step = LADDER
@@ -221,9 +234,7 @@ impl SpreadEgress {
         finding.bytes_out = total;
         finding.bytes_in = window.evidence.iter().map(|e| e.bytes_in).sum();
         finding.flows = addresses as u64;
-        finding.first_ms = window
-            .first_ms
-            .max(event.now_ms.saturating_sub(self.window_ms));
+        finding.first_ms = window.first_ms.max(window_start);
         finding.last_ms = record.end_ms.max(finding.first_ms);
         finding.attack = ATTACK;
         finding.explain = Some(Box::new(Explanation {
@@ -283,11 +294,18 @@ impl Rule for SpreadEgress {
         findings.truncate(findings.len().min(before + 1));
     }
 
+    fn allow_lateness(&mut self, lateness_ms: u64) {
+        self.lateness_ms = lateness_ms;
+    }
+
+    /// Slides every window to the oldest time a record may still come from: `now_ms` less
+    /// the lateness allowed.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         let bucket_ms = self.bucket_ms;
         let min = self.min_bytes_out;
+        let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
         self.windows.retain(|_, window| {
-            window.slide(now_ms, bucket_ms);
+            window.slide(oldest_ms, bucket_ms);
             if window.buckets.bytes() < min {
                 window.reported = 0;
             }
@@ -412,7 +430,8 @@ mod tests {
             T0 + 70 * 60_000,
         );
         assert!(h.findings.is_empty());
-        // A record that ended 40 min ago, delivered late: it belongs to this hour.
+        // A record that ended 40 min ago, delivered late: it belongs to the hours from T0
+        // (60 MB with it) and to the one ending now (50 MB with it); judged in the busier.
         h.upload(
             "52.94.3.10",
             50_002,
@@ -421,9 +440,21 @@ mod tests {
             T0 + 80 * 60_000,
         );
         assert_eq!(h.findings.len(), 1);
-        assert_eq!(h.findings[0].bytes_out, 100 * MB);
-        // Older than the window: counted (once per window: network and country), not added.
-        h.upload("52.94.4.10", 50_003, 50 * MB, T0, T0 + 80 * 60_000);
+        assert_eq!(h.findings[0].bytes_out, 110 * MB);
+        assert_eq!(
+            h.findings[0].first_ms,
+            T0 - 60_000,
+            "the first upload's start"
+        );
+        // Older than the ring (an hour and as much again): counted (once per window:
+        // network and country), not added.
+        h.upload(
+            "52.94.4.10",
+            50_003,
+            50 * MB,
+            T0 - 2 * 3_600_000,
+            T0 + 80 * 60_000,
+        );
         assert_eq!(h.rule.too_late, 2);
         h.rule.on_tick(T0 + 10 * 3_600_000, &mut h.findings);
         assert!(h.rule.windows.is_empty());

@@ -85,6 +85,45 @@ impl<const N: usize> Buckets<N> {
             .saturating_sub(N as u64 - 1)
             .saturating_mul(width_ms)
     }
+
+    /// Of the runs of `w` consecutive buckets (at most `N`) that hold the bucket of `at_ms`
+    /// and end no later than the newest, the one with the most bytes: (bytes, count, start
+    /// ms). A ring that holds more buckets than a window keeps the windows a late record
+    /// belongs to; the record is judged in the busiest of them, not cut off by the records
+    /// its exporter sent after it.
+    pub fn busiest_window_with(&self, at_ms: u64, width_ms: u64, w: usize) -> (u64, u64, u64) {
+        let width_ms = width_ms.max(1);
+        let w = w.clamp(1, N) as u64;
+        let index = at_ms / width_ms;
+        let oldest = self.newest.saturating_sub(N as u64 - 1);
+        let get = |i: u64| {
+            if i < oldest || i > self.newest {
+                (0, 0)
+            } else {
+                let slot = (i % N as u64) as usize;
+                (self.bytes[slot], u64::from(self.counts[slot]))
+            }
+        };
+        let (mut bytes, mut count) = (0u64, 0u64);
+        for i in (index + 1).saturating_sub(w)..=index {
+            let (b, c) = get(i);
+            (bytes, count) = (bytes.saturating_add(b), count + c);
+        }
+        let mut best = (bytes, count, index);
+        let mut end = index;
+        while end < self.newest.min(index.saturating_add(w - 1)) {
+            end += 1;
+            let (b, c) = get(end);
+            let (gone_b, gone_c) = if end >= w { get(end - w) } else { (0, 0) };
+            bytes = bytes.saturating_add(b).saturating_sub(gone_b);
+            count = (count + c).saturating_sub(gone_c);
+            if bytes > best.0 {
+                best = (bytes, count, end);
+            }
+        }
+        let start = (best.2 + 1).saturating_sub(w).saturating_mul(width_ms);
+        (best.0, best.1, start)
+    }
 }
 
 /// The part of `bytes`, counted by a record from `start_ms` to `end_ms`, that can lie within
@@ -104,6 +143,31 @@ pub fn within_window(bytes: u64, start_ms: u64, end_ms: u64, window_ms: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_record_is_judged_in_the_busiest_window_it_belongs_to() {
+        let width = 600_000;
+        // A ring of twelve buckets, windows of six.
+        let mut w: Buckets<12> = Buckets::default();
+        assert!(w.add(20 * width, width, 100, 1));
+        assert!(w.add(25 * width, width, 40, 1));
+        assert!(w.add(27 * width, width, 5, 1));
+        // A record of bucket 21 comes when bucket 27 is the newest: the windows holding it
+        // end at 21..=26; the busiest is 20..=25 (100 + 40 + its own 7).
+        assert!(w.add(21 * width, width, 7, 1));
+        assert_eq!(
+            w.busiest_window_with(21 * width, width, 6),
+            (147, 3, 20 * width)
+        );
+        // The newest record's own windows end at 27: 22..=27.
+        assert_eq!(
+            w.busiest_window_with(27 * width, width, 6),
+            (45, 2, 22 * width)
+        );
+        // The ring is twelve buckets: 15 is still held, 14 is not.
+        assert!(w.add(16 * width, width, 1, 1));
+        assert!(!w.add(15 * width, width, 1, 1));
+    }
 
     #[test]
     fn a_record_longer_than_the_window_counts_its_even_share() {
