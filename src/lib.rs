@@ -10,7 +10,6 @@ pub mod decode;
 pub mod detect;
 pub mod enrich;
 pub mod flow;
-pub mod loadgen;
 pub mod pipeline;
 pub mod scaleout;
 pub mod sink;

@@ -6,6 +6,8 @@
 //! runtime of its own (`serve`): concurrent connections, a bounded request head and
 //! deadlines, so an idle, trickling or oversized client cannot delay a scrape or grow memory.
 
+pub mod scrape;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -118,7 +118,7 @@ pub struct LoadgenArgs {
         requires = "metrics",
         conflicts_with = "find_max"
     )]
-    pub scenarios: Vec<exflow::loadgen::Planned>,
+    pub scenarios: Vec<loadgen::harness::Planned>,
     /// How long after the run a scenario's alert is waited for before it counts as missed.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub detect_timeout: f64,

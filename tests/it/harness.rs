@@ -371,20 +371,13 @@ impl Daemon {
 
     /// The daemon's metrics, or `None` while it does not answer.
     pub fn scrape(&self) -> Option<HashMap<String, f64>> {
-        use std::io::Write;
-        let mut stream = std::net::TcpStream::connect(&self.metrics).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: exflow\r\n\r\n")
-            .ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        let body = text.split_once("\r\n\r\n")?.1;
+        use exflow::telemetry::scrape::{fetch, samples};
+        let page = fetch(self.metrics.parse().ok()?).ok()?;
         Some(
-            body.lines()
-                .filter(|l| !l.starts_with('#'))
-                .filter_map(|l| {
-                    l.rsplit_once(' ')
-                        .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            samples(&page)
+                .map(|(name, labels, value)| match labels {
+                    "" => (name.to_string(), value),
+                    _ => (format!("{name}{{{labels}}}"), value),
                 })
                 .collect(),
         )

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 use exflow::decode::FlowKind;
-use exflow::loadgen::{self, Detections, LoadSpec, Received, Sent, Watch};
 
+use self::harness::{Detections, LoadSpec, Received, Sent, Watch};
 use super::{LoadgenArgs, Protocol};
+
+pub mod harness;
 
 pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let kind = match args.protocol {
@@ -42,7 +44,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         return find_max(&args, spec);
     }
     let before = match args.metrics {
-        Some(metrics) => Some(loadgen::scrape(metrics)?),
+        Some(metrics) => Some(harness::scrape(metrics)?),
         None => None,
     };
     let watch = match args.metrics {
@@ -51,14 +53,14 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let sent = loadgen::send_injecting(&spec, |injected| {
+    let sent = harness::send_injecting(&spec, |injected| {
         if let Some(watch) = &watch {
             watch.injected(injected);
         }
     })?;
     print_sent(&sent);
     if let (Some(metrics), Some(before)) = (args.metrics, before) {
-        let after = loadgen::settle(metrics)?;
+        let after = harness::settle(metrics)?;
         print_received(&Received::between(&before, &after), &sent);
     }
     if let Some(watch) = watch {
@@ -177,9 +179,9 @@ fn find_max(args: &LoadgenArgs, spec: LoadSpec) -> anyhow::Result<()> {
             rate: Some(rate as u64),
             ..spec.clone()
         };
-        let before = loadgen::settle(metrics)?;
-        let sent = loadgen::send(&step)?;
-        let after = loadgen::settle(metrics)?;
+        let before = harness::settle(metrics)?;
+        let sent = harness::send(&step)?;
+        let after = harness::settle(metrics)?;
         let received = Received::between(&before, &after);
         let loss = received.loss(&sent);
         let achieved = sent.records as f64 / sent.elapsed.as_secs_f64();

@@ -1,4 +1,4 @@
-//! loadgen: the bench harness operators load-test exflow with. Sends realistic NetFlow v5 /
+//! cli: the bench harness behind `exflow loadgen` (the binary's, not the library's). Sends realistic NetFlow v5 /
 //! v9 / IPFIX from many simulated exporters (distinct source addresses in 127.0.0.0/8) at a
 //! target rate or flat out, reads exflow's `/metrics` before and after, and reports what
 //! was sent, received, decoded and dropped at each stage. `--find-max` steps the rate up to
@@ -9,16 +9,16 @@
 //! an alert and reports how long that took.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::decode::FlowKind;
-use crate::synth::{self, Scenario};
+use exflow::decode::FlowKind;
+use exflow::synth::{self, Scenario};
+use exflow::telemetry::scrape::{fetch, samples, sum_where};
 
 /// The event time of the background records (and of injected scenarios), ms.
 const EVENT_START_MS: u64 = 1_710_230_400_000;
@@ -141,7 +141,7 @@ const BACKGROUND_RECORDS: usize = 8_000;
 /// bytes, a packet or two): at full speed a pair then adds up to tens of kB a second, far
 /// from `bulk_egress`'s 100 MB an hour, and what is measured is the collector, not an
 /// alert storm on its sink.
-fn background(index: u16) -> Vec<crate::decode::FlowRecord> {
+fn background(index: u16) -> Vec<exflow::decode::FlowRecord> {
     let mut records =
         synth::background_records(BACKGROUND_RECORDS, u64::from(index) + 1, EVENT_START_MS);
     for record in &mut records {
@@ -155,7 +155,7 @@ fn background(index: u16) -> Vec<crate::decode::FlowRecord> {
 fn encode(
     kind: FlowKind,
     mut exporter: synth::Exporter,
-    records: &[crate::decode::FlowRecord],
+    records: &[exflow::decode::FlowRecord],
 ) -> Vec<(Vec<u8>, u32)> {
     let mut encoded = Vec::new();
     exporter.encode(records, EXPORT_MS, &mut encoded);
@@ -335,49 +335,6 @@ pub fn scrape(address: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
         *sums.entry(name.to_string()).or_insert(0.0) += value;
     }
     Ok(sums)
-}
-
-/// Fetches exflow's `/metrics` page (the body).
-pub fn fetch(address: SocketAddr) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-        .with_context(|| format!("cannot reach exflow's metrics at {address}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: exflow\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string()))
-}
-
-/// The samples of a Prometheus text page: (name, labels as written between the braces,
-/// value).
-fn samples(page: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    page.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|line| {
-            let (name_labels, value) = line.rsplit_once(' ')?;
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((name, labels)) => (name, labels.trim_end_matches('}')),
-                None => (name_labels, ""),
-            };
-            Some((name, labels, value.parse::<f64>().ok()?))
-        })
-}
-
-/// Sums metric `name` over the series whose label `label` is `value`, e.g. the alerts of
-/// one rule: `sum_where(page, "exflow_detect_alerts_total", "rule", "bulk_egress")`.
-pub fn sum_where(page: &str, name: &str, label: &str, value: &str) -> f64 {
-    samples(page)
-        .filter(|(n, labels, _)| {
-            *n == name
-                && labels.split(',').any(|pair| {
-                    pair.split_once('=')
-                        .is_some_and(|(l, v)| l == label && v.trim_matches('"') == value)
-                })
-        })
-        .map(|(_, _, v)| v)
-        .sum()
 }
 
 /// Stage by stage, what exflow did with one run (differences of its counters).
@@ -638,8 +595,9 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::config::Config;
-    use crate::pipeline::Pipeline;
+    use exflow::config::Config;
+    use exflow::pipeline::Pipeline;
+    use std::io::{Read, Write};
 
     #[test]
     fn scenarios_parse_as_name_at_seconds() {
@@ -654,20 +612,6 @@ mod tests {
         for bad in ["bulk_egress", "bulk_egress@", "bulk_egress@-1", "nope@1"] {
             assert!(bad.parse::<Planned>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn sums_a_metric_over_the_series_with_one_label_value() {
-        let page = "# TYPE exflow_detect_alerts_total counter\n\
-            exflow_detect_alerts_total{rule=\"bulk_egress\",severity=\"high\"} 3\n\
-            exflow_detect_alerts_total{rule=\"bulk_egress\",severity=\"critical\"} 1\n\
-            exflow_detect_alerts_total{rule=\"beacon\",severity=\"high\"} 7\n\
-            exflow_detect_suppressed_alerts_total{rule=\"bulk_egress\"} 100\n\
-            exflow_decode_records_total 42\n";
-        let alerts = |rule| sum_where(page, ALERTS, "rule", rule);
-        assert_eq!((alerts("bulk_egress"), alerts("beacon")), (4.0, 7.0));
-        assert_eq!(alerts("bulk"), 0.0);
-        assert_eq!(sum_where(page, ALERTS, "severity", "high"), 10.0);
     }
 
     /// The harness's own stream, a scenario injected into it, run through the pipeline with
