@@ -56,6 +56,13 @@ pub struct OrientedRecord {
     /// The exporter's clock the record is judged on (ms since the epoch).
     #[prost(uint64, tag = "16")]
     pub exporter_clock_ms: u64,
+    /// The exporter reported this flow before (a running total turned delta, an NSEL
+    /// update): not another connection.
+    #[prost(bool, tag = "17")]
+    pub continues: bool,
+    /// The exporter says the connection is over (a teardown, a flow end reason).
+    #[prost(bool, tag = "18")]
+    pub ends: bool,
 }
 
 /// A collector's event clock, published into every partition.
@@ -156,6 +163,8 @@ pub fn encode_record(record: &Oriented, now_ms: u64, out: &mut Vec<u8>) {
         tcp_flags: u32::from(record.tcp_flags),
         from_inside: record.from_inside,
         exporter_clock_ms: now_ms,
+        continues: record.continues,
+        ends: record.ends,
     };
     // Encoding into a Vec cannot fail: it grows.
     let _ = body.encode(out);
@@ -201,6 +210,8 @@ pub fn decode(payload: &[u8]) -> Result<FlowsMessage, MessageError> {
                 exporter: address(&m.exporter)?,
                 tcp_flags: small(m.tcp_flags, 0xff)? as u8,
                 from_inside: m.from_inside,
+                continues: m.continues,
+                ends: m.ends,
             };
             Ok(FlowsMessage::Record {
                 record,
@@ -239,6 +250,8 @@ mod tests {
             exporter: "192.0.2.1".parse().unwrap(),
             tcp_flags: 0x1b,
             from_inside: true,
+            continues: true,
+            ends: true,
         }
     }
 
