@@ -154,7 +154,11 @@ fn a_collector_and_two_detectors_raise_the_alerts_of_a_replay() {
         },
     );
     let collector = topics.collector();
-    assert_eq!(collector.metric("exflow_collect_partitions"), 4.0);
+    wait_until(
+        "the collector knows the topic's partitions",
+        Duration::from_secs(30),
+        || collector.metric("exflow_collect_partitions") == 4.0,
+    );
     let all = datagrams(CAPTURE);
     send(&collector, &all);
     wait_until("every record is decoded", Duration::from_secs(30), || {
