@@ -402,6 +402,29 @@ mod tests {
     }
 
     #[test]
+    fn spool_resync_finds_a_marker_across_the_scan_buffer_boundary() {
+        let dir = TempDir::new("marker-boundary");
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        // The scan after seq 0's damaged marker starts at offset 1 and reads 64 KiB at a
+        // time: seq 1's marker at 65,535 spans bytes 65,535..65,539, across the first read.
+        let big = vec![b'x'; 65_535 - 20];
+        spool.append(&big).unwrap();
+        spool.append(&alert(1)).unwrap();
+        spool.append(&alert(2)).unwrap();
+        spool.sync().unwrap();
+        drop(spool);
+        let path = dir.segment(0);
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[65_535..65_539], FRAME_MARKER);
+        bytes[0] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+
+        let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(spool.counters().corrupt_records, 1);
+        assert_eq!(read_all(&mut spool), vec![(1, alert(1)), (2, alert(2))]);
+    }
+
+    #[test]
     fn spool_reads_v1_segments_and_appends_in_v2() {
         let dir = TempDir::new("v1");
         fs::create_dir_all(&dir.0).unwrap();
