@@ -178,8 +178,8 @@ impl Owned {
     }
 }
 
-/// The consumer thread's state.
-struct Detector<'a> {
+/// This member of the group: the consumer thread's state.
+struct Member<'a> {
     config: &'a Config,
     enricher: Enricher,
     topic: String,
@@ -195,10 +195,11 @@ struct Detector<'a> {
     figures: ConsumeSnapshot,
     /// Counters of the shards of partitions no longer owned, kept for the totals.
     retired: PipelineCounters,
-    member: String,
+    /// `scaleout.instance_id`, named in the checkpoints.
+    instance_id: String,
 }
 
-impl Detector<'_> {
+impl Member<'_> {
     /// Alerts the sink has delivered: the broker's acknowledgements (spooled alerts found
     /// on the topic already and dead-lettered ones are done too). JSON lines are written
     /// at once.
@@ -373,7 +374,7 @@ impl Detector<'_> {
             let record = serde_json::json!({
                 "schema": CHECKPOINT_SCHEMA,
                 "group": self.config.scaleout.group,
-                "member": self.member,
+                "member": self.instance_id,
                 "topic": self.topic,
                 "partition": partition,
                 "committed_offset": owned.committed.max(0),
@@ -577,7 +578,7 @@ fn consume(
         member,
         "joining the detectors' group"
     );
-    let mut detector = Detector {
+    let mut member = Member {
         config,
         enricher: config.enricher()?,
         topic,
@@ -590,22 +591,22 @@ fn consume(
         sent: 0,
         figures: ConsumeSnapshot::default(),
         retired: PipelineCounters::default(),
-        member,
+        instance_id: member,
     };
     let every = Duration::from_millis(config.scaleout.checkpoint_interval_ms);
     let mut last_publish = Instant::now();
     while !control.shutdown.load(Ordering::Relaxed) {
         let polled = consumer.poll(PUBLISH_EVERY);
         // Partitions assigned in this poll get their state before their first message.
-        detector.apply_events(&consumer);
+        member.apply_events(&consumer);
         match polled {
-            Some(Ok(message)) => detector.run(
+            Some(Ok(message)) => member.run(
                 message.partition(),
                 message.offset(),
                 message.payload().unwrap_or_default(),
             ),
             Some(Err(error)) => {
-                detector.figures.consumer_errors += 1;
+                member.figures.consumer_errors += 1;
                 warn!("consumer: {error}");
             }
             None => {}
@@ -613,17 +614,17 @@ fn consume(
         // Once a round, not per message: each partition checkpoints when its own
         // interval is up.
         if last_publish.elapsed() >= PUBLISH_EVERY {
-            detector.checkpoint(&consumer, CommitMode::Async, Some(every));
-            detector.publish(&consumer, telemetry);
+            member.checkpoint(&consumer, CommitMode::Async, Some(every));
+            member.publish(&consumer, telemetry);
             last_publish = Instant::now();
         }
     }
     info!("stopping: delivering the last alerts, committing");
-    if let Some(sink) = detector.sink.take() {
+    if let Some(sink) = member.sink.take() {
         sink.close().context("cannot flush the alert sink")?;
     }
-    detector.checkpoint(&consumer, CommitMode::Sync, None);
-    let _ = detector.checkpoints.flush(Duration::from_secs(5));
-    detector.publish(&consumer, telemetry);
+    member.checkpoint(&consumer, CommitMode::Sync, None);
+    let _ = member.checkpoints.flush(Duration::from_secs(5));
+    member.publish(&consumer, telemetry);
     Ok(())
 }
