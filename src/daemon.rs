@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::decode::DecodeCounters;
+use crate::decode::exporter::InterfaceCounters;
 use crate::detect::Alert;
 use crate::enrich::NetSet;
 use crate::pipeline::{Ingest, PipelineCounters, Routed, Shard, sum_state_dropped};
@@ -62,6 +63,7 @@ struct Batch {
 struct WorkerReport {
     counters: PipelineCounters,
     exporters: Vec<(IpAddr, DecodeCounters)>,
+    sflow_interfaces: Vec<(IpAddr, InterfaceCounters)>,
     templates: usize,
 }
 
@@ -504,6 +506,7 @@ impl ReceiveWorker {
         let report = WorkerReport {
             counters,
             exporters: decoder.exporters().map(|(a, c)| (a, *c)).collect(),
+            sflow_interfaces: decoder.sflow_interfaces().map(|(a, c)| (a, *c)).collect(),
             templates: decoder.template_count(),
         };
         *self.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
@@ -698,6 +701,9 @@ fn snapshot(
         let report = worker.lock().unwrap_or_else(|e| e.into_inner());
         snapshot.pipeline.merge(&report.counters);
         snapshot.exporters.extend(report.exporters.iter().copied());
+        snapshot
+            .sflow_interfaces
+            .extend(report.sflow_interfaces.iter().copied());
         snapshot.templates += report.templates;
     }
     let mut receive_to_table = latency_histogram();

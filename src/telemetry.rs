@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::decode::exporter::InterfaceCounters;
 use crate::decode::{DecodeCounters, DecodeError};
 use crate::pipeline::PipelineCounters;
 use crate::source::udp::SourceCounters;
@@ -23,6 +24,8 @@ use crate::source::udp::SourceCounters;
 pub struct Snapshot {
     pub pipeline: PipelineCounters,
     pub exporters: Vec<(IpAddr, DecodeCounters)>,
+    /// Every sFlow agent's interfaces' latest counters.
+    pub sflow_interfaces: Vec<(IpAddr, InterfaceCounters)>,
     pub templates: usize,
     /// Event time, ms since the epoch.
     pub event_time_ms: u64,
@@ -219,7 +222,7 @@ impl Telemetry {
             &mut out,
             "exflow_decode_sflow_counter_samples_total",
             "counter",
-            "sFlow counter samples skipped by length.",
+            "sFlow counter samples read (their generic interface counters kept per agent).",
             &one(d.counter_samples),
         );
         metric(
@@ -302,6 +305,65 @@ impl Telemetry {
             "counter",
             "Data sets without a template per exporter.",
             &per_exporter(&|c| c.template_misses),
+        );
+        let mut interfaces = snapshot.sflow_interfaces.clone();
+        interfaces.sort_by_key(|(agent, c)| (*agent, c.sub_agent_id, c.if_index));
+        let per_interface = |direction: Option<&str>, f: &dyn Fn(&InterfaceCounters) -> u64| {
+            interfaces
+                .iter()
+                .map(|(agent, c)| {
+                    let direction =
+                        direction.map_or(String::new(), |d| format!(",direction=\"{d}\""));
+                    (
+                        format!(
+                            "{{agent=\"{agent}\",sub_agent=\"{}\",if_index=\"{}\"{direction}}}",
+                            c.sub_agent_id, c.if_index
+                        ),
+                        f(c),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let both = |f_in: &dyn Fn(&InterfaceCounters) -> u64,
+                    f_out: &dyn Fn(&InterfaceCounters) -> u64| {
+            let mut series = per_interface(Some("in"), f_in);
+            series.extend(per_interface(Some("out"), f_out));
+            series
+        };
+        metric(
+            &mut out,
+            "exflow_decode_sflow_interface_octets_total",
+            "counter",
+            "Octets through each sFlow agent's interface, as its counter samples report them.",
+            &both(&|c| c.in_octets, &|c| c.out_octets),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_interface_errors_total",
+            "counter",
+            "Packets with errors on each sFlow agent's interface (counter samples).",
+            &both(&|c| c.in_errors, &|c| c.out_errors),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_interface_discards_total",
+            "counter",
+            "Packets discarded on each sFlow agent's interface (counter samples).",
+            &both(&|c| c.in_discards, &|c| c.out_discards),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_interface_speed_bits_per_second",
+            "gauge",
+            "Each sFlow agent's interface speed (counter samples).",
+            &per_interface(None, &|c| c.speed_bps),
+        );
+        metric(
+            &mut out,
+            "exflow_decode_sflow_interfaces_refused_total",
+            "counter",
+            "sFlow interfaces whose counters were not kept (decoder.max_sflow_interfaces_per_agent).",
+            &one(d.interfaces_refused),
         );
         let f = &p.flow;
         metric(
@@ -738,8 +800,25 @@ mod tests {
         };
         let mut snapshot = Snapshot::default();
         snapshot.pipeline.decode.records = 42;
+        snapshot.sflow_interfaces.push((
+            "192.0.2.1".parse().unwrap(),
+            InterfaceCounters {
+                if_index: 3,
+                speed_bps: 1_000_000_000,
+                in_octets: 3910,
+                out_octets: 3946,
+                ..InterfaceCounters::default()
+            },
+        ));
         telemetry.publish(snapshot);
         let text = telemetry.render();
+        for line in [
+            "exflow_decode_sflow_interface_octets_total{agent=\"192.0.2.1\",sub_agent=\"0\",if_index=\"3\",direction=\"in\"} 3910\n",
+            "exflow_decode_sflow_interface_octets_total{agent=\"192.0.2.1\",sub_agent=\"0\",if_index=\"3\",direction=\"out\"} 3946\n",
+            "exflow_decode_sflow_interface_speed_bits_per_second{agent=\"192.0.2.1\",sub_agent=\"0\",if_index=\"3\"} 1000000000\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
         assert!(
             text.contains("\nexflow_decode_records_total 42\n"),
             "{text}"

@@ -148,6 +148,22 @@ pub struct PendingSet {
     pub body: Box<[u8]>,
 }
 
+/// The latest generic interface counters an sFlow agent sent for one of its interfaces,
+/// as the agent counts them (running totals since its interface counters began).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub if_index: u32,
+    /// sFlow's sub-agent (the datagram's sub-agent id) the counters came from.
+    pub sub_agent_id: u32,
+    pub speed_bps: u64,
+    pub in_octets: u64,
+    pub out_octets: u64,
+    pub in_errors: u64,
+    pub out_errors: u64,
+    pub in_discards: u64,
+    pub out_discards: u64,
+}
+
 /// Everything known about one exporter (one source address).
 #[derive(Debug, Default)]
 pub struct Exporter {
@@ -160,6 +176,30 @@ pub struct Exporter {
     /// least recently heard exporter when `max_exporters` is reached.
     pub last_seen: u64,
     pub counters: DecodeCounters,
+    /// sFlow agents: their interfaces' latest counters, by (sub-agent, ifIndex), at most
+    /// `decoder.max_sflow_interfaces_per_agent`.
+    pub interfaces: Vec<InterfaceCounters>,
+}
+
+/// Keeps an interface's latest counters in an agent's list; a new interface beyond `max` is
+/// refused (and counted by the caller): `false`.
+pub fn set_interface(
+    interfaces: &mut Vec<InterfaceCounters>,
+    counters: InterfaceCounters,
+    max: usize,
+) -> bool {
+    let same = |c: &&mut InterfaceCounters| {
+        c.if_index == counters.if_index && c.sub_agent_id == counters.sub_agent_id
+    };
+    if let Some(known) = interfaces.iter_mut().find(same) {
+        *known = counters;
+        return true;
+    }
+    if interfaces.len() >= max {
+        return false;
+    }
+    interfaces.push(counters);
+    true
 }
 
 impl Exporter {

@@ -38,6 +38,8 @@ pub struct DecoderLimits {
     /// Flows whose earlier reports are remembered, over all exporters, to count running
     /// totals and firewall events once (see `connections`); about 100 bytes each.
     pub max_tracked_connections: usize,
+    /// Interfaces whose sFlow counters are kept per agent (for the interface metrics).
+    pub max_sflow_interfaces_per_agent: usize,
 }
 
 impl Default for DecoderLimits {
@@ -49,6 +51,7 @@ impl Default for DecoderLimits {
             max_pending_sets_per_exporter: 64,
             max_pending_bytes_per_exporter: 256 * 1024,
             max_tracked_connections: 262_144,
+            max_sflow_interfaces_per_agent: 256,
         }
     }
 }
@@ -180,6 +183,13 @@ impl Decoder {
         self.exporters
             .iter()
             .map(|(address, e)| (*address, &e.counters))
+    }
+
+    /// The latest interface counters of every sFlow agent, in no particular order.
+    pub fn sflow_interfaces(&self) -> impl Iterator<Item = (IpAddr, &exporter::InterfaceCounters)> {
+        self.exporters
+            .iter()
+            .flat_map(|(address, e)| e.interfaces.iter().map(move |c| (*address, c)))
     }
 
     /// Exporters currently tracked.

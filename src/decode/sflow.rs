@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use super::exporter::{Exporter, SequenceCheck, SequenceUnit};
+use super::exporter::{Exporter, InterfaceCounters, SequenceCheck, SequenceUnit, set_interface};
 use super::record::{ETYPE_IPV4, ETYPE_IPV6, FlowKind, FlowRecord};
 use super::stats::DecodeError;
 use super::{DecodeCounters, DecoderConfig};
@@ -41,6 +41,7 @@ pub(super) fn decode(
         ..FlowRecord::default()
     };
     let counters = &mut exporter.counters;
+    let interfaces = &mut exporter.interfaces;
     let mut result = Ok(());
     for sample in datagram.samples() {
         let sample = match sample {
@@ -57,7 +58,20 @@ pub(super) fn decode(
                 Err(error) => counters.errors.add(error.into()),
             }
         } else if sample.is(sflow::COUNTER_SAMPLE) || sample.is(sflow::EXPANDED_COUNTER_SAMPLE) {
-            counters.counter_samples += 1;
+            let expanded = sample.is(sflow::EXPANDED_COUNTER_SAMPLE);
+            match sflow::CounterSample::new_checked(sample.body, expanded) {
+                Ok(counter_sample) => {
+                    counters.counter_samples += 1;
+                    read_counter_sample(
+                        &counter_sample,
+                        datagram.sub_agent_id(),
+                        config.limits.max_sflow_interfaces_per_agent,
+                        interfaces,
+                        counters,
+                    );
+                }
+                Err(error) => counters.errors.add(error.into()),
+            }
         } else if sample.is(sflow::DISCARDED_PACKET) {
             match sflow::DiscardSample::new_checked(sample.body) {
                 Ok(_) => counters.discard_samples += 1,
@@ -77,6 +91,50 @@ pub(super) fn decode(
         SequenceCheck::Reset => exporter.counters.sequence_resets += 1,
     }
     result
+}
+
+/// Keeps the generic interface counters of a counter sample (other counter records, such as
+/// Ethernet or processor counters, are skipped by length).
+fn read_counter_sample(
+    sample: &sflow::CounterSample<'_>,
+    sub_agent_id: u32,
+    max_interfaces: usize,
+    interfaces: &mut Vec<InterfaceCounters>,
+    counters: &mut DecodeCounters,
+) {
+    for record in sample.records() {
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                counters.errors.add(error.into());
+                break;
+            }
+        };
+        if !record.is(sflow::GENERIC_INTERFACE_COUNTERS) {
+            continue;
+        }
+        let generic = match sflow::InterfaceCounters::new_checked(record.body) {
+            Ok(generic) => generic,
+            Err(error) => {
+                counters.errors.add(error.into());
+                continue;
+            }
+        };
+        let latest = InterfaceCounters {
+            if_index: generic.if_index(),
+            sub_agent_id,
+            speed_bps: generic.if_speed(),
+            in_octets: generic.if_in_octets(),
+            out_octets: generic.if_out_octets(),
+            in_errors: u64::from(generic.if_in_errors()),
+            out_errors: u64::from(generic.if_out_errors()),
+            in_discards: u64::from(generic.if_in_discards()),
+            out_discards: u64::from(generic.if_out_discards()),
+        };
+        if !set_interface(interfaces, latest, max_interfaces) {
+            counters.interfaces_refused += 1;
+        }
+    }
 }
 
 /// The operator's rates around the one each flow sample carries.

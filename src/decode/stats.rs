@@ -128,8 +128,11 @@ pub struct DecodeCounters {
     pub sequence_resets: u64,
     /// Records with sysUpTime times but no known boot time, timed by the export header.
     pub times_from_header: u64,
-    /// sFlow counter samples (interface counters), skipped by their length.
+    /// sFlow counter samples (their generic interface counters are kept per agent).
     pub counter_samples: u64,
+    /// sFlow interfaces whose counters were not kept: the agent had
+    /// `decoder.max_sflow_interfaces_per_agent` already.
+    pub interfaces_refused: u64,
     /// sFlow discarded-packet samples (the drops extension), counted and skipped.
     pub discard_samples: u64,
     /// sFlow samples that made no flow record: unknown formats, and flow samples without an
@@ -159,6 +162,7 @@ impl DecodeCounters {
         self.sequence_resets += other.sequence_resets;
         self.times_from_header += other.times_from_header;
         self.counter_samples += other.counter_samples;
+        self.interfaces_refused += other.interfaces_refused;
         self.discard_samples += other.discard_samples;
         self.skipped_samples += other.skipped_samples;
         self.continued_records += other.continued_records;

@@ -35,6 +35,9 @@ pub const EXTENDED_SWITCH: u32 = 1001;
 pub const EXTENDED_ROUTER: u32 = 1002;
 pub const EXTENDED_GATEWAY: u32 = 1003;
 
+/// Counter record format of the generic interface counters (enterprise 0).
+pub const GENERIC_INTERFACE_COUNTERS: u32 = 1;
+
 /// Raw packet header protocols the decoder parses.
 pub const HEADER_PROTOCOL_ETHERNET: u32 = 1;
 pub const HEADER_PROTOCOL_IPV4: u32 = 11;
@@ -318,6 +321,112 @@ impl<'a> FlowSample<'a> {
             (28, flow_sample::COMPACT_LEN)
         };
         Records::new(&self.body[start..], word(self.body, count_at))
+    }
+}
+
+/// A checked view over a counter sample (format 2, or 4 expanded): which data source the
+/// counters are of, and its counter records.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterSample<'a> {
+    body: &'a [u8],
+    expanded: bool,
+}
+
+impl<'a> CounterSample<'a> {
+    /// Sequence, source id, record count.
+    const COMPACT_LEN: usize = 12;
+    /// Sequence, source id type, source id index, record count.
+    const EXPANDED_LEN: usize = 16;
+
+    pub fn new_checked(body: &'a [u8], expanded: bool) -> Result<Self, WireError> {
+        let len = if expanded {
+            Self::EXPANDED_LEN
+        } else {
+            Self::COMPACT_LEN
+        };
+        if body.len() < len {
+            return Err(WireError::Truncated);
+        }
+        Ok(CounterSample { body, expanded })
+    }
+
+    pub fn sequence_number(&self) -> u32 {
+        word(self.body, 0)
+    }
+
+    /// The data source's index (an ifIndex for interface counters).
+    pub fn source_id_index(&self) -> u32 {
+        if self.expanded {
+            word(self.body, 8)
+        } else {
+            word(self.body, 4) & 0x00ff_ffff
+        }
+    }
+
+    pub fn records(&self) -> Records<'a> {
+        let (count_at, start) = if self.expanded {
+            (12, Self::EXPANDED_LEN)
+        } else {
+            (8, Self::COMPACT_LEN)
+        };
+        Records::new(&self.body[start..], word(self.body, count_at))
+    }
+}
+
+/// A checked view over the generic interface counters record (counter format 1, RFC 2233's
+/// ifTable counters as sFlow carries them).
+#[derive(Debug, Clone, Copy)]
+pub struct InterfaceCounters<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> InterfaceCounters<'a> {
+    /// ifIndex, ifType, ifSpeed (8), ifDirection, ifStatus, ifInOctets (8), seven 32-bit in
+    /// counters, ifOutOctets (8), five 32-bit out counters, ifPromiscuousMode.
+    const LEN: usize = 88;
+
+    pub fn new_checked(body: &'a [u8]) -> Result<Self, WireError> {
+        if body.len() < Self::LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(InterfaceCounters { body })
+    }
+
+    fn long(&self, at: usize) -> u64 {
+        u64::from(word(self.body, at)) << 32 | u64::from(word(self.body, at + 4))
+    }
+
+    pub fn if_index(&self) -> u32 {
+        word(self.body, 0)
+    }
+
+    /// Bits per second.
+    pub fn if_speed(&self) -> u64 {
+        self.long(8)
+    }
+
+    pub fn if_in_octets(&self) -> u64 {
+        self.long(24)
+    }
+
+    pub fn if_in_discards(&self) -> u32 {
+        word(self.body, 44)
+    }
+
+    pub fn if_in_errors(&self) -> u32 {
+        word(self.body, 48)
+    }
+
+    pub fn if_out_octets(&self) -> u64 {
+        self.long(56)
+    }
+
+    pub fn if_out_discards(&self) -> u32 {
+        word(self.body, 76)
+    }
+
+    pub fn if_out_errors(&self) -> u32 {
+        word(self.body, 80)
     }
 }
 
@@ -766,6 +875,40 @@ mod tests {
         let mut huge = body;
         huge[31] = 0xff; // a segment of 255 ASes in a short record
         assert!(ExtendedGateway::new_checked(&huge[..]).is_err());
+    }
+
+    #[test]
+    fn counter_samples_and_interface_counters() {
+        #[rustfmt::skip]
+        let mut body = vec![
+            0, 0, 0, 9,           // sequence
+            0, 0, 0, 7,           // source id: type 0, ifIndex 7
+            0, 0, 0, 1,           // one record
+            0, 0, 0, 1, 0, 0, 0, 88, // generic interface counters, 88 bytes
+        ];
+        let mut counters = vec![0u8; 88];
+        counters[3] = 7; // ifIndex
+        counters[8..16].copy_from_slice(&10_000_000_000u64.to_be_bytes()); // 10 Gbit/s
+        counters[24..32].copy_from_slice(&5_000_000_000u64.to_be_bytes()); // in octets
+        counters[48..52].copy_from_slice(&3u32.to_be_bytes()); // in errors
+        counters[56..64].copy_from_slice(&7_000_000_000u64.to_be_bytes()); // out octets
+        counters[76..80].copy_from_slice(&2u32.to_be_bytes()); // out discards
+        body.extend_from_slice(&counters);
+        let sample = CounterSample::new_checked(&body[..], false).unwrap();
+        assert_eq!((sample.sequence_number(), sample.source_id_index()), (9, 7));
+        let records: Vec<_> = sample.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(records[0].is(GENERIC_INTERFACE_COUNTERS));
+        let c = InterfaceCounters::new_checked(records[0].body).unwrap();
+        assert_eq!((c.if_index(), c.if_speed()), (7, 10_000_000_000));
+        assert_eq!(
+            (c.if_in_octets(), c.if_out_octets()),
+            (5_000_000_000, 7_000_000_000)
+        );
+        assert_eq!((c.if_in_errors(), c.if_out_discards()), (3, 2));
+        assert!(InterfaceCounters::new_checked(&counters[..87]).is_err());
+        assert!(CounterSample::new_checked(&body[..11], false).is_err());
+        assert!(CounterSample::new_checked(&body[..15], true).is_err());
     }
 
     #[test]

@@ -93,7 +93,7 @@ fn sequence_numbers_give_loss() {
 /// tcpdump's sflow_multiple_counter_30_pdus.pcap: HP agents (15.184.x.x) sending expanded
 /// counter samples only (144 of them), mixed with NetFlow v5 from other routers.
 #[test]
-fn counter_samples_are_counted_and_skipped() {
+fn counter_samples_make_no_flow_records() {
     let (records, counters) = decode_capture("sflow/tcpdump_sflow_multiple_counter_30_pdus.pcap");
     assert_eq!(counters.counter_samples, 144);
     assert!(records.iter().all(|r| r.kind == FlowKind::NetflowV5));
@@ -229,4 +229,74 @@ fn cut_and_corrupted_datagrams_are_counted() {
         let result = decoder.decode(ip("192.0.2.1"), 1, &flipped, &mut Vec::new());
         assert_eq!(result, Err(DecodeError::Truncated));
     }
+}
+
+/// Counter samples become per-agent interface counters, with the values the agents' own
+/// decoders print: telegraf's hsflowd sample (sub-agent 100000, interface 3 "eno1", 1 Gbit/s,
+/// 3910 octets in, 3946 out) and tcpdump's HP switch capture (94 interfaces of five agents;
+/// tcpdump -v prints, last for 15.184.1.76 agent-id 2 ifindex 55, "In octets 820721 ...
+/// Out octets 178785248", and for 15.184.1.194 agent-id 1 ifindex 3 "In errors 1").
+#[test]
+fn counter_samples_give_interface_counters() {
+    let bytes = std::fs::read(data("sflow/telegraf_sflow_v5_example.bin")).unwrap();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    decoder
+        .decode(ip("127.0.0.1"), 1, &bytes, &mut Vec::new())
+        .unwrap();
+    let interfaces: Vec<_> = decoder.sflow_interfaces().map(|(a, c)| (a, *c)).collect();
+    assert_eq!(interfaces.len(), 1);
+    let (agent, c) = interfaces[0];
+    assert_eq!(agent, ip("127.0.0.1"));
+    assert_eq!(
+        (c.sub_agent_id, c.if_index, c.speed_bps),
+        (100_000, 3, 1_000_000_000)
+    );
+    assert_eq!((c.in_octets, c.out_octets), (3910, 3946));
+    assert_eq!(
+        (c.in_errors, c.out_errors, c.in_discards, c.out_discards),
+        (0, 0, 0, 0)
+    );
+
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    for (source, received_ns, payload) in
+        datagrams("sflow/tcpdump_sflow_multiple_counter_30_pdus.pcap")
+    {
+        let _ = decoder.decode(source, received_ns, &payload, &mut Vec::new());
+    }
+    let interfaces: Vec<_> = decoder.sflow_interfaces().map(|(a, c)| (a, *c)).collect();
+    assert_eq!(interfaces.len(), 94);
+    let find = |agent: &str, sub: u32, index: u32| {
+        interfaces
+            .iter()
+            .find(|(a, c)| *a == ip(agent) && c.sub_agent_id == sub && c.if_index == index)
+            .map(|(_, c)| *c)
+            .unwrap()
+    };
+    let c = find("15.184.1.76", 2, 55);
+    assert_eq!(
+        (c.speed_bps, c.in_octets, c.out_octets),
+        (1_000_000_000, 820_721, 178_785_248)
+    );
+    let c = find("15.184.1.194", 1, 3);
+    assert_eq!(
+        (c.in_octets, c.out_octets, c.in_errors),
+        (200_763_454, 3_317_395_016, 1)
+    );
+    // Summed over the 94 interfaces, as tcpdump prints them last.
+    let sum_in: u64 = interfaces.iter().map(|(_, c)| c.in_octets).sum();
+    let sum_out: u64 = interfaces.iter().map(|(_, c)| c.out_octets).sum();
+    assert_eq!((sum_in, sum_out), (98_973_941_953, 210_384_219_274));
+    assert_eq!(decoder.totals().interfaces_refused, 0);
+
+    // Bounded per agent: with room for 4 interfaces, the rest are counted, not kept.
+    let mut config = DecoderConfig::default();
+    config.limits.max_sflow_interfaces_per_agent = 4;
+    let mut decoder = Decoder::new(config);
+    for (source, received_ns, payload) in
+        datagrams("sflow/tcpdump_sflow_multiple_counter_30_pdus.pcap")
+    {
+        let _ = decoder.decode(source, received_ns, &payload, &mut Vec::new());
+    }
+    assert_eq!(decoder.sflow_interfaces().count(), 5 * 4);
+    assert!(decoder.totals().interfaces_refused > 0);
 }
