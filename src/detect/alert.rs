@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::enrich::CountryCode;
+use crate::flow::community_id::community_id;
 use crate::flow::{Conversation, ConversationKey};
 use crate::time::rfc3339;
 
@@ -72,6 +73,11 @@ pub struct Alert {
     pub outside_addr: IpAddr,
     pub outside_port: u16,
     pub proto: u8,
+    /// Community ID v1 of the conversation the alert is about (the one that crossed the
+    /// line, for the rules that sum several): the flow hash Zeek, Suricata and Elastic
+    /// share. Absent for a series of connections (`beacon`) or of queries (`dns_tunnel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
     pub outside_country: Option<CountryCode>,
     pub outside_asn: Option<u32>,
     pub bytes_out: u64,
@@ -155,6 +161,8 @@ pub struct Evidence {
     pub inside_port: u16,
     pub outside_addr: IpAddr,
     pub outside_port: u16,
+    /// Community ID v1 of the conversation.
+    pub community_id: String,
     pub first_seen: String,
     pub last_seen: String,
     pub bytes_out: u64,
@@ -197,6 +205,7 @@ impl EvidenceConversation {
             inside_port: self.key.inside_port,
             outside_addr: self.key.outside,
             outside_port: self.key.outside_port,
+            community_id: community_id(&self.key),
             first_seen: rfc3339(self.first_ms.saturating_mul(1_000_000)),
             last_seen: rfc3339(self.last_ms.saturating_mul(1_000_000)),
             bytes_out: self.bytes_out,

@@ -360,6 +360,7 @@ impl Rule for DnsTunnel {
             inside: key.inside,
             outside: key.outside,
             outside_port: DNS_PORT,
+            inside_port: None,
             proto: pair.proto,
             destination: pair.destination,
             bytes_out: sum.bytes_out,

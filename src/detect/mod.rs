@@ -127,6 +127,8 @@ pub struct Finding {
     pub inside: IpAddr,
     pub outside: IpAddr,
     pub outside_port: u16,
+    /// The inside port when the finding is about one conversation (its Community ID).
+    pub inside_port: Option<u16>,
     pub proto: u8,
     pub destination: Destination,
     pub bytes_out: u64,
@@ -162,6 +164,7 @@ impl Finding {
             inside: key.inside,
             outside: key.outside,
             outside_port: key.outside_port,
+            inside_port: Some(key.inside_port),
             proto: key.proto,
             destination: c.destination,
             bytes_out: c.bytes_out,

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use super::Finding;
 use super::alert::{ALERT_SCHEMA, Alert, EvidenceConversation, Severity, stable_id};
+use crate::flow::ConversationKey;
+use crate::flow::community_id::community_id;
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +123,15 @@ fn to_alert(mut f: Finding, escalates: Option<String>) -> Alert {
         outside_addr: f.outside,
         outside_port: f.outside_port,
         proto: f.proto,
+        community_id: f.inside_port.map(|inside_port| {
+            community_id(&ConversationKey {
+                inside: f.inside,
+                outside: f.outside,
+                inside_port,
+                outside_port: f.outside_port,
+                proto: f.proto,
+            })
+        }),
         outside_country: f.destination.country,
         outside_asn: f.destination.asn.map(|asn| asn.get()),
         bytes_out: f.bytes_out,
@@ -162,6 +173,7 @@ mod tests {
             inside: "10.0.0.1".parse().unwrap(),
             outside: "192.0.2.1".parse().unwrap(),
             outside_port: 443,
+            inside_port: None,
             proto: 6,
             destination: Destination::default(),
             bytes_out: 1,

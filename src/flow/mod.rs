@@ -10,6 +10,7 @@
 //! expiry and eviction take the stalest conversations.
 
 pub mod clock;
+pub mod community_id;
 mod config;
 mod initiator;
 mod slab;

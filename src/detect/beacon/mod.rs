@@ -345,6 +345,7 @@ impl Beacon {
             inside: key.inside,
             outside: key.outside,
             outside_port: key.outside_port,
+            inside_port: None,
             proto: key.proto,
             destination: series.destination,
             bytes_out: series.bytes_out,
