@@ -298,7 +298,7 @@ impl Rule for DnsTunnel {
             // Answers alone (the reply direction's record) open no window.
             return;
         }
-        if !self.pairs.contains_key(&pair_key) && self.pairs.len() >= self.max_pairs {
+        if self.pairs.len() >= self.max_pairs && !self.pairs.contains_key(&pair_key) {
             self.pairs_evicted += evict_stalest(&mut self.pairs, |p| p.last_ms, |_, _| {}) as u64;
         }
         let (bucket_ms, window_ms) = (self.bucket_ms, self.window_ms);

@@ -120,7 +120,7 @@ impl LowAndSlow {
     fn add(&mut self, event: &RecordEvent<'_>, target: Target) -> Option<Finding> {
         let (record, key) = (event.record, event.key);
         let window_key = (key.inside, target);
-        if !self.windows.contains_key(&window_key) && self.windows.len() >= self.max_windows {
+        if self.windows.len() >= self.max_windows && !self.windows.contains_key(&window_key) {
             self.windows_evicted +=
                 evict_stalest(&mut self.windows, |w: &Window| w.last_ms, |_, _| {}) as u64;
         }

@@ -406,7 +406,7 @@ fn profile_of<'a>(
     host: IpAddr,
     now_ms: u64,
 ) -> &'a mut HostProfile {
-    if !hosts.contains_key(&host) && hosts.len() >= max_hosts {
+    if hosts.len() >= max_hosts && !hosts.contains_key(&host) {
         *evicted += evict_stalest(hosts, |p: &HostProfile| p.last_ms, |_, _| {}) as u64;
     }
     hosts

@@ -150,7 +150,7 @@ impl SpreadEgress {
     ) -> Option<()> {
         let (record, key) = (event.record, event.key);
         let window_key = (key.inside, group);
-        if !self.windows.contains_key(&window_key) && self.windows.len() >= self.max_windows {
+        if self.windows.len() >= self.max_windows && !self.windows.contains_key(&window_key) {
             self.windows_evicted +=
                 evict_stalest(&mut self.windows, |w: &Window| w.last_ms, |_, _| {}) as u64;
         }

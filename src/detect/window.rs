@@ -7,10 +7,18 @@
 //! than the window spreads its bytes over its whole duration.
 
 /// Sums over the last `N` buckets of `width_ms` each, ending at the newest bucket seen.
+///
+/// The sums are kept as buckets fill and empty, so reading them touches the first line
+/// only and a record touches that line and its bucket's: the rules read them per record,
+/// in windows far larger than the caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buckets<const N: usize> {
     /// Index (time / width) of the newest bucket; 0 while nothing was added.
     newest: u64,
+    /// The sum of `bytes`, capped at `u64::MAX` (as a saturating sum of them is).
+    bytes_total: u64,
+    /// The sum of `counts`.
+    count_total: u64,
     bytes: [u64; N],
     /// Conversations (or records) counted per bucket, saturating.
     counts: [u32; N],
@@ -20,6 +28,8 @@ impl<const N: usize> Default for Buckets<N> {
     fn default() -> Self {
         Buckets {
             newest: 0,
+            bytes_total: 0,
+            count_total: 0,
             bytes: [0; N],
             counts: [0; N],
         }
@@ -39,8 +49,13 @@ impl<const N: usize> Buckets<N> {
             return false;
         }
         let slot = (index % N as u64) as usize;
-        self.bytes[slot] = self.bytes[slot].saturating_add(bytes);
-        self.counts[slot] = self.counts[slot].saturating_add(count);
+        let (old_bytes, old_count) = (self.bytes[slot], self.counts[slot]);
+        self.bytes[slot] = old_bytes.saturating_add(bytes);
+        self.counts[slot] = old_count.saturating_add(count);
+        self.bytes_total = self
+            .bytes_total
+            .saturating_add(self.bytes[slot] - old_bytes);
+        self.count_total += u64::from(self.counts[slot] - old_count);
         true
     }
 
@@ -56,27 +71,36 @@ impl<const N: usize> Buckets<N> {
             return;
         }
         let steps = (index - self.newest).min(N as u64);
+        let capped = self.bytes_total == u64::MAX;
         for step in 1..=steps {
             let slot = ((self.newest + step) % N as u64) as usize;
+            // Exact below the cap; a capped sum is summed again below.
+            self.bytes_total = self.bytes_total.wrapping_sub(self.bytes[slot]);
+            self.count_total -= u64::from(self.counts[slot]);
             self.bytes[slot] = 0;
             self.counts[slot] = 0;
+        }
+        if capped {
+            self.bytes_total = self
+                .bytes
+                .iter()
+                .fold(0u64, |sum, b| sum.saturating_add(*b));
         }
         self.newest = index;
     }
 
+    /// The bytes in the window (saturating).
     pub fn bytes(&self) -> u64 {
-        self.bytes
-            .iter()
-            .fold(0u64, |sum, b| sum.saturating_add(*b))
+        self.bytes_total
     }
 
     pub fn count(&self) -> u64 {
-        self.counts.iter().map(|&c| u64::from(c)).sum()
+        self.count_total
     }
 
     /// Nothing left in the window.
     pub fn is_empty(&self) -> bool {
-        self.bytes.iter().all(|&b| b == 0) && self.counts.iter().all(|&c| c == 0)
+        self.bytes_total == 0 && self.count_total == 0
     }
 
     /// Start of the oldest bucket in the window, ms.
@@ -198,6 +222,28 @@ mod tests {
         assert_eq!(w.bytes(), 150, "bucket 9 left the window ending at 15");
         assert_eq!(w.start_ms(600_000), 10 * 600_000);
         w.slide(100 * 600_000, 600_000);
+        assert!(w.is_empty());
+    }
+
+    /// The kept sums are what summing the buckets gives, saturation included: a capped
+    /// sum is exact again once the bucket that capped it leaves the window.
+    #[test]
+    fn the_kept_sums_match_the_buckets_even_when_capped() {
+        let mut w: Buckets<3> = Buckets::default();
+        assert!(w.add(10 * 1000, 1000, u64::MAX - 5, 2));
+        assert!(w.add(11 * 1000, 1000, 100, u32::MAX));
+        assert_eq!(w.bytes(), u64::MAX);
+        assert_eq!(w.count(), 2 + u64::from(u32::MAX));
+        assert!(w.add(11 * 1000, 1000, 1, 1));
+        assert_eq!(
+            w.count(),
+            2 + u64::from(u32::MAX),
+            "the bucket's count saturates"
+        );
+        w.slide(13 * 1000, 1000);
+        assert_eq!((w.bytes(), w.count()), (101, u64::from(u32::MAX)));
+        w.slide(14 * 1000, 1000);
+        assert_eq!((w.bytes(), w.count()), (0, 0));
         assert!(w.is_empty());
     }
 }
