@@ -294,6 +294,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     let queue_dropped = Arc::new(AtomicU64::new(0));
     let mut worker_reports = Vec::with_capacity(workers);
     let mut worker_threads: Vec<JoinHandle<Ingest>> = Vec::with_capacity(workers);
+    let gather_max = Duration::from_micros(config.source.gather_max_us);
     for (index, (ingest, listeners)) in ingests.into_iter().zip(listeners).enumerate() {
         let report = Arc::new(Mutex::new(WorkerReport::default()));
         let tables = match runners.pop() {
@@ -317,7 +318,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
             std::thread::Builder::new()
                 .name(format!("exflow-receive-{index}"))
                 // The receive slots are raw buffers the kernel fills: made on their thread.
-                .spawn(move || worker.run(Sockets::new(listeners)))?,
+                .spawn(move || worker.run(Sockets::new(listeners, gather_max)))?,
         );
         worker_reports.push(report);
     }

@@ -241,7 +241,10 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         buffer: Vec::with_capacity(128),
         started: false,
     };
-    let mut sockets = Sockets::new(parts.sockets);
+    let mut sockets = Sockets::new(
+        parts.sockets,
+        Duration::from_micros(config.source.gather_max_us),
+    );
     let watermark_every = Duration::from_millis(config.scaleout.watermark_interval_ms);
     let mut last_watermark = Instant::now();
     let mut last_publish = Instant::now();

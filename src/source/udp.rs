@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -17,6 +17,68 @@ use super::batch::{BATCH, BatchReceiver, enable_drop_counter};
 
 /// Batches taken from one socket per poll round, so one busy socket cannot starve another.
 const BATCHES_PER_ROUND: usize = 16;
+
+/// Shorter waits are not worth a sleep.
+const GATHER_MIN: Duration = Duration::from_micros(50);
+/// How long arrivals are counted for each estimate of the arrival rate.
+const RATE_WINDOW: Duration = Duration::from_millis(10);
+
+/// Paces the receive rounds by the measured arrival rate. A round that drains the sockets
+/// with a partial batch would otherwise be followed by a wake-up per datagram or two at
+/// moderate rates, each a context switch that costs more than the datagram; instead the
+/// worker sleeps about as long as [`BATCH`] datagrams take to arrive (at most `max`,
+/// `source.gather_max_us`) and takes them in one call. The socket buffer holds them meanwhile (the
+/// 32 MiB default holds well over a hundred milliseconds of any rate one worker keeps up
+/// with), and a round that fills its batches never waits.
+#[derive(Debug)]
+struct Gather {
+    /// The longest wait: the latency it may add to a datagram (zero: never wait).
+    max: Duration,
+    /// Datagrams per second, from the last complete window (0 until one).
+    rate_per_s: f64,
+    window_start: Instant,
+    window_datagrams: u64,
+    /// How long to sleep before the next poll (`None`: poll at once).
+    pause: Option<Duration>,
+}
+
+impl Gather {
+    fn new(max: Duration) -> Gather {
+        Gather {
+            max,
+            rate_per_s: 0.0,
+            window_start: Instant::now(),
+            window_datagrams: 0,
+            pause: None,
+        }
+    }
+
+    /// Notes a round that took `received` datagrams; `drained` when every socket that was
+    /// ready gave a partial batch (the kernel held no more).
+    fn note(&mut self, received: usize, drained: bool) {
+        self.window_datagrams += received as u64;
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= RATE_WINDOW {
+            self.rate_per_s = self.window_datagrams as f64 / elapsed.as_secs_f64();
+            self.window_start = Instant::now();
+            self.window_datagrams = 0;
+        }
+        self.pause = None;
+        // Nothing came: the next poll blocks anyway. A full batch: more is waiting.
+        if received == 0 || !drained || received >= BATCH {
+            return;
+        }
+        let wanted = (BATCH - received) as f64;
+        let pause = if self.rate_per_s > 0.0 {
+            Duration::from_secs_f64((wanted / self.rate_per_s).min(self.max.as_secs_f64()))
+        } else {
+            self.max
+        };
+        if pause >= GATHER_MIN {
+            self.pause = Some(pause);
+        }
+    }
+}
 
 /// Counters of one listening socket, shared with the metrics endpoint.
 #[derive(Debug, Default)]
@@ -115,10 +177,13 @@ pub struct Sockets {
     /// Each socket's kernel drop count as last seen, so shared counters get the increase.
     kernel_dropped: Vec<u32>,
     receiver: BatchReceiver,
+    gather: Gather,
 }
 
 impl Sockets {
-    pub fn new(listeners: Vec<(Listener, Arc<SourceCounters>)>) -> Self {
+    /// Sockets polled together; after a round that drained them short of a batch, the
+    /// next waits up to `gather_max` for a fuller one (see [`Gather`]).
+    pub fn new(listeners: Vec<(Listener, Arc<SourceCounters>)>, gather_max: Duration) -> Self {
         for (listener, _) in &listeners {
             if enable_drop_counter(&listener.socket).is_err() {
                 tracing::warn!(listen = %listener.address, "the kernel does not report socket drops (SO_RXQ_OVFL)");
@@ -128,16 +193,24 @@ impl Sockets {
             kernel_dropped: vec![0; listeners.len()],
             listeners,
             receiver: BatchReceiver::default(),
+            gather: Gather::new(gather_max),
         }
     }
 
     /// Waits up to `timeout` for datagrams, then hands every one that is ready to
-    /// `datagram(exporter, received_ns, payload)`. Returns how many there were.
+    /// `datagram(exporter, received_ns, payload)`. Returns how many there were. After a
+    /// round that drained the sockets short of a batch, it first lets a batch gather (see
+    /// [`Gather`]), unless `timeout` is zero.
     pub fn receive(
         &mut self,
         timeout: Duration,
         mut datagram: impl FnMut(IpAddr, u64, &[u8]),
     ) -> io::Result<usize> {
+        if let Some(pause) = self.gather.pause.take()
+            && !timeout.is_zero()
+        {
+            std::thread::sleep(pause.min(timeout));
+        }
         let mut fds: Vec<libc::pollfd> = self
             .listeners
             .iter()
@@ -159,11 +232,12 @@ impl Sockets {
             };
         }
         let mut total = 0;
+        let mut drained = true;
         for (index, (pollfd, (listener, counters))) in fds.iter().zip(&self.listeners).enumerate() {
             if pollfd.revents == 0 {
                 continue;
             }
-            for _ in 0..BATCHES_PER_ROUND {
+            for round in 0..BATCHES_PER_ROUND {
                 let count = match self.receiver.receive_ready(listener.socket.as_raw_fd()) {
                     Ok(count) => count,
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -195,8 +269,12 @@ impl Sockets {
                 if count < BATCH {
                     break;
                 }
+                if round + 1 == BATCHES_PER_ROUND {
+                    drained = false;
+                }
             }
         }
+        self.gather.note(total, drained);
         Ok(total)
     }
 }
