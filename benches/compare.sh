@@ -39,8 +39,9 @@ work=$(mktemp -d)
 pids=()
 cleanup() { # each collector leads its own process group (nfacctd forks its plugins)
   for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
+  for pid in "${pids[@]}"; do # exflow drains its socket first; nfacctd may ignore TERM
     for _ in $(seq 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    kill -9 -- "-$pid" 2>/dev/null || true
   done
   rm -rf "$work"
 }
