@@ -60,6 +60,9 @@ pub struct PipelineCounters {
     pub conversations: u64,
     pub alerts: AlertCounters,
     pub suppressed: u64,
+    /// Hosts alerted on within the last day, by the severity band of their risk score
+    /// (low, medium, high, critical): a gauge.
+    pub risky_hosts: [u64; 4],
     /// Datagrams from senders outside `source.exporters`, dropped undecoded.
     pub rejected_datagrams: u64,
 }
@@ -72,6 +75,9 @@ impl PipelineCounters {
         self.conversations += other.conversations;
         self.alerts.merge(&other.alerts);
         self.suppressed += other.suppressed;
+        for (sum, n) in self.risky_hosts.iter_mut().zip(other.risky_hosts) {
+            *sum += n;
+        }
         self.rejected_datagrams += other.rejected_datagrams;
     }
 }
@@ -463,6 +469,7 @@ impl Shard {
             conversations: self.table.len() as u64,
             alerts: self.alert_counters,
             suppressed: self.detector.suppressed(),
+            risky_hosts: self.detector.risky_hosts(),
             ..PipelineCounters::default()
         }
     }

@@ -507,6 +507,18 @@ impl Telemetry {
             "Rule state dropped to stay within bounds.",
             &dropped,
         );
+        let risky: Vec<(String, u64)> = crate::detect::Severity::ALL
+            .iter()
+            .zip(p.risky_hosts)
+            .map(|(band, n)| (format!("{{severity=\"{}\"}}", band.name()), n))
+            .collect();
+        metric(
+            &mut out,
+            "exflow_detect_risky_hosts",
+            "gauge",
+            "Inside hosts alerted on within the last day, by the band of their risk score.",
+            &risky,
+        );
         metric(
             &mut out,
             "exflow_detect_suppressed_alerts_total",

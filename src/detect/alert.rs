@@ -106,6 +106,9 @@ pub struct Alert {
     /// The conversations behind the alert (the largest first, a few at most).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Evidence>,
+    /// The inside host's risk over its alerts of the last day (`detect::risk`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_risk: Option<super::risk::HostRisk>,
 }
 
 /// What a rule measured against a host's own normal, and the line it crossed.

@@ -15,6 +15,7 @@ pub mod long_lived_foreign;
 pub mod low_and_slow;
 pub mod new_destination;
 pub mod profile;
+pub mod risk;
 pub mod spread_egress;
 pub mod state;
 pub mod suppress;
@@ -281,6 +282,8 @@ pub fn describe_destination(outside: IpAddr, port: u16, destination: &Destinatio
 pub struct Detector {
     rules: Vec<Box<dyn Rule>>,
     suppressor: suppress::Suppressor,
+    /// Each host's alerts of the day, for its risk score.
+    risk: risk::Risk,
     findings: Vec<Finding>,
 }
 
@@ -341,6 +344,7 @@ impl Detector {
         Detector {
             rules,
             suppressor: suppress::Suppressor::new(suppression.cooldown_s),
+            risk: risk::Risk::default(),
             findings: Vec::new(),
         }
     }
@@ -369,6 +373,7 @@ impl Detector {
             rule.on_tick(now_ms, &mut self.findings);
         }
         self.suppressor.forget_before(now_ms);
+        self.risk.forget_before(now_ms);
         self.suppress(alerts);
     }
 
@@ -390,7 +395,8 @@ impl Detector {
 
     fn suppress(&mut self, alerts: &mut Vec<Alert>) {
         for finding in self.findings.drain(..) {
-            if let Some(alert) = self.suppressor.admit(finding) {
+            if let Some(mut alert) = self.suppressor.admit(finding) {
+                self.risk.add(&mut alert);
                 alerts.push(alert);
             }
         }
@@ -399,6 +405,11 @@ impl Detector {
     /// Alerts held back by suppression since the start.
     pub fn suppressed(&self) -> u64 {
         self.suppressor.suppressed
+    }
+
+    /// Hosts alerted on within the last day, by the band of their risk score.
+    pub fn risky_hosts(&self) -> [u64; 4] {
+        self.risk.hosts_by_band()
     }
 
     /// What the rules learned, by rule name, for the state file.
@@ -432,6 +443,7 @@ impl Detector {
                     .into_iter()
                     .map(move |(kind, n)| (rule.name(), kind, n))
             })
+            .chain([("host_risk", "hosts_evicted", self.risk.hosts_evicted)])
             .collect()
     }
 }

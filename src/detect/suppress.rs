@@ -156,6 +156,7 @@ fn to_alert(mut f: Finding, escalates: Option<String>) -> Alert {
                 .map(EvidenceConversation::to_evidence)
                 .collect()
         }),
+        host_risk: None,
     }
 }
 
