@@ -83,7 +83,8 @@ impl Exporter {
     /// IPv6 records are skipped there.
     pub fn encode(&mut self, records: &[FlowRecord], export_ms: u64, out: &mut Vec<Vec<u8>>) {
         match self.kind {
-            FlowKind::NetflowV5 => {
+            // The generator makes no v1 or v7: they are encoded as v5.
+            FlowKind::NetflowV5 | FlowKind::NetflowV1 | FlowKind::NetflowV7 => {
                 let v4: Vec<&FlowRecord> =
                     records.iter().filter(|r| r.src_addr.is_ipv4()).collect();
                 for chunk in v4.chunks(30) {
@@ -327,7 +328,9 @@ fn packet_headers(r: &FlowRecord, out: &mut Vec<u8>) {
 pub fn record_count(kind: FlowKind, datagram: &[u8]) -> u32 {
     match kind {
         FlowKind::Sflow5 => crate::wire::read_u32(datagram, 24).unwrap_or(0),
-        FlowKind::NetflowV5 => u32::from(u16::from_be_bytes([datagram[2], datagram[3]])),
+        FlowKind::NetflowV5 | FlowKind::NetflowV1 | FlowKind::NetflowV7 => {
+            u32::from(u16::from_be_bytes([datagram[2], datagram[3]]))
+        }
         FlowKind::NetflowV9 | FlowKind::Ipfix => {
             let header = if kind == FlowKind::Ipfix { 16 } else { 20 };
             crate::wire::set::Sets::new(&datagram[header..])

@@ -34,6 +34,7 @@ fn config(flags: u8) -> DecoderConfig {
             max_pending_sets_per_exporter: 2,
             max_pending_bytes_per_exporter: 512,
             max_tracked_connections: 4,
+            max_sflow_interfaces_per_agent: 2,
         };
     }
     if flags & 2 != 0 {
@@ -83,7 +84,9 @@ fuzz_target!(|data: &[u8]| {
         // are per exporter and protocol: whatever comes out now is this exporter's, in
         // this datagram's protocol.
         let kind = match Version::of(datagram) {
+            Some(Version::NetflowV1) => Some(FlowKind::NetflowV1),
             Some(Version::NetflowV5) => Some(FlowKind::NetflowV5),
+            Some(Version::NetflowV7) => Some(FlowKind::NetflowV7),
             Some(Version::NetflowV9) => Some(FlowKind::NetflowV9),
             Some(Version::Ipfix) => Some(FlowKind::Ipfix),
             Some(Version::Sflow5) => Some(FlowKind::Sflow5),
@@ -113,6 +116,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             decoder.tracked_connections() <= limits.max_tracked_connections,
             "tracked connections cap exceeded"
+        );
+        assert!(
+            decoder.sflow_interfaces().count()
+                <= limits.max_sflow_interfaces_per_agent * decoder.exporter_count(),
+            "sFlow interface cap exceeded"
         );
     }
     let totals = decoder.totals();

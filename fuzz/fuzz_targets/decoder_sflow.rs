@@ -16,7 +16,11 @@ fn check(decoder: &mut Decoder, datagram: &[u8], override_rate: Option<u32>) -> 
     let mut out: Vec<FlowRecord> = Vec::new();
     let result = decoder.decode(EXPORTER, 1_000_000_000, datagram, &mut out);
     if let Ok(n) = result {
-        assert_eq!(n, out.len(), "decode() returned a count other than it appended");
+        assert_eq!(
+            n,
+            out.len(),
+            "decode() returned a count other than it appended"
+        );
     }
     for record in &out {
         assert_eq!(record.kind, FlowKind::Sflow5);

@@ -52,7 +52,12 @@ fn flow_record(record: Record<'_>) {
         }
         sflow::EXTENDED_SWITCH => {
             if let Ok(s) = sflow::ExtendedSwitch::new_checked(record.body) {
-                black_box((s.src_vlan(), s.src_priority(), s.dst_vlan(), s.dst_priority()));
+                black_box((
+                    s.src_vlan(),
+                    s.src_priority(),
+                    s.dst_vlan(),
+                    s.dst_priority(),
+                ));
             }
         }
         sflow::EXTENDED_ROUTER => {
@@ -93,7 +98,12 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(flow) = sflow::FlowSample::new_checked(sample.body, expanded) {
                     black_box((flow.sequence_number(), flow.source_id_type()));
                     black_box((flow.source_id_index(), flow.sampling_rate()));
-                    black_box((flow.sample_pool(), flow.drops(), flow.input(), flow.output()));
+                    black_box((
+                        flow.sample_pool(),
+                        flow.drops(),
+                        flow.input(),
+                        flow.output(),
+                    ));
                     walk(flow.records(), sample.body.len(), flow_record);
                 }
             }

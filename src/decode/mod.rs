@@ -129,7 +129,9 @@ impl Decoder {
         );
         state.counters.datagrams += 1;
         let result = match Version::of(datagram) {
-            Some(Version::NetflowV5) => decode_v5(state, exporter, received_ns, datagram, out),
+            Some(Version::NetflowV5 | Version::NetflowV1 | Version::NetflowV7) => {
+                decode_v5(state, exporter, received_ns, datagram, out)
+            }
             Some(Version::NetflowV9) => decode_templated(
                 state,
                 config,
@@ -733,8 +735,13 @@ fn decode_v5(
         let age_ms = i64::from(uptime.wrapping_sub(switched) as i32);
         (export_ms as i64 - age_ms).max(0) as u64 * 1_000_000
     };
+    let kind = match packet.format() {
+        netflow_v5::Format::V1 => FlowKind::NetflowV1,
+        netflow_v5::Format::V5 => FlowKind::NetflowV5,
+        netflow_v5::Format::V7 => FlowKind::NetflowV7,
+    };
     let base = FlowRecord {
-        kind: FlowKind::NetflowV5,
+        kind,
         time_received_ns: received_ns,
         sequence_num: packet.flow_sequence(),
         sampling_rate: u32::from(packet.sampling_interval()),
@@ -764,8 +771,11 @@ fn decode_v5(
             ..base
         });
     }
+    if kind == FlowKind::NetflowV1 {
+        return Ok(()); // v1 has no sequence numbers
+    }
     let count = u32::from(packet.count());
-    let domain = exporter.domain_mut((FlowKind::NetflowV5, domain_id));
+    let domain = exporter.domain_mut((kind, domain_id));
     match domain
         .sequence
         .observe(SequenceUnit::Records, packet.flow_sequence(), count, count)

@@ -10,6 +10,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub enum FlowKind {
     #[default]
     NetflowV5,
+    NetflowV1,
+    NetflowV7,
     NetflowV9,
     Ipfix,
     Sflow5,
@@ -20,6 +22,9 @@ impl FlowKind {
     pub const fn name(self) -> &'static str {
         match self {
             FlowKind::NetflowV5 => "NETFLOW_V5",
+            // GoFlow2 has no v1 or v7 type; named in its style.
+            FlowKind::NetflowV1 => "NETFLOW_V1",
+            FlowKind::NetflowV7 => "NETFLOW_V7",
             FlowKind::NetflowV9 => "NETFLOW_V9",
             FlowKind::Ipfix => "IPFIX",
             FlowKind::Sflow5 => "SFLOW_5",

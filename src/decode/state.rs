@@ -56,6 +56,8 @@ struct SavedTemplate {
 fn protocol_name(kind: FlowKind) -> &'static str {
     match kind {
         FlowKind::NetflowV5 => "netflow_v5",
+        FlowKind::NetflowV1 => "netflow_v1",
+        FlowKind::NetflowV7 => "netflow_v7",
         FlowKind::NetflowV9 => "netflow_v9",
         FlowKind::Ipfix => "ipfix",
         FlowKind::Sflow5 => "sflow_5",
@@ -71,7 +73,15 @@ impl Decoder {
             let domains: Vec<SavedDomain> = exporter
                 .domains
                 .iter()
-                .filter(|((kind, _), _)| !matches!(kind, FlowKind::NetflowV5 | FlowKind::Sflow5))
+                .filter(|((kind, _), _)| {
+                    !matches!(
+                        kind,
+                        FlowKind::NetflowV1
+                            | FlowKind::NetflowV5
+                            | FlowKind::NetflowV7
+                            | FlowKind::Sflow5
+                    )
+                })
                 .map(|((kind, domain_id), domain)| SavedDomain {
                     protocol: protocol_name(*kind).to_string(),
                     domain_id: *domain_id,

@@ -85,7 +85,8 @@ impl From<&FlowRecord> for FlowMessage {
     fn from(r: &FlowRecord) -> Self {
         FlowMessage {
             r#type: match r.kind {
-                FlowKind::NetflowV5 => 2,
+                // GoFlow2's protobuf has no v1 or v7: the fixed-record format they share.
+                FlowKind::NetflowV5 | FlowKind::NetflowV1 | FlowKind::NetflowV7 => 2,
                 FlowKind::NetflowV9 => 3,
                 FlowKind::Ipfix => 4,
                 FlowKind::Sflow5 => 1,

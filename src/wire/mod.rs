@@ -59,7 +59,10 @@ impl std::error::Error for WireError {}
 /// Which export protocol a datagram speaks, from its first two bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Version {
+    /// NetFlow v1, v5 and v7: fixed records (`netflow_v5`).
+    NetflowV1,
     NetflowV5,
+    NetflowV7,
     NetflowV9,
     Ipfix,
     /// sFlow v5: its version is a 32-bit word, so the first two bytes are zero.
@@ -73,7 +76,9 @@ impl Version {
     pub fn of(datagram: &[u8]) -> Option<Version> {
         let raw = read_u16(datagram, 0)?;
         Some(match raw {
+            1 => Version::NetflowV1,
             5 => Version::NetflowV5,
+            7 => Version::NetflowV7,
             9 => Version::NetflowV9,
             10 => Version::Ipfix,
             0 if read_u32(datagram, 0) == Some(sflow::VERSION) => Version::Sflow5,

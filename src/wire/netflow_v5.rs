@@ -1,6 +1,10 @@
-//! wire: NetFlow v5 export packet, a 24-byte header followed by `count` fixed 48-byte records.
+//! wire: NetFlow v5 export packet, a 24-byte header followed by `count` fixed 48-byte records,
+//! and its fixed-record kin: v1 (a 16-byte header without sequence, engine or sampling;
+//! 48-byte records without AS numbers, TCP flags at byte 40) and v7 (Catalyst switches: v5's
+//! header with the engine and sampling bytes reserved, 52-byte records: v5's plus a flags
+//! word and the router shortcut address).
 //!
-//! Layout from Cisco's "NetFlow Export Datagram Format" (v5). All fields big-endian.
+//! Layout from Cisco's "NetFlow Export Datagram Format" (v1, v5, v7). All fields big-endian.
 
 use std::net::Ipv4Addr;
 
@@ -45,10 +49,52 @@ pub use field::{HEADER_LEN, RECORD_LEN};
 /// The most records Cisco's format allows in one packet.
 pub const MAX_RECORDS: u16 = 30;
 
-/// A checked view over a NetFlow v5 packet.
+/// Which of the fixed-record formats a packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    V1,
+    V5,
+    V7,
+}
+
+impl Format {
+    pub const fn version(self) -> u16 {
+        match self {
+            Format::V1 => 1,
+            Format::V5 => 5,
+            Format::V7 => 7,
+        }
+    }
+
+    pub const fn header_len(self) -> usize {
+        match self {
+            Format::V1 => 16,
+            Format::V5 | Format::V7 => HEADER_LEN,
+        }
+    }
+
+    pub const fn record_len(self) -> usize {
+        match self {
+            Format::V1 | Format::V5 => RECORD_LEN,
+            Format::V7 => 52,
+        }
+    }
+
+    /// The most records Cisco's format allows in one packet.
+    pub const fn max_records(self) -> u16 {
+        match self {
+            Format::V1 => 24,
+            Format::V5 => MAX_RECORDS,
+            Format::V7 => 28,
+        }
+    }
+}
+
+/// A checked view over a NetFlow v5 (or v1, v7) packet.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
+    format: Format,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -56,20 +102,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// the last record are ignored (some exporters pad).
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let buf = buffer.as_ref();
-        if buf.len() < HEADER_LEN {
+        let format = match read_u16(buf, field::VERSION.start) {
+            Some(1) => Format::V1,
+            Some(5) => Format::V5,
+            Some(7) => Format::V7,
+            Some(_) => return Err(WireError::BadVersion),
+            None => return Err(WireError::Truncated),
+        };
+        if buf.len() < format.header_len() {
             return Err(WireError::Truncated);
         }
-        if read_u16(buf, field::VERSION.start) != Some(5) {
-            return Err(WireError::BadVersion);
-        }
-        let packet = Packet { buffer };
-        if packet.count() > MAX_RECORDS {
+        let packet = Packet { buffer, format };
+        if packet.count() > format.max_records() {
             return Err(WireError::BadLength);
         }
-        if packet.buffer.as_ref().len() < HEADER_LEN + usize::from(packet.count()) * RECORD_LEN {
+        let needed = format.header_len() + usize::from(packet.count()) * format.record_len();
+        if packet.buffer.as_ref().len() < needed {
             return Err(WireError::Truncated);
         }
         Ok(packet)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     fn u16_at(&self, at: usize) -> u16 {
@@ -97,41 +152,63 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.u32_at(field::UNIX_NSECS.start)
     }
 
-    /// Count of flows exported before this packet.
+    /// Count of flows exported before this packet (v5, v7; v1 has none: 0).
     pub fn flow_sequence(&self) -> u32 {
+        if self.format == Format::V1 {
+            return 0;
+        }
         self.u32_at(field::FLOW_SEQUENCE.start)
     }
 
+    /// v5 only (reserved in v7, absent in v1: 0).
     pub fn engine_type(&self) -> u8 {
+        if self.format != Format::V5 {
+            return 0;
+        }
         self.buffer.as_ref()[field::ENGINE_TYPE]
     }
 
+    /// v5 only (reserved in v7, absent in v1: 0).
     pub fn engine_id(&self) -> u8 {
+        if self.format != Format::V5 {
+            return 0;
+        }
         self.buffer.as_ref()[field::ENGINE_ID]
     }
 
-    /// Sampling mode (the top two bits of the sampling field).
+    fn sampling_field(&self) -> u16 {
+        if self.format != Format::V5 {
+            return 0;
+        }
+        self.u16_at(field::SAMPLING_INTERVAL.start)
+    }
+
+    /// Sampling mode (the top two bits of the sampling field; v5 only).
     pub fn sampling_mode(&self) -> u8 {
-        (self.u16_at(field::SAMPLING_INTERVAL.start) >> 14) as u8
+        (self.sampling_field() >> 14) as u8
     }
 
-    /// Sampling interval (the low 14 bits; 0 when unsampled or unknown).
+    /// Sampling interval (the low 14 bits; 0 when unsampled or unknown, and in v1 and v7).
     pub fn sampling_interval(&self) -> u16 {
-        self.u16_at(field::SAMPLING_INTERVAL.start) & 0x3fff
+        self.sampling_field() & 0x3fff
     }
 
-    /// The `count` records, each a 48-byte view.
+    /// The `count` records, each a view of the format's record length.
     pub fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
-        let body =
-            &self.buffer.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.count()) * RECORD_LEN];
-        body.chunks_exact(RECORD_LEN).map(|bytes| Record { bytes })
+        let (start, length) = (self.format.header_len(), self.format.record_len());
+        let body = &self.buffer.as_ref()[start..start + usize::from(self.count()) * length];
+        let v1 = self.format == Format::V1;
+        body.chunks_exact(length)
+            .map(move |bytes| Record { bytes, v1 })
     }
 }
 
-/// One 48-byte v5 flow record; only made by [`Packet::records`], so always whole.
+/// One v5 (or v1, v7) flow record; only made by [`Packet::records`], so always whole.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     bytes: &'a [u8],
+    /// v1's layout after the ports: protocol, ToS, TCP flags at 38-40, no AS or masks.
+    v1: bool,
 }
 
 impl Record<'_> {
@@ -191,7 +268,11 @@ impl Record<'_> {
         self.u16_at(field::DSTPORT.start)
     }
     pub fn tcp_flags(&self) -> u8 {
-        self.bytes[field::TCP_FLAGS]
+        self.bytes[if self.v1 {
+            V1_TCP_FLAGS
+        } else {
+            field::TCP_FLAGS
+        }]
     }
     pub fn prot(&self) -> u8 {
         self.bytes[field::PROT]
@@ -199,19 +280,39 @@ impl Record<'_> {
     pub fn tos(&self) -> u8 {
         self.bytes[field::TOS]
     }
+    /// 0 in v1, which has no AS numbers.
     pub fn src_as(&self) -> u16 {
-        self.u16_at(field::SRC_AS.start)
+        if self.v1 {
+            0
+        } else {
+            self.u16_at(field::SRC_AS.start)
+        }
     }
     pub fn dst_as(&self) -> u16 {
-        self.u16_at(field::DST_AS.start)
+        if self.v1 {
+            0
+        } else {
+            self.u16_at(field::DST_AS.start)
+        }
     }
     pub fn src_mask(&self) -> u8 {
-        self.bytes[field::SRC_MASK]
+        if self.v1 {
+            0
+        } else {
+            self.bytes[field::SRC_MASK]
+        }
     }
     pub fn dst_mask(&self) -> u8 {
-        self.bytes[field::DST_MASK]
+        if self.v1 {
+            0
+        } else {
+            self.bytes[field::DST_MASK]
+        }
     }
 }
+
+/// v1's TCP flags byte (after protocol and ToS, where v5 has the AS numbers).
+const V1_TCP_FLAGS: usize = 40;
 
 #[cfg(test)]
 mod tests {
@@ -309,5 +410,56 @@ mod tests {
         bytes[3] = 0;
         let packet = Packet::new_checked(&bytes[..HEADER_LEN]).unwrap();
         assert_eq!(packet.records().len(), 0);
+    }
+
+    #[test]
+    fn v7_and_v1_share_the_record_layout() {
+        // v7: v5's packet with 4 more bytes per record, engine and sampling reserved.
+        let mut v7 = PACKET[..HEADER_LEN].to_vec();
+        v7[1] = 7;
+        v7.extend_from_slice(&PACKET[HEADER_LEN..]);
+        v7.extend_from_slice(&[0, 0]); // the flags word: the router shortcut is missing
+        assert!(Packet::new_checked(&v7[..]).is_err());
+        v7.extend_from_slice(&[192, 0, 2, 9]);
+        let packet = Packet::new_checked(&v7[..]).unwrap();
+        assert_eq!(
+            (
+                packet.format(),
+                packet.flow_sequence(),
+                packet.sampling_interval()
+            ),
+            (Format::V7, 42, 0)
+        );
+        let record = packet.records().next().unwrap();
+        assert_eq!(
+            (record.d_pkts(), record.src_port(), record.tcp_flags()),
+            (501, 50122, PACKET[HEADER_LEN + 37])
+        );
+        assert_eq!(
+            record.dst_as(),
+            u16::from_be_bytes([PACKET[HEADER_LEN + 42], PACKET[HEADER_LEN + 43]])
+        );
+
+        // v1: a 16-byte header, then the record with protocol, ToS and flags at 38-40.
+        let mut v1 = PACKET[..16].to_vec();
+        v1[1] = 1;
+        let mut record = PACKET[HEADER_LEN..].to_vec();
+        record[38] = 17;
+        record[39] = 0x10;
+        record[40] = 0x02;
+        v1.extend_from_slice(&record);
+        let packet = Packet::new_checked(&v1[..]).unwrap();
+        assert_eq!(
+            (packet.format(), packet.count(), packet.flow_sequence()),
+            (Format::V1, 1, 0)
+        );
+        let r = packet.records().next().unwrap();
+        assert_eq!(
+            (r.prot(), r.tos(), r.tcp_flags(), r.src_as()),
+            (17, 0x10, 0x02, 0)
+        );
+        assert_eq!(r.src_addr(), Ipv4Addr::new(10, 10, 20, 15));
+        assert!(Packet::new_checked(&v1[..v1.len() - 1]).is_err());
+        assert!(Packet::new_checked(&v1[..15]).is_err());
     }
 }

@@ -400,3 +400,65 @@ fn nsel_events_are_one_conversation_each_ended_by_the_teardown() {
     assert_eq!(before_finish.flow.conversations_closed, 8);
     assert_eq!(counters.flow.conversations_expired, 0);
 }
+
+/// A NetFlow v5 packet's bytes turned into v7 (Catalyst: 52-byte records) and v1 (fprobe:
+/// a 16-byte header, no AS numbers): the same flow decodes from each, with its type.
+#[test]
+fn netflow_v1_and_v7_decode_like_v5() {
+    #[rustfmt::skip]
+    let header_v5 = [
+        0, 5, 0, 1,              // version 5, one record
+        0, 0x01, 0x86, 0xa0,     // sysUptime 100000 ms
+        0x65, 0xf0, 0x0b, 0x6e,  // unix_secs 1710230382
+        0, 0, 0, 0,              // unix_nsecs
+        0, 0, 0, 42,             // flow sequence
+        0, 0, 0, 0,              // engine, sampling
+    ];
+    #[rustfmt::skip]
+    let record = [
+        10, 10, 20, 15, 5, 255, 255, 77, 0, 0, 0, 0, // src, dst, next hop
+        0, 3, 0, 4,                                  // input, output
+        0, 0, 0, 10, 0, 0, 0x3a, 0x98,               // 10 packets, 15000 bytes
+        0, 0x01, 0x7f, 0xd0, 0, 0x01, 0x86, 0xa0,    // first 98256, last 100000
+        0xc3, 0xca, 1, 0xbb,                         // 50122 -> 443
+        0, 0x1a, 6, 0,                               // pad, flags, TCP, ToS
+        0, 0, 0x20, 0x18, 24, 0, 0, 0,               // AS 0 -> 8216, masks, pad
+    ];
+    let mut v7 = header_v5.to_vec();
+    v7[1] = 7;
+    v7.extend_from_slice(&record);
+    v7.extend_from_slice(&[0; 4]); // flags word and router shortcut
+    let mut v1 = header_v5[..16].to_vec();
+    v1[1] = 1;
+    let mut v1_record = record;
+    v1_record[37] = 0;
+    v1_record[38] = 6; // protocol
+    v1_record[39] = 0; // ToS
+    v1_record[40] = 0x1a; // TCP flags
+    v1.extend_from_slice(&v1_record);
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    for datagram in [&v7, &v1] {
+        assert_eq!(
+            decoder.decode(ip("192.0.2.5"), 1, datagram, &mut records),
+            Ok(1)
+        );
+    }
+    let kinds: Vec<_> = records.iter().map(|r| r.kind.name()).collect();
+    assert_eq!(kinds, ["NETFLOW_V7", "NETFLOW_V1"]);
+    for r in &records {
+        assert_eq!(
+            (r.src_addr, r.dst_addr),
+            (ip("10.10.20.15"), ip("5.255.255.77"))
+        );
+        assert_eq!(
+            (r.proto, r.src_port, r.dst_port, r.tcp_flags),
+            (6, 50122, 443, 0x1a)
+        );
+        assert_eq!((r.packets, r.bytes, r.in_if, r.out_if), (10, 15000, 3, 4));
+        assert_eq!(r.time_flow_end_ns - r.time_flow_start_ns, 1_744_000_000);
+    }
+    assert_eq!((records[0].dst_as, records[1].dst_as), (8216, 0));
+    assert_eq!(records[0].sequence_num, 42);
+    assert_eq!(decoder.totals().errors.total(), 0);
+}

@@ -179,7 +179,7 @@ fn stamp_and_send(
     records: u32,
 ) -> std::io::Result<()> {
     let at = match kind {
-        FlowKind::NetflowV5 => 16,
+        FlowKind::NetflowV5 | FlowKind::NetflowV1 | FlowKind::NetflowV7 => 16,
         FlowKind::NetflowV9 => 12,
         FlowKind::Ipfix => 8,
         FlowKind::Sflow5 => 16,
