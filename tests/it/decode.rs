@@ -573,7 +573,7 @@ fn ipfix_withdrawal_variable_length_and_zero_length_set() {
     );
     assert_eq!(decoder.totals().errors.get(DecodeError::BadLength), 1);
     assert_eq!(
-        decoder.decode(exporter, 6, b"\x00\x07hello", &mut records),
+        decoder.decode(exporter, 6, b"\x00\x08hello", &mut records),
         Err(DecodeError::UnknownVersion)
     );
 }
