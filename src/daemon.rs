@@ -27,6 +27,7 @@ use crate::decode::DecodeCounters;
 use crate::decode::exporter::InterfaceCounters;
 use crate::detect::Alert;
 use crate::enrich::NetSet;
+use crate::flow::clock::WorkerClocks;
 use crate::pipeline::{Ingest, PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
 use crate::source::udp::{self, Listener, PortLock, Sockets, SourceCounters};
@@ -50,6 +51,8 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// needs for the end of event time and its latency figures.
 struct Batch {
     records: Vec<Routed>,
+    /// The receive worker that sent it.
+    worker: usize,
     /// Event time as far as the worker knows (all shards' records), ms.
     watermark_ms: u64,
     /// When the oldest of the batch's datagrams was received (wall clock, ns).
@@ -274,6 +277,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         });
         let mut runner = ShardRunner::new(shard, alerts_tx.clone(), intel.clone(), report.clone());
         runner.rules_state = rules_state;
+        runner.worker_clocks = (threaded && workers > 1).then(|| WorkerClocks::new(workers));
         runners.push(runner);
         shard_reports.push(report);
     }
@@ -303,6 +307,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
             None => Tables::Queued(queues.clone()),
         };
         let worker = ReceiveWorker {
+            index,
             ingest,
             tables,
             pending: Pending::default(),
@@ -418,6 +423,8 @@ enum Tables {
 
 /// A receive worker: its decoder (with a batch in the making per shard) and the tables.
 struct ReceiveWorker {
+    /// Its index among the receive workers.
+    index: usize,
     ingest: Ingest,
     tables: Tables,
     pending: Pending,
@@ -471,7 +478,7 @@ impl ReceiveWorker {
                         runner.refresh_intel();
                         let watermark_ms = ingest.now_ms();
                         let batch = &mut ingest.batches()[0];
-                        runner.run(batch, watermark_ms, received_ns, 1);
+                        runner.run(0, batch, watermark_ms, received_ns, 1);
                         batch.clear();
                     }
                     Tables::Queued(_) => {
@@ -489,6 +496,7 @@ impl ReceiveWorker {
         match &mut self.tables {
             Tables::Inline(runner) => runner.send_alerts(),
             Tables::Queued(queues) => hand_over(
+                self.index,
                 &mut self.ingest,
                 queues,
                 std::mem::take(&mut self.pending),
@@ -516,6 +524,7 @@ impl ReceiveWorker {
 
 /// Sends each shard its batch. Never waits: a full queue drops the batch, counted.
 fn hand_over(
+    worker: usize,
     ingest: &mut Ingest,
     queues: &[SyncSender<Batch>],
     pending: Pending,
@@ -529,6 +538,7 @@ fn hand_over(
         let records = std::mem::replace(batch, Vec::with_capacity(batch.len()));
         let batch = Batch {
             records,
+            worker,
             watermark_ms,
             received_ns: pending.oldest_ns,
             datagrams: pending.datagrams,
@@ -558,6 +568,9 @@ struct ShardRunner {
     watermark_ms: u64,
     /// Where and how often the rules' learned state (the host profiles) is saved.
     rules_state: Option<RulesState>,
+    /// With several receive workers, the table clock they tick this shard on (the
+    /// slowest heard recently, as `flow::clock::WorkerClocks` says); `None` with one.
+    worker_clocks: Option<WorkerClocks>,
 }
 
 /// A shard's rules state file and when it was last written (wall clock).
@@ -584,6 +597,7 @@ impl ShardRunner {
             latency: latency_histogram(),
             watermark_ms: 0,
             rules_state: None,
+            worker_clocks: None,
         }
     }
 
@@ -601,9 +615,42 @@ impl ShardRunner {
         }
     }
 
-    /// Runs a batch of `datagrams` datagrams, the oldest received at `received_ns`.
-    fn run(&mut self, records: &[Routed], watermark_ms: u64, received_ns: u64, datagrams: u64) {
-        self.shard.run_batch(records, &mut self.alerts);
+    /// Runs a batch of `datagrams` datagrams from receive worker `worker`, the oldest
+    /// received at `received_ns`.
+    fn run(
+        &mut self,
+        worker: usize,
+        records: &[Routed],
+        watermark_ms: u64,
+        received_ns: u64,
+        datagrams: u64,
+    ) {
+        let Some(clocks) = &mut self.worker_clocks else {
+            self.shard.run_batch(records, &mut self.alerts);
+            return self.account(watermark_ms, received_ns, datagrams);
+        };
+        // A worker's tick moves this shard only as far as the slowest worker heard.
+        let received_ms = match received_ns {
+            0 => now_ns() / 1_000_000,
+            ns => ns / 1_000_000,
+        };
+        let mut from = 0;
+        for (i, routed) in records.iter().enumerate() {
+            if let Routed::Tick { now_ms } = *routed {
+                self.shard.run_batch(&records[from..i], &mut self.alerts);
+                from = i + 1;
+                if let Some(now_ms) = clocks.tick(worker, now_ms, received_ms) {
+                    self.shard
+                        .run_batch(&[Routed::Tick { now_ms }], &mut self.alerts);
+                }
+            }
+        }
+        self.shard.run_batch(&records[from..], &mut self.alerts);
+        self.account(watermark_ms, received_ns, datagrams);
+    }
+
+    /// Takes note of a batch's event time and latency.
+    fn account(&mut self, watermark_ms: u64, received_ns: u64, datagrams: u64) {
         self.watermark_ms = self.watermark_ms.max(watermark_ms);
         if datagrams > 0 {
             let micros = now_ns().saturating_sub(received_ns) / 1000;
@@ -666,6 +713,7 @@ fn run_shard(mut runner: ShardRunner, batches: Receiver<Batch>) {
         runner.refresh_intel();
         match received {
             Ok(batch) => runner.run(
+                batch.worker,
                 &batch.records,
                 batch.watermark_ms,
                 batch.received_ns,
@@ -840,6 +888,35 @@ mod tests {
         }
     }
 
+    /// With two receive workers, a spoofer the kernel puts alone on one worker (its ticks
+    /// 500 s ahead) does not move the shard's table clock past the other worker's; once the
+    /// other worker's exporters fall silent, the spoofer's worker alone holds it.
+    #[test]
+    fn a_shard_fed_by_two_workers_ticks_on_the_slowest() {
+        let config = config();
+        let shard = Shard::new(&config, config.enricher().unwrap(), 1);
+        let (alerts, _alerts_rx) = mpsc::sync_channel(16);
+        let report = Arc::new(Mutex::new(ShardReport::default()));
+        let mut runner = ShardRunner::new(shard, alerts, Arc::default(), report);
+        runner.worker_clocks = Some(WorkerClocks::new(2));
+        const T: u64 = 1_710_230_400_000;
+        let at = |ms: u64| ms * 1_000_000;
+        let tick = |now_ms| [Routed::Tick { now_ms }];
+        runner.run(0, &tick(T), T, at(T), 1);
+        runner.run(1, &tick(T + 500_000), T + 500_000, at(T), 1);
+        assert_eq!(runner.shard.now_ms(), T);
+        runner.run(0, &tick(T + 60_000), T + 60_000, at(T + 60_000), 1);
+        runner.run(1, &tick(T + 560_000), T + 560_000, at(T + 60_000), 1);
+        assert_eq!(runner.shard.now_ms(), T + 60_000);
+        let silent = T + 60_000 + crate::flow::clock::SILENT_AFTER_MS + 1;
+        runner.run(1, &tick(T + 600_000), T + 600_000, at(silent), 1);
+        assert_eq!(runner.shard.now_ms(), T + 600_000);
+        // One worker, as the daemon runs by default: its ticks go straight through.
+        runner.worker_clocks = None;
+        runner.run(0, &tick(T + 700_000), T + 700_000, at(silent), 1);
+        assert_eq!(runner.shard.now_ms(), T + 700_000);
+    }
+
     /// A full shard queue never blocks the receive worker: the batch is dropped and its
     /// records counted; the next hand-over, with room again, goes through.
     #[test]
@@ -856,12 +933,12 @@ mod tests {
         let queues = [queue];
         ingest.push_records(&records[..20]);
         let first_batch = ingest.batches()[0].len();
-        hand_over(&mut ingest, &queues, pending(), &dropped);
+        hand_over(0, &mut ingest, &queues, pending(), &dropped);
         assert_eq!(dropped.load(Ordering::Relaxed), 0, "the queue had room");
         ingest.push_records(&records[20..]);
         let second_batch = ingest.batches()[0].len() as u64;
         assert!(second_batch > 0);
-        hand_over(&mut ingest, &queues, pending(), &dropped);
+        hand_over(0, &mut ingest, &queues, pending(), &dropped);
         assert_eq!(
             dropped.load(Ordering::Relaxed),
             second_batch,
@@ -871,7 +948,7 @@ mod tests {
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
         assert!(batches.try_recv().is_err());
         ingest.push_records(&records[..20]);
-        hand_over(&mut ingest, &queues, pending(), &dropped);
+        hand_over(0, &mut ingest, &queues, pending(), &dropped);
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
     }
 

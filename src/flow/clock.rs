@@ -212,9 +212,67 @@ impl EventClock {
     }
 }
 
+/// The table clock of a shard that several receive workers feed (`source.workers > 1`):
+/// each worker ticks the shards on its own table clock (its exporters' slowest), and the
+/// shard follows the slowest worker heard within [`SILENT_AFTER_MS`] (receive time), never
+/// going back. So a spoofer the kernel puts alone on a worker cannot move the shards ahead
+/// of the other workers' exporters, as one exporter cannot within a worker; a worker whose
+/// exporters all fall silent stops holding the shards back.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerClocks {
+    /// Per worker: its latest table clock and when (receive time, ms) it said so.
+    workers: Vec<Option<(u64, u64)>>,
+    now_ms: u64,
+}
+
+impl WorkerClocks {
+    pub fn new(workers: usize) -> WorkerClocks {
+        WorkerClocks {
+            workers: vec![None; workers],
+            now_ms: 0,
+        }
+    }
+
+    /// Worker `worker` ticks at `tick_ms`, received at `received_ms`: the shard's table
+    /// clock when it moved forward, or `None`.
+    pub fn tick(&mut self, worker: usize, tick_ms: u64, received_ms: u64) -> Option<u64> {
+        let slot = self.workers.get_mut(worker)?;
+        let clock = slot.map_or(tick_ms, |(ms, _)| ms.max(tick_ms));
+        *slot = Some((clock, received_ms));
+        let slowest = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|(_, heard)| heard.saturating_add(SILENT_AFTER_MS) >= received_ms)
+            .map(|(ms, _)| *ms)
+            .min()
+            .unwrap_or(clock);
+        (slowest > self.now_ms).then(|| {
+            self.now_ms = slowest;
+            slowest
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_follows_the_slowest_worker_heard_recently() {
+        const T: u64 = 1_710_230_400_000;
+        let mut clocks = WorkerClocks::new(2);
+        assert_eq!(clocks.tick(0, T, T), Some(T));
+        // A spoofer alone on worker 1, dated 500 s ahead, does not move the shard.
+        assert_eq!(clocks.tick(1, T + 500_000, T), None);
+        assert_eq!(clocks.tick(0, T + 60_000, T + 60_000), Some(T + 60_000));
+        assert_eq!(clocks.tick(1, T + 560_000, T + 60_000), None);
+        // Worker 0's exporters fall silent: worker 1 alone holds the clock, never back.
+        let later = T + 60_000 + SILENT_AFTER_MS + 1;
+        assert_eq!(clocks.tick(1, T + 600_000, later), Some(T + 600_000));
+        assert_eq!(clocks.tick(0, T + 120_000, later), None);
+        assert_eq!(clocks.tick(5, T + 900_000, later), None, "no such worker");
+    }
 
     const T0: u64 = 1_710_234_000_000;
     const MIN: u64 = 60_000;
