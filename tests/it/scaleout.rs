@@ -318,6 +318,16 @@ fn a_third_detector_joining_mid_stream_takes_partitions_and_the_alerts_stay_the_
         collector.metric("exflow_decode_datagrams_total") == half as f64
     });
     wait_consumed(&collector, &[&first, &second]);
+    // Both have committed what they read: a checkpoint round after they read it.
+    let rounds = [&first, &second].map(|d| d.metric("exflow_consume_checkpoints_total"));
+    wait_until(
+        "both detectors checkpoint again",
+        Duration::from_secs(30),
+        || {
+            first.metric("exflow_consume_checkpoints_total") > rounds[0]
+                && second.metric("exflow_consume_checkpoints_total") > rounds[1]
+        },
+    );
     let third = topics.detector("detect-c");
     let members = [&first, &second, &third];
     wait_until(
