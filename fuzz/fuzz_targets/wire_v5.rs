@@ -1,10 +1,10 @@
-//! fuzz: the NetFlow v5 view. Any bytes through `Packet::new_checked`, then every header and
+//! fuzz: the NetFlow v5 view (and v1, v7). Any bytes through `Packet::new_checked`, then every header and
 //! record accessor: none may panic once the packet is checked.
 #![no_main]
 
 use std::hint::black_box;
 
-use exflow::wire::netflow_v5::{HEADER_LEN, MAX_RECORDS, Packet, RECORD_LEN};
+use exflow::wire::netflow_v5::Packet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,8 +22,9 @@ fuzz_target!(|data: &[u8]| {
         packet.sampling_mode(),
         packet.sampling_interval(),
     ));
-    assert!(packet.count() <= MAX_RECORDS);
-    assert!(data.len() >= HEADER_LEN + usize::from(packet.count()) * RECORD_LEN);
+    let format = packet.format();
+    assert!(packet.count() <= format.max_records());
+    assert!(data.len() >= format.header_len() + usize::from(packet.count()) * format.record_len());
     let records = packet.records();
     assert_eq!(records.len(), usize::from(packet.count()));
     let mut seen = 0usize;
