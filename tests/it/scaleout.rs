@@ -141,6 +141,46 @@ fn wait_consumed(collector: &Daemon, detectors: &[&Daemon]) {
     );
 }
 
+/// Two detectors: `leader` joins alone (and so leads the group), then `other`, until they
+/// share the 4 partitions.
+fn two_detectors(topics: &Topics, leader: &str, other: &str) -> (Daemon, Daemon) {
+    let first = topics.detector(leader);
+    wait_until(
+        "the first detector owns every partition",
+        Duration::from_secs(60),
+        || first.metric("exflow_consume_partitions") == 4.0,
+    );
+    let second = topics.detector(other);
+    wait_until(
+        "the two detectors share the 4 partitions",
+        Duration::from_secs(60),
+        || {
+            let (a, b) = (
+                first.metric("exflow_consume_partitions"),
+                second.metric("exflow_consume_partitions"),
+            );
+            a > 0.0 && b > 0.0 && a + b == 4.0
+        },
+    );
+    (first, second)
+}
+
+/// Sends the first half of the capture and waits until the detectors consumed it; the
+/// capture's datagrams and where the second half starts.
+fn send_first_half(
+    collector: &Daemon,
+    detectors: &[&Daemon],
+) -> (Vec<(std::net::IpAddr, u64, Vec<u8>)>, usize) {
+    let all = datagrams(CAPTURE);
+    let half = all.len() / 2;
+    send(collector, &all[..half]);
+    wait_until("the first half is decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_datagrams_total") == half as f64
+    });
+    wait_consumed(collector, detectors);
+    (all, half)
+}
+
 #[test]
 fn a_collector_and_two_detectors_raise_the_alerts_of_a_replay() {
     let topics = Topics::new("cooperative-sticky");
@@ -208,32 +248,9 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
     // The survivor joins first and so leads the group: tansu 0.6.0 does not pass the
     // leadership on when the leader dies (the group keeps the dead leader's assignment),
     // so the member killed here is the other one (README, "Scale-out").
-    let survivor = topics.detector("detect-survivor");
-    wait_until(
-        "the survivor owns every partition",
-        Duration::from_secs(60),
-        || survivor.metric("exflow_consume_partitions") == 4.0,
-    );
-    let victim = topics.detector("detect-victim");
-    wait_until(
-        "the two detectors share the 4 partitions",
-        Duration::from_secs(60),
-        || {
-            let (a, b) = (
-                victim.metric("exflow_consume_partitions"),
-                survivor.metric("exflow_consume_partitions"),
-            );
-            a > 0.0 && b > 0.0 && a + b == 4.0
-        },
-    );
+    let (survivor, victim) = two_detectors(&topics, "detect-survivor", "detect-victim");
     let collector = topics.collector();
-    let all = datagrams(CAPTURE);
-    let half = all.len() / 2;
-    send(&collector, &all[..half]);
-    wait_until("the first half is decoded", Duration::from_secs(30), || {
-        collector.metric("exflow_decode_datagrams_total") == half as f64
-    });
-    wait_consumed(&collector, &[&victim, &survivor]);
+    let (all, half) = send_first_half(&collector, &[&victim, &survivor]);
     // The victim has checkpointed (committed) what it read: a round after it read it.
     let checkpoints = victim.metric("exflow_consume_checkpoints_total");
     wait_until(
@@ -292,32 +309,9 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
 #[test]
 fn a_third_detector_joining_mid_stream_takes_partitions_and_the_alerts_stay_the_same() {
     let topics = Topics::new("range");
-    let first = topics.detector("detect-a");
-    wait_until(
-        "the first owns every partition",
-        Duration::from_secs(60),
-        || first.metric("exflow_consume_partitions") == 4.0,
-    );
-    let second = topics.detector("detect-b");
-    wait_until(
-        "two detectors share the partitions",
-        Duration::from_secs(60),
-        || {
-            let (a, b) = (
-                first.metric("exflow_consume_partitions"),
-                second.metric("exflow_consume_partitions"),
-            );
-            a > 0.0 && b > 0.0 && a + b == 4.0
-        },
-    );
+    let (first, second) = two_detectors(&topics, "detect-a", "detect-b");
     let collector = topics.collector();
-    let all = datagrams(CAPTURE);
-    let half = all.len() / 2;
-    send(&collector, &all[..half]);
-    wait_until("the first half is decoded", Duration::from_secs(30), || {
-        collector.metric("exflow_decode_datagrams_total") == half as f64
-    });
-    wait_consumed(&collector, &[&first, &second]);
+    let (all, half) = send_first_half(&collector, &[&first, &second]);
     // Both have committed what they read: a checkpoint round after they read it.
     let rounds = [&first, &second].map(|d| d.metric("exflow_consume_checkpoints_total"));
     wait_until(
