@@ -141,6 +141,26 @@ fn wait_consumed(collector: &Daemon, detectors: &[&Daemon]) {
     );
 }
 
+/// Sends `datagrams`, the capture's last, and waits until the whole capture is decoded.
+fn send_to_the_end(collector: &Daemon, datagrams: &[(std::net::IpAddr, u64, Vec<u8>)]) {
+    send(collector, datagrams);
+    wait_until("every record is decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_records_total") == 2208.0
+    });
+}
+
+/// The alerts read back from the alerts topic (at least `expected` of them), each with
+/// how many times it was raised.
+fn alerts_read_back(topics: &Topics, expected: usize) -> BTreeMap<AlertKey, usize> {
+    let messages = consume(
+        &topics.brokers,
+        &topics.alerts,
+        expected,
+        Duration::from_secs(60),
+    );
+    counted(&messages)
+}
+
 /// Two detectors: `leader` joins alone (and so leads the group), then `other`, until they
 /// share the 4 partitions.
 fn two_detectors(topics: &Topics, leader: &str, other: &str) -> (Daemon, Daemon) {
@@ -204,22 +224,13 @@ fn a_collector_and_two_detectors_raise_the_alerts_of_a_replay() {
         || collector.metric("exflow_collect_partitions") == 4.0,
     );
     let all = datagrams(CAPTURE);
-    send(&collector, &all);
-    wait_until("every record is decoded", Duration::from_secs(30), || {
-        collector.metric("exflow_decode_records_total") == 2208.0
-    });
+    send_to_the_end(&collector, &all);
     wait_consumed(&collector, &[&first, &second]);
     let published = collector.metric("exflow_collect_published_records_total");
     // The end of the collector's input ends every partition's conversations.
     collector.stop();
     let want = expected();
-    let messages = consume(
-        &topics.brokers,
-        &topics.alerts,
-        want.len(),
-        Duration::from_secs(60),
-    );
-    let got = counted(&messages);
+    let got = alerts_read_back(&topics, want.len());
     assert!(
         got.values().all(|&n| n == 1),
         "no alert is raised twice: {got:?}"
@@ -277,19 +288,10 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
         survivor.metric("exflow_consume_takeovers_total") >= 1.0,
         "the victim's partitions had committed offsets"
     );
-    send(&collector, &all[half..]);
-    wait_until("every record is decoded", Duration::from_secs(30), || {
-        collector.metric("exflow_decode_records_total") == 2208.0
-    });
+    send_to_the_end(&collector, &all[half..]);
     collector.stop();
     let want = expected();
-    let messages = consume(
-        &topics.brokers,
-        &topics.alerts,
-        want.len(),
-        Duration::from_secs(60),
-    );
-    let got = counted(&messages);
+    let got = alerts_read_back(&topics, want.len());
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     assert_eq!(
         got.keys().cloned().collect::<Vec<_>>(),
@@ -337,19 +339,10 @@ fn a_third_detector_joining_mid_stream_takes_partitions_and_the_alerts_stay_the_
         third.metric("exflow_consume_takeovers_total") >= 1.0,
         "the partitions it took had been worked on"
     );
-    send(&collector, &all[half..]);
-    wait_until("every record is decoded", Duration::from_secs(30), || {
-        collector.metric("exflow_decode_records_total") == 2208.0
-    });
+    send_to_the_end(&collector, &all[half..]);
     collector.stop();
     let want = expected();
-    let messages = consume(
-        &topics.brokers,
-        &topics.alerts,
-        want.len(),
-        Duration::from_secs(60),
-    );
-    let got = counted(&messages);
+    let got = alerts_read_back(&topics, want.len());
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     // A partition handed over mid-stream may have alerts its previous owner raised after
     // its last commit raised again by the new one: the same alerts, with the same ids.
