@@ -18,12 +18,12 @@ use std::collections::VecDeque;
 use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
+use super::bounded::evict_stalest;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, Destination};
-use crate::flow::evict_stalest;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

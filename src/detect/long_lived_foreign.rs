@@ -25,10 +25,11 @@ use std::net::IpAddr;
 
 use foldhash::{HashMap, HashMapExt};
 
+use super::bounded::evict_stalest;
 use super::{Finding, RecordEvent, Rule, describe_destination, human_bytes, rule_allows};
 use crate::enrich::Allow;
 use crate::enrich::AllowList;
-use crate::flow::{Conversation, ConversationKey, Initiator, evict_stalest};
+use crate::flow::{Conversation, ConversationKey, Initiator};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

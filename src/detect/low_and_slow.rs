@@ -13,13 +13,14 @@ use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
+use super::bounded::evict_stalest;
 use super::window::Buckets;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
 use crate::enrich::Allow;
 use crate::enrich::AllowList;
-use crate::flow::{Initiator, Update, evict_stalest};
+use crate::flow::{Initiator, Update};
 
 pub const NAME: &str = "low_and_slow";
 /// Data transfer size limits; scheduled transfer.

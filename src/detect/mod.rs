@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod beacon;
+mod bounded;
 pub mod bulk_egress;
 pub mod dns_tunnel;
 pub mod keepalive;

@@ -15,7 +15,7 @@ use foldhash::{HashMap, HashMapExt};
 use serde::Serialize;
 
 use super::alert::{Alert, Severity};
-use crate::flow::evict_stalest;
+use super::bounded::evict_stalest;
 
 /// The span of alerts a score combines.
 const DAY_MS: u64 = 24 * 3_600_000;

@@ -15,11 +15,12 @@ use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
+use super::bounded::evict_stalest;
 use super::window::{Buckets, within_window};
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
-use crate::flow::{Initiator, evict_stalest};
+use crate::flow::Initiator;
 
 pub const NAME: &str = "spread_egress";
 /// Exfiltration over an alternative protocol, to a cloud account.

@@ -40,8 +40,8 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{Finding, RecordEvent, Rule, describe_destination, rule_allows};
+use crate::detect::bounded::evict_stalest;
 use crate::enrich::{Allow, Destination};
-use crate::flow::evict_stalest;
 use crate::flow::{Conversation, ConversationKey, Update};
 
 mod stats;

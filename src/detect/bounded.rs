@@ -1,0 +1,55 @@
+//! detect::bounded: the bound every rule's exporter-controlled map keeps: when full, the
+//! stalest tenth goes (each rule counts what it evicted).
+
+use foldhash::HashMap;
+
+/// Removes the stalest tenth (at least one) of a full map, by `last_ms`, calling `evicted`
+/// for each: the bound every exporter-controlled map keeps. One pass finds the cut-off, one
+/// removes; amortised over the inserts the freed room admits.
+pub fn evict_stalest<K, V>(
+    map: &mut HashMap<K, V>,
+    last_ms: impl Fn(&V) -> u64,
+    mut evicted: impl FnMut(&K, &V),
+) -> usize {
+    let target = (map.len() / 10).max(1);
+    let mut seen: Vec<u64> = map.values().map(&last_ms).collect();
+    if seen.is_empty() {
+        return 0;
+    }
+    let index = target.min(seen.len()) - 1;
+    let (below, &mut cut, _) = seen.select_nth_unstable(index);
+    // Everything older than the cut-off goes, then as many at the cut-off as fit.
+    let mut ties = target - below.iter().filter(|&&ms| ms < cut).count();
+    let mut removed = 0;
+    map.retain(|key, value| {
+        let ms = last_ms(value);
+        let evict = ms < cut || (ms == cut && ties > 0);
+        if evict {
+            ties -= usize::from(ms == cut);
+            removed += 1;
+            evicted(key, value);
+        }
+        !evict
+    });
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evict_stalest_takes_the_oldest_before_equally_old_ones() {
+        // A tenth of 20 is 2: the oldest, then one of the 19 tied at the cut-off, whatever
+        // the map's order.
+        let mut map: HashMap<u16, u64> = (0..20).map(|k| (k, 5)).collect();
+        map.insert(7, 1);
+        let mut evicted = Vec::new();
+        assert_eq!(
+            evict_stalest(&mut map, |&v| v, |&k, &v| evicted.push((k, v))),
+            2
+        );
+        assert!(evicted.contains(&(7, 1)), "{evicted:?}");
+        assert_eq!(map.len(), 18);
+    }
+}
