@@ -491,10 +491,10 @@ fn apply_flow_field(
         Target::TcpFlags => flow.tcp_flags = read_uint(bytes) as u8,
         Target::SrcPort => flow.src_port = read_uint(bytes) as u16,
         Target::DstPort => flow.dst_port = read_uint(bytes) as u16,
-        Target::SrcAddrV4 => flow.src_addr = ipv4(bytes),
-        Target::DstAddrV4 => flow.dst_addr = ipv4(bytes),
-        Target::SrcAddrV6 => flow.src_addr = ipv6(bytes),
-        Target::DstAddrV6 => flow.dst_addr = ipv6(bytes),
+        Target::SrcAddrV4 => set_address(&mut flow.src_addr, ipv4(bytes)),
+        Target::DstAddrV4 => set_address(&mut flow.dst_addr, ipv4(bytes)),
+        Target::SrcAddrV6 => set_address(&mut flow.src_addr, ipv6(bytes)),
+        Target::DstAddrV6 => set_address(&mut flow.dst_addr, ipv6(bytes)),
         Target::NextHopV4 => flow.next_hop = ipv4(bytes),
         Target::NextHopV6 => flow.next_hop = ipv6(bytes),
         Target::InIf => flow.in_if = read_uint(bytes) as u32,
@@ -539,6 +539,16 @@ fn variable_field(record: &[u8], at: usize) -> Option<(usize, usize)> {
     } else {
         let long = crate::wire::read_u16(record, at + 1)?;
         Some((3, 3 + usize::from(long)))
+    }
+}
+
+/// Sets an address unless `address` is all zero and the record already gave one: a template
+/// with both IPv4 and IPv6 address fields (Cisco's MPLS-aware template 313 in
+/// pmacct-test-automation) zero-fills the family the packet was not.
+#[inline(always)]
+fn set_address(slot: &mut IpAddr, address: IpAddr) {
+    if !address.is_unspecified() || slot.is_unspecified() {
+        *slot = address;
     }
 }
 
@@ -713,6 +723,33 @@ mod tests {
         let ipfix =
             Layout::compile(260, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
         assert_eq!(ipfix.targets[6], Target::Skip);
+    }
+
+    #[test]
+    fn a_zero_filled_address_family_does_not_hide_the_other() {
+        // Cisco's template 313 in pmacct-test-automation: IPv6 addresses, then zeroed IPv4.
+        let specs = [spec(27, 16), spec(28, 16), spec(8, 4), spec(12, 4)];
+        let layout =
+            Layout::compile(313, TemplateKind::Data, Dialect::Ipfix, 0, &specs, 64).unwrap();
+        let mut body = [0u8; 40];
+        body[0..2].copy_from_slice(&[0x20, 0x01]); // 2001::1
+        body[15] = 1;
+        body[16..18].copy_from_slice(&[0x20, 0x01]); // 2001::2
+        body[31] = 2;
+        let mut flow = FlowRecord::default();
+        layout.decode_flow(&body, &mut flow, &mut RecordFacts::default());
+        assert_eq!(flow.src_addr, "2001::1".parse::<IpAddr>().unwrap());
+        assert_eq!(flow.dst_addr, "2001::2".parse::<IpAddr>().unwrap());
+        assert_eq!(flow.etype, ETYPE_IPV6);
+        // The IPv4 packet of the same template: its zero IPv6 fields come first.
+        let mut body = [0u8; 40];
+        body[32..36].copy_from_slice(&[192, 0, 2, 11]);
+        body[36..40].copy_from_slice(&[192, 0, 2, 12]);
+        let mut flow = FlowRecord::default();
+        layout.decode_flow(&body, &mut flow, &mut RecordFacts::default());
+        assert_eq!(flow.src_addr, "192.0.2.11".parse::<IpAddr>().unwrap());
+        assert_eq!(flow.dst_addr, "192.0.2.12".parse::<IpAddr>().unwrap());
+        assert_eq!(flow.etype, ETYPE_IPV4);
     }
 
     #[test]

@@ -343,6 +343,158 @@ fn cisco_exports() {
     );
 }
 
+/// A 5-tuple as nfacctd aggregates it: addresses, ports, IP protocol number.
+type AggregateKey = (IpAddr, IpAddr, u16, u16, u8);
+
+/// pmacct-test-automation's own check, on exflow: every capture of each test with an
+/// expected output, decoded in its replay order with one decoder, summed per 5-tuple, equals
+/// nfacctd's `output-flow-00.json` summed the same way (bytes and packets; multiplied by the
+/// sampling rate where the test's nfacctd.conf sets `nfacctd_renormalize: true`). The
+/// expected lines are in `pmacct-test-automation/nfacctd_output_flow_00.csv` (see
+/// tests/data/README.md); 110's captures are byte-identical to 100's, 101's and 102's.
+#[test]
+fn every_key_of_nfacctds_expected_output_is_equal() {
+    const DIR: &str = "pmacct-test-automation";
+    // (test number, its captures as the traffic reproducer replays them, renormalize)
+    let tests: [(&str, &[&str], bool); 13] = [
+        ("100", &["100-IPFIXv10-CISCO__traffic-00"], false),
+        (
+            "101",
+            &["101-NFv9-CISCO-cust_primitives__traffic-00"],
+            false,
+        ),
+        (
+            "102",
+            &["102-NFv9-CISCO-f2rd-pretag-sampling-reload__traffic-00"],
+            true,
+        ),
+        (
+            "103",
+            &["103-IPFIXv10-CISCO-pretag-JSON_encoding__traffic-00"],
+            false,
+        ),
+        (
+            "104",
+            &["104-IPFIXv10-IPv6-CISCO-sampling_option__traffic-00"],
+            true,
+        ),
+        (
+            "110",
+            &[
+                "100-IPFIXv10-CISCO__traffic-00",
+                "101-NFv9-CISCO-cust_primitives__traffic-00",
+                "102-NFv9-CISCO-f2rd-pretag-sampling-reload__traffic-00",
+            ],
+            false,
+        ),
+        (
+            "111",
+            &[
+                "111-IPFIXv10-NFv9-IPv6-IPv4-mix_sources__traffic-00",
+                "111-IPFIXv10-NFv9-IPv6-IPv4-mix_sources__traffic-01",
+            ],
+            false,
+        ),
+        (
+            "400",
+            &[
+                "400-IPFIXv10-BMP-CISCO-SRv6-multiple-sources__traffic-00",
+                "400-IPFIXv10-BMP-CISCO-SRv6-multiple-sources__traffic-01",
+            ],
+            false,
+        ),
+        (
+            "401",
+            &[
+                "401-IPFIXv10-BMP-IPv6-CISCO-MPLS-multiple-sources__traffic-00",
+                "401-IPFIXv10-BMP-IPv6-CISCO-MPLS-multiple-sources__traffic-01",
+            ],
+            false,
+        ),
+        (
+            "402",
+            &["402-IPFIXv10-BMP-IPv6-high-availability__traffic-00"],
+            false,
+        ),
+        ("500", &["500-IPFIXv10-BGP-CISCO-SRv6__traffic-00"], false),
+        (
+            "501",
+            &["501-IPFIXv10-BGP-IPv6-CISCO-MPLS__traffic-00"],
+            false,
+        ),
+        (
+            "502",
+            &["502-IPFIXv10-BGP-IPv6-CISCO-SRv6-lcomms__traffic-00"],
+            false,
+        ),
+    ];
+    let text = std::fs::read_to_string(data(&format!("{DIR}/nfacctd_output_flow_00.csv"))).unwrap();
+    let mut expected: HashMap<&str, HashMap<AggregateKey, (u64, u64)>> = HashMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let proto = match f[5] {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "ipv6-icmp" => 58,
+            "vrrp" => 112,
+            other => panic!("nfacctd protocol {other:?}"),
+        };
+        let key = (
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+            proto,
+        );
+        let sums = expected.entry(f[0]).or_default().entry(key).or_default();
+        sums.0 += f[7].parse::<u64>().unwrap();
+        sums.1 += f[6].parse::<u64>().unwrap();
+    }
+    assert_eq!(expected.len(), tests.len());
+    let (mut keys, mut equal) = (0, 0);
+    let mut differing = Vec::new();
+    for (test, captures, renormalize) in tests {
+        let mut decoder = Decoder::new(DecoderConfig::default());
+        let mut records = Vec::new();
+        for capture in captures {
+            for (exporter, received_ns, payload) in datagrams(&format!("{DIR}/{capture}.pcap")) {
+                let _ = decoder.decode(exporter, received_ns, &payload, &mut records);
+            }
+        }
+        assert_eq!(decoder.totals().errors.total(), 0, "{test}");
+        let mut got: HashMap<AggregateKey, (u64, u64)> = HashMap::new();
+        for r in &records {
+            let scale = if renormalize {
+                u64::from(r.sampling_rate.max(1))
+            } else {
+                1
+            };
+            let key = (r.src_addr, r.dst_addr, r.src_port, r.dst_port, r.proto);
+            let sums = got.entry(key).or_default();
+            sums.0 += r.bytes * scale;
+            sums.1 += r.packets * scale;
+        }
+        let want = &expected[test];
+        keys += want.len();
+        for (key, sums) in want {
+            if got.get(key) == Some(sums) {
+                equal += 1;
+            } else {
+                differing.push((test, *key, *sums, got.get(key).copied()));
+            }
+        }
+        for key in got.keys().filter(|k| !want.contains_key(k)) {
+            differing.push((test, *key, (0, 0), got.get(key).copied()));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "(test, key, nfacctd, exflow): {differing:#?}"
+    );
+    assert_eq!((equal, keys), (601, 601));
+}
+
 /// Every prefix of the first datagrams of real exports, decoded with the templates of the
 /// datagrams before it: never a panic, never more records than the whole datagram gives,
 /// and, where the protocol says how long the datagram is (v5 counts, IPFIX lengths), a cut
