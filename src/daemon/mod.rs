@@ -1,0 +1,323 @@
+//! daemon: `exflow run`. The CLI binds the sockets first ([`BoundSockets`]: UDP, one lock
+//! per port, metrics) and hands them to [`run`]. Receive workers (`source.workers`) each own a socket per listen
+//! address and a decoder. By default the one worker also runs the flow table and the rules
+//! on its own thread, straight after decoding (`flow.shards = 0`: no hand-over, the fastest
+//! on a machine of few cores). With `flow.shards = N` the table is split by inside host over
+//! N shard threads; the workers hand them records in batches through bounded queues, and a
+//! full queue drops the batch and counts it. The main thread hands alerts to the sink and
+//! publishes the metrics. On SIGTERM it drains in order: the workers take what the sockets
+//! still hold and stop, the shards run what is queued and end event time (every
+//! conversation ends), the last alerts reach the sink, the sink flushes, template state is
+//! saved.
+
+mod receive;
+mod report;
+mod shard;
+mod sockets;
+mod state;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use tracing::{info, warn};
+
+use self::receive::{Batch, Pending, ReceiveWorker, Tables};
+use self::report::{ShardReport, WorkerReport, latency_histogram, snapshot};
+use self::shard::{RulesState, ShardRunner, ThreatIntel, reload_threat_intel, run_shard};
+pub use self::sockets::{BoundSockets, SocketParts};
+use self::state::{restore_rules_state, restore_state, save_state, state_path};
+use crate::config::Config;
+use crate::detect::Alert;
+use crate::flow::clock::WorkerClocks;
+use crate::pipeline::{Ingest, Shard};
+use crate::sink::AlertSink;
+use crate::source::udp::Sockets;
+use crate::telemetry::Telemetry;
+use crate::time::wall_clock_ns as now_ns;
+
+/// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// SIGTERM / SIGINT: drain and stop.
+    pub shutdown: Arc<AtomicBool>,
+    /// SIGHUP: reload the threat-intel file.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// How often threads publish their counters and the main thread the metrics; also the
+/// longest a receive worker or a shard waits before it looks at its flags again.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs on `sockets` (bound from the same `config`) until `control.shutdown` is set.
+pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::Result<()> {
+    let BoundSockets {
+        workers: listeners,
+        sources,
+        metrics,
+        locks: _locks,
+    } = sockets;
+    // Metrics first: they answer while the rest starts (the sink may wait for a broker).
+    let telemetry = Arc::new(Telemetry {
+        sources,
+        ..Telemetry::default()
+    });
+    info!(
+        metrics = %metrics.local_addr()?,
+        workers = listeners.len(),
+        shards = config.flow.shards,
+        "serving /metrics"
+    );
+    let stop_metrics = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let metrics_thread = {
+        let (telemetry, stop) = (telemetry.clone(), stop_metrics.0.clone());
+        std::thread::Builder::new()
+            .name("exflow-metrics".into())
+            .spawn(move || {
+                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
+                    warn!("the metrics endpoint stopped: {error}");
+                }
+            })?
+    };
+    let enricher = config.enricher()?;
+    let mut sink = AlertSink::from_config(&config.sink)?;
+    if let AlertSink::Kafka(kafka) = &sink {
+        let _ = telemetry.kafka.set(kafka.counters.clone());
+    }
+    let workers = listeners.len();
+    let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
+    let mut ingests = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let mut ingest = Ingest::new(config, enricher.clone(), config.flow.shards.max(1));
+        if let Some(path) = &config.state_file {
+            restore_state(&mut ingest, path, workers, &telemetry.faults);
+        }
+        if let Some(kafka) = &config.sink.kafka
+            && let Some(flows) =
+                crate::sink::flows::FlowsPublisher::from_config(kafka, flows_counters.clone())?
+        {
+            if worker == 0 {
+                info!(
+                    topic = kafka.flows_topic.as_deref().unwrap_or_default(),
+                    "publishing every flow record"
+                );
+            }
+            let _ = telemetry.flows.set(flows_counters.clone());
+            ingest.set_tap(Box::new(flows));
+        }
+        ingests.push(ingest);
+    }
+
+    // Shards first: the workers need their queues.
+    let threaded = config.flow.shards > 0;
+    let shard_count = config.flow.shards.max(1);
+    let intel = Arc::new(ThreatIntel::default());
+    let (alerts_tx, alerts_rx) = mpsc::sync_channel::<Vec<Alert>>(1024);
+    let mut shard_reports = Vec::with_capacity(shard_count);
+    let mut runners = Vec::with_capacity(shard_count);
+    for index in 0..shard_count {
+        let report = Arc::new(Mutex::new(ShardReport::default()));
+        let mut shard = Shard::new(config, enricher.clone(), shard_count);
+        let rules_state = config.state_file.as_deref().map(|path| {
+            restore_rules_state(&mut shard, path, index, shard_count);
+            RulesState {
+                path: crate::detect::state::rules_state_path(path, index),
+                every: Duration::from_secs(config.source.state_save_interval_s),
+                last: Instant::now(),
+            }
+        });
+        let mut runner = ShardRunner::new(shard, alerts_tx.clone(), intel.clone(), report.clone());
+        runner.rules_state = rules_state;
+        runner.worker_clocks = (threaded && workers > 1).then(|| WorkerClocks::new(workers));
+        runners.push(runner);
+        shard_reports.push(report);
+    }
+    drop(alerts_tx);
+    let mut queues = Vec::new();
+    let mut shard_threads = Vec::new();
+    if threaded {
+        for (index, runner) in runners.drain(..).enumerate() {
+            let (tx, rx) = mpsc::sync_channel::<Batch>(config.flow.queue_batches.max(1));
+            shard_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("exflow-shard-{index}"))
+                    .spawn(move || run_shard(runner, rx))?,
+            );
+            queues.push(tx);
+        }
+    }
+    let queue_dropped = Arc::new(AtomicU64::new(0));
+    let mut worker_reports = Vec::with_capacity(workers);
+    let mut worker_threads: Vec<JoinHandle<Ingest>> = Vec::with_capacity(workers);
+    let gather_max = Duration::from_micros(config.source.gather_max_us);
+    for (index, (ingest, listeners)) in ingests.into_iter().zip(listeners).enumerate() {
+        let report = Arc::new(Mutex::new(WorkerReport::default()));
+        let tables = match runners.pop() {
+            // Validation allows the inline tables with one worker only.
+            Some(runner) => Tables::Inline(Box::new(runner)),
+            None => Tables::Queued(queues.clone()),
+        };
+        let worker = ReceiveWorker {
+            index,
+            ingest,
+            tables,
+            pending: Pending::default(),
+            queue_dropped: queue_dropped.clone(),
+            report: report.clone(),
+            shutdown: control.shutdown.clone(),
+            state: config
+                .state_file
+                .as_deref()
+                .map(|path| (state_path(path, index), config.source.state_save_interval_s)),
+        };
+        worker_threads.push(
+            std::thread::Builder::new()
+                .name(format!("exflow-receive-{index}"))
+                // The receive slots are raw buffers the kernel fills: made on their thread.
+                .spawn(move || worker.run(Sockets::new(listeners, gather_max)))?,
+        );
+        worker_reports.push(report);
+    }
+    drop(queues);
+
+    // The main thread: alerts to the sink, metrics, reloads, until the shards are done.
+    let mut alert_latency = latency_histogram();
+    let mut last_publish = Instant::now();
+    let publish = |alert_latency: &Histogram<u64>| {
+        telemetry.publish(snapshot(
+            &worker_reports,
+            &shard_reports,
+            alert_latency,
+            queue_dropped.load(Ordering::Relaxed),
+        ));
+    };
+    loop {
+        match alerts_rx.recv_timeout(PUBLISH_EVERY) {
+            Ok(alerts) => {
+                deliver(alerts, &mut sink, &telemetry, &mut alert_latency);
+                while let Ok(more) = alerts_rx.try_recv() {
+                    deliver(more, &mut sink, &telemetry, &mut alert_latency);
+                }
+                let _ = sink.flush();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every shard has finished: the drain is complete.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if control.reload.swap(false, Ordering::Relaxed) {
+            reload_threat_intel(config, &intel, &telemetry.faults);
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            publish(&alert_latency);
+            last_publish = Instant::now();
+        }
+    }
+    info!("stopping: the tables are drained");
+    for (index, thread) in worker_threads.into_iter().enumerate() {
+        match thread.join() {
+            Ok(mut ingest) => {
+                if let Some(path) = &config.state_file {
+                    save_state(&mut ingest, &state_path(path, index));
+                }
+            }
+            Err(_) => warn!("receive worker {index} panicked"),
+        }
+    }
+    for thread in shard_threads {
+        if thread.join().is_err() {
+            warn!("a flow-table shard panicked");
+        }
+    }
+    publish(&alert_latency);
+    drop(stop_metrics);
+    let _ = metrics_thread.join();
+    sink.close().context("cannot flush the alert sink")?;
+    let counters = telemetry
+        .snapshot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pipeline;
+    info!(
+        records = counters.decode.records,
+        alerts = counters.alerts.total(),
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Sets the metrics server's stop flag when dropped, so that an early return stops it too.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn deliver(
+    alerts: Vec<Alert>,
+    sink: &mut AlertSink,
+    telemetry: &Telemetry,
+    latency: &mut Histogram<u64>,
+) {
+    let now = now_ns();
+    for alert in alerts {
+        latency.saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
+        match sink.send(alert) {
+            Ok(true) => telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
+            // Dropped at the sink's full queue: counted there, not written.
+            Ok(false) => 0,
+            Err(_) => telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As mini-redis's server: the caller binds (port 0 here, so no port is guessed),
+    /// learns the ports, runs the daemon on a thread with a shutdown flag of its own, and
+    /// stops it. A datagram sent to the learnt port is counted on the learnt metrics port.
+    #[test]
+    fn runs_on_sockets_the_caller_bound_until_told_to_stop() {
+        use std::io::{Read, Write};
+        let config = Config::from_toml(
+            "inside = [\"10.0.0.0/8\"]\nlisten = [\"127.0.0.1:0\"]\n\
+             metrics_listen = \"127.0.0.1:0\"\n[sink]\nfile = \"/dev/null\"\n",
+            "test",
+        )
+        .unwrap();
+        let sockets = BoundSockets::bind(&config).unwrap();
+        let udp = sockets.listen_addresses()[0];
+        let metrics = sockets.metrics_address().unwrap();
+        assert_ne!(udp.port(), 0);
+        assert_ne!(metrics.port(), 0);
+        let control = Control::default();
+        let daemon = {
+            let control = control.clone();
+            std::thread::spawn(move || run(&config, sockets, control))
+        };
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"not netflow", udp).unwrap();
+        let counted = format!("exflow_source_datagrams_total{{listen=\"{udp}\"}} 1\n");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut stream = std::net::TcpStream::connect(metrics).unwrap();
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            if text.contains(&counted) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never counted: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        control.shutdown.store(true, Ordering::Relaxed);
+        daemon.join().unwrap().unwrap();
+    }
+}

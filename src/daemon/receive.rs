@@ -1,0 +1,229 @@
+//! daemon::receive: a receive worker's thread: polls its sockets, decodes, and either runs
+//! the table and the rules itself (`flow.shards = 0`) or hands the shards their records in
+//! batches through bounded queues (a full queue drops the batch, counted).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::PUBLISH_EVERY;
+use super::report::WorkerReport;
+use super::shard::ShardRunner;
+use super::state::save_state;
+use crate::pipeline::{Ingest, Routed};
+use crate::source::udp::Sockets;
+
+/// Records (and ticks) routed to one shard by one receive worker, with what the shard
+/// needs for the end of event time and its latency figures.
+pub(super) struct Batch {
+    pub(super) records: Vec<Routed>,
+    /// The receive worker that sent it.
+    pub(super) worker: usize,
+    /// Event time as far as the worker knows (all shards' records), ms.
+    pub(super) watermark_ms: u64,
+    /// When the oldest of the batch's datagrams was received (wall clock, ns).
+    pub(super) received_ns: u64,
+    /// Datagrams that contributed records.
+    pub(super) datagrams: u64,
+}
+
+/// Datagrams received since the last hand-over, for the latency figures.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) oldest_ns: u64,
+    pub(super) datagrams: u64,
+}
+
+/// Where a receive worker's records go.
+pub(super) enum Tables {
+    /// The worker runs the table and the rules itself, datagram by datagram.
+    Inline(Box<ShardRunner>),
+    /// Shard threads, fed through bounded queues.
+    Queued(Vec<SyncSender<Batch>>),
+}
+
+/// A receive worker: its decoder (with a batch in the making per shard) and the tables.
+pub(super) struct ReceiveWorker {
+    /// Its index among the receive workers.
+    pub(super) index: usize,
+    pub(super) ingest: Ingest,
+    pub(super) tables: Tables,
+    pub(super) pending: Pending,
+    pub(super) queue_dropped: Arc<AtomicU64>,
+    pub(super) report: Arc<Mutex<WorkerReport>>,
+    pub(super) shutdown: Arc<AtomicBool>,
+    /// Where and how often (s) this worker saves its templates.
+    pub(super) state: Option<(PathBuf, u64)>,
+}
+
+impl ReceiveWorker {
+    /// Receives until shutdown, then takes what the sockets still hold; returns the ingest
+    /// so its template state can be saved.
+    pub(super) fn run(mut self, mut sockets: Sockets) -> Ingest {
+        let mut last_publish = Instant::now();
+        let mut last_save = Instant::now();
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.receive(&mut sockets, PUBLISH_EVERY);
+            if last_publish.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = Instant::now();
+            }
+            if let Some((path, every_s)) = &self.state
+                && last_save.elapsed() >= Duration::from_secs(*every_s)
+            {
+                save_state(&mut self.ingest, path);
+                last_save = Instant::now();
+            }
+            if let Tables::Inline(runner) = &mut self.tables {
+                runner.save_rules_state(false);
+            }
+        }
+        while self.receive(&mut sockets, Duration::ZERO) > 0 {}
+        if let Tables::Inline(runner) = &mut self.tables {
+            runner.finish(self.ingest.now_ms());
+        }
+        self.ingest.finish();
+        self.publish();
+        self.ingest
+    }
+
+    /// One poll round: decodes what arrived within `wait` and runs it or hands it over.
+    fn receive(&mut self, sockets: &mut Sockets, wait: Duration) -> usize {
+        let (ingest, pending, tables) = (&mut self.ingest, &mut self.pending, &mut self.tables);
+        let received = sockets
+            .receive(wait, |exporter, received_ns, payload| {
+                ingest.push_datagram(exporter, received_ns, payload);
+                match tables {
+                    Tables::Inline(runner) => {
+                        // A reload applies to every datagram that arrives after it.
+                        runner.refresh_intel();
+                        let watermark_ms = ingest.now_ms();
+                        let batch = &mut ingest.batches()[0];
+                        runner.run(0, batch, watermark_ms, received_ns, 1);
+                        batch.clear();
+                    }
+                    Tables::Queued(_) => {
+                        if pending.datagrams == 0 {
+                            pending.oldest_ns = received_ns;
+                        }
+                        pending.datagrams += 1;
+                    }
+                }
+            })
+            .unwrap_or_else(|error| {
+                warn!("receive failed: {error}");
+                0
+            });
+        match &mut self.tables {
+            Tables::Inline(runner) => runner.send_alerts(),
+            Tables::Queued(queues) => hand_over(
+                self.index,
+                &mut self.ingest,
+                queues,
+                std::mem::take(&mut self.pending),
+                &self.queue_dropped,
+            ),
+        }
+        received
+    }
+
+    fn publish(&mut self) {
+        if let Tables::Inline(runner) = &mut self.tables {
+            runner.publish();
+        }
+        let counters = self.ingest.counters();
+        let decoder = self.ingest.decoder();
+        let report = WorkerReport {
+            counters,
+            exporters: decoder.exporters().map(|(a, c)| (a, *c)).collect(),
+            sflow_interfaces: decoder.sflow_interfaces().map(|(a, c)| (a, *c)).collect(),
+            templates: decoder.template_count(),
+        };
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
+    }
+}
+
+/// Sends each shard its batch. Never waits: a full queue drops the batch, counted.
+fn hand_over(
+    worker: usize,
+    ingest: &mut Ingest,
+    queues: &[SyncSender<Batch>],
+    pending: Pending,
+    queue_dropped: &AtomicU64,
+) {
+    let watermark_ms = ingest.now_ms();
+    for (queue, batch) in queues.iter().zip(ingest.batches()) {
+        if batch.is_empty() {
+            continue;
+        }
+        let records = std::mem::replace(batch, Vec::with_capacity(batch.len()));
+        let batch = Batch {
+            records,
+            worker,
+            watermark_ms,
+            received_ns: pending.oldest_ns,
+            datagrams: pending.datagrams,
+        };
+        if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
+            queue.try_send(batch)
+        {
+            let records = batch.records.iter();
+            let dropped = records.filter(|r| matches!(r, Routed::Record { .. }));
+            queue_dropped.fetch_add(dropped.count() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    use crate::config::Config;
+
+    fn config() -> Config {
+        Config {
+            inside: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Config::default()
+        }
+    }
+
+    /// A full shard queue never blocks the receive worker: the batch is dropped and its
+    /// records counted; the next hand-over, with room again, goes through.
+    #[test]
+    fn a_full_queue_drops_the_batch_and_counts_its_records() {
+        let config = config();
+        let mut ingest = Ingest::new(&config, config.enricher().unwrap(), 1);
+        let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
+        let (queue, batches) = mpsc::sync_channel::<Batch>(1);
+        let dropped = AtomicU64::new(0);
+        let pending = || Pending {
+            oldest_ns: 1,
+            datagrams: 1,
+        };
+        let queues = [queue];
+        ingest.push_records(&records[..20]);
+        let first_batch = ingest.batches()[0].len();
+        hand_over(0, &mut ingest, &queues, pending(), &dropped);
+        assert_eq!(dropped.load(Ordering::Relaxed), 0, "the queue had room");
+        ingest.push_records(&records[20..]);
+        let second_batch = ingest.batches()[0].len() as u64;
+        assert!(second_batch > 0);
+        hand_over(0, &mut ingest, &queues, pending(), &dropped);
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            second_batch,
+            "the queue was full"
+        );
+        assert!(ingest.batches()[0].is_empty(), "nothing is kept to grow");
+        assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
+        assert!(batches.try_recv().is_err());
+        ingest.push_records(&records[..20]);
+        hand_over(0, &mut ingest, &queues, pending(), &dropped);
+        assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
+    }
+}
