@@ -62,13 +62,6 @@ impl Latency {
     }
 }
 
-/// Counters of the alert sink.
-#[derive(Debug, Default)]
-pub struct SinkCounters {
-    pub alerts: AtomicU64,
-    pub errors: AtomicU64,
-}
-
 /// Faults beside the data path, each also logged when it happens.
 #[derive(Debug, Default)]
 pub struct FaultCounters {
@@ -90,7 +83,8 @@ pub struct HttpCounters {
 pub struct Telemetry {
     pub sources: Vec<(SocketAddr, Arc<SourceCounters>)>,
     pub snapshot: Mutex<Snapshot>,
-    pub sink: SinkCounters,
+    /// The alert sink's counters, bumped by the shards as they hand their alerts over.
+    pub sink: Arc<crate::sink::SinkCounters>,
     /// The Kafka sink's counters, when alerts go to Kafka: set once the sink is made, which
     /// is after the endpoint starts serving.
     pub kafka: OnceLock<Arc<crate::sink::kafka::KafkaCounters>>,

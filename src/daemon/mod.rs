@@ -1,14 +1,15 @@
 //! daemon: `exflow run`. The CLI binds the sockets first ([`BoundSockets`]: UDP, one lock
-//! per port, metrics) and hands them to [`run`]. Receive workers (`source.workers`) each own a socket per listen
-//! address and a decoder. By default the one worker also runs the flow table and the rules
+//! per port, metrics) and hands them to [`run`]. Receive workers (`source.workers`) each
+//! own a socket per listen address and a decoder. By default the one worker also runs the flow table and the rules
 //! on its own thread, straight after decoding (`flow.shards = 0`: no hand-over, the fastest
 //! on a machine of few cores). With `flow.shards = N` the table is split by inside host over
 //! N shard threads; the workers hand them records in batches through bounded queues, and a
-//! full queue drops the batch and counts it. The main thread hands alerts to the sink and
-//! publishes the metrics. On SIGTERM it drains in order: the workers take what the sockets
-//! still hold and stop, the shards run what is queued and end event time (every
-//! conversation ends), the last alerts reach the sink, the sink flushes, template state is
-//! saved.
+//! full queue drops the batch and counts it. Each shard hands its alerts straight to the
+//! sink (its bounded queue or its file). The main thread supervises: it publishes the
+//! metrics, takes up threat-intel reloads and waits for the threads to end. On SIGTERM the
+//! daemon drains in order: the workers take what the sockets still hold and stop, the
+//! shards run what is queued and end event time (every conversation ends) and hand over
+//! their last alerts, the sink flushes, template state is saved.
 
 mod receive;
 mod report;
@@ -16,6 +17,7 @@ mod shard;
 mod sockets;
 mod state;
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -23,22 +25,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 use tracing::{info, warn};
 
 use self::receive::{Batch, Pending, ReceiveWorker, Tables};
-use self::report::{ShardReport, WorkerReport, latency_histogram, snapshot};
+use self::report::{ShardReport, WorkerReport, snapshot};
 use self::shard::{RulesState, ShardRunner, ThreatIntel, reload_threat_intel, run_shard};
 pub use self::sockets::{BoundSockets, SocketParts};
 use self::state::{restore_rules_state, restore_state, save_state, state_path};
 use crate::config::Config;
-use crate::detect::Alert;
+use crate::enrich::Enricher;
 use crate::flow::clock::WorkerClocks;
 use crate::pipeline::{Ingest, Shard};
-use crate::sink::AlertSink;
+use crate::sink::{AlertSender, AlertSink};
 use crate::source::udp::Sockets;
 use crate::telemetry::Telemetry;
-use crate::time::wall_clock_ns as now_ns;
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
 #[derive(Debug, Clone, Default)]
@@ -84,68 +84,38 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
             })?
     };
     let enricher = config.enricher()?;
-    let mut sink = AlertSink::from_config(&config.sink)?;
+    let sink = AlertSink::from_config(&config.sink)?;
     if let AlertSink::Kafka(kafka) = &sink {
         let _ = telemetry.kafka.set(kafka.counters.clone());
     }
     let workers = listeners.len();
-    let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
-    let mut ingests = Vec::with_capacity(workers);
-    for worker in 0..workers {
-        let mut ingest = Ingest::new(config, enricher.clone(), config.flow.shards.max(1));
-        if let Some(path) = &config.state_file {
-            restore_state(&mut ingest, path, workers, &telemetry.faults);
-        }
-        if let Some(kafka) = &config.sink.kafka
-            && let Some(flows) =
-                crate::sink::flows::FlowsPublisher::from_config(kafka, flows_counters.clone())?
-        {
-            if worker == 0 {
-                info!(
-                    topic = kafka.flows_topic.as_deref().unwrap_or_default(),
-                    "publishing every flow record"
-                );
-            }
-            let _ = telemetry.flows.set(flows_counters.clone());
-            ingest.set_tap(Box::new(flows));
-        }
-        ingests.push(ingest);
-    }
-
-    // Shards first: the workers need their queues.
-    let threaded = config.flow.shards > 0;
-    let shard_count = config.flow.shards.max(1);
+    let ingests = ingests(config, &enricher, workers, &telemetry)?;
     let intel = Arc::new(ThreatIntel::default());
-    let (alerts_tx, alerts_rx) = mpsc::sync_channel::<Vec<Alert>>(1024);
-    let mut shard_reports = Vec::with_capacity(shard_count);
-    let mut runners = Vec::with_capacity(shard_count);
-    for index in 0..shard_count {
-        let report = Arc::new(Mutex::new(ShardReport::default()));
-        let mut shard = Shard::new(config, enricher.clone(), shard_count);
-        let rules_state = config.state_file.as_deref().map(|path| {
-            restore_rules_state(&mut shard, path, index, shard_count);
-            RulesState {
-                path: crate::detect::state::rules_state_path(path, index),
-                every: Duration::from_secs(config.source.state_save_interval_s),
-                last: Instant::now(),
-            }
-        });
-        let mut runner = ShardRunner::new(shard, alerts_tx.clone(), intel.clone(), report.clone());
-        runner.rules_state = rules_state;
-        runner.worker_clocks = (threaded && workers > 1).then(|| WorkerClocks::new(workers));
-        runners.push(runner);
-        shard_reports.push(report);
-    }
-    drop(alerts_tx);
+    let (mut runners, shard_reports) = shard_runners(
+        config,
+        &enricher,
+        workers,
+        &intel,
+        &sink.sender(telemetry.sink.clone()),
+    );
+
+    // Every thread holds a clone of `running` (nothing is ever sent on it): the channel
+    // closes when the last thread has ended, which is the end of the drain.
+    let (running, all_ended) = mpsc::channel::<Infallible>();
+    // Shards first: the workers need their queues.
     let mut queues = Vec::new();
     let mut shard_threads = Vec::new();
-    if threaded {
+    if config.flow.shards > 0 {
         for (index, runner) in runners.drain(..).enumerate() {
             let (tx, rx) = mpsc::sync_channel::<Batch>(config.flow.queue_batches.max(1));
+            let running = running.clone();
             shard_threads.push(
                 std::thread::Builder::new()
                     .name(format!("exflow-shard-{index}"))
-                    .spawn(move || run_shard(runner, rx))?,
+                    .spawn(move || {
+                        run_shard(runner, rx);
+                        drop(running);
+                    })?,
             );
             queues.push(tx);
         }
@@ -174,48 +144,35 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
                 .as_deref()
                 .map(|path| (state_path(path, index), config.source.state_save_interval_s)),
         };
+        let running = running.clone();
         worker_threads.push(
             std::thread::Builder::new()
                 .name(format!("exflow-receive-{index}"))
                 // The receive slots are raw buffers the kernel fills: made on their thread.
-                .spawn(move || worker.run(Sockets::new(listeners, gather_max)))?,
+                .spawn(move || {
+                    let ingest = worker.run(Sockets::new(listeners, gather_max));
+                    drop(running);
+                    ingest
+                })?,
         );
         worker_reports.push(report);
     }
-    drop(queues);
+    drop((queues, running));
 
-    // The main thread: alerts to the sink, metrics, reloads, until the shards are done.
-    let mut alert_latency = latency_histogram();
-    let mut last_publish = Instant::now();
-    let publish = |alert_latency: &Histogram<u64>| {
+    // The main thread supervises: metrics, reloads, until every thread has ended.
+    let publish = || {
         telemetry.publish(snapshot(
             &worker_reports,
             &shard_reports,
-            alert_latency,
             queue_dropped.load(Ordering::Relaxed),
         ));
     };
-    loop {
-        match alerts_rx.recv_timeout(PUBLISH_EVERY) {
-            Ok(alerts) => {
-                deliver(alerts, &mut sink, &telemetry, &mut alert_latency);
-                while let Ok(more) = alerts_rx.try_recv() {
-                    deliver(more, &mut sink, &telemetry, &mut alert_latency);
-                }
-                let _ = sink.flush();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Every shard has finished: the drain is complete.
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+    supervise(&all_ended, || {
         if control.reload.swap(false, Ordering::Relaxed) {
             reload_threat_intel(config, &intel, &telemetry.faults);
         }
-        if last_publish.elapsed() >= PUBLISH_EVERY {
-            publish(&alert_latency);
-            last_publish = Instant::now();
-        }
-    }
+        publish();
+    });
     info!("stopping: the tables are drained");
     for (index, thread) in worker_threads.into_iter().enumerate() {
         match thread.join() {
@@ -232,7 +189,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
             warn!("a flow-table shard panicked");
         }
     }
-    publish(&alert_latency);
+    publish();
     drop(stop_metrics);
     let _ = metrics_thread.join();
     sink.close().context("cannot flush the alert sink")?;
@@ -249,30 +206,94 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     Ok(())
 }
 
+/// Calls `every_round` every [`PUBLISH_EVERY`] until every holder of the channel's
+/// sender has dropped it, and once more then.
+fn supervise(all_ended: &mpsc::Receiver<Infallible>, mut every_round: impl FnMut()) {
+    loop {
+        let ended = match all_ended.recv_timeout(PUBLISH_EVERY) {
+            Ok(never) => match never {},
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        every_round();
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Each receive worker's decoder, with the templates saved by any worker restored and
+/// the flows stream tapped when it is on.
+fn ingests(
+    config: &Config,
+    enricher: &Enricher,
+    workers: usize,
+    telemetry: &Telemetry,
+) -> anyhow::Result<Vec<Ingest>> {
+    let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
+    let mut ingests = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let mut ingest = Ingest::new(config, enricher.clone(), config.flow.shards.max(1));
+        if let Some(path) = &config.state_file {
+            restore_state(&mut ingest, path, workers, &telemetry.faults);
+        }
+        if let Some(kafka) = &config.sink.kafka
+            && let Some(flows) =
+                crate::sink::flows::FlowsPublisher::from_config(kafka, flows_counters.clone())?
+        {
+            if worker == 0 {
+                info!(
+                    topic = kafka.flows_topic.as_deref().unwrap_or_default(),
+                    "publishing every flow record"
+                );
+            }
+            let _ = telemetry.flows.set(flows_counters.clone());
+            ingest.set_tap(Box::new(flows));
+        }
+        ingests.push(ingest);
+    }
+    Ok(ingests)
+}
+
+/// One runner per shard (`flow.shards`, or the one inline table), each with the rules
+/// state it owns restored, its own handle on the sink and the report it publishes to.
+fn shard_runners(
+    config: &Config,
+    enricher: &Enricher,
+    workers: usize,
+    intel: &Arc<ThreatIntel>,
+    sink: &AlertSender,
+) -> (Vec<ShardRunner>, Vec<Arc<Mutex<ShardReport>>>) {
+    let threaded = config.flow.shards > 0;
+    let shard_count = config.flow.shards.max(1);
+    let mut reports = Vec::with_capacity(shard_count);
+    let mut runners = Vec::with_capacity(shard_count);
+    for index in 0..shard_count {
+        let report = Arc::new(Mutex::new(ShardReport::default()));
+        let mut shard = Shard::new(config, enricher.clone(), shard_count);
+        let rules_state = config.state_file.as_deref().map(|path| {
+            restore_rules_state(&mut shard, path, index, shard_count);
+            RulesState {
+                path: crate::detect::state::rules_state_path(path, index),
+                every: Duration::from_secs(config.source.state_save_interval_s),
+                last: Instant::now(),
+            }
+        });
+        let mut runner = ShardRunner::new(shard, sink.clone(), intel.clone(), report.clone());
+        runner.rules_state = rules_state;
+        runner.worker_clocks = (threaded && workers > 1).then(|| WorkerClocks::new(workers));
+        runners.push(runner);
+        reports.push(report);
+    }
+    (runners, reports)
+}
+
 /// Sets the metrics server's stop flag when dropped, so that an early return stops it too.
 struct StopOnDrop(Arc<AtomicBool>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-fn deliver(
-    alerts: Vec<Alert>,
-    sink: &mut AlertSink,
-    telemetry: &Telemetry,
-    latency: &mut Histogram<u64>,
-) {
-    let now = now_ns();
-    for alert in alerts {
-        latency.saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
-        match sink.send(alert) {
-            Ok(true) => telemetry.sink.alerts.fetch_add(1, Ordering::Relaxed),
-            // Dropped at the sink's full queue: counted there, not written.
-            Ok(false) => 0,
-            Err(_) => telemetry.sink.errors.fetch_add(1, Ordering::Relaxed),
-        };
     }
 }
 

@@ -27,6 +27,8 @@ pub(super) struct ShardReport {
     pub(super) now_ms: u64,
     /// Datagram received -> its records in the table, microseconds.
     pub(super) receive_to_table: Histogram<u64>,
+    /// Alert raised -> handed to the sink, microseconds.
+    pub(super) alert_latency: Histogram<u64>,
 }
 
 impl Default for ShardReport {
@@ -36,6 +38,7 @@ impl Default for ShardReport {
             rule_state_dropped: Vec::new(),
             now_ms: 0,
             receive_to_table: latency_histogram(),
+            alert_latency: latency_histogram(),
         }
     }
 }
@@ -44,11 +47,9 @@ impl Default for ShardReport {
 pub(super) fn snapshot(
     workers: &[Arc<Mutex<WorkerReport>>],
     shards: &[Arc<Mutex<ShardReport>>],
-    alert_latency: &Histogram<u64>,
     queue_dropped_records: u64,
 ) -> Snapshot {
     let mut snapshot = Snapshot {
-        alert_latency: Latency::of(alert_latency),
         queue_dropped_records,
         ..Snapshot::default()
     };
@@ -62,16 +63,19 @@ pub(super) fn snapshot(
         snapshot.templates += report.templates;
     }
     let mut receive_to_table = latency_histogram();
+    let mut alert_latency = latency_histogram();
     let mut dropped = Vec::new();
     for shard in shards {
         let report = shard.lock().unwrap_or_else(|e| e.into_inner());
         snapshot.pipeline.merge(&report.counters);
         snapshot.event_time_ms = snapshot.event_time_ms.max(report.now_ms);
         let _ = receive_to_table.add(&report.receive_to_table);
+        let _ = alert_latency.add(&report.alert_latency);
         dropped.push(report.rule_state_dropped.clone());
     }
     snapshot.rule_state_dropped = sum_state_dropped(dropped.iter().map(Vec::as_slice));
     snapshot.receive_to_table = Latency::of(&receive_to_table);
+    snapshot.alert_latency = Latency::of(&alert_latency);
     snapshot
 }
 

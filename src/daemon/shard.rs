@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::detect::Alert;
 use crate::enrich::NetSet;
 use crate::flow::clock::WorkerClocks;
 use crate::pipeline::{Routed, Shard};
+use crate::sink::AlertSender;
 use crate::telemetry::FaultCounters;
 use crate::time::wall_clock_ns as now_ns;
 
@@ -34,13 +35,17 @@ pub(super) struct ThreatIntel {
 /// follows, the figures it publishes.
 pub(super) struct ShardRunner {
     shard: Shard,
+    /// Alerts raised and not yet handed to the sink.
     alerts: Vec<Alert>,
-    alerts_out: SyncSender<Vec<Alert>>,
+    /// The sink's queue (or file), straight from this shard.
+    sink: AlertSender,
     intel: Arc<ThreatIntel>,
     intel_generation: u64,
     report: Arc<Mutex<ShardReport>>,
     /// Datagram received -> its records in the table, microseconds, since the last publish.
     latency: Histogram<u64>,
+    /// Alert raised -> handed to the sink, microseconds, since the last publish.
+    alert_latency: Histogram<u64>,
     /// The latest event time the workers reported, for the end of input.
     watermark_ms: u64,
     /// Where and how often the rules' learned state (the host profiles) is saved.
@@ -60,18 +65,19 @@ pub(super) struct RulesState {
 impl ShardRunner {
     pub(super) fn new(
         shard: Shard,
-        alerts_out: SyncSender<Vec<Alert>>,
+        sink: AlertSender,
         intel: Arc<ThreatIntel>,
         report: Arc<Mutex<ShardReport>>,
     ) -> ShardRunner {
         ShardRunner {
             shard,
             alerts: Vec::new(),
-            alerts_out,
+            sink,
             intel,
             intel_generation: 0,
             report,
             latency: latency_histogram(),
+            alert_latency: latency_histogram(),
             watermark_ms: 0,
             rules_state: None,
             worker_clocks: None,
@@ -149,17 +155,18 @@ impl ShardRunner {
         }
     }
 
-    /// Hands the alerts raised so far to the main thread. Blocking is right here: alerts
-    /// are few, and the sink never blocks for long (it spools to disk when Kafka is away).
+    /// Hands the alerts raised so far to the sink (never waiting for Kafka: a full queue
+    /// drops them, counted by the sink).
     pub(super) fn send_alerts(&mut self) {
-        if !self.alerts.is_empty()
-            && self
-                .alerts_out
-                .send(std::mem::take(&mut self.alerts))
-                .is_err()
-        {
-            warn!("the alert sink is gone; alerts of this shard are lost");
+        if self.alerts.is_empty() {
+            return;
         }
+        let now = now_ns();
+        for alert in &self.alerts {
+            self.alert_latency
+                .saturating_record(now.saturating_sub(alert.raised_ns) / 1000);
+        }
+        self.sink.send(self.alerts.drain(..));
     }
 
     /// End of input: every conversation ends; the last alerts and figures go out.
@@ -178,6 +185,8 @@ impl ShardRunner {
         report.now_ms = self.shard.now_ms();
         let _ = report.receive_to_table.add(&self.latency);
         self.latency.reset();
+        let _ = report.alert_latency.add(&self.alert_latency);
+        self.alert_latency.reset();
     }
 }
 
@@ -234,7 +243,7 @@ pub(super) fn reload_threat_intel(config: &Config, intel: &ThreatIntel, faults: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
+    use crate::sink::AlertSink;
 
     fn config() -> Config {
         Config {
@@ -250,9 +259,14 @@ mod tests {
     fn a_shard_fed_by_two_workers_ticks_on_the_slowest() {
         let config = config();
         let shard = Shard::new(&config, config.enricher().unwrap(), 1);
-        let (alerts, _alerts_rx) = mpsc::sync_channel(16);
+        let sink = AlertSink::from_config(&crate::sink::SinkConfig {
+            file: Some("/dev/null".into()),
+            kafka: None,
+        })
+        .unwrap();
         let report = Arc::new(Mutex::new(ShardReport::default()));
-        let mut runner = ShardRunner::new(shard, alerts, Arc::default(), report);
+        let mut runner =
+            ShardRunner::new(shard, sink.sender(Arc::default()), Arc::default(), report);
         runner.worker_clocks = Some(WorkerClocks::new(2));
         const T: u64 = 1_710_230_400_000;
         let at = |ms: u64| ms * 1_000_000;

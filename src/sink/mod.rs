@@ -1,9 +1,13 @@
 //! sink: where alerts go, the end of the data path. JSON lines on stdout or appended to a
-//! file by default; Kafka when configured.
+//! file by default; Kafka when configured. The daemon's shards hand their alerts straight
+//! to the sink through an [`AlertSender`] each (one hop: the Kafka sink's bounded queue, or
+//! the JSON lines writer).
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
@@ -24,9 +28,20 @@ pub mod flows;
 pub mod kafka;
 pub mod spool;
 
+/// Counters of the alert sink, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Alerts written (JSON lines) or queued for the Kafka sink thread.
+    pub alerts: AtomicU64,
+    /// Alerts the JSON lines sink failed to write.
+    pub errors: AtomicU64,
+}
+
 /// The configured destination of alerts.
 pub enum AlertSink {
-    JsonLines(JsonLines),
+    /// Shared with the [`AlertSender`]s: each shard writes its alerts under the lock (a
+    /// std mutex, held for one batch of alerts and no I/O wait beyond the write).
+    JsonLines(Arc<Mutex<JsonLines>>),
     Kafka(kafka::KafkaSink),
 }
 
@@ -35,9 +50,20 @@ impl AlertSink {
     pub fn from_config(config: &SinkConfig) -> anyhow::Result<AlertSink> {
         Ok(match (&config.kafka, &config.file) {
             (Some(kafka), _) => AlertSink::Kafka(kafka::KafkaSink::start(kafka)?),
-            (None, Some(path)) => AlertSink::JsonLines(JsonLines::file(path)?),
-            (None, None) => AlertSink::JsonLines(JsonLines::stdout()),
+            (None, Some(path)) => {
+                AlertSink::JsonLines(Arc::new(Mutex::new(JsonLines::file(path)?)))
+            }
+            (None, None) => AlertSink::JsonLines(Arc::new(Mutex::new(JsonLines::stdout()))),
         })
+    }
+
+    /// A handle a shard hands its alerts to, counting them in `counters`.
+    pub fn sender(&self, counters: Arc<SinkCounters>) -> AlertSender {
+        let target = match self {
+            AlertSink::JsonLines(lines) => Target::JsonLines(lines.clone()),
+            AlertSink::Kafka(kafka) => Target::Kafka(kafka.queue()),
+        };
+        AlertSender { target, counters }
     }
 
     /// Hands over one alert: `Ok(true)` when written or queued. JSON lines are written at
@@ -45,25 +71,76 @@ impl AlertSink {
     /// it, counted in the Kafka counters: `Ok(false)`).
     pub fn send(&mut self, alert: Alert) -> std::io::Result<bool> {
         match self {
-            AlertSink::JsonLines(lines) => lines.send(&alert).map(|()| true),
+            AlertSink::JsonLines(lines) => lock(lines).send(&alert).map(|()| true),
             AlertSink::Kafka(kafka) => Ok(kafka.send(alert)),
         }
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            AlertSink::JsonLines(lines) => lines.flush(),
+            AlertSink::JsonLines(lines) => lock(lines).flush(),
             AlertSink::Kafka(_) => Ok(()),
         }
     }
 
     /// Flushes and stops: for Kafka, delivers what it can within its flush timeout and
-    /// keeps the rest in the spool.
+    /// keeps the rest in the spool. The Kafka sink thread stops once every
+    /// [`AlertSender`] is dropped too: drop them first.
     pub fn close(self) -> anyhow::Result<()> {
         match self {
-            AlertSink::JsonLines(mut lines) => Ok(lines.flush()?),
+            AlertSink::JsonLines(lines) => Ok(lock(&lines).flush()?),
             AlertSink::Kafka(kafka) => kafka.close(),
         }
+    }
+}
+
+/// A poisoned lock means a panic while writing: the writer is still usable.
+fn lock(lines: &Mutex<JsonLines>) -> std::sync::MutexGuard<'_, JsonLines> {
+    lines.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One shard's handle on the alert sink (a cheap clone): its alerts go from the shard
+/// straight to the sink's queue or file.
+#[derive(Clone)]
+pub struct AlertSender {
+    target: Target,
+    counters: Arc<SinkCounters>,
+}
+
+#[derive(Clone)]
+enum Target {
+    JsonLines(Arc<Mutex<JsonLines>>),
+    Kafka(kafka::KafkaQueue),
+}
+
+impl AlertSender {
+    /// Hands over a shard's alerts without waiting for Kafka: each written or queued is
+    /// counted in `alerts`; a failed write in `errors`; a full Kafka queue drops the alert,
+    /// counted in the Kafka counters' `queue_dropped`. JSON lines are flushed after the batch.
+    pub fn send(&self, alerts: impl IntoIterator<Item = Alert>) {
+        let (mut taken, mut failed) = (0, 0);
+        match &self.target {
+            Target::JsonLines(lines) => {
+                let mut lines = lock(lines);
+                for alert in alerts {
+                    match lines.send(&alert) {
+                        Ok(()) => taken += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                if taken > 0 && lines.flush().is_err() {
+                    failed += 1;
+                }
+            }
+            Target::Kafka(queue) => {
+                for alert in alerts {
+                    // Dropped at the full queue: counted there, not taken.
+                    taken += u64::from(queue.send(alert));
+                }
+            }
+        }
+        self.counters.alerts.fetch_add(taken, Ordering::Relaxed);
+        self.counters.errors.fetch_add(failed, Ordering::Relaxed);
     }
 }
 

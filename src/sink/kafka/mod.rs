@@ -1,5 +1,5 @@
 //! sink kafka: alerts to Kafka through an on-disk spool. The pipeline hands alerts to a
-//! bounded in-memory queue ([`KafkaSink::send`]; a full queue drops the alert and counts it
+//! bounded in-memory queue ([`KafkaQueue::send`]; a full queue drops the alert and counts it
 //! in `queue_dropped`). The sink thread appends every queued alert to the spool, a
 //! write-ahead log (fsync'd in batches), and produces from it in order; an acknowledged alert
 //! is marked there and its segment deleted once all of it is. So a broker outage, a full
@@ -66,9 +66,31 @@ pub struct KafkaCounters {
 
 /// The pipeline's handle: a bounded queue to the sink thread.
 pub struct KafkaSink {
-    queue: Option<SyncSender<Alert>>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    queue: KafkaQueue,
+    thread: JoinHandle<anyhow::Result<()>>,
     pub counters: Arc<KafkaCounters>,
+}
+
+/// The bounded queue to the sink thread, one clone per shard.
+#[derive(Clone)]
+pub struct KafkaQueue {
+    queue: SyncSender<Alert>,
+    counters: Arc<KafkaCounters>,
+}
+
+impl KafkaQueue {
+    /// Hands an alert to the sink thread without blocking: `true` when queued; a full queue
+    /// drops it, counted in `queue_dropped`, and returns `false`.
+    pub fn send(&self, alert: Alert) -> bool {
+        let queued = match self.queue.try_send(alert) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        };
+        if !queued {
+            self.counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
 }
 
 impl KafkaSink {
@@ -83,36 +105,34 @@ impl KafkaSink {
             .name("exflow-kafka".into())
             .spawn(move || worker.run(alerts))?;
         Ok(KafkaSink {
-            queue: Some(queue),
-            thread: Some(thread),
+            queue: KafkaQueue {
+                queue,
+                counters: counters.clone(),
+            },
+            thread,
             counters,
         })
     }
 
-    /// Hands an alert to the sink thread without blocking: `true` when queued; a full queue
-    /// drops it, counted in `queue_dropped`, and returns `false`.
-    pub fn send(&self, alert: Alert) -> bool {
-        let queued = self
-            .queue
-            .as_ref()
-            .is_some_and(|queue| match queue.try_send(alert) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-            });
-        if !queued {
-            self.counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queued
+    /// Another handle on the queue, for a shard to send its alerts itself.
+    pub fn queue(&self) -> KafkaQueue {
+        self.queue.clone()
     }
 
-    /// Stops the sink thread: it spools what is queued, flushes the producer within
-    /// `flush_timeout_ms`, and leaves what is undelivered in the spool for the next start.
-    pub fn close(mut self) -> anyhow::Result<()> {
-        self.queue.take();
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => anyhow::bail!("the kafka sink thread panicked"),
-            None => Ok(()),
+    /// Hands an alert to the sink thread without blocking, as [`KafkaQueue::send`].
+    pub fn send(&self, alert: Alert) -> bool {
+        self.queue.send(alert)
+    }
+
+    /// Stops the sink thread once every [`KafkaQueue`] clone is dropped too: it spools what
+    /// is queued, flushes the producer within `flush_timeout_ms`, and leaves what is
+    /// undelivered in the spool for the next start.
+    pub fn close(self) -> anyhow::Result<()> {
+        let KafkaSink { queue, thread, .. } = self;
+        drop(queue);
+        match thread.join() {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!("the kafka sink thread panicked"),
         }
     }
 }
