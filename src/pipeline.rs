@@ -463,6 +463,18 @@ impl Shard {
             .load_rules_state(path, &|host| shard_of(host, shards.max(1)) == index)
     }
 
+    /// The rules' long memory, suppression and risk, for a scale-out partition's
+    /// checkpoint (the conversations are not in it: a replay of recent records rebuilds
+    /// them).
+    pub fn checkpoint(&self) -> serde_json::Value {
+        self.detector.checkpoint()
+    }
+
+    /// Takes a checkpoint in place of what the records before it rebuilt.
+    pub fn restore(&mut self, checkpoint: serde_json::Value) -> anyhow::Result<usize> {
+        self.detector.restore(checkpoint)
+    }
+
     pub fn counters(&self) -> PipelineCounters {
         PipelineCounters {
             flow: self.table.counters,

@@ -70,7 +70,7 @@ const NOVEL_IDLE_MS: u64 = 24 * 3_600_000;
 const SWEEP_MS: u64 = 3_600_000;
 
 /// Something a host had not sent to while learning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Novelty {
     Country(CountryCode),
     Asn(u32),
@@ -86,7 +86,7 @@ impl std::fmt::Display for Novelty {
 }
 
 /// Upload to one novelty since learning ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Novel {
     what: Novelty,
     bytes_out: u64,
@@ -95,7 +95,7 @@ struct Novel {
 }
 
 /// One host's usual destinations, and its upload to unusual ones.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Baseline {
     countries: Vec<CountryCode>,
     /// Sorted, for binary search.
@@ -124,6 +124,16 @@ impl Baseline {
                 self.asns_full = true;
             }
         }
+    }
+
+    /// Within the bounds `learn` keeps (a saved baseline is not trusted to be).
+    fn bounded(mut self) -> Self {
+        self.countries.truncate(MAX_COUNTRIES);
+        self.asns.sort_unstable();
+        self.asns.dedup();
+        self.asns.truncate(MAX_ASNS);
+        self.novel.truncate(MAX_NOVEL);
+        self
     }
 
     fn is_new(&self, what: Novelty) -> bool {
@@ -279,6 +289,41 @@ impl Rule for NewDestination {
         findings.push(finding);
     }
 
+    /// The end of learning and every host's baseline: what a replay of recent records
+    /// cannot rebuild (the learning day may be long past).
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let mut hosts: Vec<(&IpAddr, &Baseline)> = self.hosts.iter().collect();
+        hosts.sort_by_key(|h| *h.0);
+        Some(serde_json::json!({
+            "learning_until_ms": self.learning_until_ms,
+            "hosts": hosts,
+        }))
+    }
+
+    /// Takes the saved end of learning, and each kept host's saved baseline in place of
+    /// its own, within `max_hosts`.
+    fn load_state(&mut self, state: serde_json::Value, keep: &dyn Fn(IpAddr) -> bool) -> usize {
+        #[derive(Deserialize)]
+        struct Saved {
+            learning_until_ms: Option<u64>,
+            hosts: Vec<(IpAddr, Baseline)>,
+        }
+        let Ok(saved) = serde_json::from_value::<Saved>(state) else {
+            return 0;
+        };
+        if saved.learning_until_ms.is_some() {
+            self.learning_until_ms = saved.learning_until_ms;
+        }
+        let mut restored = 0;
+        for (host, baseline) in saved.hosts {
+            if keep(host) && (self.hosts.contains_key(&host) || self.hosts.len() < self.max_hosts) {
+                self.hosts.insert(host, baseline.bounded());
+                restored += 1;
+            }
+        }
+        restored
+    }
+
     /// Forgets new countries and ASNs idle for a day (checked hourly).
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
         if now_ms < self.last_sweep_ms.saturating_add(SWEEP_MS) {
@@ -408,6 +453,53 @@ mod tests {
             T0 + H,
         );
         h
+    }
+
+    #[test]
+    fn a_saved_baseline_and_end_of_learning_outlive_the_records_that_taught_them() {
+        let h = learned();
+        let saved = h.rule.save_state().unwrap();
+        // A new owner that saw only later records: without the saved state its learning
+        // would start at its first record and the upload below would teach, not alert.
+        let mut later = Harness::new(NewDestinationConfig::default());
+        later.upload(
+            "10.10.1.5",
+            "145.7.1.2",
+            Some("NL"),
+            Some(1136),
+            5000,
+            T0 + 30 * H,
+        );
+        assert_eq!(later.rule.load_state(saved.clone(), &|_| true), 1);
+        // DE is known from the saved baseline, RU is new.
+        later.upload(
+            "10.10.1.5",
+            "80.150.1.2",
+            Some("DE"),
+            Some(3320),
+            2_000_000,
+            T0 + 31 * H,
+        );
+        assert!(later.findings.is_empty(), "{:?}", later.findings);
+        later.upload(
+            "10.10.1.5",
+            "5.255.255.77",
+            Some("RU"),
+            Some(13238),
+            2_000_000,
+            T0 + 31 * H,
+        );
+        assert_eq!(later.findings.len(), 1);
+        assert_eq!(later.findings[0].rule, NAME);
+        // Hosts `keep` refuses are not taken; garbage restores nothing.
+        let mut other = Harness::new(NewDestinationConfig::default());
+        assert_eq!(other.rule.load_state(saved, &|_| false), 0);
+        assert_eq!(
+            other
+                .rule
+                .load_state(serde_json::json!({"hosts": 3}), &|_| true),
+            0
+        );
     }
 
     #[test]

@@ -806,10 +806,12 @@ impl Rule for Profiles {
         let mut restored = 0;
         for profile in hosts {
             let host = profile.host.expect("filtered on it");
+            // As new or newer: a partition's checkpoint (scaleout) replaces the profile a
+            // replay of the records before it rebuilt, which saw no more than it.
             let newer = self
                 .hosts
                 .get(&host)
-                .is_none_or(|mine| mine.last_ms < profile.last_ms);
+                .is_none_or(|mine| mine.last_ms <= profile.last_ms);
             if newer && (self.hosts.contains_key(&host) || self.hosts.len() < self.max_hosts) {
                 self.hosts.insert(host, profile.bounded());
                 restored += 1;

@@ -36,9 +36,12 @@ pub struct HostRisk {
 }
 
 /// One host's alerts of the day: (event time, rule, score), oldest first.
+/// An alert of a host's day: (event time ms, rule, score).
+type DayAlert = (u64, &'static str, u8);
+
 #[derive(Debug, Default)]
 struct Day {
-    alerts: Vec<(u64, &'static str, u8)>,
+    alerts: Vec<DayAlert>,
     last_ms: u64,
 }
 
@@ -112,6 +115,44 @@ impl Risk {
             alerts: day.alerts.len() as u32,
             rules: day.by_rule().into_iter().map(|b| b.0).collect(),
         });
+    }
+
+    /// The hosts' alerts of the day, for a partition's checkpoint (`scaleout`): `(host,
+    /// last_ms, [(at_ms, rule, score)])`, sorted by host.
+    pub fn save(&self) -> serde_json::Value {
+        let mut saved: Vec<(IpAddr, u64, &[DayAlert])> = self
+            .hosts
+            .iter()
+            .map(|(&host, day)| (host, day.last_ms, day.alerts.as_slice()))
+            .collect();
+        saved.sort_by_key(|s| s.0);
+        serde_json::json!(saved)
+    }
+
+    /// Replaces the hosts' days with what [`save`](Self::save) gave, within `max_hosts`
+    /// and `MAX_ALERTS` a host; alerts of unknown rules are skipped. Returns the hosts.
+    pub fn load(&mut self, saved: serde_json::Value) -> usize {
+        type Saved = Vec<(IpAddr, u64, Vec<(u64, String, u8)>)>;
+        let Ok(saved) = serde_json::from_value::<Saved>(saved) else {
+            return 0;
+        };
+        self.hosts.clear();
+        for (host, last_ms, alerts) in saved.into_iter().take(self.max_hosts) {
+            let mut day = Day {
+                alerts: Vec::new(),
+                last_ms,
+            };
+            for (at, rule, score) in alerts {
+                if let Some(rule) = super::RULES.iter().find(|r| **r == rule) {
+                    day.alerts.push((at, *rule, score));
+                }
+            }
+            day.alerts.sort_by_key(|a| a.0);
+            let excess = day.alerts.len().saturating_sub(MAX_ALERTS);
+            day.alerts.drain(..excess);
+            self.hosts.insert(host, day);
+        }
+        self.hosts.len()
     }
 
     /// Forgets hosts without an alert for a day before `now_ms`.

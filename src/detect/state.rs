@@ -2,6 +2,8 @@
 //! file and loaded at start, so a restart is not blind. One file per flow-table shard,
 //! `<state_file>.rules.<shard>`, written atomically; at start each shard reads every such
 //! file and keeps the hosts that are its own, so a change of `flow.shards` loses nothing.
+//! The same state with suppression and the hosts' risk is a scale-out partition's
+//! checkpoint ([`Detector::checkpoint`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -91,6 +93,52 @@ impl Detector {
     }
 }
 
+/// A scale-out partition's checkpoint of its detector: what the rules learned (as the
+/// state file holds it), what suppression remembers and the hosts' alerts of the day.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    version: u32,
+    rules: BTreeMap<String, serde_json::Value>,
+    suppression: serde_json::Value,
+    risk: serde_json::Value,
+}
+
+impl Detector {
+    /// What a replay of recent records cannot rebuild, for a partition's checkpoint: every
+    /// rule's [`save_state`](super::Rule::save_state), suppression and the hosts' risk.
+    pub fn checkpoint(&self) -> serde_json::Value {
+        let checkpoint = Checkpoint {
+            version: STATE_VERSION,
+            rules: self
+                .save_state()
+                .into_iter()
+                .map(|(rule, value)| (rule.to_string(), value))
+                .collect(),
+            suppression: self.suppressor.save(),
+            risk: self.risk.save(),
+        };
+        serde_json::to_value(checkpoint).expect("rule state serialises: plain data")
+    }
+
+    /// Takes what [`checkpoint`](Self::checkpoint) gave in place of what this detector
+    /// rebuilt from the records before it; returns the entries restored.
+    pub fn restore(&mut self, checkpoint: serde_json::Value) -> anyhow::Result<usize> {
+        let checkpoint: Checkpoint =
+            serde_json::from_value(checkpoint).context("not an exflow detector checkpoint")?;
+        anyhow::ensure!(
+            checkpoint.version == STATE_VERSION,
+            "checkpoint version {}, this exflow reads version {STATE_VERSION}",
+            checkpoint.version
+        );
+        let rules: usize = checkpoint
+            .rules
+            .into_iter()
+            .map(|(rule, value)| self.load_state(&rule, value, &|_| true))
+            .sum();
+        Ok(rules + self.suppressor.load(checkpoint.suppression) + self.risk.load(checkpoint.risk))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,11 +179,11 @@ mod tests {
             1,
         );
         let keep = |host: IpAddr| host != IpAddr::from([10, 0, 0, 2]);
-        assert_eq!(restarted.load_rules_state(&path, &keep).unwrap(), 2);
+        // Two hosts' profiles and their new_destination baselines.
+        assert_eq!(restarted.load_rules_state(&path, &keep).unwrap(), 4);
         let saved = restarted.save_state();
-        assert_eq!(saved.len(), 1);
-        assert_eq!(saved[0].0, "profile");
-        assert_eq!(saved[0].1["hosts"].as_array().unwrap().len(), 2);
+        let profile = saved.iter().find(|(rule, _)| *rule == "profile").unwrap();
+        assert_eq!(profile.1["hosts"].as_array().unwrap().len(), 2);
         // Missing is a first start; a wrong version or garbage is an error.
         assert_eq!(
             restarted
@@ -148,5 +196,57 @@ mod tests {
         std::fs::write(&path, b"not json").unwrap();
         assert!(restarted.load_rules_state(&path, &keep).is_err());
         std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_carries_suppression_and_the_rules_state() {
+        let config = Config::default();
+        let detector = || {
+            Detector::new(
+                &config.rules,
+                &config.suppression,
+                config.flow.max_lateness_s,
+                1,
+            )
+        };
+        let finding = crate::detect::Finding {
+            rule: "bulk_egress",
+            step: 0,
+            score: 60,
+            summary: "s".into(),
+            inside: IpAddr::from([10, 0, 0, 1]),
+            outside: IpAddr::from([52, 1, 1, 1]),
+            outside_port: 443,
+            inside_port: None,
+            proto: 6,
+            destination: Destination::default(),
+            bytes_out: 1,
+            bytes_in: 0,
+            packets_out: 1,
+            packets_in: 0,
+            flows: 1,
+            first_ms: 0,
+            last_ms: 1000,
+            exporter: IpAddr::from([127, 0, 0, 1]),
+            attack: &["T1048"],
+            at_ms: 1_000_000,
+            explain: None,
+        };
+        let admitted = |d: &mut Detector| {
+            d.findings.push(finding.clone());
+            let mut alerts = Vec::new();
+            d.suppress(&mut alerts);
+            alerts.len()
+        };
+        let mut first = detector();
+        assert_eq!(admitted(&mut first), 1);
+        let checkpoint = first.checkpoint();
+        let mut second = detector();
+        // The suppressed pair and the host's day of alerts at least.
+        assert!(second.restore(checkpoint.clone()).unwrap() >= 2);
+        // The same finding again within the cooldown is suppressed, as by the first.
+        assert_eq!(admitted(&mut second), 0);
+        assert_eq!(second.checkpoint(), checkpoint);
+        assert!(second.restore(serde_json::json!({"version": 9})).is_err());
     }
 }

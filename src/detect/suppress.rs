@@ -93,6 +93,47 @@ impl Suppressor {
     }
 }
 
+/// One reported pair in a checkpoint: `(rule, inside, outside, first_alert_id, step, at_ms)`.
+type SavedReported = (String, IpAddr, IpAddr, String, u8, u64);
+
+impl Suppressor {
+    /// What suppression remembers (the pairs reported within the cooldown), for a
+    /// partition's checkpoint (`scaleout`), sorted so equal state gives equal bytes.
+    pub fn save(&self) -> serde_json::Value {
+        let mut saved: Vec<SavedReported> = self
+            .reported
+            .iter()
+            .map(|(&(rule, inside, outside), r)| {
+                let id = r.first_alert_id.clone();
+                (rule.to_string(), inside, outside, id, r.step, r.at_ms)
+            })
+            .collect();
+        saved.sort();
+        serde_json::json!(saved)
+    }
+
+    /// Replaces what suppression remembers with what [`save`](Self::save) gave; pairs of
+    /// rules this exflow does not know are skipped. Returns the pairs restored.
+    pub fn load(&mut self, saved: serde_json::Value) -> usize {
+        let Ok(saved) = serde_json::from_value::<Vec<SavedReported>>(saved) else {
+            return 0;
+        };
+        self.reported.clear();
+        for (rule, inside, outside, first_alert_id, step, at_ms) in saved {
+            let Some(rule) = super::RULES.iter().find(|r| **r == rule) else {
+                continue;
+            };
+            let reported = Reported {
+                first_alert_id,
+                step,
+                at_ms,
+            };
+            self.reported.insert((rule, inside, outside), reported);
+        }
+        self.reported.len()
+    }
+}
+
 fn alert_at(alert: &Alert) -> u64 {
     alert.event_time_ms
 }
