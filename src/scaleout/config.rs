@@ -35,6 +35,14 @@ pub struct ScaleoutConfig {
     /// How often a detector commits the offsets whose alerts the broker acknowledged and
     /// writes a checkpoint per partition.
     pub checkpoint_interval_ms: u64,
+    /// How often a partition's checkpoint carries its state (the rules' long memory,
+    /// suppression, risk): at the first checkpoint after this long at which every alert
+    /// of the partition is acknowledged.
+    pub state_interval_ms: u64,
+    /// Event time a new owner replays before a checkpoint's state, to rebuild what the
+    /// state does not hold (the conversations, the rules' windows): the longest window
+    /// the rules keep (a day) by default.
+    pub rewind_s: u64,
 }
 
 impl Default for ScaleoutConfig {
@@ -50,6 +58,8 @@ impl Default for ScaleoutConfig {
             session_timeout_ms: 10_000,
             state_topic: "exflow.state.v1".to_string(),
             checkpoint_interval_ms: 5000,
+            state_interval_ms: 60_000,
+            rewind_s: 86_400,
         }
     }
 }
@@ -79,12 +89,14 @@ impl ScaleoutConfig {
         }
         if self.watermark_interval_ms == 0
             || self.checkpoint_interval_ms == 0
+            || self.state_interval_ms == 0
             || self.collector_timeout_s == 0
             || self.max_collectors == 0
         {
             problems.push(
                 "scaleout.watermark_interval_ms, scaleout.checkpoint_interval_ms, \
-                 scaleout.collector_timeout_s, scaleout.max_collectors: must be at least 1"
+                 scaleout.state_interval_ms, scaleout.collector_timeout_s, \
+                 scaleout.max_collectors: must be at least 1"
                     .into(),
             );
         }

@@ -6,19 +6,21 @@
 //! ticks it on the partition's clock ([`super::clock`]). Alerts go through the alert sink
 //! (the spool, then Kafka), as `exflow run`'s do.
 //!
-//! Handoff, first version: the state of a partition is not serialised. A member commits a
-//! partition's offset only up to the records whose alerts the broker has acknowledged, and
-//! writes a checkpoint record per partition to `scaleout.state_topic` (keyed by
-//! `TOPIC/PARTITION`) naming that offset and the offset a new owner rebuilds from. A new
-//! owner reads the partition from its first retained offset (`rebuild_from_offset`),
-//! rebuilding the table and the rules' state without sending the alerts it raises below the
-//! committed offset (they were delivered before: counted in `rebuilt_alerts`), then raises
-//! alerts as usual. Alert ids are deterministic, so an alert raised again across a
-//! takeover (above the committed offset: the previous owner raised it after its last
-//! commit) has the id it had. The cost is a rebuild from the start of the partition's
-//! retention at every takeover; the README says so.
+//! Handoff ([`super::checkpoint`]): a member commits a partition's offset only up to the
+//! records whose alerts the broker has acknowledged, and writes a checkpoint record per
+//! partition to `scaleout.state_topic` naming that offset and the alert ids it delivered
+//! lately; now and then the record also carries the partition's state (what a replay of
+//! recent records cannot rebuild) with the offset it covers. A new owner reads the
+//! partition's latest checkpoint when it is assigned the partition, starts reading
+//! `scaleout.rewind_s` of event time before the state (or from the partition's first
+//! offset without one), takes the state in place of what it rebuilt when it reaches the
+//! offset the state covers, and sends none of the alerts it raises below the committed
+//! offset (they were delivered before: counted in `rebuilt_alerts`), then raises alerts as
+//! usual. Alert ids are deterministic, so an alert raised again across a takeover (above
+//! the committed offset: the previous owner raised it after its last commit) has the id it
+//! had; one the checkpoint names as delivered is counted and not sent again.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,9 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::checkpoint::{
+    self, CHECKPOINT_SCHEMA, CheckpointRecord, Found, MAX_DELIVERED_IDS, Rewind, StateReader,
+};
 use super::clock::PartitionClock;
 use super::collect::{flows_topic, kafka_section, partition_count};
 use super::encoding::{self, FlowsMessage, MessageError};
@@ -45,6 +50,7 @@ use crate::enrich::Enricher;
 use crate::pipeline::{PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
 use crate::sink::kafka::KafkaCounters;
+use crate::sink::kafka::producer::client_config;
 use crate::telemetry::{Snapshot, Telemetry};
 use crate::time::wall_clock_ns;
 
@@ -52,22 +58,31 @@ use crate::time::wall_clock_ns;
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// How long a request to the group coordinator may take.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
-/// The checkpoint record's schema name.
-pub const CHECKPOINT_SCHEMA: &str = "exflow.state.v1";
+/// How long leaving the group at shutdown may take: librdkafka's close waits for the
+/// coordinator, and a broker that does not answer must not keep the process alive.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest checkpoint record the producer sends (librdkafka's `message.max.bytes`; the
+/// broker's own limit applies too): a partition's state is about 1 kB per profiled host.
+const MAX_CHECKPOINT_BYTES: usize = 16 << 20;
 
 /// What the rebalance callbacks saw, for the consumer thread to act on after its poll.
 #[derive(Debug, Default)]
 struct Events {
-    assigned: Vec<i32>,
+    /// Partitions assigned, with what the state topic holds for them.
+    assigned: Vec<(i32, Found)>,
     revoked: Vec<i32>,
     errors: u64,
     commit_failures: u64,
 }
 
-/// The consumer's context: assigns new partitions from their first offset (the state is
-/// rebuilt from there) and notes what was assigned and revoked.
+/// The consumer's context: assigns new partitions from where their checkpoint's rewind
+/// starts (their first offset without one) and notes what was assigned and revoked.
 pub struct DetectContext {
     events: Mutex<Events>,
+    /// Reads the checkpoints of newly assigned partitions (`None`: it could not be made,
+    /// and partitions are rebuilt from their first offset).
+    reader: Option<StateReader>,
+    flows_topic: String,
 }
 
 impl DetectContext {
@@ -101,13 +116,32 @@ impl ConsumerContext for DetectContext {
             .collect();
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let ids: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+                let mut found = match &self.reader {
+                    Some(reader) => match reader.latest(&self.flows_topic, &ids) {
+                        Ok(found) => found,
+                        Err(error) => {
+                            self.events().errors += 1;
+                            warn!(
+                                "cannot read the checkpoints, rebuilding from the start: {error:#}"
+                            );
+                            BTreeMap::new()
+                        }
+                    },
+                    None => BTreeMap::new(),
+                };
                 let mut from_start = TopicPartitionList::new();
+                let mut assigned = Vec::with_capacity(partitions.len());
                 for (topic, partition) in &partitions {
-                    let _ = from_start.add_partition_offset(topic, *partition, Offset::Beginning);
+                    let found = found.remove(partition).unwrap_or_default();
+                    let offset = found
+                        .state
+                        .as_ref()
+                        .map_or(Offset::Beginning, |c| Offset::Offset(c.rebuild_from_offset));
+                    let _ = from_start.add_partition_offset(topic, *partition, offset);
+                    assigned.push((*partition, found));
                 }
-                self.events()
-                    .assigned
-                    .extend(partitions.iter().map(|(_, p)| *p));
+                self.events().assigned.extend(assigned);
                 if cooperative {
                     consumer.incremental_assign(&from_start)
                 } else {
@@ -160,7 +194,20 @@ struct Owned {
     committed: i64,
     assigned_at: Instant,
     last_checkpoint: Option<Instant>,
-    checkpoint_bytes: u64,
+    /// When the last checkpoint with a state was written, and its size.
+    last_state: Option<Instant>,
+    state_bytes: u64,
+    /// A checkpoint's state and the offset it covers, taken in place of what the replay
+    /// rebuilt when the partition reaches that offset.
+    restore: Option<(i64, serde_json::Value)>,
+    /// Where the clock stood at which offsets: a new owner's rewind before a state.
+    rewind: Rewind,
+    /// Alerts this member sent for the partition: (sent count when sent, alert id), the
+    /// newest `MAX_DELIVERED_IDS`; those the broker has acknowledged go in checkpoints.
+    sent_ids: VecDeque<(u64, String)>,
+    /// Ids the previous owner's latest checkpoint names as delivered: raised again, they
+    /// are counted and not sent.
+    delivered_before: HashSet<String>,
 }
 
 impl Owned {
@@ -199,6 +246,11 @@ struct Member<'a> {
     instance_id: String,
 }
 
+/// Whether `since` (or else `start`) is `every` ago.
+fn due(since: Option<Instant>, start: Instant, every: Duration) -> bool {
+    since.unwrap_or(start).elapsed() >= every
+}
+
 impl Member<'_> {
     /// Alerts the sink has delivered: the broker's acknowledgements (spooled alerts found
     /// on the topic already and dead-lettered ones are done too). JSON lines are written
@@ -233,7 +285,7 @@ impl Member<'_> {
                 info!(partition, "partition revoked");
             }
         }
-        for partition in assigned {
+        for (partition, found) in assigned {
             if self.owned.contains_key(&partition) {
                 continue;
             }
@@ -241,11 +293,33 @@ impl Member<'_> {
             if committed > 0 {
                 self.figures.takeovers += 1;
             }
+            let scaleout = &self.config.scaleout;
+            // Below a state's offset every alert was acknowledged when it was written,
+            // even if the commit that went with it was lost.
+            let (start, restore, silent_until) = match found.state {
+                Some(CheckpointRecord {
+                    rebuild_from_offset,
+                    state_offset: Some(at),
+                    state: Some(state),
+                    ..
+                }) => {
+                    self.figures.restored_checkpoints += 1;
+                    (
+                        rebuild_from_offset.max(0),
+                        Some((at, state)),
+                        committed.max(at),
+                    )
+                }
+                _ => (0, None, committed),
+            };
             info!(
                 partition,
-                committed, "partition assigned: rebuilding from its first offset"
+                committed,
+                start,
+                state_offset = restore.as_ref().map(|r| r.0),
+                checkpoints = found.records,
+                "partition assigned: rebuilding"
             );
-            let scaleout = &self.config.scaleout;
             self.owned.insert(
                 partition,
                 Owned {
@@ -255,13 +329,18 @@ impl Member<'_> {
                         scaleout.collector_timeout_s,
                         scaleout.max_collectors,
                     ),
-                    silent_until: committed,
-                    next_offset: 0,
+                    silent_until,
+                    next_offset: start,
                     unacked: VecDeque::new(),
                     committed,
                     assigned_at: Instant::now(),
                     last_checkpoint: None,
-                    checkpoint_bytes: 0,
+                    last_state: None,
+                    state_bytes: 0,
+                    restore,
+                    rewind: Rewind::new(scaleout.rewind_s, start),
+                    sent_ids: VecDeque::new(),
+                    delivered_before: found.delivered_alert_ids,
                 },
             );
         }
@@ -297,6 +376,25 @@ impl Member<'_> {
             return;
         }
         owned.next_offset = offset + 1;
+        if owned.restore.as_ref().is_some_and(|(at, _)| offset >= *at) {
+            let (_, state) = owned.restore.take().expect("checked just above");
+            match owned.shard.restore(state) {
+                Ok(entries) => {
+                    self.figures.restored_entries += entries as u64;
+                    info!(
+                        partition,
+                        offset, entries, "the checkpoint's state is restored"
+                    );
+                }
+                Err(error) => {
+                    self.figures.checkpoint_failures += 1;
+                    warn!(
+                        partition,
+                        "cannot restore the checkpoint's state: {error:#}"
+                    );
+                }
+            }
+        }
         match encoding::decode(payload) {
             Err(error) => {
                 let kind = MessageError::ALL.iter().position(|e| *e == error);
@@ -317,6 +415,7 @@ impl Member<'_> {
                     owned
                         .shard
                         .run_batch(&[Routed::Tick { now_ms }], &mut self.alerts);
+                    owned.rewind.on_clock(owned.clock.now_ms(), offset);
                 }
                 if let Some(end_ms) = step.end_ms {
                     info!(
@@ -339,15 +438,26 @@ impl Member<'_> {
             return;
         };
         for alert in self.alerts.drain(..) {
+            if owned.delivered_before.contains(&alert.alert_id) {
+                self.figures.duplicate_alerts += 1;
+                continue;
+            }
+            let id = alert.alert_id.clone();
             if matches!(sink.send(alert), Ok(true)) {
                 self.sent += 1;
+                if owned.sent_ids.len() == MAX_DELIVERED_IDS {
+                    owned.sent_ids.pop_front();
+                }
+                owned.sent_ids.push_back((self.sent, id));
             }
         }
         owned.unacked.push_back((offset, self.sent));
         let _ = sink.flush();
     }
 
-    /// Commits every owned partition's committable offset and writes its checkpoint.
+    /// Commits every owned partition's committable offset and writes its checkpoint, with
+    /// its state when that is due and every alert of the partition is acknowledged.
+    /// `every` `None`: every partition now (at shutdown), state included.
     fn checkpoint(
         &mut self,
         consumer: &BaseConsumer<DetectContext>,
@@ -357,9 +467,10 @@ impl Member<'_> {
         let acked = self.acked();
         let mut commits = TopicPartitionList::new();
         let now_ms = wall_clock_ns() / 1_000_000;
+        let state_every = Duration::from_millis(self.config.scaleout.state_interval_ms);
         for (&partition, owned) in &mut self.owned {
             if let Some(every) = every
-                && owned.last_checkpoint.unwrap_or(owned.assigned_at).elapsed() < every
+                && !due(owned.last_checkpoint, owned.assigned_at, every)
             {
                 continue;
             }
@@ -369,33 +480,49 @@ impl Member<'_> {
                     commits.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
                 owned.committed = offset;
             }
-            let low = cached_watermarks(consumer, &self.topic, partition)
-                .map_or(0, |(low, _)| low.max(0));
-            let record = serde_json::json!({
-                "schema": CHECKPOINT_SCHEMA,
-                "group": self.config.scaleout.group,
-                "member": self.instance_id,
-                "topic": self.topic,
-                "partition": partition,
-                "committed_offset": owned.committed.max(0),
-                "rebuild_from_offset": low,
-                "next_offset": owned.next_offset,
-                "clock_ms": owned.clock.now_ms(),
-                "written_ms": now_ms,
-                "state": serde_json::Value::Null,
-            })
-            .to_string();
-            let key = format!("{}/{partition}", self.topic);
+            // A state covers every record below `next_offset`: only when all their alerts
+            // are acknowledged (a new owner sends none of them), and not while rebuilding.
+            let clean = owned.unacked.is_empty()
+                && owned.restore.is_none()
+                && owned.next_offset >= owned.silent_until;
+            let with_state =
+                clean && (every.is_none() || due(owned.last_state, owned.assigned_at, state_every));
+            let record = CheckpointRecord {
+                schema: CHECKPOINT_SCHEMA.to_string(),
+                group: self.config.scaleout.group.clone(),
+                member: self.instance_id.clone(),
+                topic: self.topic.clone(),
+                partition,
+                committed_offset: owned.committed.max(0),
+                next_offset: owned.next_offset,
+                clock_ms: owned.clock.now_ms(),
+                written_ms: now_ms,
+                rebuild_from_offset: owned.rewind.from_offset(),
+                state_offset: with_state.then_some(owned.next_offset),
+                state: with_state.then(|| owned.shard.checkpoint()),
+                delivered_alert_ids: owned
+                    .sent_ids
+                    .iter()
+                    .filter(|(sent, _)| *sent <= acked)
+                    .map(|(_, id)| id.clone())
+                    .collect(),
+            };
+            let payload = serde_json::to_vec(&record).expect("a checkpoint serialises");
+            let key = checkpoint::key(&self.topic, partition, with_state);
             let message = BaseRecord::to(&self.config.scaleout.state_topic)
                 .key(&key)
-                .payload(&record);
+                .payload(&payload);
             if self.checkpoints.send(message).is_ok() {
                 self.figures.checkpoints += 1;
+                if with_state {
+                    self.figures.state_checkpoints += 1;
+                    owned.last_state = Some(Instant::now());
+                    owned.state_bytes = payload.len() as u64;
+                }
             } else {
                 self.figures.checkpoint_failures += 1;
             }
             owned.last_checkpoint = Some(Instant::now());
-            owned.checkpoint_bytes = record.len() as u64;
         }
         if commits.count() > 0
             && let Err(error) = consumer.commit(&commits, mode)
@@ -429,11 +556,11 @@ impl Member<'_> {
                 lag_records: lag,
                 clock_ms: owned.clock.now_ms(),
                 checkpoint_age_s: owned
-                    .last_checkpoint
+                    .last_state
                     .unwrap_or(owned.assigned_at)
                     .elapsed()
                     .as_secs(),
-                checkpoint_bytes: owned.checkpoint_bytes,
+                checkpoint_bytes: owned.state_bytes,
                 rebuilding: owned.next_offset < owned.silent_until,
             });
             pipeline.merge(&owned.shard.counters());
@@ -548,18 +675,28 @@ fn consume(
     control: &Control,
 ) -> anyhow::Result<()> {
     let member = config.scaleout.instance_id();
+    let reader = StateReader::new(
+        &kafka.brokers,
+        &config.scaleout.state_topic,
+        &kafka.librdkafka_options,
+    )
+    .context("invalid sink.kafka settings for reading the state topic")?;
     let consumer: BaseConsumer<DetectContext> = consumer_config(config, &kafka.brokers, &member)
         .create_with_context(DetectContext {
             events: Mutex::default(),
+            reader: Some(reader),
+            flows_topic: topic.clone(),
         })
         .context("invalid settings for the flows-topic consumer")?;
     let partitions = partition_count(consumer.client(), &topic)?;
-    let checkpoints: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("client.id", "exflow-checkpoint")
-        .set("linger.ms", "50")
-        .create()
-        .context("invalid settings for the checkpoint producer")?;
+    let defaults = [
+        ("linger.ms", "50".to_string()),
+        ("message.max.bytes", MAX_CHECKPOINT_BYTES.to_string()),
+    ];
+    let checkpoints: ThreadedProducer<DefaultProducerContext> =
+        client_config(kafka, "exflow-checkpoint", &defaults)
+            .create()
+            .context("invalid sink.kafka settings for the checkpoint producer")?;
     let sink = AlertSink::from_config(&config.sink)?;
     let kafka_counters = match &sink {
         AlertSink::Kafka(k) => {
@@ -623,8 +760,34 @@ fn consume(
     if let Some(sink) = member.sink.take() {
         sink.close().context("cannot flush the alert sink")?;
     }
-    member.checkpoint(&consumer, CommitMode::Sync, None);
+    // An asynchronous commit: the close below waits for it, within its bound (a
+    // synchronous one waits as long as the coordinator takes).
+    member.checkpoint(&consumer, CommitMode::Async, None);
     let _ = member.checkpoints.flush(Duration::from_secs(5));
     member.publish(&consumer, telemetry);
+    leave_group(consumer);
     Ok(())
+}
+
+/// Leaves the group within `CLOSE_TIMEOUT`: librdkafka's close revokes the partitions,
+/// waits for outstanding commits and sends LeaveGroup. Dropping the consumer would wait
+/// for that without a bound (rdkafka polls until closed), so a consumer not closed in time
+/// is let go unclosed: the process is exiting, and the group notices at its session
+/// timeout.
+fn leave_group(consumer: BaseConsumer<DetectContext>) {
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    match consumer.close_queue() {
+        Ok(()) => {
+            while !consumer.closed() && Instant::now() < deadline {
+                consumer.poll(PUBLISH_EVERY);
+            }
+        }
+        Err(error) => warn!("cannot leave the group: {error}"),
+    }
+    if consumer.closed() {
+        drop(consumer);
+    } else {
+        warn!("the group did not answer within {CLOSE_TIMEOUT:?}: leaving without it");
+        std::mem::forget(consumer);
+    }
 }

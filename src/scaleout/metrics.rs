@@ -34,7 +34,8 @@ pub struct PartitionFigures {
     pub lag_records: u64,
     /// The partition's event clock, ms.
     pub clock_ms: u64,
-    /// Seconds since its last checkpoint was written (since it was assigned before that).
+    /// Seconds since its last checkpoint with a state was written (since it was assigned
+    /// before that), and that record's size.
     pub checkpoint_age_s: u64,
     pub checkpoint_bytes: u64,
     /// Reading back from the start to rebuild its state, alerts not sent.
@@ -59,6 +60,14 @@ pub struct ConsumeSnapshot {
     /// Watermarks ignored at `scaleout.max_collectors`.
     pub ignored_watermarks: u64,
     pub checkpoints: u64,
+    /// Checkpoints that carried the partition's state.
+    pub state_checkpoints: u64,
+    /// Partitions assigned with a checkpoint's state, and the entries it restored.
+    pub restored_checkpoints: u64,
+    pub restored_entries: u64,
+    /// Alerts raised again with an id the previous owner's checkpoint names as delivered:
+    /// counted, not sent.
+    pub duplicate_alerts: u64,
     pub checkpoint_failures: u64,
     pub commit_failures: u64,
     pub consumer_errors: u64,
@@ -168,14 +177,14 @@ impl ScaleoutMetrics {
                     out,
                     "exflow_consume_checkpoint_age_seconds",
                     "gauge",
-                    "Seconds since the partition's last checkpoint.",
+                    "Seconds since the partition's last checkpoint with its state.",
                     &per_partition(&|p| p.checkpoint_age_s),
                 );
                 metric(
                     out,
                     "exflow_consume_checkpoint_size_bytes",
                     "gauge",
-                    "Size of the partition's last checkpoint record.",
+                    "Size of the partition's last checkpoint record with its state.",
                     &per_partition(&|p| p.checkpoint_bytes),
                 );
                 let collectors: Vec<(String, u64)> = s
@@ -239,8 +248,28 @@ impl ScaleoutMetrics {
                         s.checkpoints,
                     ),
                     (
+                        "exflow_consume_state_checkpoints_total",
+                        "Checkpoint records that carried the partition's state.",
+                        s.state_checkpoints,
+                    ),
+                    (
+                        "exflow_consume_restored_checkpoints_total",
+                        "Partitions assigned with a checkpoint's state to restore.",
+                        s.restored_checkpoints,
+                    ),
+                    (
+                        "exflow_consume_restored_entries_total",
+                        "Entries (hosts, suppressed pairs) checkpoints restored.",
+                        s.restored_entries,
+                    ),
+                    (
+                        "exflow_consume_duplicate_alerts_total",
+                        "Alerts raised again after a takeover with an id delivered before, not sent.",
+                        s.duplicate_alerts,
+                    ),
+                    (
                         "exflow_consume_checkpoint_failures_total",
-                        "Checkpoint records that could not be queued.",
+                        "Checkpoint records that could not be queued, or states not restored.",
                         s.checkpoint_failures,
                     ),
                     (

@@ -1,7 +1,8 @@
 //! Scale-out on a real broker: `exflow collect` publishes the oriented records of a capture
 //! to a flows topic of 4 partitions, two `exflow detect` members of one group share them,
 //! and the alerts on the alerts topic are those of a one-process replay of the same
-//! datagrams (rule, hosts, step and id), also when one detector is killed mid-stream.
+//! datagrams (rule, hosts, step and id), also when one detector is killed mid-stream, and
+//! when what the survivor must know was learned before the rewind of its checkpoint.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +25,8 @@ struct Topics {
     group: String,
     /// The group's assignor: exflow's cooperative-sticky, or eager `range` (below).
     assignor: &'static str,
+    /// More configuration, appended.
+    extra: String,
 }
 
 impl Topics {
@@ -36,6 +39,7 @@ impl Topics {
             state: create_topic(&brokers, "exflow.state.it", 1),
             group: topic_name("exflow-detect"),
             brokers,
+            extra: String::new(),
         }
     }
 
@@ -52,7 +56,8 @@ impl Topics {
              brokers = \"{}\"\ntopic = \"{}\"\nflows_topic = \"{}\"\n\
              spool_dir = \"{}\"\nmessage_timeout_ms = 3000\n\
              [scaleout]\ngroup = \"{}\"\nstate_topic = \"{}\"\nstatic_membership = false\n\
-             session_timeout_ms = 6000\ncheckpoint_interval_ms = 500\nwatermark_interval_ms = 200\n",
+             session_timeout_ms = 6000\ncheckpoint_interval_ms = 500\nwatermark_interval_ms = 200\n\
+             state_interval_ms = 500\n{}",
             self.assignor,
             self.brokers,
             self.alerts,
@@ -60,6 +65,7 @@ impl Topics {
             spool.display(),
             self.group,
             self.state,
+            self.extra,
         )
     }
 
@@ -275,6 +281,7 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
         victims_alerts > 0.0,
         "the victim's partitions raised alerts before it died"
     );
+    let victim_states = victim.metric("exflow_consume_state_checkpoints_total");
     victim.kill();
     wait_until(
         "the survivor takes over every partition and rebuilds their state",
@@ -300,11 +307,19 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
     );
     assert_eq!(duplicates, 0, "{got:?}");
     // What the victim delivered before it died is not sent again: the survivor raised it
-    // while rebuilding below the committed offset, and counted it.
+    // while rebuilding below the committed offset, and counted it; none above it carried
+    // an id the victim's checkpoints name as delivered (that would be counted, not sent).
     assert_eq!(
         survivor.metric("exflow_consume_rebuilt_alerts_total"),
         victims_alerts
     );
+    assert_eq!(
+        survivor.metric("exflow_consume_duplicate_alerts_total"),
+        0.0
+    );
+    // The victim's partitions came with their state: its checkpoints carried it.
+    assert!(victim_states > 0.0);
+    assert!(survivor.metric("exflow_consume_restored_checkpoints_total") >= 1.0);
     survivor.stop();
 }
 
@@ -432,4 +447,160 @@ fn two_collectors_with_their_own_exporters_clocks_raise_the_alerts_of_one_replay
     }
     first.stop();
     second.stop();
+}
+
+/// 2024-03-12 08:00 UTC.
+const T0_MS: u64 = 1_710_230_400_000;
+const MINUTE_MS: u64 = 60_000;
+/// The learning inside hosts.
+const HOSTS: u8 = 16;
+
+/// An upload of `bytes` from `inside` to `outside:443` ending at `end_ms`.
+fn upload(inside: String, outside: String, bytes: u64, end_ms: u64) -> exflow::decode::FlowRecord {
+    exflow::decode::FlowRecord {
+        kind: exflow::decode::FlowKind::Ipfix,
+        time_flow_start_ns: (end_ms - 1000) * 1_000_000,
+        time_flow_end_ns: end_ms * 1_000_000,
+        bytes,
+        packets: bytes.div_ceil(1400),
+        src_addr: inside.parse().unwrap(),
+        dst_addr: outside.parse().unwrap(),
+        src_port: 40_000,
+        dst_port: 443,
+        proto: 6,
+        ..exflow::decode::FlowRecord::default()
+    }
+}
+
+/// IPFIX datagrams of `records`, each exported when it ends, as (exporter, received ns,
+/// datagram) like a capture's.
+fn exported(records: &[exflow::decode::FlowRecord]) -> Vec<(std::net::IpAddr, u64, Vec<u8>)> {
+    let mut exporter = exflow::synth::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);
+    let mut out = Vec::new();
+    for record in records {
+        let mut datagrams = Vec::new();
+        let export_ms = record.time_flow_end_ns / 1_000_000;
+        exporter.encode(std::slice::from_ref(record), export_ms, &mut datagrams);
+        let exporter_addr: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        out.extend(
+            datagrams
+                .into_iter()
+                .map(|d| (exporter_addr, record.time_flow_end_ns, d)),
+        );
+    }
+    out
+}
+
+/// The alerts of a one-process replay of `datagrams`.
+fn replay_datagrams(
+    datagrams: &[(std::net::IpAddr, u64, Vec<u8>)],
+    config: &exflow::config::Config,
+) -> Vec<AlertKey> {
+    let mut pipeline = exflow::pipeline::Pipeline::new(config, config.enricher().unwrap(), 1);
+    let mut alerts = Vec::new();
+    for (exporter, received_ns, datagram) in datagrams {
+        pipeline.push_datagram(*exporter, *received_ns, datagram, &mut alerts);
+    }
+    pipeline.finish(&mut alerts);
+    let mut keys: Vec<AlertKey> = alerts
+        .iter()
+        .map(|a| key(&serde_json::to_value(a).unwrap()))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Sixteen inside hosts learn their destinations (the US) in `new_destination`'s first
+/// hour; half an hour of small uploads follows (to other US addresses each time, no
+/// series); then the victim writes a checkpoint, whose rewind (10 min) starts long after
+/// the learning records, and dies; after the takeover every host uploads 2 MB to Russia.
+/// The survivor rebuilds from the rewind only, so only the checkpoint tells it that
+/// learning ended and what each host's baseline is (rebuilt from the rewind, learning
+/// would start again there and the uploads would teach, not alert): the alerts are those
+/// of one process that saw everything, one `new_destination` per host.
+#[test]
+fn a_takeover_restores_a_baseline_learned_before_the_rewind_from_the_checkpoint() {
+    let mut topics = Topics::new("cooperative-sticky");
+    topics.extra = "rewind_s = 600\n[rules.new_destination]\nlearning_s = 3600\n".into();
+    let mut config = border_config();
+    config.rules.new_destination.learning_s = 3600;
+    config.scaleout.rewind_s = 600;
+    let host = |h: u8| format!("10.10.1.{h}");
+    let mut learning = Vec::new();
+    for h in 1..=HOSTS {
+        let at = T0_MS + u64::from(h) * 10_000;
+        learning.push(upload(host(h), format!("52.94.0.{h}"), 50_000, at));
+    }
+    for h in 1..=HOSTS {
+        let at = T0_MS + 40 * MINUTE_MS + u64::from(h) * 10_000;
+        learning.push(upload(host(h), format!("52.95.0.{h}"), 50_000, at));
+    }
+    // From 60 to about 92 minutes, at uneven intervals.
+    let later: Vec<_> = (0..50u64)
+        .map(|i| {
+            let at = T0_MS + 60 * MINUTE_MS + i * 37_000 + (i * i % 23) * 1000;
+            let h = (i % u64::from(HOSTS)) as u8 + 1;
+            upload(host(h), format!("52.94.1.{}", i + 1), 2_000, at)
+        })
+        .collect();
+    let exfiltration: Vec<_> = (1..=HOSTS)
+        .map(|h| {
+            let at = T0_MS + 95 * MINUTE_MS + u64::from(h) * 1000;
+            upload(host(h), "5.255.255.77".into(), 2_000_000, at)
+        })
+        .collect();
+    let before = exported(&[learning.clone(), later.clone()].concat());
+    let after = exported(&exfiltration);
+    let want = replay_datagrams(&[before.clone(), after.clone()].concat(), &config);
+    assert_eq!(
+        want.iter().filter(|k| k.0 == "new_destination").count(),
+        usize::from(HOSTS),
+        "one process raises one new_destination per host: {want:?}"
+    );
+
+    let (survivor, victim) = two_detectors(&topics, "detect-survivor", "detect-victim");
+    let collector = topics.collector();
+    let records = (learning.len() + later.len()) as f64;
+    send(&collector, &before);
+    wait_until("the first part is decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_records_total") == records
+    });
+    wait_consumed(&collector, &[&victim, &survivor]);
+    // Checkpoints with the state of everything read: a whole round after it was read.
+    let states = victim.metric("exflow_consume_state_checkpoints_total");
+    let owned = victim.metric("exflow_consume_partitions");
+    wait_until(
+        "the victim writes its partitions' states again",
+        Duration::from_secs(30),
+        || victim.metric("exflow_consume_state_checkpoints_total") >= states + 2.0 * owned,
+    );
+    let victims_records = victim.metric("exflow_consume_records_total");
+    assert!(victims_records > 0.0, "the victim's partitions had hosts");
+    let read_before = survivor.metric("exflow_consume_records_total");
+    victim.kill();
+    wait_until(
+        "the survivor takes over every partition and restores their state",
+        Duration::from_secs(60),
+        || {
+            survivor.metric("exflow_consume_partitions") == 4.0
+                && survivor.metric("exflow_consume_rebuilding_partitions") == 0.0
+                && survivor.metric("exflow_consume_restored_checkpoints_total") >= 1.0
+        },
+    );
+    assert!(survivor.metric("exflow_consume_restored_entries_total") > 0.0);
+    // It replayed only the rewind of the victim's partitions, not the learning records.
+    let replayed = survivor.metric("exflow_consume_records_total") - read_before;
+    assert!(
+        replayed < victims_records / 2.0,
+        "replayed {replayed} of the victim's {victims_records} records"
+    );
+    send(&collector, &after);
+    wait_until("the uploads are decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_records_total") == records + exfiltration.len() as f64
+    });
+    collector.stop();
+    let got = alerts_read_back(&topics, want.len());
+    assert!(got.values().all(|&n| n == 1), "no alert twice: {got:?}");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), want);
+    survivor.stop();
 }
