@@ -96,6 +96,9 @@ pub struct Decoder {
     connections: Connections,
 }
 
+/// The set header (id and length) before each set's body.
+const SET_HEADER_LEN: usize = 4;
+
 /// Nanoseconds between the NTP epoch (1900) and the UNIX epoch (1970).
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
@@ -590,7 +593,7 @@ fn decode_data_set(
                 domain.samplers.set(options.sampler_id.unwrap_or(0), rate);
             }
         }
-        count_leftover(counters, rest);
+        count_leftover(counters, body.len(), rest);
         return Some((records, 0));
     }
     let base = FlowRecord {
@@ -642,13 +645,16 @@ fn decode_data_set(
         counters.continued_records += u64::from(flow.continues_flow);
         counters.packet_section_records += u64::from(facts.from_packet_section);
     }
-    count_leftover(counters, rest);
+    count_leftover(counters, body.len(), rest);
     Some((records, records))
 }
 
-/// Bytes after the last whole record are padding when zero, a truncated record otherwise.
-fn count_leftover(counters: &mut DecodeCounters, rest: &[u8]) {
-    if rest.iter().any(|&b| b != 0) {
+/// Bytes after the last whole record are padding when zero, or when fewer than 4 that end
+/// a set of a length divisible by 4 (alignment padding, RFC 7011 section 3.3.1, which
+/// MikroTik RouterOS fills with stray bytes); a truncated record otherwise.
+fn count_leftover(counters: &mut DecodeCounters, body_len: usize, rest: &[u8]) {
+    let alignment = rest.len() < 4 && (body_len + SET_HEADER_LEN) % 4 == 0;
+    if !alignment && rest.iter().any(|&b| b != 0) {
         counters.errors.add(DecodeError::Truncated);
     }
 }

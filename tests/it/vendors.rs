@@ -462,3 +462,132 @@ fn netflow_v1_and_v7_decode_like_v5() {
     assert_eq!(records[0].sequence_num, 42);
     assert_eq!(decoder.totals().errors.total(), 0);
 }
+
+/// Huawei NetStream (NetFlow v9, template 1315): logstash's one record, 10.108.219.53:45587
+/// -> 10.111.112.204:2598 TCP, 4 packets, 200 bytes, flags 24, interfaces 8 -> 31, next hop
+/// 10.108.252.41, first switched 2018-01-29T02:56:52.940Z.
+#[test]
+fn huawei_netstream() {
+    let (records, counters) = decode_dats(&[
+        "netflow9_test_huawei_netstream_tpl",
+        "netflow9_test_huawei_netstream_data",
+    ]);
+    assert_eq!(records.len(), 1);
+    let r = records[0];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("10.108.219.53"), ip("10.111.112.204"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (6, 45587, 2598));
+    assert_eq!((r.packets, r.bytes, r.tcp_flags), (4, 200, 24));
+    assert_eq!((r.in_if, r.out_if), (8, 31));
+    assert_eq!(r.next_hop, ip("10.108.252.41"));
+    // logstash's v9 times are a second late whenever the record's age is not whole
+    // seconds (netflow.rb: `micros = 1000000 - ((millis % 1000) * 1000)` with
+    // `seconds = unix_sec - millis / 1000`): exflow's are logstash's minus one second.
+    assert_eq!(r.time_flow_start_ns, 1_517_194_611_940_000_000);
+    assert_eq!(r.sequence_num, 129_954);
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// Cisco ACI (NetFlow v9): logstash decodes 3 records; the first is 10.154.231.145:179 ->
+/// 10.154.231.146:49411 TCP, 2 packets, 99 bytes, flags 24, input interface 369139712.
+/// The data flowset ends in zero padding, which is not an error.
+#[test]
+fn cisco_aci_set_padding() {
+    let (records, counters) = decode_dats(&[
+        "netflow9_test_cisco_aci_tpl256-258",
+        "netflow9_test_cisco_aci_data256",
+    ]);
+    assert_eq!(records.len(), 3);
+    let r = records[0];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("10.154.231.145"), ip("10.154.231.146"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (6, 179, 49411));
+    assert_eq!((r.packets, r.bytes, r.tcp_flags), (2, 99, 24));
+    assert_eq!(r.in_if, 369_139_712);
+    // logstash's v9 times are a second late whenever the record's age is not whole
+    // seconds (netflow.rb: `micros = 1000000 - ((millis % 1000) * 1000)` with
+    // `seconds = unix_sec - millis / 1000`): exflow's are logstash's minus one second.
+    assert_eq!(r.time_flow_start_ns, 1_539_602_884_019_000_000);
+    assert_eq!(r.time_flow_end_ns, 1_539_602_903_066_000_000);
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// MikroTik RouterOS 6.39.2 IPFIX: 46 records (logstash: 46). The first is NAT'ed NTP,
+/// 10.10.8.197:123 -> 192.168.128.17:123, 2 packets, 152 bytes, interfaces 13 -> 7, next hop
+/// 192.168.224.1, post-NAT source 192.168.230.216; the last IPv6, fe80::ff:fe00:1201:5678 ->
+/// fe80::ff:fe00:1201:5678 UDP, 370 bytes, next hop ff02::1, input interface 17. Its
+/// second data set ends in two stray bytes that align the set to 4 bytes: padding.
+#[test]
+fn mikrotik_ipfix_nat_and_ipv6() {
+    let (records, counters) = decode_dats(&[
+        "ipfix_test_mikrotik_tpl",
+        "ipfix_test_mikrotik_data258",
+        "ipfix_test_mikrotik_data259",
+    ]);
+    assert_eq!(records.len(), 46);
+    let r = records[0];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("10.10.8.197"), ip("192.168.128.17"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (17, 123, 123));
+    assert_eq!((r.packets, r.bytes), (2, 152));
+    assert_eq!((r.in_if, r.out_if), (13, 7));
+    assert_eq!(r.next_hop, ip("192.168.224.1"));
+    assert_eq!(
+        (r.post_nat_src_addr, r.post_nat_dst_addr),
+        (ip("192.168.230.216"), ip("192.168.128.17"))
+    );
+    let r = records[45];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("fe80::ff:fe00:1201"), ip("fe80::ff:fe00:1201"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (17, 5678, 5678));
+    assert_eq!((r.packets, r.bytes), (2, 370));
+    assert_eq!((r.in_if, r.out_if), (17, 0));
+    assert_eq!(r.next_hop, ip("ff02::1"));
+    assert_eq!(r.etype, exflow::decode::record::ETYPE_IPV6);
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// Juniper SRX: an options template whose scope field has length 0 (logstash: one options
+/// record, sampling algorithm 2, interval 1). Read, not refused.
+#[test]
+fn juniper_srx_options_template_with_zero_length_scope() {
+    let (records, counters) = decode_dats(&["netflow9_test_juniper_srx_tplopt"]);
+    assert!(records.is_empty());
+    assert_eq!(counters.options_records, 1);
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// Cisco ASR 9000 (IOS XR, NetFlow v9 template 260): 21 records (logstash: 21); the last is
+/// 10.0.29.46:443 -> 10.0.15.38:52364 TCP, 2 packets, 112 bytes, flags 18, AS 15169 ->
+/// 64498, interfaces 75 -> 158, BGP next hop 10.0.14.27.
+#[test]
+fn cisco_asr9k_template_260() {
+    let (records, counters) = decode_dats(&[
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ]);
+    assert_eq!(records.len(), 21);
+    let r = records[20];
+    assert_eq!(
+        (r.src_addr, r.dst_addr),
+        (ip("10.0.29.46"), ip("10.0.15.38"))
+    );
+    assert_eq!((r.proto, r.src_port, r.dst_port), (6, 443, 52364));
+    assert_eq!((r.packets, r.bytes, r.tcp_flags), (2, 112, 18));
+    assert_eq!((r.src_as, r.dst_as), (15169, 64498));
+    assert_eq!((r.in_if, r.out_if), (75, 158));
+    // logstash's v9 times are a second late whenever the record's age is not whole
+    // seconds (netflow.rb: `micros = 1000000 - ((millis % 1000) * 1000)` with
+    // `seconds = unix_sec - millis / 1000`): exflow's are logstash's minus one second.
+    assert_eq!(r.time_flow_start_ns, 1_481_018_932_377_000_000);
+    assert_eq!(r.time_flow_end_ns, 1_481_018_933_964_000_000);
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
