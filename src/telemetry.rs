@@ -359,6 +359,13 @@ impl Telemetry {
             "sFlow interfaces whose counters were not kept (decoder.max_sflow_interfaces_per_agent).",
             &one(d.interfaces_refused),
         );
+        metric(
+            &mut out,
+            "exflow_decode_interface_names_refused_total",
+            "counter",
+            "Interface names from options data not kept (decoder.max_interface_names).",
+            &one(d.interface_names_refused),
+        );
         let f = &p.flow;
         metric(
             &mut out,

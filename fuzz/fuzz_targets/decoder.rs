@@ -4,7 +4,8 @@
 //!
 //! Input format (what `scripts/fuzz-smoke.sh` writes for its seeds):
 //! - byte 0, the decoder's configuration: bit 0 tight limits (1 exporter, 4 templates,
-//!   8 fields, 2 pending sets, 512 pending bytes: every cap and eviction path is hit);
+//!   8 fields, 2 pending sets, 512 pending bytes, 3 interface names: every cap and
+//!   eviction path is hit);
 //!   bit 1 a default sampling rate and a per-exporter override; bit 2 receive times from
 //!   the UNIX epoch instead of 2024.
 //! - then datagrams, each: one control byte (bit 0: exporter B instead of A; bits 1-7:
@@ -35,6 +36,9 @@ fn config(flags: u8) -> DecoderConfig {
             max_pending_bytes_per_exporter: 512,
             max_tracked_connections: 4,
             max_sflow_interfaces_per_agent: 2,
+            max_interface_names: 3,
+            // Off as by default: the target checks every record names its datagram's sender.
+            exporter_address_from_options: false,
         };
     }
     if flags & 2 != 0 {
@@ -121,6 +125,10 @@ fuzz_target!(|data: &[u8]| {
             decoder.sflow_interfaces().count()
                 <= limits.max_sflow_interfaces_per_agent * decoder.exporter_count(),
             "sFlow interface cap exceeded"
+        );
+        assert!(
+            decoder.interface_name_count() <= limits.max_interface_names,
+            "interface name cap exceeded"
         );
     }
     let totals = decoder.totals();

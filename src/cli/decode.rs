@@ -2,6 +2,7 @@
 
 use std::io::{BufWriter, Write};
 
+use exflow::decode::record::NamedRecord;
 use exflow::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord};
 use exflow::source::capture::{self, CaptureCounters};
 
@@ -26,9 +27,16 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
                 datagram.payload,
                 &mut records,
             );
+            let exporter = datagram.source.ip();
             for record in &records {
+                let domain = (record.kind, record.observation_domain_id);
+                let named = NamedRecord {
+                    record,
+                    in_if: decoder.interface_name(exporter, domain, record.in_if),
+                    out_if: decoder.interface_name(exporter, domain, record.out_if),
+                };
                 let written = match args.format {
-                    OutputFormat::Jsonl => serde_json::to_writer(&mut out, record)
+                    OutputFormat::Jsonl => serde_json::to_writer(&mut out, &named)
                         .map_err(std::io::Error::from)
                         .and_then(|()| out.write_all(b"\n")),
                     OutputFormat::Table => writeln!(out, "{}", table_row(record)),

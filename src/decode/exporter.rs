@@ -137,6 +137,10 @@ pub struct Domain {
     pub system_init_ms: Option<u64>,
     pub samplers: Samplers,
     pub sequence: Sequence,
+    /// The exporter an options record named (exporterIPv4Address / exporterIPv6Address),
+    /// the `sampler_address` of this domain's records when the datagrams come through a
+    /// relay and `decoder.exporter_address_from_options` is on.
+    pub exporter_address: Option<std::net::IpAddr>,
 }
 
 /// A data set that arrived before its template, copied out of the datagram.
@@ -179,6 +183,30 @@ pub struct Exporter {
     /// sFlow agents: their interfaces' latest counters, by (sub-agent, ifIndex), at most
     /// `decoder.max_sflow_interfaces_per_agent`.
     pub interfaces: Vec<InterfaceCounters>,
+    /// Interface names and descriptions from options data (IE 82/83), by (domain,
+    /// ifIndex): for printing records with names. All exporters together hold at most
+    /// `decoder.max_interface_names`.
+    pub interface_names: HashMap<(DomainKey, u32), InterfaceName>,
+}
+
+/// At most this many bytes of an interface's name or description are kept.
+pub const MAX_INTERFACE_TEXT_BYTES: usize = 64;
+
+/// An interface's name and description as its exporter announced them (either may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceName {
+    pub name: Box<str>,
+    pub description: Box<str>,
+}
+
+impl InterfaceName {
+    /// Exporter text made printable: cut at the first NUL (fixed-length fields are
+    /// zero-filled: Cisco IOS XR), at most `MAX_INTERFACE_TEXT_BYTES`, invalid UTF-8 replaced.
+    pub fn text(bytes: &[u8]) -> Box<str> {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let bytes = &bytes[..end.min(MAX_INTERFACE_TEXT_BYTES)];
+        String::from_utf8_lossy(bytes).trim_end().into()
+    }
 }
 
 /// Keeps an interface's latest counters in an agent's list; a new interface beyond `max` is

@@ -80,15 +80,27 @@ pub enum Target {
     IpPacketSection,
     /// dataLinkFrameSection: the sampled frame from its Ethernet header on.
     FramePacketSection,
+    /// interfaceName (IE 82), in options data: the name of the record's ifIndex.
+    InterfaceName,
+    /// interfaceDescription (IE 83), in options data.
+    InterfaceDescription,
+    /// exporterIPv4Address / exporterIPv6Address (IE 130/131): the exporter behind a relay.
+    ExporterAddrV4,
+    ExporterAddrV6,
 }
 
 impl Target {
     /// The target of one field specifier, `Skip` when exflow does not read it or when its
     /// length cannot hold the element (a 3-byte IPv4 address, a 9-byte counter).
     fn of(spec: FieldSpec, dialect: Dialect, is_scope: bool) -> Target {
-        // NetFlow v9 scope fields have their own numbering (1 = system, 2 = interface...).
+        // NetFlow v9 scope fields have their own numbering (1 = system, 2 = interface...);
+        // an interface scope is the ifIndex the options record describes.
         if is_scope && dialect == Dialect::V9 {
-            return Target::Skip;
+            return if spec.id == V9_SCOPE_INTERFACE && (1..=8).contains(&spec.length) {
+                Target::InIf
+            } else {
+                Target::Skip
+            };
         }
         let target = match (spec.enterprise, spec.id) {
             (0, ie::OCTET_DELTA_COUNT) => Target::Bytes,
@@ -161,12 +173,20 @@ impl Target {
             }
             (0, ie::IP_HEADER_PACKET_SECTION) => Target::IpPacketSection,
             (0, ie::DATA_LINK_FRAME_SECTION) => Target::FramePacketSection,
+            (0, ie::INTERFACE_NAME) => Target::InterfaceName,
+            (0, ie::INTERFACE_DESCRIPTION) => Target::InterfaceDescription,
+            (0, ie::EXPORTER_IPV4_ADDRESS) => Target::ExporterAddrV4,
+            (0, ie::EXPORTER_IPV6_ADDRESS) => Target::ExporterAddrV6,
             _ => Target::Skip,
         };
         let length_fits = match target {
             Target::Skip => true,
             // Any length (usually variable): the packet parser bounds every read.
             Target::IpPacketSection | Target::FramePacketSection => true,
+            // Strings of any length; what is kept is cut to `MAX_INTERFACE_TEXT_BYTES`.
+            Target::InterfaceName | Target::InterfaceDescription => true,
+            Target::ExporterAddrV4 => spec.length == 4,
+            Target::ExporterAddrV6 => spec.length == 16,
             Target::SrcAddrV4
             | Target::DstAddrV4
             | Target::NextHopV4
@@ -182,6 +202,9 @@ impl Target {
         if length_fits { target } else { Target::Skip }
     }
 }
+
+/// NetFlow v9's options scope type "Interface" (RFC 3954 section 6.1).
+const V9_SCOPE_INTERFACE: u16 = 2;
 
 /// One field exflow reads, at a fixed offset in the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +332,7 @@ impl Layout {
     /// Calls `apply` with each field exflow reads in `record` (as split by
     /// [`split_record`](Self::split_record)).
     #[inline]
-    fn for_each_field(&self, record: &[u8], mut apply: impl FnMut(Target, &[u8])) {
+    fn for_each_field<'r>(&self, record: &'r [u8], mut apply: impl FnMut(Target, &'r [u8])) {
         if self.record_length.is_some() {
             for op in self.ops.iter() {
                 let start = usize::from(op.offset);
@@ -410,11 +433,22 @@ impl Layout {
     }
 
     /// Decodes an options data record: the sampling and clock facts exflow keeps.
-    pub fn decode_options(&self, record: &[u8]) -> OptionsRecord {
+    pub fn decode_options<'r>(&self, record: &'r [u8]) -> OptionsRecord<'r> {
         let mut options = OptionsRecord::default();
         self.for_each_field(record, |target, bytes| {
             let value = read_uint(bytes);
             match target {
+                Target::InIf => options.if_index = u32::try_from(value).ok(),
+                Target::OutIf => options.if_index = options.if_index.or(u32::try_from(value).ok()),
+                Target::InterfaceName => options.interface_name = Some(bytes),
+                Target::InterfaceDescription => options.interface_description = Some(bytes),
+                // Juniper sends both, the family it does not use zero-filled.
+                Target::ExporterAddrV4 => {
+                    set_exporter_address(&mut options.exporter_address, ipv4(bytes))
+                }
+                Target::ExporterAddrV6 => {
+                    set_exporter_address(&mut options.exporter_address, ipv6(bytes))
+                }
                 Target::SystemInitMilliseconds => options.system_init_ms = Some(value),
                 Target::SamplerId => options.sampler_id = Some(value),
                 Target::SamplingInterval | Target::SamplerRandomInterval => {
@@ -525,6 +559,8 @@ fn apply_flow_field(
         Target::FlowId => times.flow_id = Some(read_uint(bytes)),
         Target::IpPacketSection => scratch.packet = sampled::ip(bytes),
         Target::FramePacketSection => scratch.packet = sampled::ethernet(bytes),
+        Target::ExporterAddrV4 => set_exporter_address(&mut times.exporter_address, ipv4(bytes)),
+        Target::ExporterAddrV6 => set_exporter_address(&mut times.exporter_address, ipv6(bytes)),
         _ => {}
     }
 }
@@ -549,6 +585,13 @@ fn variable_field(record: &[u8], at: usize) -> Option<(usize, usize)> {
 fn set_address(slot: &mut IpAddr, address: IpAddr) {
     if !address.is_unspecified() || slot.is_unspecified() {
         *slot = address;
+    }
+}
+
+/// Keeps an exporterIPv4Address / exporterIPv6Address that is not all zero.
+fn set_exporter_address(slot: &mut Option<IpAddr>, address: IpAddr) {
+    if !address.is_unspecified() {
+        *slot = Some(address);
     }
 }
 
@@ -595,11 +638,21 @@ pub struct RecordFacts {
     /// observationTimeMilliseconds (NSEL's event time): the end of a record that has no end
     /// time of its own, or its start and end when it has no times at all.
     pub observed_ms: Option<u64>,
+    /// exporterIPv4Address / exporterIPv6Address carried in the record itself.
+    pub exporter_address: Option<IpAddr>,
 }
 
-/// What an options data record told about the exporter.
+/// What an options data record told about the exporter. Strings are borrowed from the
+/// record; the decoder copies what it keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OptionsRecord {
+pub struct OptionsRecord<'r> {
+    /// The interface the record describes (ingressInterface / egressInterface, or a v9
+    /// interface scope).
+    pub if_index: Option<u32>,
+    pub interface_name: Option<&'r [u8]>,
+    pub interface_description: Option<&'r [u8]>,
+    /// exporterIPv4Address / exporterIPv6Address: the exporter a relay forwards for.
+    pub exporter_address: Option<IpAddr>,
     pub system_init_ms: Option<u64>,
     pub sampler_id: Option<u64>,
     pub sampling_interval: Option<u64>,
@@ -609,7 +662,7 @@ pub struct OptionsRecord {
     pub sampling_population: Option<u64>,
 }
 
-impl OptionsRecord {
+impl OptionsRecord<'_> {
     /// The 1-in-N sampling rate this record announces, if any.
     pub fn sampling_rate(&self) -> Option<u32> {
         let rate = match (

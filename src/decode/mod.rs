@@ -40,6 +40,14 @@ pub struct DecoderLimits {
     pub max_tracked_connections: usize,
     /// Interfaces whose sFlow counters are kept per agent (for the interface metrics).
     pub max_sflow_interfaces_per_agent: usize,
+    /// Interface names and descriptions from options data (IE 82/83) kept over all
+    /// exporters, each at most 2 x 64 bytes of text (about 250 bytes with its key).
+    pub max_interface_names: usize,
+    /// Take the exporter's address from exporterIPv4Address / exporterIPv6Address (IE
+    /// 130/131, in options or data records) instead of the datagram's source, for
+    /// datagrams that come through a relay (samplicator, a load balancer). Off by default:
+    /// any sender could otherwise claim to be any exporter.
+    pub exporter_address_from_options: bool,
 }
 
 impl Default for DecoderLimits {
@@ -52,6 +60,8 @@ impl Default for DecoderLimits {
             max_pending_bytes_per_exporter: 256 * 1024,
             max_tracked_connections: 262_144,
             max_sflow_interfaces_per_agent: 256,
+            max_interface_names: 65_536,
+            exporter_address_from_options: false,
         }
     }
 }
@@ -94,6 +104,8 @@ pub struct Decoder {
     evicted_counters: DecodeCounters,
     /// Running totals and firewall connections already accounted, all exporters.
     connections: Connections,
+    /// Interface names held over all exporters (bounded by `max_interface_names`).
+    interface_names: usize,
 }
 
 /// The set header (id and length) before each set's body.
@@ -126,6 +138,7 @@ impl Decoder {
         let state = exporter_entry(
             &mut self.exporters,
             &mut self.evicted_counters,
+            &mut self.interface_names,
             config,
             exporter,
             self.datagrams,
@@ -139,6 +152,7 @@ impl Decoder {
                 state,
                 config,
                 &mut self.connections,
+                &mut self.interface_names,
                 self.datagrams,
                 exporter,
                 received_ns,
@@ -150,6 +164,7 @@ impl Decoder {
                 state,
                 config,
                 &mut self.connections,
+                &mut self.interface_names,
                 self.datagrams,
                 exporter,
                 received_ns,
@@ -197,6 +212,26 @@ impl Decoder {
             .flat_map(|(address, e)| e.interfaces.iter().map(move |c| (*address, c)))
     }
 
+    /// The name and description `exporter` (the datagrams' source) announced for
+    /// `if_index` in an observation domain (a record's `kind` and
+    /// `observation_domain_id`), if it did.
+    pub fn interface_name(
+        &self,
+        exporter: IpAddr,
+        domain: (FlowKind, u32),
+        if_index: u32,
+    ) -> Option<&exporter::InterfaceName> {
+        self.exporters
+            .get(&exporter)?
+            .interface_names
+            .get(&(domain, if_index))
+    }
+
+    /// Interface names held, all exporters.
+    pub fn interface_name_count(&self) -> usize {
+        self.interface_names
+    }
+
     /// Exporters currently tracked.
     pub fn exporter_count(&self) -> usize {
         self.exporters.len()
@@ -221,6 +256,7 @@ const PROVEN_DATAGRAMS: u64 = 16;
 fn exporter_entry<'a>(
     exporters: &'a mut HashMap<IpAddr, Exporter>,
     evicted: &mut DecodeCounters,
+    interface_names: &mut usize,
     config: &DecoderConfig,
     address: IpAddr,
     now: u64,
@@ -234,6 +270,7 @@ fn exporter_entry<'a>(
             .min_by_key(|(a, e)| (e.counters.datagrams.min(PROVEN_DATAGRAMS), e.last_seen, **a))
             .map(|(a, _)| *a);
         if let Some(gone) = oldest.and_then(|a| exporters.remove(&a)) {
+            *interface_names -= gone.interface_names.len();
             evicted.merge(&gone.counters);
             evicted.errors.add(DecodeError::ExporterEvicted);
         }
@@ -248,6 +285,7 @@ fn decode_templated(
     exporter: &mut Exporter,
     config: &DecoderConfig,
     connections: &mut Connections,
+    interface_names: &mut usize,
     datagram_count: u64,
     address: IpAddr,
     received_ns: u64,
@@ -303,6 +341,9 @@ fn decode_templated(
         connections,
         max_connections: limits.max_tracked_connections,
         now: datagram_count,
+        interface_names,
+        max_interface_names: limits.max_interface_names,
+        exporter_address_from_options: limits.exporter_address_from_options,
     };
     let mut data_records = 0u32;
     let mut flow_records = 0u32;
@@ -384,6 +425,11 @@ struct DataContext<'a> {
     max_connections: usize,
     /// The decoder's datagram counter: the clock of the tracked connections' staleness.
     now: u64,
+    /// Interface names held over all exporters, and their bound.
+    interface_names: &'a mut usize,
+    max_interface_names: usize,
+    /// `decoder.exporter_address_from_options`.
+    exporter_address_from_options: bool,
 }
 
 /// Decodes the held data sets a new template unlocks, in arrival order.
@@ -592,15 +638,44 @@ fn decode_data_set(
             if let Some(rate) = options.sampling_rate() {
                 domain.samplers.set(options.sampler_id.unwrap_or(0), rate);
             }
+            if context.exporter_address_from_options
+                && let Some(address) = options.exporter_address.filter(|a| !a.is_unspecified())
+            {
+                domain.exporter_address = Some(address);
+            }
+            if let (Some(if_index), true) = (
+                options.if_index,
+                options.interface_name.is_some() || options.interface_description.is_some(),
+            ) {
+                let names = &mut exporter.interface_names;
+                let known = names.contains_key(&(key, if_index));
+                if known || *context.interface_names < context.max_interface_names {
+                    let entry = names.entry((key, if_index)).or_default();
+                    if let Some(name) = options.interface_name {
+                        entry.name = exporter::InterfaceName::text(name);
+                    }
+                    if let Some(description) = options.interface_description {
+                        entry.description = exporter::InterfaceName::text(description);
+                    }
+                    *context.interface_names += usize::from(!known);
+                    counters.interface_names += u64::from(!known);
+                } else {
+                    counters.interface_names_refused += 1;
+                }
+            }
         }
         count_leftover(counters, body.len(), rest);
         return Some((records, 0));
     }
+    let exporter_address = domain
+        .exporter_address
+        .filter(|_| context.exporter_address_from_options)
+        .unwrap_or(address);
     let base = FlowRecord {
         kind: header.kind,
         time_received_ns: header.received_ns,
         sequence_num: header.sequence,
-        sampler_address: address,
+        sampler_address: exporter_address,
         observation_domain_id: header.domain_id,
         ..FlowRecord::default()
     };
@@ -616,6 +691,11 @@ fn decode_data_set(
         let flow = out.last_mut().expect("just pushed");
         let mut facts = RecordFacts::default();
         layout.decode_flow(record, flow, &mut facts);
+        if context.exporter_address_from_options
+            && let Some(address) = facts.exporter_address.filter(|a| !a.is_unspecified())
+        {
+            flow.sampler_address = address;
+        }
         if !clock.stamp(flow, &facts) {
             counters.times_from_header += 1;
         }
@@ -653,7 +733,7 @@ fn decode_data_set(
 /// a set of a length divisible by 4 (alignment padding, RFC 7011 section 3.3.1, which
 /// MikroTik RouterOS fills with stray bytes); a truncated record otherwise.
 fn count_leftover(counters: &mut DecodeCounters, body_len: usize, rest: &[u8]) {
-    let alignment = rest.len() < 4 && (body_len + SET_HEADER_LEN) % 4 == 0;
+    let alignment = rest.len() < 4 && (body_len + SET_HEADER_LEN).is_multiple_of(4);
     if !alignment && rest.iter().any(|&b| b != 0) {
         counters.errors.add(DecodeError::Truncated);
     }

@@ -5,6 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::exporter::InterfaceName;
+
 /// Which protocol a record arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FlowKind {
@@ -232,14 +234,50 @@ impl Serialize for RenderedProto {
 
 impl Serialize for FlowRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.field_count()))?;
+        self.serialize_fields(&mut map)?;
+        map.end()
+    }
+}
+
+/// A record with the names its exporter gave its interfaces (options data, IE 82/83), as
+/// `exflow decode` prints it: the record's fields, then `in_if_name`, `in_if_description`,
+/// `out_if_name`, `out_if_description` where known (Akvorado's names for them).
+pub struct NamedRecord<'a> {
+    pub record: &'a FlowRecord,
+    pub in_if: Option<&'a InterfaceName>,
+    pub out_if: Option<&'a InterfaceName>,
+}
+
+impl Serialize for NamedRecord<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let names = 2 * (usize::from(self.in_if.is_some()) + usize::from(self.out_if.is_some()));
+        let mut map = serializer.serialize_map(Some(self.record.field_count() + names))?;
+        self.record.serialize_fields(&mut map)?;
+        if let Some(names) = self.in_if {
+            map.serialize_entry("in_if_name", &*names.name)?;
+            map.serialize_entry("in_if_description", &*names.description)?;
+        }
+        if let Some(names) = self.out_if {
+            map.serialize_entry("out_if_name", &*names.name)?;
+            map.serialize_entry("out_if_description", &*names.description)?;
+        }
+        map.end()
+    }
+}
+
+impl FlowRecord {
+    fn field_count(&self) -> usize {
+        let biflow = self.reverse_bytes != 0 || self.reverse_packets != 0;
+        23 + if biflow { 2 } else { 0 }
+            + if self.has_nat() { 4 } else { 0 }
+            + usize::from(self.flow_end_reason != 0)
+            + usize::from(self.firewall_event != 0)
+    }
+
+    fn serialize_fields<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
         let biflow = self.reverse_bytes != 0 || self.reverse_packets != 0;
         let nat = self.has_nat();
-        let fields = 23
-            + if biflow { 2 } else { 0 }
-            + if nat { 4 } else { 0 }
-            + usize::from(self.flow_end_reason != 0)
-            + usize::from(self.firewall_event != 0);
-        let mut map = serializer.serialize_map(Some(fields))?;
         map.serialize_entry("type", self.kind.name())?;
         map.serialize_entry("time_received_ns", &self.time_received_ns)?;
         map.serialize_entry("sequence_num", &self.sequence_num)?;
@@ -287,7 +325,7 @@ impl Serialize for FlowRecord {
         if self.firewall_event != 0 {
             map.serialize_entry("firewall_event", &self.firewall_event)?;
         }
-        map.end()
+        Ok(())
     }
 }
 
@@ -386,5 +424,31 @@ mod tests {
         let plain = serde_json::to_value(FlowRecord::default()).unwrap();
         assert!(plain.get("post_nat_src_ipv4_address").is_none());
         assert!(plain.get("flow_end_reason").is_none());
+    }
+
+    #[test]
+    fn a_named_record_adds_the_interface_names_it_has() {
+        let record = FlowRecord {
+            in_if: 104,
+            out_if: 7,
+            ..FlowRecord::default()
+        };
+        let names = InterfaceName {
+            name: "Te0/6/0/2".into(),
+            description: "TenGigE0_6_0_2".into(),
+        };
+        let json = serde_json::to_value(NamedRecord {
+            record: &record,
+            in_if: Some(&names),
+            out_if: None,
+        })
+        .unwrap();
+        assert_eq!(json["in_if"], 104);
+        assert_eq!(json["in_if_name"], "Te0/6/0/2");
+        assert_eq!(json["in_if_description"], "TenGigE0_6_0_2");
+        assert!(json.get("out_if_name").is_none());
+        assert_eq!(json.as_object().unwrap().len(), 23 + 2);
+        assert_eq!(InterfaceName::text(b"eth0\0\0\0"), "eth0".into());
+        assert_eq!(InterfaceName::text(&[b'x'; 100]).len(), 64);
     }
 }

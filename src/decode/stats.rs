@@ -145,6 +145,10 @@ pub struct DecodeCounters {
     pub connections_evicted: u64,
     /// Records whose addresses and ports came from a packet section (IE 313/315).
     pub packet_section_records: u64,
+    /// Interfaces whose name or description (IE 82/83) options data announced.
+    pub interface_names: u64,
+    /// Interface names not kept: the decoder held `decoder.max_interface_names` already.
+    pub interface_names_refused: u64,
     pub errors: ErrorCounts,
 }
 
@@ -168,6 +172,8 @@ impl DecodeCounters {
         self.continued_records += other.continued_records;
         self.connections_evicted += other.connections_evicted;
         self.packet_section_records += other.packet_section_records;
+        self.interface_names += other.interface_names;
+        self.interface_names_refused += other.interface_names_refused;
         for (error, count) in other.errors.iter() {
             self.errors.0[error.index()] += count;
         }

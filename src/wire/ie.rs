@@ -32,6 +32,8 @@ pub const INTERFACE_NAME: u16 = 82;
 pub const INTERFACE_DESCRIPTION: u16 = 83;
 pub const OCTET_TOTAL_COUNT: u16 = 85;
 pub const PACKET_TOTAL_COUNT: u16 = 86;
+pub const EXPORTER_IPV4_ADDRESS: u16 = 130;
+pub const EXPORTER_IPV6_ADDRESS: u16 = 131;
 /// Why the flow ended (RFC 5102): 1 idle timeout, 2 active timeout, 3 end of flow detected
 /// (TCP FIN/RST), 4 forced end, 5 lack of resources.
 pub const FLOW_END_REASON: u16 = 136;

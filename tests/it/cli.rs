@@ -211,3 +211,69 @@ fn check_config_connects_to_the_broker() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains(&format!("broker '{dead}'")), "{stderr}");
 }
+
+/// A pcap (LINKTYPE_RAW, IPv4/UDP) of the given payloads, all from `source`.
+fn raw_ipv4_pcap(source: [u8; 4], payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut pcap = Vec::new();
+    pcap.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    pcap.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
+    pcap.extend_from_slice(&4u16.to_le_bytes());
+    pcap.extend_from_slice(&[0; 8]); // thiszone, sigfigs
+    pcap.extend_from_slice(&65_535u32.to_le_bytes()); // snaplen
+    pcap.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+    for (i, payload) in payloads.iter().enumerate() {
+        let total = 20 + 8 + payload.len();
+        pcap.extend_from_slice(&(1_481_018_990 + i as u32).to_le_bytes());
+        pcap.extend_from_slice(&0u32.to_le_bytes());
+        pcap.extend_from_slice(&(total as u32).to_le_bytes());
+        pcap.extend_from_slice(&(total as u32).to_le_bytes());
+        pcap.extend_from_slice(&[0x45, 0]);
+        pcap.extend_from_slice(&(total as u16).to_be_bytes());
+        pcap.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]); // id, fragment, ttl, UDP, sum
+        pcap.extend_from_slice(&source);
+        pcap.extend_from_slice(&[127, 0, 0, 1]);
+        pcap.extend_from_slice(&50_000u16.to_be_bytes());
+        pcap.extend_from_slice(&2055u16.to_be_bytes());
+        pcap.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        pcap.extend_from_slice(&[0, 0]);
+        pcap.extend_from_slice(payload);
+    }
+    pcap
+}
+
+/// Interface names from options data come out with the records: the Cisco ASR 9000's
+/// descriptions (logstash's fixtures, options first) beside `in_if` / `out_if`.
+#[test]
+fn decode_prints_interface_names_from_options_data() {
+    let payloads: Vec<Vec<u8>> = [
+        "netflow9_test_cisco_asr9k_opttpl256",
+        "netflow9_test_cisco_asr9k_data256",
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ]
+    .iter()
+    .map(|name| std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap())
+    .collect();
+    let path = std::env::temp_dir().join(format!("exflow-asr9k-{}.pcap", std::process::id()));
+    std::fs::write(&path, raw_ipv4_pcap([192, 0, 2, 7], &payloads)).unwrap();
+    let output = exflow().arg("decode").arg(&path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 21);
+    let named: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("in_if_description").is_some())
+        .collect();
+    assert!(!named.is_empty());
+    for line in &named {
+        assert!(!line["in_if_description"].as_str().unwrap().is_empty());
+        assert_eq!(line["in_if_name"], "");
+    }
+    let unnamed = lines.iter().filter(|l| l.get("in_if_name").is_none());
+    assert_eq!(unnamed.count() + named.len(), 21);
+}

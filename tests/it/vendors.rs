@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use exflow::decode::{DecodeCounters, Decoder, DecoderConfig, DecoderLimits, FlowRecord};
+use exflow::decode::{DecodeCounters, Decoder, DecoderConfig, DecoderLimits, FlowKind, FlowRecord};
 
 use crate::support::data;
 
@@ -590,4 +590,113 @@ fn cisco_asr9k_template_260() {
     assert_eq!(r.time_flow_start_ns, 1_481_018_932_377_000_000);
     assert_eq!(r.time_flow_end_ns, 1_481_018_933_964_000_000);
     assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// Cisco ASR 9000: options template 256 (scope system, ingress interface, interface
+/// description) and its 19 options records; logstash's last: interface 104 is
+/// "TenGigE0_6_0_2". The names are kept per (exporter, observation domain, ifIndex) and the
+/// same router's flow records (template 260, same source id) find theirs.
+#[test]
+fn cisco_asr9k_interface_descriptions_from_options_data() {
+    let names = [
+        "netflow9_test_cisco_asr9k_opttpl256",
+        "netflow9_test_cisco_asr9k_data256",
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ];
+    let exporter: IpAddr = "192.0.2.7".parse().unwrap();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    for name in names {
+        let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
+        let _ = decoder.decode(exporter, 1, &bytes, &mut records);
+    }
+    let counters = decoder.totals();
+    assert_eq!(counters.options_records, 19);
+    assert_eq!(counters.interface_names, 19);
+    assert_eq!(decoder.interface_name_count(), 19);
+    let domain = (FlowKind::NetflowV9, 2177);
+    let names = decoder.interface_name(exporter, domain, 104).unwrap();
+    assert_eq!(&*names.description, "TenGigE0_6_0_2");
+    assert_eq!(&*names.name, "");
+    assert!(
+        decoder
+            .interface_name(exporter, (FlowKind::Ipfix, 2177), 104)
+            .is_none()
+    );
+    assert!(
+        decoder
+            .interface_name(ip("192.0.2.8"), domain, 104)
+            .is_none()
+    );
+    assert_eq!(records.len(), 21);
+    let named = records
+        .iter()
+        .filter(|r| decoder.interface_name(exporter, domain, r.in_if).is_some())
+        .count();
+    assert!(
+        named > 0,
+        "some of the router's records name their input interface"
+    );
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// Interface names are bounded over all exporters: at `decoder.max_interface_names` a new
+/// one is refused and counted, a known one still updated.
+#[test]
+fn interface_names_are_bounded_and_refusals_counted() {
+    let config = DecoderConfig {
+        limits: DecoderLimits {
+            max_interface_names: 5,
+            ..DecoderLimits::default()
+        },
+        ..DecoderConfig::default()
+    };
+    let (_, counters) = decode_dats_with(
+        &[
+            "netflow9_test_cisco_asr9k_opttpl256",
+            "netflow9_test_cisco_asr9k_data256",
+            "netflow9_test_cisco_asr9k_data256",
+        ],
+        config,
+    );
+    assert_eq!(counters.interface_names, 5);
+    assert_eq!(counters.interface_names_refused, 2 * 14);
+}
+
+/// Juniper MX240 (JunOS 15.1) options data names the exporter, exporterIPv4Address
+/// 10.0.0.1 (logstash). Through a relay (here 192.0.2.7), with
+/// `decoder.exporter_address_from_options` the domain's flow records carry that address;
+/// by default the datagram's source, as a sender could claim any address.
+#[test]
+fn relayed_exporter_address_from_options_data() {
+    let mut flow = totals_only_message(1, 1_527_865_913, &[(1000, 2, 0, 0, 3)]);
+    flow[12..16].copy_from_slice(&524_288u32.to_be_bytes()); // the MX240's domain
+    let decode = |from_options: bool| {
+        let config = DecoderConfig {
+            limits: DecoderLimits {
+                exporter_address_from_options: from_options,
+                ..DecoderLimits::default()
+            },
+            ..DecoderConfig::default()
+        };
+        let mut decoder = Decoder::new(config);
+        let mut records = Vec::new();
+        for name in [
+            "ipfix_test_juniper_mx240_junos151r6s3_opttpl512",
+            "ipfix_test_juniper_mx240_junos151r6s3_data512",
+        ] {
+            let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
+            let _ = decoder.decode(ip("192.0.2.7"), 1, &bytes, &mut records);
+        }
+        let _ = decoder.decode(ip("192.0.2.7"), 2, &flow, &mut records);
+        assert_eq!(decoder.totals().options_records, 1);
+        assert_eq!(decoder.totals().errors.total(), 0);
+        assert_eq!(records.len(), 1);
+        records[0]
+    };
+    let relayed = decode(true);
+    assert_eq!(relayed.sampler_address, ip("10.0.0.1"));
+    assert_eq!(relayed.observation_domain_id, 524_288);
+    assert_eq!(decode(false).sampler_address, ip("192.0.2.7"));
 }
