@@ -23,7 +23,7 @@ fn decode(c: &mut Criterion) {
     ] {
         let mut datagrams = Vec::new();
         // Templates only with the first datagram, as in a steady stream.
-        synth::Exporter::new(kind, 0)
+        exflow::wire::emit::Exporter::new(kind, 0)
             .template_every(u32::MAX)
             .encode(&records, 1_710_230_500_000, &mut datagrams);
         let mut decoder = Decoder::new(DecoderConfig::default());

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod scaleout;
 pub mod sink;
 pub mod source;
+#[cfg(any(test, feature = "loadgen"))]
 pub mod synth;
 pub mod telemetry;
 pub mod time;

@@ -4,6 +4,7 @@ mod check_config;
 mod collect;
 mod decode;
 mod detect;
+#[cfg(feature = "loadgen")]
 mod loadgen;
 mod replay;
 mod run;
@@ -63,9 +64,11 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Load-test a running exflow: send realistic NetFlow/IPFIX from many simulated
     /// exporters over loopback and report what it received, decoded and dropped.
+    #[cfg(feature = "loadgen")]
     Loadgen(LoadgenArgs),
 }
 
+#[cfg(feature = "loadgen")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
     V5,
@@ -75,6 +78,7 @@ pub enum Protocol {
     Sflow,
 }
 
+#[cfg(feature = "loadgen")]
 #[derive(Debug, clap::Args)]
 pub struct LoadgenArgs {
     /// Where exflow listens (loopback only).
@@ -209,6 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Collect(args) => collect::run(args),
         Command::Detect(args) => detect::run(args),
         Command::CheckConfig(args) => check_config::run(args),
+        #[cfg(feature = "loadgen")]
         Command::Loadgen(args) => loadgen::run(args),
     }
 }

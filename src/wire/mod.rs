@@ -10,6 +10,7 @@
 //! The views know nothing of templates: compiling templates and decoding data records is
 //! the stateful `decode` stage's job.
 
+pub mod emit;
 pub mod ie;
 pub mod ipfix;
 pub mod netflow_v5;

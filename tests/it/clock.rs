@@ -42,7 +42,7 @@ fn upload(inside: &str, start_ms: u64, end_ms: u64) -> FlowRecord {
 /// IPFIX datagrams (template first) carrying `records`, exported at `export_ms`.
 fn ipfix(records: &[FlowRecord], export_ms: u64) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    exflow::synth::Exporter::new(FlowKind::Ipfix, 7).encode(records, export_ms, &mut out);
+    exflow::wire::emit::Exporter::new(FlowKind::Ipfix, 7).encode(records, export_ms, &mut out);
     out
 }
 
@@ -149,7 +149,7 @@ fn records_delayed_up_to_50_minutes_still_raise_the_expected_alerts() {
     let config = border_config();
     let enricher = config.enricher().unwrap();
     let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 2);
-    let mut exporter = exflow::synth::Exporter::new(FlowKind::Ipfix, 1);
+    let mut exporter = exflow::wire::emit::Exporter::new(FlowKind::Ipfix, 1);
     let (mut alerts, mut datagrams) = (Vec::new(), Vec::new());
     // One datagram per arrival millisecond's records, sent when they arrive.
     for batch in delayed.chunk_by(|a, b| a.0 == b.0) {

@@ -475,7 +475,7 @@ fn upload(inside: String, outside: String, bytes: u64, end_ms: u64) -> exflow::d
 /// IPFIX datagrams of `records`, each exported when it ends, as (exporter, received ns,
 /// datagram) like a capture's.
 fn exported(records: &[exflow::decode::FlowRecord]) -> Vec<(std::net::IpAddr, u64, Vec<u8>)> {
-    let mut exporter = exflow::synth::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);
+    let mut exporter = exflow::wire::emit::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);
     let mut out = Vec::new();
     for record in records {
         let mut datagrams = Vec::new();

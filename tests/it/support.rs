@@ -80,12 +80,12 @@ pub fn replay(names: &[&str], config: &Config, shards: usize) -> (Vec<Alert>, Pi
     (alerts, pipeline.counters())
 }
 
-/// Feeds records (encoded as IPFIX by `synth`, decoded again) through a pipeline.
+/// Feeds records (encoded as IPFIX by `wire::emit`, decoded again) through a pipeline.
 pub fn replay_records(records: &[FlowRecord], config: &Config) -> Vec<Alert> {
     let enricher = config.enricher().unwrap();
     let mut pipeline = Pipeline::new(config, enricher, 2);
     let mut alerts = Vec::new();
-    let mut exporter = exflow::synth::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);
+    let mut exporter = exflow::wire::emit::Exporter::new(exflow::decode::FlowKind::Ipfix, 1);
     let mut datagrams = Vec::new();
     for record in records {
         datagrams.clear();

@@ -4,7 +4,7 @@
 //! was sent, received, decoded and dropped at each stage. `--find-max` steps the rate up to
 //! the highest one with less than 0.01% loss. Only loopback targets are allowed.
 //!
-//! Exfiltration scenarios ([`synth::Scenario`]) can be injected at known times into one
+//! Exfiltration scenarios ([`Scenario`]) can be injected at known times into one
 //! exporter's stream; a [`Watch`] thread polls `/metrics` until the scenario's rule counts
 //! an alert and reports how long that took.
 
@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::scenario::Scenario;
 use exflow::decode::FlowKind;
-use exflow::synth::{self, Scenario};
+use exflow::synth;
 use exflow::telemetry::scrape::{fetch, samples, sum_where};
+use exflow::wire::emit::{self, Exporter};
 
 /// The event time of the background records (and of injected scenarios), ms.
 const EVENT_START_MS: u64 = 1_710_230_400_000;
@@ -106,7 +108,7 @@ impl SimulatedExporter {
             .with_context(|| format!("cannot reach {}", spec.target))?;
         let records = background(index);
         let exporter =
-            synth::Exporter::new(spec.kind, u32::from(index)).template_every(spec.template_every);
+            Exporter::new(spec.kind, u32::from(index)).template_every(spec.template_every);
         Ok(SimulatedExporter {
             socket,
             datagrams: encode(spec.kind, exporter, &records),
@@ -154,7 +156,7 @@ fn background(index: u16) -> Vec<exflow::decode::FlowRecord> {
 /// Encodes records into datagrams, each with the records it carries.
 fn encode(
     kind: FlowKind,
-    mut exporter: synth::Exporter,
+    mut exporter: Exporter,
     records: &[exflow::decode::FlowRecord],
 ) -> Vec<(Vec<u8>, u32)> {
     let mut encoded = Vec::new();
@@ -162,7 +164,7 @@ fn encode(
     encoded
         .into_iter()
         .map(|d| {
-            let count = synth::record_count(kind, &d);
+            let count = emit::record_count(kind, &d);
             (d, count)
         })
         .collect()
@@ -204,7 +206,7 @@ fn scenario_datagrams(
 ) -> Vec<(Vec<u8>, u32)> {
     encode(
         kind,
-        synth::Exporter::new(kind, u32::from(index)),
+        Exporter::new(kind, u32::from(index)),
         &scenario.records(inside, EVENT_START_MS),
     )
 }

@@ -10,6 +10,7 @@ use self::harness::{Detections, LoadSpec, Received, Sent, Watch};
 use super::{LoadgenArgs, Protocol};
 
 pub mod harness;
+mod scenario;
 
 pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let kind = match args.protocol {
@@ -131,7 +132,7 @@ fn print_detections(d: &Detections, spec: &LoadSpec, sent: &Sent, timeout_s: f64
             i.scenario.rule(),
             i.sent_after.as_secs_f64(),
             i.inside,
-            exflow::synth::SCENARIO_DESTINATION,
+            scenario::SCENARIO_DESTINATION,
             i.exporter,
         );
     }
