@@ -1,26 +1,38 @@
 #!/usr/bin/env python3
 """export.py: the evaluation day through the real exporters, the MIDDLE of the measurement.
 
-Feeds `day.pcap` (from gen_day.py) to softflowd and to pmacct's pmacctd (Debian's packages,
-as the integration tests run them) exporting to a UDP socket on loopback that this script
-holds, and writes what each exporter sent as a pcap of its datagrams (Ethernet/IPv4/UDP from
-127.0.0.1, the received time) beside the day: what `exflow replay` and score.py read.
+Feeds `day.pcap` (from gen_day.py) to softflowd, to pmacct's pmacctd and to nfdump's nfpcapd
+(Debian's packages, as the integration tests run them) exporting to a UDP socket on loopback
+that this script holds, and writes what each exporter sent as a pcap of its datagrams
+(Ethernet/IPv4/UDP from 127.0.0.1, the received time) beside the day: what `exflow replay` and
+score.py read.
 
     python3 benches/eval/export.py OUTDIR            # every export of EXPORTS
     python3 benches/eval/export.py OUTDIR pmacct_v9_latecache
 
-Exports (the exporters' command lines are written to OUTDIR/exporters.log), all with the
-exporters' default timeouts (reading a capture, softflowd and pmacctd export a flow promptly when it
-ends or idles out):
+Reading a capture, softflowd and pmacct's nfprobe never expire a flow on time, idle or active
+(both: `check_expired(..., capfile == NULL ? CE_EXPIRE_NORMAL : CE_EXPIRE_FORCED)`): a flow
+leaves their cache when the cache is full, when a packet takes it past `maxlife`, or at the end
+of the capture, where the rest are flushed in the order they would have expired (so without
+maxlife their records come nearly in time order). nfpcapd is the one that runs its active and
+inactive timeouts on the packets' times when reading a file, as a router does on the wall clock.
+
+Exports (the exporters' command lines are written to OUTDIR/exporters.log):
 - softflowd_ipfix: softflowd 1.1.0, IPFIX, a cache big enough for the day (`-m 65536`); `-a`
   stamps flows with the capture's times rather than the wall clock
 - softflowd_ipfix_sampled10: the same, 1-in-10 packet sampling (`-s 10`)
 - pmacct_ipfix: pmacctd + nfprobe, IPFIX, a 65,536-flow cache
 - pmacct_v9_latecache: pmacctd + nfprobe, NetFlow v9, pmacct's default 8,192-flow cache: on the
   full day it overflows and records come late
-- pmacct_v9_maxlife1800: NetFlow v9 with a 30-minute active timeout (`maxlife=1800`, what routers
-  use): reading a capture, pmacctd then holds most records for hours (measured: a median of
-  ~18 h behind the newest flow end on the reduced day), a stress test of late records
+- nfpcapd_v9_active1800: a router's timeouts, on the capture's time: nfdump 1.7.1's nfpcapd
+  reads the day with a 30-minute active and a 15-second inactive timeout (`-e 1800,15`, Cisco's
+  inactive default) into nfcapd files, one an hour in time order, and nfreplay sends each as
+  NetFlow v9; a long flow is a record every 30 minutes, a connection idle for 15 s is split.
+  Records come at most ~40 s behind the newest flow end
+- pmacct_v9_maxlife1800: NetFlow v9 with pmacct's `maxlife=1800`: reading a capture (above)
+  pmacctd exports a long flow mid-capture at its first packet past 30 minutes and holds every
+  short one to the end, a median of ~18 h behind the newest flow end: not what a router sends,
+  a stress test of records beyond `flow.max_lateness_s` (score.py marks it "stress")
 
 Nothing leaves loopback. Standard library only.
 """
@@ -47,6 +59,7 @@ EXPORTS = {
     "pmacct_v9_latecache": ("pmacctd", "nfprobe_version[exp]: 9\n"),
     "pmacct_v9_maxlife1800": ("pmacctd", "nfprobe_version[exp]: 9\nnfprobe_maxflows[exp]: 65536\n"
                                          "nfprobe_timeouts[exp]: maxlife=1800\n"),
+    "nfpcapd_v9_active1800": ("nfpcapd", ["-e", "1800,15"]),
 }
 
 
@@ -97,15 +110,50 @@ def write_pcap(path, datagrams, dport):
             f.write(frame)
 
 
+def nfpcapd(outdir, name, pcap, opts, port):
+    """nfpcapd reads the day into hourly nfcapd files (its timeouts on packet time), then
+    nfreplay sends them in time order as NetFlow v9: (the last failed or final process, the
+    command lines)"""
+    flows = os.path.join(outdir, name + ".nfcapd")
+    if os.path.isdir(flows):
+        for f in os.listdir(flows):
+            os.remove(os.path.join(flows, f))
+    else:
+        os.mkdir(flows)
+    cmd = ["nfpcapd", "-r", pcap, "-w", flows, "-t", "3600"] + opts
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    shown = [" ".join(cmd)]
+    if result.returncode != 0:
+        return result, shown[0]
+    files = sorted(f for f in os.listdir(flows) if f.startswith("nfcapd.2"))
+    output = result.stdout
+    for f in files:
+        # -d: microseconds between datagrams, so that the receiver keeps up
+        replay = ["nfreplay", "-r", os.path.join(flows, f), "-H", "127.0.0.1", "-p", str(port), "-v", "9",
+                  "-d", "100"]
+        result = subprocess.run(replay, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output += result.stdout
+        if result.returncode != 0:
+            break
+    shown.append("for each of %d files FLOWS/nfcapd.* in order: nfreplay -r FILE -H 127.0.0.1 -p PORT -v 9 -d 100"
+                 % len(files))
+    result.stdout = output
+    return result, "; ".join(shown)
+
+
 def export(outdir, name, log):
     tool, opts = EXPORTS[name]
     pcap = os.path.join(outdir, "day.pcap")
     rx = Receiver()
     rx.start()
-    if tool == "softflowd":
+    started = time.time()
+    if tool == "nfpcapd":
+        result, shown = nfpcapd(outdir, name, pcap, opts, rx.port)
+    elif tool == "softflowd":
         cmd = ["softflowd", "-d", "-a", "-r", pcap, "-n", "127.0.0.1:%d" % rx.port,
                "-p", os.path.join(outdir, "softflowd.pid")] + opts
         shown = " ".join(cmd)
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     else:
         conf = os.path.join(outdir, name + ".pmacctd.conf")
         with open(conf, "w") as f:
@@ -113,8 +161,7 @@ def export(outdir, name, log):
         cmd = ["pmacctd", "-f", conf]
         shown = "pmacctd -f %s  # %s" % (conf, (PMACCT_COMMON.format(dir=outdir, pcap=pcap, port="PORT") + opts)
                                            .replace("\n", "; "))
-    started = time.time()
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rx.finish()
     path = os.path.join(outdir, name + ".pcap")
     write_pcap(path, rx.datagrams, rx.port)

@@ -1,8 +1,9 @@
 //! Detection quality on the reduced evaluation day (tests/data/eval/, made by
 //! benches/eval/gen_day.py --scale ci and exported by softflowd and pmacctd): every export is
 //! replayed, its alerts are scored against the labels with score.py's matching, and the test
-//! fails when a scenario that was caught is missed or false alerts per 10,000 benign
-//! conversations rise above the ceiling in thresholds.json.
+//! fails when a scenario that was caught is missed, false alerts per 10,000 benign
+//! conversations rise above the ceiling in thresholds.json, or exflow drops another number of
+//! records as too late than score.py counted beyond `flow.max_lateness_s`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -64,6 +65,9 @@ struct Floor {
     /// Scenarios that must be caught (by one of their `caught_by` rules).
     caught: Vec<String>,
     max_false_per_10k: f64,
+    /// Records that end more than `flow.max_lateness_s` behind the newest flow end the export
+    /// sent before them (score.py's count): what exflow must drop, no more, no fewer.
+    late_dropped: u64,
 }
 
 /// Seconds since the epoch of an alert's RFC 3339 time ("2025-03-11T14:09:59.999Z").
@@ -218,6 +222,12 @@ fn the_reduced_evaluation_day_keeps_its_recall_and_its_false_alert_ceiling() {
         let (alerts, counters) = replay(&[&format!("eval/{export}.pcap")], &config, 1);
         assert!(counters.decode.records > 4000, "{export}: {counters:?}");
         assert!(!alerts.is_empty(), "{export}: no alerts at all");
+        if counters.flow.clock.late != floor.late_dropped {
+            failures.push(format!(
+                "{export}: {} records dropped as too late, score.py counts {} beyond flow.max_lateness_s",
+                counters.flow.clock.late, floor.late_dropped
+            ));
+        }
         let score = scorer.score(&alerts);
         let per_10k = score.false_total() as f64 * 10_000.0 / labels.benign_conversations as f64;
         eprintln!(
