@@ -157,6 +157,10 @@ pub struct SharedArgs {
     /// (default for those two: exflow.flows.v1).
     #[arg(long, env = "EXFLOW_FLOWS_TOPIC", value_name = "TOPIC")]
     pub flows_topic: Option<String>,
+    /// Kafka topic of each alert as an OCSF Detection Finding (sets
+    /// `sink.kafka.ocsf_topic`; off when unset), e.g. exflow.findings.ocsf.v1.
+    #[arg(long, env = "EXFLOW_OCSF_TOPIC", value_name = "TOPIC")]
+    pub ocsf_topic: Option<String>,
 }
 
 impl Config {
@@ -236,11 +240,17 @@ impl Config {
         if let Some(address) = args.metrics_listen {
             self.metrics_listen = address;
         }
-        if args.kafka_brokers.is_some() || args.kafka_topic.is_some() || args.flows_topic.is_some()
+        if args.kafka_brokers.is_some()
+            || args.kafka_topic.is_some()
+            || args.flows_topic.is_some()
+            || args.ocsf_topic.is_some()
         {
             let kafka = self.sink.kafka.get_or_insert_with(|| KafkaConfig::new(""));
             if let Some(topic) = &args.flows_topic {
                 kafka.flows_topic = Some(topic.clone());
+            }
+            if let Some(topic) = &args.ocsf_topic {
+                kafka.ocsf_topic = Some(topic.clone());
             }
             if let Some(brokers) = &args.kafka_brokers {
                 kafka.brokers = brokers.clone();
@@ -348,6 +358,7 @@ impl Config {
             for (key, topic) in [
                 ("topic", Some(&kafka.topic)),
                 ("flows_topic", kafka.flows_topic.as_ref()),
+                ("ocsf_topic", kafka.ocsf_topic.as_ref()),
             ] {
                 let Some(topic) = topic else { continue };
                 if topic.is_empty()
@@ -360,6 +371,12 @@ impl Config {
                         "sink.kafka.{key}: '{topic}' is not a valid Kafka topic name"
                     ));
                 }
+            }
+            if kafka.ocsf_topic.as_ref() == Some(&kafka.topic) {
+                problems.push(format!(
+                    "sink.kafka.ocsf_topic: '{}' is the alert topic; OCSF findings need a topic of their own",
+                    kafka.topic
+                ));
             }
             if kafka.queue_alerts == 0 || kafka.spool_max_bytes == 0 {
                 problems.push(
@@ -486,6 +503,26 @@ mod tests {
         assert!(text.contains("rules.long_lived_foreign.ladder_s"), "{text}");
         assert!(text.contains("sink.kafka.brokers: 'kafka1'"), "{text}");
         assert!(text.contains("sink.kafka.topic: 'bad topic'"), "{text}");
+    }
+
+    #[test]
+    fn ocsf_findings_need_a_topic_of_their_own() {
+        let mut config = Config::default();
+        config.sink.kafka = Some(KafkaConfig {
+            ocsf_topic: Some("exflow.alerts.v1".into()),
+            ..KafkaConfig::new("127.0.0.1:9092")
+        });
+        let text = config.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("sink.kafka.ocsf_topic: 'exflow.alerts.v1'"),
+            "{text}"
+        );
+        let args = SharedArgs {
+            ocsf_topic: Some("exflow.findings.ocsf.v1".into()),
+            ..SharedArgs::default()
+        };
+        config.apply(&args);
+        assert!(config.validate().is_ok());
     }
 
     #[test]

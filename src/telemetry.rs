@@ -547,7 +547,7 @@ impl Telemetry {
                 &mut out,
                 "exflow_sink_kafka_delivered_alerts_total",
                 "counter",
-                "Alerts the Kafka broker acknowledged.",
+                "Alerts (and their OCSF findings when sink.kafka.ocsf_topic is set) the Kafka broker acknowledged.",
                 &load(&k.delivered),
             );
             metric(
@@ -575,7 +575,7 @@ impl Telemetry {
                 &mut out,
                 "exflow_sink_spool_alerts",
                 "gauge",
-                "Alerts in the spool not yet acknowledged, on disk.",
+                "Alerts (and OCSF findings) in the spool not yet acknowledged, on disk.",
                 &load(&k.spool_alerts),
             );
             metric(

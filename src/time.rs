@@ -23,6 +23,47 @@ pub fn rfc3339(ns: u64) -> String {
     }
 }
 
+/// Milliseconds since the epoch of a time [`rfc3339`] wrote (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`);
+/// `None` for anything else.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (whole, millis) = match text.split_once('.') {
+        Some((whole, fraction)) if fraction.len() == 3 => (whole, fraction.parse::<u64>().ok()?),
+        Some(_) => return None,
+        None => (text, 0),
+    };
+    let (date, clock) = whole.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<u32>);
+    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let mut clock = clock.splitn(3, ':').map(str::parse::<u64>);
+    let (hour, minute, second) = (
+        clock.next()?.ok()?,
+        clock.next()?.ok()?,
+        clock.next()?.ok()?,
+    );
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(i64::from(year), month, day)).ok()?;
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis)
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -50,5 +91,25 @@ mod tests {
             "2024-02-29T00:00:00.250Z"
         );
         assert_eq!(rfc3339(4_102_444_799_000_000_000), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ns in [
+            0,
+            1_710_230_520_000_000_000,
+            1_709_164_800_250_000_000,
+            4_102_444_799_000_000_000,
+        ] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339(ns)), Some(ns / 1_000_000));
+        }
+        for bad in [
+            "",
+            "2024-03-12T08:02:00",
+            "2024-13-12T08:02:00Z",
+            "2024-03-12T08:02:00.5Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
     }
 }

@@ -184,6 +184,10 @@ pub struct ReplayArgs {
     /// Flow-table shards (the daemon uses one per worker); alerts do not depend on it.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub shards: usize,
+    /// Alerts as exflow's JSON (`schemas/alert.schema.json`) or as OCSF 1.3.0 Detection
+    /// Findings (`schemas/ocsf-detection-finding.v1.md`).
+    #[arg(long, value_enum, default_value_t = exflow::sink::AlertFormat::Json)]
+    pub format: exflow::sink::AlertFormat,
     /// Capture files (pcap or pcapng), replayed in order through one pipeline.
     #[arg(required = true, value_name = "CAPTURE")]
     pub captures: Vec<PathBuf>,

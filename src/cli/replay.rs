@@ -14,7 +14,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let mut sink = match &config.sink.file {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),
-    };
+    }
+    .with_format(args.format);
     let mut pipeline = Pipeline::new(&config, enricher, args.shards);
     let mut alerts: Vec<Alert> = Vec::new();
     let mut write_error = None;

@@ -26,6 +26,7 @@ pub struct SinkConfig {
 
 pub mod flows;
 pub mod kafka;
+pub mod ocsf;
 pub mod spool;
 
 /// Counters of the alert sink, shared with the metrics endpoint.
@@ -144,16 +145,34 @@ impl AlertSender {
     }
 }
 
-/// Alerts as JSON lines (one object per line, `schemas/alert.schema.json`).
+/// The form alerts are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlertFormat {
+    /// The exflow alert, `schemas/alert.schema.json`.
+    #[default]
+    Json,
+    /// The alert as an OCSF 1.3.0 Detection Finding (`sink::ocsf`).
+    Ocsf,
+}
+
+/// Alerts as JSON lines (one object per line, `schemas/alert.schema.json`, or OCSF findings).
 pub struct JsonLines {
     out: Box<dyn Write + Send>,
+    format: AlertFormat,
 }
 
 impl JsonLines {
     pub fn stdout() -> Self {
         JsonLines {
             out: Box::new(BufWriter::new(std::io::stdout())),
+            format: AlertFormat::Json,
         }
+    }
+
+    /// The same lines in `format`.
+    pub fn with_format(mut self, format: AlertFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Appends to `path`, creating it when missing.
@@ -165,12 +184,17 @@ impl JsonLines {
             .with_context(|| format!("cannot open sink.file '{}' for appending", path.display()))?;
         Ok(JsonLines {
             out: Box::new(BufWriter::new(file)),
+            format: AlertFormat::Json,
         })
     }
 
     /// Writes one alert; the line is complete in the buffer before the next one starts.
     pub fn send(&mut self, alert: &Alert) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(alert).map_err(std::io::Error::from)?;
+        let mut line = match self.format {
+            AlertFormat::Json => serde_json::to_vec(alert),
+            AlertFormat::Ocsf => serde_json::to_vec(&ocsf::detection_finding(alert)),
+        }
+        .map_err(std::io::Error::from)?;
         line.push(b'\n');
         self.out.write_all(&line)
     }

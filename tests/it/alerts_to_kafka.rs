@@ -271,3 +271,79 @@ fn flows_stream_publishes_every_record() {
         let _ = std::fs::remove_dir_all(&spool);
     }
 }
+
+/// With `ocsf_topic` set, each alert is also an OCSF Detection Finding on its own topic,
+/// through the same spool: a broker outage holds both copies (two spool entries per alert)
+/// and, when the broker answers, each topic gets every one exactly once.
+#[test]
+fn ocsf_findings_survive_an_outage_like_the_alerts() {
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = topic_name("exflow.alerts.ocsf");
+    let ocsf_topic = topic_name("exflow.findings.ocsf");
+    let spool = temp_dir("spool-ocsf");
+    let config = format!(
+        "{}ocsf_topic = \"{ocsf_topic}\"\n",
+        kafka_config(&brokers, &topic, &spool)
+    );
+    let daemon = Daemon::start(&config, &[]);
+    daemon.send_capture(&data("softflowd_ipfix.pcap"));
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 2208.0
+    });
+    let raised = daemon.metric("exflow_sink_alerts_total");
+    assert!(raised >= 1.0, "alerts were raised before the end of input");
+    wait_until(
+        "each alert and its finding are spooled",
+        Duration::from_secs(20),
+        || daemon.metric("exflow_sink_spool_alerts") == 2.0 * raised,
+    );
+    let tansu = Tansu::start(port);
+    create_named_topic(&brokers, &topic, 3);
+    create_named_topic(&brokers, &ocsf_topic, 3);
+    wait_until("the spool drains", Duration::from_secs(60), || {
+        daemon.metric("exflow_sink_spool_alerts") == 0.0
+    });
+    daemon.stop();
+    let (expected, _) = replay(&["softflowd_ipfix.pcap"], &border_config(), 1);
+    let alerts = consume(
+        &tansu.brokers,
+        &topic,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    assert_valid(&alerts);
+    let findings = consume(
+        &tansu.brokers,
+        &ocsf_topic,
+        expected.len(),
+        Duration::from_secs(60),
+    );
+    let mut want: Vec<String> = expected.iter().map(|a| a.alert_id.clone()).collect();
+    want.sort();
+    assert!(!want.is_empty());
+    let mut got_alerts = ids(&alerts);
+    got_alerts.sort();
+    assert_eq!(got_alerts, want, "every alert once on the alert topic");
+    let mut got_findings = Vec::new();
+    for m in &findings {
+        let f = &m.alert;
+        assert_eq!(
+            m.headers.get("schema").map(String::as_str),
+            Some("exflow.ocsf.detection_finding.v1")
+        );
+        assert_eq!(f["class_uid"], 2004);
+        assert_eq!(f["category_uid"], 2);
+        assert_eq!(f["metadata"]["version"], "1.3.0");
+        assert_eq!(Some(m.key.as_str()), f["device"]["ip"].as_str());
+        let id = f["metadata"]["uid"].as_str().unwrap();
+        let alert = expected.iter().find(|a| a.alert_id == id).unwrap();
+        assert_eq!(f["finding_info"]["analytic"]["name"], alert.rule);
+        assert_eq!(f["message"], alert.summary.as_str());
+        assert_eq!(f["time"], alert.event_time_ms);
+        got_findings.push(id.to_string());
+    }
+    got_findings.sort();
+    assert_eq!(got_findings, want, "every alert once as a finding");
+    let _ = std::fs::remove_dir_all(&spool);
+}

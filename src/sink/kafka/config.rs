@@ -38,6 +38,10 @@ pub struct KafkaConfig {
     /// `json` (GoFlow2's field names) or `protobuf` (GoFlow2's flow.proto field numbers).
     #[serde(default)]
     pub flows_format: FlowsFormat,
+    /// Also publish every alert as an OCSF Detection Finding (`sink::ocsf`) to this topic,
+    /// through the same spool (off when unset).
+    #[serde(default)]
+    pub ocsf_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +65,7 @@ impl KafkaConfig {
             flush_timeout_ms: default_flush_timeout_ms(),
             flows_topic: None,
             flows_format: FlowsFormat::Json,
+            ocsf_topic: None,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! deliveries fail it checks the broker; when the broker answers again it replaces the
 //! producer (a fenced or stale idempotent producer never delivers again), skips the spooled
 //! alerts the topic holds already, and re-sends the rest. A fatal producer error replaces the
-//! producer at once; an alert the broker rejects for good goes to the dead-letter file.
+//! producer at once; an alert the broker rejects for good goes to the dead-letter file. With
+//! `ocsf_topic` set every alert is spooled twice, as itself and as its OCSF finding, and each
+//! copy goes to its own topic with the same guarantees.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -22,6 +24,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
+use super::encoding::Stream;
 use super::producer::{DeliveryContext, Failure, health_check, producer, tail_consumer};
 use super::{KafkaConfig, KafkaCounters, encoding};
 use crate::detect::Alert;
@@ -189,8 +192,16 @@ impl Worker {
         Ok(())
     }
 
+    /// Spools the alert, and its OCSF finding when an OCSF topic is set.
     fn append(&mut self, alert: &Alert) {
-        let Some(payload) = encoding::encode(alert) else {
+        self.append_entry(encoding::encode(alert));
+        if self.config.ocsf_topic.is_some() {
+            self.append_entry(encoding::encode_ocsf(alert));
+        }
+    }
+
+    fn append_entry(&mut self, payload: Option<Vec<u8>>) {
+        let Some(payload) = payload else {
             return;
         };
         match self.spool.append(&payload) {
@@ -294,7 +305,12 @@ impl Worker {
                 return;
             };
             let message = encoding::decode(&payload);
-            let record = BaseRecord::with_opaque_to(&self.config.topic, Box::new(seq))
+            let Some(topic) = self.topic(message.stream) else {
+                self.no_topic(seq, &payload);
+                self.next_to_send = seq + 1;
+                continue;
+            };
+            let record = BaseRecord::with_opaque_to(topic, Box::new(seq))
                 .key(message.key.as_ref())
                 .payload(message.body)
                 .headers(message.headers());
@@ -345,7 +361,11 @@ impl Worker {
             return; // acknowledged meanwhile, or lost to damage
         };
         let message = encoding::decode(&payload);
-        let record = BaseRecord::with_opaque_to(&self.config.topic, Box::new(found))
+        let Some(topic) = self.topic(message.stream) else {
+            self.no_topic(seq, &payload);
+            return;
+        };
+        let record = BaseRecord::with_opaque_to(topic, Box::new(found))
             .key(message.key.as_ref())
             .payload(message.body)
             .headers(message.headers());
@@ -359,6 +379,22 @@ impl Worker {
                 self.suspects.insert(seq);
             }
         }
+    }
+
+    /// The topic of a stream; `None` for OCSF findings spooled by a run that had an OCSF
+    /// topic when this one has none.
+    fn topic(&self, stream: Stream) -> Option<&str> {
+        match stream {
+            Stream::Alerts => Some(&self.config.topic),
+            Stream::Ocsf => self.config.ocsf_topic.as_deref(),
+        }
+    }
+
+    /// A spooled OCSF finding with no OCSF topic configured any more: kept in the
+    /// dead-letter file (counted), never sent to the alert topic.
+    fn no_topic(&mut self, seq: SpoolSeq, payload: &[u8]) {
+        warn!("a spooled OCSF finding has no sink.kafka.ocsf_topic to go to");
+        self.dead_letter(seq, payload, RDKafkaErrorCode::UnknownTopic);
     }
 
     /// Whether the producer can deliver no more: librdkafka's fatal error, reported by the
@@ -611,65 +647,13 @@ impl Worker {
         // Our alerts after a duplicate are unacknowledged too, or acknowledged out of order
         // (at most MAX_IN_FLIGHT beyond): the duplicates are within this many of the end.
         let tail = (unacked + MAX_IN_FLIGHT as u64).min(TAIL_CHECK_MAX) as i64;
-        let topic = self.config.topic.as_str();
         let consumer = tail_consumer(&self.config)?;
-        let timeout = Duration::from_secs(5);
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .context("cannot fetch the topic's metadata")?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let mut assignment = TopicPartitionList::new();
-        // Partitions not yet read to their end.
-        let mut reading: HashSet<i32> = HashSet::new();
-        for partition in partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, timeout)
-                .with_context(|| format!("cannot fetch the offsets of partition {partition}"))?;
-            // An empty partition answers `high == low`; a short `high` (see above) only makes
-            // the read start earlier.
-            if high > low {
-                let start = low.max(high - tail);
-                assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-                reading.insert(partition);
+        let mut on_topic: HashSet<(Stream, String)> = HashSet::new();
+        for stream in [Stream::Alerts, Stream::Ocsf] {
+            if let Some(topic) = self.topic(stream) {
+                read_tail(&consumer, topic, stream, tail, &mut on_topic)?;
             }
         }
-        let mut on_topic: HashSet<String> = HashSet::new();
-        let mut read = 0u64;
-        if !reading.is_empty() {
-            consumer.assign(&assignment)?;
-            let deadline = Instant::now() + TAIL_CHECK_TIMEOUT;
-            while !reading.is_empty() {
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "the topic's tail was not read within {TAIL_CHECK_TIMEOUT:?}"
-                );
-                match consumer.poll(Duration::from_millis(100)) {
-                    None => {}
-                    Some(Err(KafkaError::PartitionEOF(partition))) => {
-                        reading.remove(&partition);
-                    }
-                    Some(Err(error)) => {
-                        return Err(error).context("cannot read the topic");
-                    }
-                    Some(Ok(message)) => {
-                        read += 1;
-                        if let Some(id) = message.payload().and_then(encoding::alert_id) {
-                            on_topic.insert(id);
-                        }
-                    }
-                }
-            }
-        }
-        debug!(
-            read,
-            alert_ids = on_topic.len(),
-            "read back the alert topic's tail"
-        );
         let mut skipped = 0;
         if !on_topic.is_empty() {
             let mut from = self.spool.first_unacked().unwrap_or(0);
@@ -680,8 +664,9 @@ impl Worker {
                     break;
                 };
                 for (seq, payload) in &batch {
+                    let message = encoding::decode(payload);
                     if *seq < self.sent_below
-                        && on_topic.contains(encoding::decode(payload).alert_id.as_ref())
+                        && on_topic.contains(&(message.stream, message.alert_id.into_owned()))
                     {
                         self.spool.ack(*seq);
                         skipped += 1;
@@ -717,4 +702,68 @@ impl Worker {
         }
         self.publish_spool_counters();
     }
+}
+
+/// Reads back the last `tail` messages of every partition of `topic` and adds the alert ids
+/// found to `on_topic` (see `Worker::skip_delivered`).
+fn read_tail(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    stream: Stream,
+    tail: i64,
+    on_topic: &mut HashSet<(Stream, String)>,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot fetch the metadata of topic {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    // Partitions not yet read to their end.
+    let mut reading: HashSet<i32> = HashSet::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .with_context(|| format!("cannot fetch the offsets of {topic}/{partition}"))?;
+        // An empty partition answers `high == low`; a short `high` (tansu's, see
+        // `Worker::skip_delivered`) only makes the read start earlier.
+        if high > low {
+            let start = low.max(high - tail);
+            assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+            reading.insert(partition);
+        }
+    }
+    let mut read = 0u64;
+    if !reading.is_empty() {
+        consumer.assign(&assignment)?;
+        let deadline = Instant::now() + TAIL_CHECK_TIMEOUT;
+        while !reading.is_empty() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the tail of {topic} was not read within {TAIL_CHECK_TIMEOUT:?}"
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    reading.remove(&partition);
+                }
+                Some(Err(error)) => {
+                    return Err(error).with_context(|| format!("cannot read {topic}"));
+                }
+                Some(Ok(message)) => {
+                    read += 1;
+                    if let Some(id) = message.payload().and_then(|body| stream.alert_id(body)) {
+                        on_topic.insert((stream, id));
+                    }
+                }
+            }
+        }
+    }
+    debug!(topic, read, "read back the topic's tail");
+    Ok(())
 }
