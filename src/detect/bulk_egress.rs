@@ -47,6 +47,9 @@ impl Default for BulkEgressConfig {
 pub const NAME: &str = "bulk_egress";
 /// Exfiltration over an alternative protocol; over a web service when the port is web.
 const ATTACK: &[&str] = &["T1048"];
+/// A UDP reply record of at least `min_bytes_out / MEDIA_REPLY_SHARE` (1.5 MB at the default
+/// 100 MB) that comes before any upload of its pair opens the pair's window.
+const MEDIA_REPLY_SHARE: u64 = 64;
 const ATTACK_WEB: &[&str] = &["T1048", "T1567"];
 /// Multiples of the threshold at which the alert escalates.
 const LADDER: [u64; 4] = [1, 5, 10, 100];
@@ -309,9 +312,20 @@ impl Rule for BulkEgress {
         if record.bytes_out == 0 || event.conversation.initiator() == Initiator::Outside {
             // A download: never counted, but it is the answer side of an upload window.
             let window_ms = self.window_ms;
+            let bytes_in =
+                within_window(record.bytes_in, record.start_ms, record.end_ms, window_ms);
             if let Some(window) = self.find_mut(record) {
-                let bytes_in =
-                    within_window(record.bytes_in, record.start_ms, record.end_ms, window_ms);
+                window.add(record.end_ms, 0, bytes_in);
+            } else if record.proto == 17 && bytes_in >= self.min_bytes_out / MEDIA_REPLY_SHARE {
+                // A unidirectional exporter may send a call's reply direction first (nfpcapd
+                // does, in the same datagram): keep it, so that the upload record after it
+                // finds the pair symmetric. Only large UDP replies, the ones that can weigh
+                // in the media test: DNS answers never make a window.
+                if self.state_bytes() >= self.max_bytes {
+                    self.evict_stalest();
+                }
+                let (window, _) = self.window(record);
+                window.first_ms = record.start_ms;
                 window.add(record.end_ms, 0, bytes_in);
             }
             return;
@@ -645,6 +659,43 @@ mod tests {
             r.on_tick(120_000, &mut findings);
             assert_eq!(findings.len(), expected, "{back}: {findings:?}");
         }
+    }
+
+    #[test]
+    fn a_calls_reply_record_before_its_upload_still_makes_it_media() {
+        let mut r = rule(100_000_000);
+        let mut findings = Vec::new();
+        let mut reply = oriented(
+            "10.0.0.1",
+            50000,
+            "52.112.0.1",
+            3479,
+            0,
+            140_000_000,
+            0,
+            60_000,
+        );
+        (reply.proto, reply.from_inside) = (17, false);
+        r.on_record(&event_for(&reply, 60_000), &mut findings);
+        let mut up = oriented(
+            "10.0.0.1",
+            50000,
+            "52.112.0.1",
+            3479,
+            150_000_000,
+            0,
+            0,
+            60_000,
+        );
+        up.proto = 17;
+        r.on_record(&event_for(&up, 60_000), &mut findings);
+        r.on_tick(120_000, &mut findings);
+        assert!(findings.is_empty(), "{findings:?}");
+        // a small UDP answer opens no window
+        let mut answer = oriented("10.0.0.2", 5353, "8.8.8.8", 53, 0, 500, 0, 60_000);
+        (answer.proto, answer.from_inside) = (17, false);
+        r.on_record(&event_for(&answer, 60_000), &mut findings);
+        assert!(r.find(&answer).is_none());
     }
 
     #[test]
