@@ -9,6 +9,9 @@
 //!
 //! Messages: JSON body per `schemas/alert.schema.json`, key = the inside host (all alerts of
 //! a host in one partition, in order), headers `schema` and `rule`; idempotent producer, lz4.
+//! With `ocsf_topic` set, each alert is spooled a second time as its OCSF Detection Finding
+//! (`sink::ocsf`, same key and headers, `schema` its own) and produced to that topic with the
+//! same guarantees.
 //!
 //! Files: `config` (the `[sink.kafka]` section), `producer` (client setup shared with the
 //! flows stream, health check), `encoding` (spool entry and message), `worker` (the sink
