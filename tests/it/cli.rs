@@ -112,6 +112,39 @@ fn a_file_that_is_not_a_capture_is_refused() {
     );
 }
 
+/// `replay --format ocsf` prints one OCSF Detection Finding per alert the default format
+/// prints, each carrying its alert's id, rule and time.
+#[test]
+fn replay_prints_the_same_alerts_as_ocsf_findings() {
+    let run = |format: &str| -> Vec<serde_json::Value> {
+        let output = exflow()
+            .args(["replay", "--format", format, "--inside", "10.10.0.0/16"])
+            .args(["--inside", "2001:db8:10::/48", "--home-country", "NL"])
+            .arg(data("softflowd_ipfix.pcap"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let alerts = run("json");
+    let findings = run("ocsf");
+    assert!(!alerts.is_empty());
+    assert_eq!(findings.len(), alerts.len());
+    for (alert, finding) in alerts.iter().zip(&findings) {
+        assert_eq!(finding["class_uid"], 2004);
+        assert_eq!(finding["metadata"]["version"], "1.3.0");
+        assert_eq!(finding["metadata"]["uid"], alert["alert_id"]);
+        assert_eq!(finding["finding_info"]["analytic"]["name"], alert["rule"]);
+        assert_eq!(finding["message"], alert["summary"]);
+        assert_eq!(finding["device"]["ip"], alert["inside_addr"]);
+        assert_eq!(finding["metadata"]["original_time"], alert["event_time"]);
+    }
+}
+
 fn write_config(text: &str) -> std::path::PathBuf {
     let dir = crate::harness::temp_dir("config");
     let path = dir.join("exflow.toml");
