@@ -1,10 +1,14 @@
 //! telemetry: every counter of every stage as Prometheus metrics, named
 //! `exflow_<stage>_<noun>_<unit>[_total]`, served on `metrics_listen` at `/metrics`.
 //!
-//! The pipeline thread publishes a snapshot of its counters after each batch; the sources'
-//! counters are atomics. The endpoint is hyper's HTTP/1 server on a one-thread tokio
-//! runtime of its own (`serve`): concurrent connections, a bounded request head and
-//! deadlines, so an idle, trickling or oversized client cannot delay a scrape or grow memory.
+//! The receive workers and shards publish snapshots of their counters (merged by the
+//! daemon's main thread); the sources', the sink's and the faults' counters are atomics.
+//! Each metric is a row of a table (`STAGES`, `FAULTS`): name, type, help and how to
+//! read it, rendered in the text exposition format.
+//!
+//! The endpoint is hyper's HTTP/1 server on a one-thread tokio runtime of its own
+//! (`serve`): concurrent connections, a bounded request head and deadlines, so an idle,
+//! trickling or oversized client cannot delay a scrape or grow memory.
 
 pub mod scrape;
 
@@ -17,6 +21,8 @@ use std::time::Duration;
 use crate::decode::exporter::InterfaceCounters;
 use crate::decode::{DecodeCounters, DecodeError};
 use crate::pipeline::PipelineCounters;
+use crate::sink::flows::FlowsCounters;
+use crate::sink::kafka::KafkaCounters;
 use crate::source::udp::SourceCounters;
 
 /// What the pipeline thread last published.
@@ -104,582 +110,637 @@ impl Telemetry {
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: the rows of [`STAGES`], the
+    /// scale-out commands' own, then those of [`FAULTS`].
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8192);
-        let per_source = |f: &dyn Fn(&SourceCounters) -> u64| -> Vec<(String, u64)> {
-            self.sources
-                .iter()
-                .map(|(address, c)| (format!("{{listen=\"{address}\"}}"), f(c)))
-                .collect()
-        };
-        metric(
-            &mut out,
-            "exflow_source_datagrams_total",
-            "counter",
-            "Datagrams received.",
-            &per_source(&|c| c.datagrams.load(Ordering::Relaxed)),
-        );
-        metric(
-            &mut out,
-            "exflow_source_bytes_total",
-            "counter",
-            "UDP payload bytes received.",
-            &per_source(&|c| c.bytes.load(Ordering::Relaxed)),
-        );
-        metric(
-            &mut out,
-            "exflow_source_kernel_dropped_datagrams_total",
-            "counter",
-            "Datagrams the kernel dropped at a full socket buffer (SO_RXQ_OVFL).",
-            &per_source(&|c| c.kernel_dropped.load(Ordering::Relaxed)),
-        );
-        metric(
-            &mut out,
-            "exflow_source_receive_errors_total",
-            "counter",
-            "Socket receive errors.",
-            &per_source(&|c| c.receive_errors.load(Ordering::Relaxed)),
-        );
         let snapshot = self
             .snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let p = &snapshot.pipeline;
-        let d = &p.decode;
-        let one = |v: u64| vec![(String::new(), v)];
-        metric(
-            &mut out,
-            "exflow_decode_datagrams_total",
-            "counter",
-            "Datagrams decoded.",
-            &one(d.datagrams),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_records_total",
-            "counter",
-            "Flow records decoded.",
-            &one(d.records),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_options_records_total",
-            "counter",
-            "Options records read.",
-            &one(d.options_records),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_templates_total",
-            "counter",
-            "Template records accepted.",
-            &one(d.templates),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_templates",
-            "gauge",
-            "Templates held.",
-            &one(snapshot.templates as u64),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_template_misses_total",
-            "counter",
-            "Data sets that arrived before their template.",
-            &one(d.template_misses),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_pending_records_total",
-            "counter",
-            "Records decoded late from held data sets.",
-            &one(d.pending_records),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_lost_records_total",
-            "counter",
-            "Records missing by the exporters' sequence numbers.",
-            &one(d.lost_records),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_lost_datagrams_total",
-            "counter",
-            "Datagrams missing by the exporters' sequence numbers.",
-            &one(d.lost_datagrams),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_counter_samples_total",
-            "counter",
-            "sFlow counter samples read (their generic interface counters kept per agent).",
-            &one(d.counter_samples),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_discard_samples_total",
-            "counter",
-            "sFlow discarded-packet samples counted and skipped.",
-            &one(d.discard_samples),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_skipped_samples_total",
-            "counter",
-            "sFlow samples that made no flow record (unknown format, no IP packet).",
-            &one(d.skipped_samples),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_continued_records_total",
-            "counter",
-            "Records that continued a flow already reported (firewall updates and teardowns, running totals): their volume counted once.",
-            &one(d.continued_records),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_connections_evicted_total",
-            "counter",
-            "Tracked flows (running totals, firewall connections) forgotten at decoder.max_tracked_connections.",
-            &one(d.connections_evicted),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_packet_section_records_total",
-            "counter",
-            "Records whose addresses and ports came from a packet section (IE 313/315).",
-            &one(d.packet_section_records),
-        );
-        let errors: Vec<(String, u64)> = DecodeError::ALL
-            .iter()
-            .map(|e| (format!("{{kind=\"{}\"}}", e.code()), d.errors.get(*e)))
-            .collect();
-        metric(
-            &mut out,
-            "exflow_decode_errors_total",
-            "counter",
-            "Datagrams or parts dropped by the decoder, by kind.",
-            &errors,
-        );
-        let per_exporter = |f: &dyn Fn(&DecodeCounters) -> u64| -> Vec<(String, u64)> {
-            snapshot
-                .exporters
-                .iter()
-                .map(|(a, c)| (format!("{{exporter=\"{a}\"}}"), f(c)))
-                .collect()
-        };
-        metric(
-            &mut out,
-            "exflow_decode_exporter_datagrams_total",
-            "counter",
-            "Datagrams per exporter.",
-            &per_exporter(&|c| c.datagrams),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_exporter_records_total",
-            "counter",
-            "Flow records per exporter.",
-            &per_exporter(&|c| c.records),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_exporter_lost_records_total",
-            "counter",
-            "Records missing per exporter (sequence numbers).",
-            &per_exporter(&|c| c.lost_records + c.lost_datagrams),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_exporter_template_misses_total",
-            "counter",
-            "Data sets without a template per exporter.",
-            &per_exporter(&|c| c.template_misses),
-        );
+        let view = View::new(self, snapshot);
+        let mut out = String::with_capacity(8192);
+        view.write(&mut out, STAGES);
+        if let Some(scaleout) = self.scaleout.get() {
+            scaleout.render(&mut out, &metric);
+        }
+        view.write(&mut out, FAULTS);
+        out
+    }
+}
+
+/// One metric of the exposition: its name, Prometheus type, help, and how its samples are
+/// read from what the daemon publishes.
+struct Row {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: Read,
+}
+
+/// How a [`Row`]'s samples are read.
+enum Read {
+    /// (labels, value) samples; `None`: the metric is not exported (the Kafka sink's without
+    /// Kafka, the flows stream's when it is off).
+    Samples(fn(&View) -> Option<Samples>),
+    /// A latency summary (`kind` "summary").
+    Summary(fn(&View) -> Latency),
+}
+
+/// A metric's samples: its labels (`{name="value",..}`, or empty) and its value.
+type Samples = Vec<(String, u64)>;
+
+/// Every stage's metrics, in the order of the data path: source, decode, flow, detect, sink.
+const STAGES: &[Row] = &[
+    Row {
+        name: "exflow_source_datagrams_total",
+        kind: "counter",
+        help: "Datagrams received.",
+        read: Read::Samples(|v| v.per_source(|c| &c.datagrams)),
+    },
+    Row {
+        name: "exflow_source_bytes_total",
+        kind: "counter",
+        help: "UDP payload bytes received.",
+        read: Read::Samples(|v| v.per_source(|c| &c.bytes)),
+    },
+    Row {
+        name: "exflow_source_kernel_dropped_datagrams_total",
+        kind: "counter",
+        help: "Datagrams the kernel dropped at a full socket buffer (SO_RXQ_OVFL).",
+        read: Read::Samples(|v| v.per_source(|c| &c.kernel_dropped)),
+    },
+    Row {
+        name: "exflow_source_receive_errors_total",
+        kind: "counter",
+        help: "Socket receive errors.",
+        read: Read::Samples(|v| v.per_source(|c| &c.receive_errors)),
+    },
+    Row {
+        name: "exflow_decode_datagrams_total",
+        kind: "counter",
+        help: "Datagrams decoded.",
+        read: Read::Samples(|v| one(v.decode().datagrams)),
+    },
+    Row {
+        name: "exflow_decode_records_total",
+        kind: "counter",
+        help: "Flow records decoded.",
+        read: Read::Samples(|v| one(v.decode().records)),
+    },
+    Row {
+        name: "exflow_decode_options_records_total",
+        kind: "counter",
+        help: "Options records read.",
+        read: Read::Samples(|v| one(v.decode().options_records)),
+    },
+    Row {
+        name: "exflow_decode_templates_total",
+        kind: "counter",
+        help: "Template records accepted.",
+        read: Read::Samples(|v| one(v.decode().templates)),
+    },
+    Row {
+        name: "exflow_decode_templates",
+        kind: "gauge",
+        help: "Templates held.",
+        read: Read::Samples(|v| one(v.snapshot.templates as u64)),
+    },
+    Row {
+        name: "exflow_decode_template_misses_total",
+        kind: "counter",
+        help: "Data sets that arrived before their template.",
+        read: Read::Samples(|v| one(v.decode().template_misses)),
+    },
+    Row {
+        name: "exflow_decode_pending_records_total",
+        kind: "counter",
+        help: "Records decoded late from held data sets.",
+        read: Read::Samples(|v| one(v.decode().pending_records)),
+    },
+    Row {
+        name: "exflow_decode_lost_records_total",
+        kind: "counter",
+        help: "Records missing by the exporters' sequence numbers.",
+        read: Read::Samples(|v| one(v.decode().lost_records)),
+    },
+    Row {
+        name: "exflow_decode_lost_datagrams_total",
+        kind: "counter",
+        help: "Datagrams missing by the exporters' sequence numbers.",
+        read: Read::Samples(|v| one(v.decode().lost_datagrams)),
+    },
+    Row {
+        name: "exflow_decode_sflow_counter_samples_total",
+        kind: "counter",
+        help: "sFlow counter samples read (their generic interface counters kept per agent).",
+        read: Read::Samples(|v| one(v.decode().counter_samples)),
+    },
+    Row {
+        name: "exflow_decode_sflow_discard_samples_total",
+        kind: "counter",
+        help: "sFlow discarded-packet samples counted and skipped.",
+        read: Read::Samples(|v| one(v.decode().discard_samples)),
+    },
+    Row {
+        name: "exflow_decode_sflow_skipped_samples_total",
+        kind: "counter",
+        help: "sFlow samples that made no flow record (unknown format, no IP packet).",
+        read: Read::Samples(|v| one(v.decode().skipped_samples)),
+    },
+    Row {
+        name: "exflow_decode_continued_records_total",
+        kind: "counter",
+        help: "Records that continued a flow already reported (firewall updates and teardowns, running totals): their volume counted once.",
+        read: Read::Samples(|v| one(v.decode().continued_records)),
+    },
+    Row {
+        name: "exflow_decode_connections_evicted_total",
+        kind: "counter",
+        help: "Tracked flows (running totals, firewall connections) forgotten at decoder.max_tracked_connections.",
+        read: Read::Samples(|v| one(v.decode().connections_evicted)),
+    },
+    Row {
+        name: "exflow_decode_packet_section_records_total",
+        kind: "counter",
+        help: "Records whose addresses and ports came from a packet section (IE 313/315).",
+        read: Read::Samples(|v| one(v.decode().packet_section_records)),
+    },
+    Row {
+        name: "exflow_decode_errors_total",
+        kind: "counter",
+        help: "Datagrams or parts dropped by the decoder, by kind.",
+        read: Read::Samples(|v| Some(v.decode_errors())),
+    },
+    Row {
+        name: "exflow_decode_exporter_datagrams_total",
+        kind: "counter",
+        help: "Datagrams per exporter.",
+        read: Read::Samples(|v| v.per_exporter(|c| c.datagrams)),
+    },
+    Row {
+        name: "exflow_decode_exporter_records_total",
+        kind: "counter",
+        help: "Flow records per exporter.",
+        read: Read::Samples(|v| v.per_exporter(|c| c.records)),
+    },
+    Row {
+        name: "exflow_decode_exporter_lost_records_total",
+        kind: "counter",
+        help: "Records missing per exporter (sequence numbers).",
+        read: Read::Samples(|v| v.per_exporter(|c| c.lost_records + c.lost_datagrams)),
+    },
+    Row {
+        name: "exflow_decode_exporter_template_misses_total",
+        kind: "counter",
+        help: "Data sets without a template per exporter.",
+        read: Read::Samples(|v| v.per_exporter(|c| c.template_misses)),
+    },
+    Row {
+        name: "exflow_decode_sflow_interface_octets_total",
+        kind: "counter",
+        help: "Octets through each sFlow agent's interface, as its counter samples report them.",
+        read: Read::Samples(|v| v.both(|c| c.in_octets, |c| c.out_octets)),
+    },
+    Row {
+        name: "exflow_decode_sflow_interface_errors_total",
+        kind: "counter",
+        help: "Packets with errors on each sFlow agent's interface (counter samples).",
+        read: Read::Samples(|v| v.both(|c| c.in_errors, |c| c.out_errors)),
+    },
+    Row {
+        name: "exflow_decode_sflow_interface_discards_total",
+        kind: "counter",
+        help: "Packets discarded on each sFlow agent's interface (counter samples).",
+        read: Read::Samples(|v| v.both(|c| c.in_discards, |c| c.out_discards)),
+    },
+    Row {
+        name: "exflow_decode_sflow_interface_speed_bits_per_second",
+        kind: "gauge",
+        help: "Each sFlow agent's interface speed (counter samples).",
+        read: Read::Samples(|v| Some(v.per_interface(None, |c| c.speed_bps))),
+    },
+    Row {
+        name: "exflow_decode_sflow_interfaces_refused_total",
+        kind: "counter",
+        help: "sFlow interfaces whose counters were not kept (decoder.max_sflow_interfaces_per_agent).",
+        read: Read::Samples(|v| one(v.decode().interfaces_refused)),
+    },
+    Row {
+        name: "exflow_decode_interface_names_refused_total",
+        kind: "counter",
+        help: "Interface names from options data not kept (decoder.max_interface_names).",
+        read: Read::Samples(|v| one(v.decode().interface_names_refused)),
+    },
+    Row {
+        name: "exflow_flow_records_total",
+        kind: "counter",
+        help: "Records that reached the flow table.",
+        read: Read::Samples(|v| one(v.flow().records)),
+    },
+    Row {
+        name: "exflow_flow_queue_dropped_records_total",
+        kind: "counter",
+        help: "Records dropped because a flow-table shard's queue was full.",
+        read: Read::Samples(|v| one(v.snapshot.queue_dropped_records)),
+    },
+    Row {
+        name: "exflow_flow_transit_records_total",
+        kind: "counter",
+        help: "Records with both ends outside (skipped).",
+        read: Read::Samples(|v| one(v.flow().transit_records)),
+    },
+    Row {
+        name: "exflow_flow_internal_records_total",
+        kind: "counter",
+        help: "Records with both ends inside (skipped).",
+        read: Read::Samples(|v| one(v.flow().internal_records)),
+    },
+    Row {
+        name: "exflow_source_rejected_datagrams_total",
+        kind: "counter",
+        help: "Datagrams from senders outside source.exporters (dropped undecoded).",
+        read: Read::Samples(|v| one(v.pipeline().rejected_datagrams)),
+    },
+    Row {
+        name: "exflow_flow_clock_skewed_records_total",
+        kind: "counter",
+        help: "Records dated more than flow.max_clock_skew_s after their datagram was received (dropped).",
+        read: Read::Samples(|v| one(v.flow().clock.skewed)),
+    },
+    Row {
+        name: "exflow_flow_late_dropped_records_total",
+        kind: "counter",
+        help: "Records that ended more than flow.max_lateness_s before their exporter's clock (dropped).",
+        read: Read::Samples(|v| one(v.flow().clock.late)),
+    },
+    Row {
+        name: "exflow_flow_clock_exporters_evicted_total",
+        kind: "counter",
+        help: "Exporter clocks forgotten to make room (decoder.max_exporters), one-off senders first.",
+        read: Read::Samples(|v| one(v.flow().clock.evicted)),
+    },
+    Row {
+        name: "exflow_flow_conversations",
+        kind: "gauge",
+        help: "Conversations tracked.",
+        read: Read::Samples(|v| one(v.pipeline().conversations)),
+    },
+    Row {
+        name: "exflow_flow_conversations_created_total",
+        kind: "counter",
+        help: "Conversations started.",
+        read: Read::Samples(|v| one(v.flow().conversations_created)),
+    },
+    Row {
+        name: "exflow_flow_conversations_closed_total",
+        kind: "counter",
+        help: "Conversations ended on the exporter's word (flowEndReason, a firewall's teardown) before their idle timeout.",
+        read: Read::Samples(|v| one(v.flow().conversations_closed)),
+    },
+    Row {
+        name: "exflow_flow_conversations_expired_total",
+        kind: "counter",
+        help: "Conversations ended by the idle timeout.",
+        read: Read::Samples(|v| one(v.flow().conversations_expired)),
+    },
+    Row {
+        name: "exflow_flow_conversations_evicted_total",
+        kind: "counter",
+        help: "Conversations ended early because the table was full.",
+        read: Read::Samples(|v| one(v.flow().conversations_evicted)),
+    },
+    Row {
+        name: "exflow_detect_event_time_seconds",
+        kind: "gauge",
+        help: "Event time of the tables: the slowest exporter heard recently (see README, Event time).",
+        read: Read::Samples(|v| one(v.snapshot.event_time_ms / 1000)),
+    },
+    Row {
+        name: "exflow_detect_alerts_total",
+        kind: "counter",
+        help: "Alerts raised, by rule and severity.",
+        read: Read::Samples(|v| Some(v.alerts())),
+    },
+    Row {
+        name: "exflow_pipeline_receive_to_table_seconds",
+        kind: "summary",
+        help: "Datagram received to its records in the conversation table.",
+        read: Read::Summary(|v| v.snapshot.receive_to_table.clone()),
+    },
+    Row {
+        name: "exflow_detect_alert_latency_seconds",
+        kind: "summary",
+        help: "Alert raised (threshold crossed) to handed to the sink.",
+        read: Read::Summary(|v| v.snapshot.alert_latency.clone()),
+    },
+    Row {
+        name: "exflow_detect_state_dropped_total",
+        kind: "counter",
+        help: "Rule state dropped to stay within bounds.",
+        read: Read::Samples(|v| Some(v.rule_state_dropped())),
+    },
+    Row {
+        name: "exflow_detect_risky_hosts",
+        kind: "gauge",
+        help: "Inside hosts alerted on within the last day, by the band of their risk score.",
+        read: Read::Samples(|v| Some(v.risky_hosts())),
+    },
+    Row {
+        name: "exflow_detect_suppressed_alerts_total",
+        kind: "counter",
+        help: "Findings held back by suppression.",
+        read: Read::Samples(|v| one(v.pipeline().suppressed)),
+    },
+    Row {
+        name: "exflow_sink_alerts_total",
+        kind: "counter",
+        help: "Alerts written to the sink.",
+        read: Read::Samples(|v| one(load(&v.telemetry.sink.alerts))),
+    },
+    Row {
+        name: "exflow_sink_errors_total",
+        kind: "counter",
+        help: "Alerts the sink failed to write.",
+        read: Read::Samples(|v| one(load(&v.telemetry.sink.errors))),
+    },
+    Row {
+        name: "exflow_sink_kafka_delivered_alerts_total",
+        kind: "counter",
+        help: "Alerts (and their OCSF findings when sink.kafka.ocsf_topic is set) the Kafka broker acknowledged.",
+        read: Read::Samples(|v| v.kafka(|k| &k.delivered)),
+    },
+    Row {
+        name: "exflow_sink_kafka_failed_deliveries_total",
+        kind: "counter",
+        help: "Kafka deliveries that failed (retried from the spool).",
+        read: Read::Samples(|v| v.kafka(|k| &k.failed)),
+    },
+    Row {
+        name: "exflow_sink_kafka_broker_up",
+        kind: "gauge",
+        help: "1 while the Kafka broker answers.",
+        read: Read::Samples(|v| v.kafka(|k| &k.broker_up)),
+    },
+    Row {
+        name: "exflow_sink_queue_dropped_alerts_total",
+        kind: "counter",
+        help: "Alerts dropped because the queue to the Kafka sink was full.",
+        read: Read::Samples(|v| v.kafka(|k| &k.queue_dropped)),
+    },
+    Row {
+        name: "exflow_sink_spool_alerts",
+        kind: "gauge",
+        help: "Alerts (and OCSF findings) in the spool not yet acknowledged, on disk.",
+        read: Read::Samples(|v| v.kafka(|k| &k.spool_alerts)),
+    },
+    Row {
+        name: "exflow_sink_spool_held_alerts",
+        kind: "gauge",
+        help: "Alerts held in memory because the spool's disk is full (bounded).",
+        read: Read::Samples(|v| v.kafka(|k| &k.spool_held)),
+    },
+    Row {
+        name: "exflow_sink_spool_dropped_alerts_total",
+        kind: "counter",
+        help: "Alerts dropped because the spool was full.",
+        read: Read::Samples(|v| v.kafka(|k| &k.spool_dropped)),
+    },
+    Row {
+        name: "exflow_sink_kafka_producer_recreated_total",
+        kind: "counter",
+        help: "Kafka producers replaced (fatal or fenced, or after an outage).",
+        read: Read::Samples(|v| v.kafka(|k| &k.producer_recreated)),
+    },
+    Row {
+        name: "exflow_sink_kafka_dead_lettered_alerts_total",
+        kind: "counter",
+        help: "Alerts the broker rejected for good, moved to the spool's dead-letter file.",
+        read: Read::Samples(|v| v.kafka(|k| &k.dead_lettered)),
+    },
+    Row {
+        name: "exflow_sink_kafka_skipped_duplicate_alerts_total",
+        kind: "counter",
+        help: "Spooled alerts found on the topic already, not sent again.",
+        read: Read::Samples(|v| v.kafka(|k| &k.duplicates_skipped)),
+    },
+    Row {
+        name: "exflow_sink_kafka_tail_check_failures_total",
+        kind: "counter",
+        help: "Read-backs of the alert topic's tail that failed (3 in a row: sent unchecked).",
+        read: Read::Samples(|v| v.kafka(|k| &k.tail_check_failures)),
+    },
+    Row {
+        name: "exflow_sink_spool_corrupt_records_total",
+        kind: "counter",
+        help: "Damaged spool records skipped.",
+        read: Read::Samples(|v| v.kafka(|k| &k.spool_corrupt)),
+    },
+    Row {
+        name: "exflow_sink_spool_torn_records_total",
+        kind: "counter",
+        help: "Spool records cut short by a crash, cut off at start.",
+        read: Read::Samples(|v| v.kafka(|k| &k.spool_torn)),
+    },
+    Row {
+        name: "exflow_sink_flows_published_records_total",
+        kind: "counter",
+        help: "Flow records the broker acknowledged.",
+        read: Read::Samples(|v| v.flows(|f| &f.published)),
+    },
+    Row {
+        name: "exflow_sink_flows_dropped_records_total",
+        kind: "counter",
+        help: "Flow records dropped at a full producer queue.",
+        read: Read::Samples(|v| v.flows(|f| &f.dropped)),
+    },
+    Row {
+        name: "exflow_sink_flows_failed_records_total",
+        kind: "counter",
+        help: "Flow records that failed delivery.",
+        read: Read::Samples(|v| v.flows(|f| &f.failed)),
+    },
+];
+
+/// Faults beside the data path and the endpoint's own counter.
+const FAULTS: &[Row] = &[
+    Row {
+        name: "exflow_decode_state_load_failures_total",
+        kind: "counter",
+        help: "State files that could not be read at start (kept aside as *.corrupt).",
+        read: Read::Samples(|v| one(load(&v.telemetry.faults.state_load_failures))),
+    },
+    Row {
+        name: "exflow_enrich_threat_intel_reload_failures_total",
+        kind: "counter",
+        help: "Threat-intel reloads (SIGHUP) that failed; the previous list stays in force.",
+        read: Read::Samples(|v| one(load(&v.telemetry.faults.threat_intel_reload_failures))),
+    },
+    Row {
+        name: "exflow_telemetry_refused_connections_total",
+        kind: "counter",
+        help: "Connections to this endpoint closed unserved because too many were open.",
+        read: Read::Samples(|v| one(load(&v.telemetry.http.refused_connections))),
+    },
+];
+
+/// What one rendering reads: the telemetry's atomics and the threads' last snapshot.
+struct View<'a> {
+    telemetry: &'a Telemetry,
+    snapshot: Snapshot,
+    /// The sFlow interfaces by agent, sub-agent and ifIndex.
+    interfaces: Vec<(IpAddr, InterfaceCounters)>,
+}
+
+impl<'a> View<'a> {
+    fn new(telemetry: &'a Telemetry, snapshot: Snapshot) -> View<'a> {
         let mut interfaces = snapshot.sflow_interfaces.clone();
         interfaces.sort_by_key(|(agent, c)| (*agent, c.sub_agent_id, c.if_index));
-        let per_interface = |direction: Option<&str>, f: &dyn Fn(&InterfaceCounters) -> u64| {
-            interfaces
-                .iter()
-                .map(|(agent, c)| {
-                    let direction =
-                        direction.map_or(String::new(), |d| format!(",direction=\"{d}\""));
-                    (
-                        format!(
-                            "{{agent=\"{agent}\",sub_agent=\"{}\",if_index=\"{}\"{direction}}}",
-                            c.sub_agent_id, c.if_index
-                        ),
-                        f(c),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        let both = |f_in: &dyn Fn(&InterfaceCounters) -> u64,
-                    f_out: &dyn Fn(&InterfaceCounters) -> u64| {
-            let mut series = per_interface(Some("in"), f_in);
-            series.extend(per_interface(Some("out"), f_out));
-            series
-        };
-        metric(
-            &mut out,
-            "exflow_decode_sflow_interface_octets_total",
-            "counter",
-            "Octets through each sFlow agent's interface, as its counter samples report them.",
-            &both(&|c| c.in_octets, &|c| c.out_octets),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_interface_errors_total",
-            "counter",
-            "Packets with errors on each sFlow agent's interface (counter samples).",
-            &both(&|c| c.in_errors, &|c| c.out_errors),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_interface_discards_total",
-            "counter",
-            "Packets discarded on each sFlow agent's interface (counter samples).",
-            &both(&|c| c.in_discards, &|c| c.out_discards),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_interface_speed_bits_per_second",
-            "gauge",
-            "Each sFlow agent's interface speed (counter samples).",
-            &per_interface(None, &|c| c.speed_bps),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_sflow_interfaces_refused_total",
-            "counter",
-            "sFlow interfaces whose counters were not kept (decoder.max_sflow_interfaces_per_agent).",
-            &one(d.interfaces_refused),
-        );
-        metric(
-            &mut out,
-            "exflow_decode_interface_names_refused_total",
-            "counter",
-            "Interface names from options data not kept (decoder.max_interface_names).",
-            &one(d.interface_names_refused),
-        );
-        let f = &p.flow;
-        metric(
-            &mut out,
-            "exflow_flow_records_total",
-            "counter",
-            "Records that reached the flow table.",
-            &one(f.records),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_queue_dropped_records_total",
-            "counter",
-            "Records dropped because a flow-table shard's queue was full.",
-            &one(snapshot.queue_dropped_records),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_transit_records_total",
-            "counter",
-            "Records with both ends outside (skipped).",
-            &one(f.transit_records),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_internal_records_total",
-            "counter",
-            "Records with both ends inside (skipped).",
-            &one(f.internal_records),
-        );
-        metric(
-            &mut out,
-            "exflow_source_rejected_datagrams_total",
-            "counter",
-            "Datagrams from senders outside source.exporters (dropped undecoded).",
-            &one(p.rejected_datagrams),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_clock_skewed_records_total",
-            "counter",
-            "Records dated more than flow.max_clock_skew_s after their datagram was received (dropped).",
-            &one(f.clock.skewed),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_late_dropped_records_total",
-            "counter",
-            "Records that ended more than flow.max_lateness_s before their exporter's clock (dropped).",
-            &one(f.clock.late),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_clock_exporters_evicted_total",
-            "counter",
-            "Exporter clocks forgotten to make room (decoder.max_exporters), one-off senders first.",
-            &one(f.clock.evicted),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_conversations",
-            "gauge",
-            "Conversations tracked.",
-            &one(p.conversations),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_conversations_created_total",
-            "counter",
-            "Conversations started.",
-            &one(f.conversations_created),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_conversations_closed_total",
-            "counter",
-            "Conversations ended on the exporter's word (flowEndReason, a firewall's teardown) before their idle timeout.",
-            &one(f.conversations_closed),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_conversations_expired_total",
-            "counter",
-            "Conversations ended by the idle timeout.",
-            &one(f.conversations_expired),
-        );
-        metric(
-            &mut out,
-            "exflow_flow_conversations_evicted_total",
-            "counter",
-            "Conversations ended early because the table was full.",
-            &one(f.conversations_evicted),
-        );
-        metric(
-            &mut out,
-            "exflow_detect_event_time_seconds",
-            "gauge",
-            "Event time of the tables: the slowest exporter heard recently (see README, Event time).",
-            &one(snapshot.event_time_ms / 1000),
-        );
-        let alerts: Vec<(String, u64)> = crate::detect::RULES
+        View {
+            telemetry,
+            snapshot,
+            interfaces,
+        }
+    }
+
+    /// Appends `rows` in the text exposition format.
+    fn write(&self, out: &mut String, rows: &[Row]) {
+        for row in rows {
+            match row.read {
+                Read::Samples(read) => {
+                    if let Some(samples) = read(self) {
+                        metric(out, row.name, row.kind, row.help, &samples);
+                    }
+                }
+                Read::Summary(read) => summary(out, row.name, row.help, &read(self)),
+            }
+        }
+    }
+
+    fn pipeline(&self) -> &PipelineCounters {
+        &self.snapshot.pipeline
+    }
+
+    fn decode(&self) -> &DecodeCounters {
+        &self.snapshot.pipeline.decode
+    }
+
+    fn flow(&self) -> &crate::flow::FlowCounters {
+        &self.snapshot.pipeline.flow
+    }
+
+    /// One sample per listen address.
+    fn per_source(&self, counter: fn(&SourceCounters) -> &AtomicU64) -> Option<Samples> {
+        let sources = self.telemetry.sources.iter();
+        Some(
+            sources
+                .map(|(address, c)| (format!("{{listen=\"{address}\"}}"), load(counter(c))))
+                .collect(),
+        )
+    }
+
+    /// One sample per exporter.
+    fn per_exporter(&self, value: fn(&DecodeCounters) -> u64) -> Option<Samples> {
+        let exporters = self.snapshot.exporters.iter();
+        Some(
+            exporters
+                .map(|(a, c)| (format!("{{exporter=\"{a}\"}}"), value(c)))
+                .collect(),
+        )
+    }
+
+    /// One sample per sFlow interface, with a `direction` label when one is given.
+    fn per_interface(
+        &self,
+        direction: Option<&str>,
+        value: fn(&InterfaceCounters) -> u64,
+    ) -> Samples {
+        let direction = direction.map_or(String::new(), |d| format!(",direction=\"{d}\""));
+        self.interfaces
+            .iter()
+            .map(|(agent, c)| {
+                (
+                    format!(
+                        "{{agent=\"{agent}\",sub_agent=\"{}\",if_index=\"{}\"{direction}}}",
+                        c.sub_agent_id, c.if_index
+                    ),
+                    value(c),
+                )
+            })
+            .collect()
+    }
+
+    /// Every sFlow interface's `in`, then every one's `out`.
+    fn both(
+        &self,
+        in_value: fn(&InterfaceCounters) -> u64,
+        out_value: fn(&InterfaceCounters) -> u64,
+    ) -> Option<Samples> {
+        let mut samples = self.per_interface(Some("in"), in_value);
+        samples.extend(self.per_interface(Some("out"), out_value));
+        Some(samples)
+    }
+
+    /// A Kafka sink counter, when alerts go to Kafka.
+    fn kafka(&self, counter: fn(&KafkaCounters) -> &AtomicU64) -> Option<Samples> {
+        let kafka = self.telemetry.kafka.get()?;
+        one(load(counter(kafka)))
+    }
+
+    /// A flows stream counter, when the stream is on.
+    fn flows(&self, counter: fn(&FlowsCounters) -> &AtomicU64) -> Option<Samples> {
+        let flows = self.telemetry.flows.get()?;
+        one(load(counter(flows)))
+    }
+
+    fn decode_errors(&self) -> Samples {
+        let errors = &self.decode().errors;
+        DecodeError::ALL
+            .iter()
+            .map(|e| (format!("{{kind=\"{}\"}}", e.code()), errors.get(*e)))
+            .collect()
+    }
+
+    fn alerts(&self) -> Samples {
+        let alerts = &self.pipeline().alerts;
+        crate::detect::RULES
             .iter()
             .enumerate()
             .flat_map(|(r, rule)| {
                 crate::detect::Severity::ALL.iter().map(move |s| {
                     (
                         format!("{{rule=\"{rule}\",severity=\"{}\"}}", s.name()),
-                        p.alerts.0[r][*s as usize],
+                        alerts.0[r][*s as usize],
                     )
                 })
             })
-            .collect();
-        metric(
-            &mut out,
-            "exflow_detect_alerts_total",
-            "counter",
-            "Alerts raised, by rule and severity.",
-            &alerts,
-        );
-        summary(
-            &mut out,
-            "exflow_pipeline_receive_to_table_seconds",
-            "Datagram received to its records in the conversation table.",
-            &snapshot.receive_to_table,
-        );
-        summary(
-            &mut out,
-            "exflow_detect_alert_latency_seconds",
-            "Alert raised (threshold crossed) to handed to the sink.",
-            &snapshot.alert_latency,
-        );
-        let dropped: Vec<(String, u64)> = snapshot
+            .collect()
+    }
+
+    fn rule_state_dropped(&self) -> Samples {
+        self.snapshot
             .rule_state_dropped
             .iter()
             .map(|(rule, kind, n)| (format!("{{rule=\"{rule}\",kind=\"{kind}\"}}"), *n))
-            .collect();
-        metric(
-            &mut out,
-            "exflow_detect_state_dropped_total",
-            "counter",
-            "Rule state dropped to stay within bounds.",
-            &dropped,
-        );
-        let risky: Vec<(String, u64)> = crate::detect::Severity::ALL
-            .iter()
-            .zip(p.risky_hosts)
-            .map(|(band, n)| (format!("{{severity=\"{}\"}}", band.name()), n))
-            .collect();
-        metric(
-            &mut out,
-            "exflow_detect_risky_hosts",
-            "gauge",
-            "Inside hosts alerted on within the last day, by the band of their risk score.",
-            &risky,
-        );
-        metric(
-            &mut out,
-            "exflow_detect_suppressed_alerts_total",
-            "counter",
-            "Findings held back by suppression.",
-            &one(p.suppressed),
-        );
-        metric(
-            &mut out,
-            "exflow_sink_alerts_total",
-            "counter",
-            "Alerts written to the sink.",
-            &one(self.sink.alerts.load(Ordering::Relaxed)),
-        );
-        metric(
-            &mut out,
-            "exflow_sink_errors_total",
-            "counter",
-            "Alerts the sink failed to write.",
-            &one(self.sink.errors.load(Ordering::Relaxed)),
-        );
-        if let Some(k) = self.kafka.get() {
-            let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
-            metric(
-                &mut out,
-                "exflow_sink_kafka_delivered_alerts_total",
-                "counter",
-                "Alerts (and their OCSF findings when sink.kafka.ocsf_topic is set) the Kafka broker acknowledged.",
-                &load(&k.delivered),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_kafka_failed_deliveries_total",
-                "counter",
-                "Kafka deliveries that failed (retried from the spool).",
-                &load(&k.failed),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_kafka_broker_up",
-                "gauge",
-                "1 while the Kafka broker answers.",
-                &load(&k.broker_up),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_queue_dropped_alerts_total",
-                "counter",
-                "Alerts dropped because the queue to the Kafka sink was full.",
-                &load(&k.queue_dropped),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_spool_alerts",
-                "gauge",
-                "Alerts (and OCSF findings) in the spool not yet acknowledged, on disk.",
-                &load(&k.spool_alerts),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_spool_held_alerts",
-                "gauge",
-                "Alerts held in memory because the spool's disk is full (bounded).",
-                &load(&k.spool_held),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_spool_dropped_alerts_total",
-                "counter",
-                "Alerts dropped because the spool was full.",
-                &load(&k.spool_dropped),
-            );
-            for (name, help, value) in [
-                (
-                    "exflow_sink_kafka_producer_recreated_total",
-                    "Kafka producers replaced (fatal or fenced, or after an outage).",
-                    &k.producer_recreated,
-                ),
-                (
-                    "exflow_sink_kafka_dead_lettered_alerts_total",
-                    "Alerts the broker rejected for good, moved to the spool's dead-letter file.",
-                    &k.dead_lettered,
-                ),
-                (
-                    "exflow_sink_kafka_skipped_duplicate_alerts_total",
-                    "Spooled alerts found on the topic already, not sent again.",
-                    &k.duplicates_skipped,
-                ),
-                (
-                    "exflow_sink_kafka_tail_check_failures_total",
-                    "Read-backs of the alert topic's tail that failed (3 in a row: sent unchecked).",
-                    &k.tail_check_failures,
-                ),
-                (
-                    "exflow_sink_spool_corrupt_records_total",
-                    "Damaged spool records skipped.",
-                    &k.spool_corrupt,
-                ),
-                (
-                    "exflow_sink_spool_torn_records_total",
-                    "Spool records cut short by a crash, cut off at start.",
-                    &k.spool_torn,
-                ),
-            ] {
-                metric(&mut out, name, "counter", help, &load(value));
-            }
-        }
-        if let Some(f) = self.flows.get() {
-            let load = |a: &AtomicU64| one(a.load(Ordering::Relaxed));
-            metric(
-                &mut out,
-                "exflow_sink_flows_published_records_total",
-                "counter",
-                "Flow records the broker acknowledged.",
-                &load(&f.published),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_flows_dropped_records_total",
-                "counter",
-                "Flow records dropped at a full producer queue.",
-                &load(&f.dropped),
-            );
-            metric(
-                &mut out,
-                "exflow_sink_flows_failed_records_total",
-                "counter",
-                "Flow records that failed delivery.",
-                &load(&f.failed),
-            );
-        }
-        if let Some(scaleout) = self.scaleout.get() {
-            scaleout.render(&mut out, &metric);
-        }
-        metric(
-            &mut out,
-            "exflow_decode_state_load_failures_total",
-            "counter",
-            "State files that could not be read at start (kept aside as *.corrupt).",
-            &one(self.faults.state_load_failures.load(Ordering::Relaxed)),
-        );
-        metric(
-            &mut out,
-            "exflow_enrich_threat_intel_reload_failures_total",
-            "counter",
-            "Threat-intel reloads (SIGHUP) that failed; the previous list stays in force.",
-            &one(self
-                .faults
-                .threat_intel_reload_failures
-                .load(Ordering::Relaxed)),
-        );
-        metric(
-            &mut out,
-            "exflow_telemetry_refused_connections_total",
-            "counter",
-            "Connections to this endpoint closed unserved because too many were open.",
-            &one(self.http.refused_connections.load(Ordering::Relaxed)),
-        );
-        out
+            .collect()
     }
+
+    fn risky_hosts(&self) -> Samples {
+        crate::detect::Severity::ALL
+            .iter()
+            .zip(self.pipeline().risky_hosts)
+            .map(|(band, n)| (format!("{{severity=\"{}\"}}", band.name()), n))
+            .collect()
+    }
+}
+
+/// A metric of one sample, without labels.
+fn one(value: u64) -> Option<Samples> {
+    Some(vec![(String::new(), value)])
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 /// One metric in the text exposition format.
