@@ -377,16 +377,66 @@ impl Received {
     }
 }
 
-/// Waits until exflow's decoded-record counter stops moving (the queue has drained).
-pub fn settle(metrics: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
-    let mut last = scrape(metrics)?;
+/// How long [`settle`] waits for a run's datagrams to be accounted for.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`settle`] reads `/metrics`.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// What [`settle`] saw last.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The last scrape.
+    pub metrics: HashMap<String, f64>,
+    /// Datagrams of the run neither received nor dropped by the kernel (0 when settled).
+    pub unaccounted_datagrams: f64,
+    /// Datagrams received and not yet decoded or rejected (0 when settled).
+    pub in_flight_datagrams: f64,
+}
+
+impl Settled {
+    pub fn is_settled(&self) -> bool {
+        self.unaccounted_datagrams <= 0.0 && self.in_flight_datagrams <= 0.0
+    }
+}
+
+/// Waits until exflow's own counters account for every datagram of a run that `sent`,
+/// counted from the scrape `before` it: each one received or dropped by the kernel
+/// (received + kernel-dropped >= sent, as differences), and every datagram received
+/// decoded or rejected (none still in a receive worker). Gives up after `timeout` and
+/// returns what it saw: a kernel drop is reported with the next datagram its socket takes,
+/// so drops at the very end of a run can stay unreported until then.
+pub fn settle(
+    metrics: SocketAddr,
+    before: &HashMap<String, f64>,
+    sent: &Sent,
+    timeout: Duration,
+) -> anyhow::Result<Settled> {
+    let deadline = Instant::now() + timeout;
     loop {
-        std::thread::sleep(Duration::from_millis(300));
         let now = scrape(metrics)?;
-        if now.get("exflow_decode_records_total") == last.get("exflow_decode_records_total") {
-            return Ok(now);
+        let value = |name: &str| now.get(name).copied().unwrap_or(0.0);
+        let delta = |name: &str| value(name) - before.get(name).copied().unwrap_or(0.0);
+        let received = value("exflow_source_datagrams_total");
+        let unaccounted = sent.datagrams as f64
+            - delta("exflow_source_datagrams_total")
+            - delta("exflow_source_kernel_dropped_datagrams_total");
+        // A process that does not decode (no such counter) has nothing in flight.
+        let in_flight = if now.contains_key("exflow_decode_datagrams_total") {
+            received
+                - value("exflow_decode_datagrams_total")
+                - value("exflow_source_rejected_datagrams_total")
+        } else {
+            0.0
+        };
+        let settled = Settled {
+            metrics: now,
+            unaccounted_datagrams: unaccounted.max(0.0),
+            in_flight_datagrams: in_flight.max(0.0),
+        };
+        if settled.is_settled() || Instant::now() >= deadline {
+            return Ok(settled);
         }
-        last = now;
+        std::thread::sleep(SETTLE_POLL);
     }
 }
 
@@ -688,25 +738,90 @@ mod tests {
         }
     }
 
-    /// A loopback `/metrics` that serves one bulk_egress alert counter the test sets.
-    fn fake_metrics(alerts: Arc<AtomicU64>) -> SocketAddr {
+    /// A loopback `/metrics` that serves the page `page` makes at each request.
+    fn serve_page(page: impl Fn() -> String + Send + 'static) -> SocketAddr {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             for mut stream in listener.incoming().flatten() {
                 let mut request = [0u8; 1024];
                 let _ = stream.read(&mut request);
-                let page = format!(
-                    "HTTP/1.1 200 OK\r\n\r\n\
-                     exflow_detect_alerts_total{{rule=\"bulk_egress\",severity=\"high\"}} {}\n",
-                    alerts.load(Ordering::SeqCst)
-                );
-                let _ = stream.write_all(page.as_bytes());
+                let response = format!("HTTP/1.1 200 OK\r\n\r\n{}", page());
+                let _ = stream.write_all(response.as_bytes());
             }
         });
         address
     }
 
+    /// A loopback `/metrics` that serves one bulk_egress alert counter the test sets.
+    fn fake_metrics(alerts: Arc<AtomicU64>) -> SocketAddr {
+        serve_page(move || {
+            format!(
+                "exflow_detect_alerts_total{{rule=\"bulk_egress\",severity=\"high\"}} {}\n",
+                alerts.load(Ordering::SeqCst)
+            )
+        })
+    }
+
+    /// A daemon's source and decode counters, as the test sets them.
+    #[derive(Default)]
+    struct Counters {
+        received: AtomicU64,
+        kernel_dropped: AtomicU64,
+        decoded: AtomicU64,
+    }
+
+    fn counters_page(counters: Arc<Counters>) -> SocketAddr {
+        serve_page(move || {
+            format!(
+                "exflow_source_datagrams_total{{listen=\"127.0.0.1:1\"}} {}\n\
+                 exflow_source_kernel_dropped_datagrams_total{{listen=\"127.0.0.1:1\"}} {}\n\
+                 exflow_source_rejected_datagrams_total 0\n\
+                 exflow_decode_datagrams_total {}\n",
+                counters.received.load(Ordering::SeqCst),
+                counters.kernel_dropped.load(Ordering::SeqCst),
+                counters.decoded.load(Ordering::SeqCst),
+            )
+        })
+    }
+
+    /// settle returns once every datagram sent is received or dropped by the kernel and
+    /// every one received is decoded, not at the first unchanged scrape; the metrics it
+    /// returns are those of that moment.
+    #[test]
+    fn settle_waits_until_the_counters_account_for_every_datagram() {
+        let counters = Arc::new(Counters::default());
+        counters.received.store(10, Ordering::SeqCst);
+        counters.decoded.store(10, Ordering::SeqCst);
+        let metrics = counters_page(counters.clone());
+        let before = scrape(metrics).unwrap();
+        let sent = Sent {
+            datagrams: 100,
+            ..Sent::default()
+        };
+        // 90 received, 5 dropped by the kernel, 95 decoded: 5 datagrams still on their way.
+        counters.received.store(100, Ordering::SeqCst);
+        counters.kernel_dropped.store(5, Ordering::SeqCst);
+        counters.decoded.store(95, Ordering::SeqCst);
+        let pending = settle(metrics, &before, &sent, Duration::from_millis(300)).unwrap();
+        assert!(!pending.is_settled());
+        assert_eq!(
+            (pending.unaccounted_datagrams, pending.in_flight_datagrams),
+            (5.0, 5.0)
+        );
+        let late = {
+            let counters = counters.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(400));
+                counters.received.store(105, Ordering::SeqCst);
+                counters.decoded.store(105, Ordering::SeqCst);
+            })
+        };
+        let settled = settle(metrics, &before, &sent, Duration::from_secs(20)).unwrap();
+        late.join().unwrap();
+        assert!(settled.is_settled());
+        assert_eq!(settled.metrics["exflow_decode_datagrams_total"], 105.0);
+    }
     fn injected_now(scenario: Scenario) -> Injected {
         Injected {
             scenario,

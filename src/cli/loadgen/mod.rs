@@ -61,7 +61,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     })?;
     print_sent(&sent);
     if let (Some(metrics), Some(before)) = (args.metrics, before) {
-        let after = harness::settle(metrics)?;
+        let after = settled(metrics, &before, &sent)?;
         print_received(&Received::between(&before, &after), &sent);
     }
     if let Some(watch) = watch {
@@ -72,6 +72,27 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`harness::settle`]'s last scrape after a run that `sent`; on stderr, what was not
+/// accounted for within its timeout.
+fn settled(
+    metrics: std::net::SocketAddr,
+    before: &std::collections::HashMap<String, f64>,
+    sent: &Sent,
+) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let settled = harness::settle(metrics, before, sent, harness::SETTLE_TIMEOUT)?;
+    if !settled.is_settled() {
+        eprintln!(
+            "exflow loadgen: after {} s, {:.0} of {} datagrams sent neither received nor \
+             counted as dropped by the kernel, {:.0} received not yet decoded",
+            harness::SETTLE_TIMEOUT.as_secs(),
+            settled.unaccounted_datagrams,
+            sent.datagrams,
+            settled.in_flight_datagrams
+        );
+    }
+    Ok(settled.metrics)
 }
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
@@ -180,9 +201,10 @@ fn find_max(args: &LoadgenArgs, spec: LoadSpec) -> anyhow::Result<()> {
             rate: Some(rate as u64),
             ..spec.clone()
         };
-        let before = harness::settle(metrics)?;
+        let now = harness::scrape(metrics)?;
+        let before = settled(metrics, &now, &Sent::default())?;
         let sent = harness::send(&step)?;
-        let after = harness::settle(metrics)?;
+        let after = settled(metrics, &before, &sent)?;
         let received = Received::between(&before, &after);
         let loss = received.loss(&sent);
         let achieved = sent.records as f64 / sent.elapsed.as_secs_f64();
