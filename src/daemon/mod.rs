@@ -297,6 +297,15 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// The configuration the daemon's unit tests run with: inside is 10.0.0.0/8.
+#[cfg(test)]
+fn test_config() -> Config {
+    Config {
+        inside: vec!["10.0.0.0/8".parse().unwrap()],
+        ..Config::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,16 +181,8 @@ fn hand_over(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::test_config as config;
     use std::sync::mpsc;
-
-    use crate::config::Config;
-
-    fn config() -> Config {
-        Config {
-            inside: vec!["10.0.0.0/8".parse().unwrap()],
-            ..Config::default()
-        }
-    }
 
     /// A full shard queue never blocks the receive worker: the batch is dropped and its
     /// records counted; the next hand-over, with room again, goes through.

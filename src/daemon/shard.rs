@@ -243,14 +243,8 @@ pub(super) fn reload_threat_intel(config: &Config, intel: &ThreatIntel, faults: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::test_config as config;
     use crate::sink::AlertSink;
-
-    fn config() -> Config {
-        Config {
-            inside: vec!["10.0.0.0/8".parse().unwrap()],
-            ..Config::default()
-        }
-    }
 
     /// With two receive workers, a spoofer the kernel puts alone on one worker (its ticks
     /// 500 s ahead) does not move the shard's table clock past the other worker's; once the
