@@ -1,6 +1,7 @@
 //! source: batch receive with recvmmsg(2), many datagrams per system call, each with the
 //! kernel's running count of datagrams it dropped on this socket (SO_RXQ_OVFL). Linux only;
-//! the unsafe FFI of the receive side lives here and nowhere else.
+//! the unsafe FFI of recvmmsg and its control messages lives here (the only other unsafe
+//! call of the receive side is `udp.rs`'s poll(2) over a worker's sockets).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
