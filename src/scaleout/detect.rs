@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
@@ -60,7 +60,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long leaving the group at shutdown may take: librdkafka's close waits for the
 /// coordinator, and a broker that does not answer must not keep the process alive.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest checkpoint record the producer sends (librdkafka's `message.max.bytes`; the
 /// broker's own limit applies too): a partition's state is about 1 kB per profiled host.
 const MAX_CHECKPOINT_BYTES: usize = 16 << 20;
@@ -73,6 +73,28 @@ struct Events {
     revoked: Vec<i32>,
     errors: u64,
     commit_failures: u64,
+}
+
+/// The checkpoint producer's context: counts the records the broker did not take (a
+/// state larger than its `message.max.bytes`, a timeout).
+pub struct CheckpointContext {
+    failed: AtomicU64,
+}
+
+impl ClientContext for CheckpointContext {}
+
+impl ProducerContext for CheckpointContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((error, message)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                bytes = message.payload_len(),
+                "a checkpoint record was not delivered: {error}"
+            );
+        }
+    }
 }
 
 /// The consumer's context: assigns new partitions from where their checkpoint's rewind
@@ -231,7 +253,10 @@ struct Member<'a> {
     enricher: Enricher,
     topic: String,
     partitions: i32,
-    checkpoints: ThreadedProducer<DefaultProducerContext>,
+    checkpoints: ThreadedProducer<CheckpointContext>,
+    /// Checkpoint records not queued and states not restored (the broker's refusals are
+    /// counted by the producer's context).
+    checkpoint_failures: u64,
     /// Taken at the end, to be closed before the last commit.
     sink: Option<AlertSink>,
     kafka_counters: Option<Arc<KafkaCounters>>,
@@ -387,7 +412,7 @@ impl Member<'_> {
                     );
                 }
                 Err(error) => {
-                    self.figures.checkpoint_failures += 1;
+                    self.checkpoint_failures += 1;
                     warn!(
                         partition,
                         "cannot restore the checkpoint's state: {error:#}"
@@ -520,7 +545,7 @@ impl Member<'_> {
                     owned.state_bytes = payload.len() as u64;
                 }
             } else {
-                self.figures.checkpoint_failures += 1;
+                self.checkpoint_failures += 1;
             }
             owned.last_checkpoint = Some(Instant::now());
         }
@@ -569,6 +594,8 @@ impl Member<'_> {
         }
         self.figures.partitions = partitions;
         self.figures.collectors = collectors;
+        self.figures.checkpoint_failures =
+            self.checkpoint_failures + self.checkpoints.context().failed.load(Ordering::Relaxed);
         if let Some(ScaleoutMetrics::Consume(snapshot)) = telemetry.scaleout.get() {
             *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = self.figures.clone();
         }
@@ -693,9 +720,11 @@ fn consume(
         ("linger.ms", "50".to_string()),
         ("message.max.bytes", MAX_CHECKPOINT_BYTES.to_string()),
     ];
-    let checkpoints: ThreadedProducer<DefaultProducerContext> =
+    let checkpoints: ThreadedProducer<CheckpointContext> =
         client_config(kafka, "exflow-checkpoint", &defaults)
-            .create()
+            .create_with_context(CheckpointContext {
+                failed: AtomicU64::new(0),
+            })
             .context("invalid sink.kafka settings for the checkpoint producer")?;
     let sink = AlertSink::from_config(&config.sink)?;
     let kafka_counters = match &sink {
@@ -721,6 +750,7 @@ fn consume(
         topic,
         partitions,
         checkpoints,
+        checkpoint_failures: 0,
         sink: Some(sink),
         kafka_counters,
         owned: BTreeMap::new(),
@@ -757,23 +787,30 @@ fn consume(
         }
     }
     info!("stopping: delivering the last alerts, committing");
+    let stopping = Instant::now();
     if let Some(sink) = member.sink.take() {
         sink.close().context("cannot flush the alert sink")?;
     }
+    info!(elapsed = ?stopping.elapsed(), "the alert sink is closed: the last checkpoints");
     // An asynchronous commit: the close below waits for it, within its bound (a
     // synchronous one waits as long as the coordinator takes).
     member.checkpoint(&consumer, CommitMode::Async, None);
-    let _ = member.checkpoints.flush(Duration::from_secs(5));
+    if let Err(error) = member.checkpoints.flush(CLOSE_TIMEOUT) {
+        warn!("the last checkpoints were not all delivered: {error}");
+    }
     member.publish(&consumer, telemetry);
+    info!(elapsed = ?stopping.elapsed(), "leaving the group");
     leave_group(consumer);
+    info!(elapsed = ?stopping.elapsed(), "stopped");
     Ok(())
 }
 
 /// Leaves the group within `CLOSE_TIMEOUT`: librdkafka's close revokes the partitions,
-/// waits for outstanding commits and sends LeaveGroup. Dropping the consumer would wait
-/// for that without a bound (rdkafka polls until closed), so a consumer not closed in time
-/// is let go unclosed: the process is exiting, and the group notices at its session
-/// timeout.
+/// waits for outstanding commits and sends LeaveGroup. Dropping the consumer would do
+/// that without a bound (rdkafka polls until closed), and log an error when it is closed
+/// already; so the consumer is closed here and then not dropped, closed or not: the
+/// process exits next (`run` is `exflow detect`'s whole life), and a group that did not
+/// hear the LeaveGroup notices at its session timeout.
 fn leave_group(consumer: BaseConsumer<DetectContext>) {
     let deadline = Instant::now() + CLOSE_TIMEOUT;
     match consumer.close_queue() {
@@ -784,10 +821,8 @@ fn leave_group(consumer: BaseConsumer<DetectContext>) {
         }
         Err(error) => warn!("cannot leave the group: {error}"),
     }
-    if consumer.closed() {
-        drop(consumer);
-    } else {
+    if !consumer.closed() {
         warn!("the group did not answer within {CLOSE_TIMEOUT:?}: leaving without it");
-        std::mem::forget(consumer);
     }
+    std::mem::forget(consumer);
 }
