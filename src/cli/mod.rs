@@ -115,14 +115,27 @@ pub struct LoadgenArgs {
     /// 300 MB to a foreign address) or `long_lived_foreign` (an hour-long connection to a
     /// foreign address that sent 5 MB), each caught by the rule of its name with the default
     /// configuration. Reports each one's detection latency, read from the rule's alert
-    /// counter at --metrics; a scenario not detected makes the command fail.
+    /// counter at --metrics (or from the alerts topic with --kafka-brokers); a scenario not
+    /// detected makes the command fail.
     #[arg(
         long = "scenario",
         value_name = "NAME@SECONDS",
-        requires = "metrics",
         conflicts_with = "find_max"
     )]
     pub scenarios: Vec<loadgen::harness::Planned>,
+    /// Read the scenarios' alerts from the alerts topic at these brokers instead of the
+    /// counters at --metrics: for `exflow collect` as the target, with `exflow detect`
+    /// members raising the alerts; the latency is then from datagram to alert on the topic.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// The alerts topic read with --kafka-brokers.
+    #[arg(
+        long,
+        default_value = "exflow.alerts.v1",
+        value_name = "TOPIC",
+        requires = "kafka_brokers"
+    )]
+    pub kafka_topic: String,
     /// How long after the run a scenario's alert is waited for before it counts as missed.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub detect_timeout: f64,

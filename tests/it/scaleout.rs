@@ -27,6 +27,8 @@ struct Topics {
     assignor: &'static str,
     /// More configuration, appended.
     extra: String,
+    /// `scaleout.state_interval_ms`: short, so that a test's takeover finds a state.
+    state_interval_ms: u64,
 }
 
 impl Topics {
@@ -40,6 +42,7 @@ impl Topics {
             group: topic_name("exflow-detect"),
             brokers,
             extra: String::new(),
+            state_interval_ms: 500,
         }
     }
 
@@ -57,7 +60,7 @@ impl Topics {
              spool_dir = \"{}\"\nmessage_timeout_ms = 3000\n\
              [scaleout]\ngroup = \"{}\"\nstate_topic = \"{}\"\nstatic_membership = false\n\
              session_timeout_ms = 6000\ncheckpoint_interval_ms = 500\nwatermark_interval_ms = 200\n\
-             state_interval_ms = 500\n{}",
+             state_interval_ms = {}\n{}",
             self.assignor,
             self.brokers,
             self.alerts,
@@ -65,6 +68,7 @@ impl Topics {
             spool.display(),
             self.group,
             self.state,
+            self.state_interval_ms,
             self.extra,
         )
     }
@@ -603,4 +607,69 @@ fn a_takeover_restores_a_baseline_learned_before_the_rewind_from_the_checkpoint(
     assert!(got.values().all(|&n| n == 1), "no alert twice: {got:?}");
     assert_eq!(got.keys().cloned().collect::<Vec<_>>(), want);
     survivor.stop();
+}
+
+/// `exflow loadgen` drives a collector and reads the injected scenario's alert back from
+/// the alerts topic, which one detector raised: detected, with its datagram-to-alert
+/// latency reported (measured, not asserted), and the alert is the injected host's.
+#[test]
+fn loadgen_drives_a_collector_and_reads_the_scenarios_alert_from_the_topic() {
+    let mut topics = Topics::new("cooperative-sticky");
+    // The load's thousands of hosts make a state of megabytes a partition: not twice a
+    // second (the default is a minute).
+    topics.state_interval_ms = 60_000;
+    let inside = ["--inside", "10.0.0.0/8"];
+    let spool = temp_dir("spool-loadgen-detect");
+    let detector = Daemon::start_command(
+        "detect",
+        &topics.config(&spool),
+        &[&inside[..], &["--instance-id", "detect-1"]].concat(),
+    );
+    wait_until(
+        "the detector owns every partition",
+        Duration::from_secs(60),
+        || detector.metric("exflow_consume_partitions") == 4.0,
+    );
+    let spool = temp_dir("spool-loadgen-collect");
+    let collector = Daemon::start_command("collect", &topics.config(&spool), &inside);
+    let stdout = collector
+        .loadgen(&[
+            "--exporters",
+            "4",
+            "--rate",
+            "20000",
+            "--duration",
+            "3",
+            "--detect-timeout",
+            "120",
+            "--scenario",
+            "bulk_egress@1",
+            "--kafka-brokers",
+            &topics.brokers,
+            "--kafka-topic",
+            &topics.alerts,
+        ])
+        .stdout;
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("scenario: bulk_egress "))
+        .unwrap_or_else(|| panic!("no scenario line: {stdout}"));
+    assert!(
+        stdout.contains("read back from the alerts topic"),
+        "{stdout}"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = |word: &str| words.iter().position(|w| *w == word).unwrap();
+    assert_eq!(words[at("detected") + 1], "yes", "{line}");
+    assert_eq!(words[at("latency") + 2], "ms", "{line}");
+    let inside_host = words[at("->") - 1].trim_start_matches('[');
+    collector.stop();
+    let messages = consume(&topics.brokers, &topics.alerts, 1, Duration::from_secs(30));
+    assert!(
+        messages.iter().any(|m| m.alert["rule"] == "bulk_egress"
+            && m.alert["inside_addr"] == inside_host
+            && m.alert["outside_addr"] == "5.255.255.77"),
+        "no bulk_egress alert for {inside_host}"
+    );
+    detector.stop();
 }

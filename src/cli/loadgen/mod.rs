@@ -6,11 +6,21 @@ use std::time::Duration;
 use anyhow::bail;
 use exflow::decode::FlowKind;
 
+use self::alerts::TopicWatch;
 use self::harness::{Detections, LoadSpec, Received, Sent, Watch};
 use super::{LoadgenArgs, Protocol};
 
+pub mod alerts;
 pub mod harness;
 mod scenario;
+
+/// Where the scenarios' alerts are looked for.
+enum Watcher {
+    /// exflow's alert counters at `--metrics`.
+    Metrics(Watch),
+    /// The alerts topic (`--kafka-brokers`).
+    Topic(TopicWatch),
+}
 
 pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let kind = match args.protocol {
@@ -48,16 +58,25 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         Some(metrics) => Some(harness::scrape(metrics)?),
         None => None,
     };
-    let watch = match args.metrics {
-        Some(metrics) if !spec.scenarios.is_empty() => {
-            Some(Watch::start(metrics, &spec.scenarios, detect_timeout)?)
-        }
-        _ => None,
+    let watch = match (&args.kafka_brokers, args.metrics) {
+        _ if spec.scenarios.is_empty() => None,
+        (Some(brokers), _) => Some(Watcher::Topic(TopicWatch::start(
+            brokers,
+            &args.kafka_topic,
+            &spec.scenarios,
+            detect_timeout,
+        )?)),
+        (None, Some(metrics)) => Some(Watcher::Metrics(Watch::start(
+            metrics,
+            &spec.scenarios,
+            detect_timeout,
+        )?)),
+        (None, None) => bail!("--scenario needs --metrics or --kafka-brokers to see alerts"),
     };
-    let sent = harness::send_injecting(&spec, |injected| {
-        if let Some(watch) = &watch {
-            watch.injected(injected);
-        }
+    let sent = harness::send_injecting(&spec, |injected| match &watch {
+        Some(Watcher::Metrics(watch)) => watch.injected(injected),
+        Some(Watcher::Topic(watch)) => watch.injected(injected),
+        None => {}
     })?;
     print_sent(&sent);
     if let (Some(metrics), Some(before)) = (args.metrics, before) {
@@ -65,8 +84,18 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         print_received(&Received::between(&before, &after), &sent);
     }
     if let Some(watch) = watch {
-        let detections = watch.finish();
-        let missed = print_detections(&detections, &spec, &sent, args.detect_timeout);
+        let (detections, how) = match watch {
+            Watcher::Metrics(watch) => (
+                watch.finish(),
+                "the first /metrics scrape (every 10 ms) counting its rule's alert; exflow \
+                 publishes its counters every 100 ms, which bounds the resolution",
+            ),
+            Watcher::Topic(watch) => (
+                watch.finish(),
+                "its alert (its rule, its inside host) read back from the alerts topic",
+            ),
+        };
+        let missed = print_detections(&detections, &spec, &sent, args.detect_timeout, how);
         if missed > 0 {
             bail!("{missed} of {} scenarios missed", spec.scenarios.len());
         }
@@ -126,12 +155,14 @@ fn print_received(r: &Received, sent: &Sent) {
 }
 
 /// One line per scenario; returns how many were not detected (or not sent).
-fn print_detections(d: &Detections, spec: &LoadSpec, sent: &Sent, timeout_s: f64) -> usize {
-    println!(
-        "scenarios: latency is from a scenario's last datagram sent to the first /metrics \
-         scrape (every 10 ms) counting its rule's alert; exflow publishes its counters every \
-         100 ms, which bounds the resolution"
-    );
+fn print_detections(
+    d: &Detections,
+    spec: &LoadSpec,
+    sent: &Sent,
+    timeout_s: f64,
+    how: &str,
+) -> usize {
+    println!("scenarios: latency is from a scenario's last datagram sent to {how}");
     let mut missed = 0;
     for detection in &d.scenarios {
         let i = detection.injected;
