@@ -300,3 +300,32 @@ fn counter_samples_give_interface_counters() {
     assert_eq!(decoder.sflow_interfaces().count(), 5 * 4);
     assert!(decoder.totals().interfaces_refused > 0);
 }
+
+/// telegraf's sflow_issue_18876: a 10 Gbit/s switch port's counters past 2^32 (agent
+/// 172.16.254.196, sequence 17628, ifIndex 1258293248). telegraf's expected values:
+/// in_bytes 59347538341644, out_bytes 89572325677612, in_errors 58690, no discards.
+#[test]
+fn counter_samples_keep_64_bit_octets() {
+    let bytes = std::fs::read(data("sflow/telegraf_sflow_issue_18876.bin")).unwrap();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    decoder
+        .decode(ip("127.0.0.1"), 1, &bytes, &mut records)
+        .unwrap();
+    assert!(records.is_empty());
+    let interfaces: Vec<_> = decoder.sflow_interfaces().map(|(_, c)| *c).collect();
+    assert_eq!(interfaces.len(), 1);
+    let c = interfaces[0];
+    assert_eq!((c.sub_agent_id, c.if_index), (0, 1_258_293_248));
+    assert_eq!(c.speed_bps, 10_000_000_000);
+    assert_eq!(
+        (c.in_octets, c.out_octets),
+        (59_347_538_341_644, 89_572_325_677_612)
+    );
+    assert_eq!(
+        (c.in_errors, c.out_errors, c.in_discards, c.out_discards),
+        (58_690, 0, 0, 0)
+    );
+    let totals = decoder.totals();
+    assert_eq!((totals.counter_samples, totals.errors.total()), (1, 0));
+}
