@@ -189,6 +189,76 @@ impl Connections {
         evicted
     }
 
+    /// Every tracked flow, for the state file (most recently reported first, so a restore
+    /// into a smaller bound keeps the freshest).
+    pub fn saved(&self) -> Vec<SavedConnection> {
+        let mut flows: Vec<_> = self.flows.iter().collect();
+        flows.sort_by_key(|(_, a)| std::cmp::Reverse(a.last_seen));
+        flows
+            .into_iter()
+            .map(|(key, a)| SavedConnection {
+                exporter: key.exporter,
+                kind: SavedKind::of(key.kind),
+                domain_id: key.domain_id,
+                flow_id: match key.identity {
+                    Identity::FlowId(id) => Some(id),
+                    Identity::FiveTuple { .. } => None,
+                },
+                five_tuple: match key.identity {
+                    Identity::FlowId(_) => None,
+                    Identity::FiveTuple {
+                        src,
+                        dst,
+                        src_port,
+                        dst_port,
+                        proto,
+                    } => Some((src, dst, src_port, dst_port, proto)),
+                },
+                counted: [a.bytes, a.packets, a.reverse_bytes, a.reverse_packets],
+                closed: a.closed,
+            })
+            .collect()
+    }
+
+    /// Takes back what [`saved`](Self::saved) wrote, at most `max` flows in all; returns
+    /// how many were restored. Restored flows are the stalest until reported again.
+    pub fn restore(&mut self, saved: Vec<SavedConnection>, max: usize) -> usize {
+        let mut restored = 0;
+        for connection in saved {
+            if self.flows.len() >= max {
+                break;
+            }
+            let identity = match (connection.flow_id, connection.five_tuple) {
+                (Some(id), _) => Identity::FlowId(id),
+                (None, Some((src, dst, src_port, dst_port, proto))) => Identity::FiveTuple {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                    proto,
+                },
+                (None, None) => continue,
+            };
+            let key = FlowKey {
+                exporter: connection.exporter,
+                kind: connection.kind.kind(),
+                domain_id: connection.domain_id,
+                identity,
+            };
+            let [bytes, packets, reverse_bytes, reverse_packets] = connection.counted;
+            let accounted = Accounted {
+                bytes,
+                packets,
+                reverse_bytes,
+                reverse_packets,
+                closed: connection.closed,
+                last_seen: 0,
+            };
+            restored += usize::from(self.flows.insert(key, accounted).is_none());
+        }
+        restored
+    }
+
     /// Forgets the stalest tenth (at least one); returns how many.
     fn evict_stalest(&mut self) -> u64 {
         let target = (self.flows.len() / 10).max(1);
@@ -206,6 +276,51 @@ impl Connections {
             }
         });
         (before - self.flows.len()) as u64
+    }
+}
+
+/// A tracked flow as the state file keeps it (`decode::state`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedConnection {
+    pub exporter: IpAddr,
+    pub kind: SavedKind,
+    pub domain_id: u32,
+    /// The exporter's flow id (IE 148), or else the 5-tuple (source, destination, ports,
+    /// protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub five_tuple: Option<(IpAddr, IpAddr, u16, u16, u8)>,
+    /// Bytes, packets, reverse bytes, reverse packets: the last totals, or for a firewall
+    /// connection what was counted so far.
+    pub counted: [u64; 4],
+    #[serde(default)]
+    pub closed: bool,
+}
+
+/// The protocols whose records are tracked (only templated exports carry totals and
+/// firewall events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedKind {
+    NetflowV9,
+    Ipfix,
+}
+
+impl SavedKind {
+    fn of(kind: FlowKind) -> SavedKind {
+        if kind == FlowKind::NetflowV9 {
+            SavedKind::NetflowV9
+        } else {
+            SavedKind::Ipfix
+        }
+    }
+
+    fn kind(self) -> FlowKind {
+        match self {
+            SavedKind::NetflowV9 => FlowKind::NetflowV9,
+            SavedKind::Ipfix => FlowKind::Ipfix,
+        }
     }
 }
 
@@ -352,5 +467,36 @@ mod tests {
         newest.src_port = 999;
         connections.account(&mut newest, CounterSource::Totals, None, 1000, 100);
         assert_eq!((newest.bytes, newest.continues_flow), (50, true));
+    }
+
+    #[test]
+    fn saved_connections_restore_within_the_bound_freshest_first() {
+        let mut connections = Connections::default();
+        for (n, port) in [(1u64, 1000u16), (2, 2000), (3, 3000)] {
+            let mut record = flow(100 * n, n);
+            record.src_port = port;
+            connections.account(&mut record, CounterSource::Totals, None, n, 16);
+        }
+        let mut by_id = flow(5, 1);
+        by_id.firewall_event = FIREWALL_EVENT_DELETED;
+        connections.account(&mut by_id, CounterSource::Initiator, Some(77), 4, 16);
+        let saved = connections.saved();
+        assert_eq!(saved.len(), 4);
+        assert_eq!(saved[0].flow_id, Some(77));
+        assert!(saved[0].closed);
+        assert_eq!(saved[1].five_tuple.unwrap().2, 3000);
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: Vec<SavedConnection> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, saved);
+
+        let mut restored = Connections::default();
+        assert_eq!(restored.restore(back, 2), 2);
+        assert_eq!(restored.len(), 2);
+        // The 3000 flow was kept: its next total counts from its last one.
+        let mut next = flow(450, 4);
+        next.src_port = 3000;
+        restored.account(&mut next, CounterSource::Totals, None, 5, 16);
+        assert_eq!((next.bytes, next.packets), (150, 1));
+        assert!(next.continues_flow);
     }
 }

@@ -1,6 +1,8 @@
 //! decode: templates, exporter clocks and sampling state saved to a file and loaded at
 //! start, so data that arrives after a restart, before the exporter re-sends its
-//! templates, still decodes. Written atomically (temporary file, fsync, rename).
+//! templates, still decodes; and the tracked connections (running totals, firewall
+//! events), so a restart does not count a total twice. Written atomically (temporary
+//! file, fsync, rename).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -9,6 +11,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::connections::SavedConnection;
 use super::exporter::{Domain, Samplers};
 use super::layout::Layout;
 use super::record::FlowKind;
@@ -22,6 +25,11 @@ const STATE_VERSION: u32 = 1;
 struct SavedState {
     version: u32,
     exporters: Vec<SavedExporter>,
+    /// Flows reported many times (running totals, firewall connections) and what was
+    /// counted of each, so a restart does not count a running total whole again. Absent
+    /// in files written before it was kept.
+    #[serde(default)]
+    connections: Vec<SavedConnection>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,7 +73,8 @@ fn protocol_name(kind: FlowKind) -> &'static str {
 }
 
 impl Decoder {
-    /// Writes templates, clocks and samplers of every exporter to `path`, atomically: a
+    /// Writes templates, clocks and samplers of every exporter, and the tracked
+    /// connections, to `path`, atomically: a
     /// reader (or a crash) sees the old file or the new one, never half of one.
     pub fn save_state(&self, path: &Path) -> anyhow::Result<()> {
         let mut exporters = Vec::new();
@@ -111,6 +120,7 @@ impl Decoder {
         let state = SavedState {
             version: STATE_VERSION,
             exporters,
+            connections: self.connections.saved(),
         };
         let json = serde_json::to_vec(&state).expect("state serialises: plain data");
         write_atomically(path, &json)
@@ -177,6 +187,8 @@ impl Decoder {
                 }
             }
         }
+        self.connections
+            .restore(state.connections, limits.max_tracked_connections);
         Ok(restored)
     }
 }

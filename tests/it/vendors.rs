@@ -700,3 +700,46 @@ fn relayed_exporter_address_from_options_data() {
     assert_eq!(relayed.observation_domain_id, 524_288);
     assert_eq!(decode(false).sampler_address, ip("192.0.2.7"));
 }
+
+/// A session's running totals across a restart: the tracked connections go into the
+/// decoder's state file with the templates, so the first total after the restart counts
+/// only what is new (10 MB), not the session's whole 30 MB again.
+#[test]
+fn running_totals_survive_a_restart_in_the_state_file() {
+    const MB: u64 = 1_000_000;
+    let start_ms = 1_710_230_400_000;
+    let report = |n: u64| {
+        totals_only_message(
+            n as u32,
+            1_710_230_400 + 60 * n as u32,
+            &[(10 * MB * n, 1000 * n, start_ms, start_ms + 60_000 * n, 2)],
+        )
+    };
+    let exporter = ip("192.0.2.9");
+    let mut before = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    for n in 1..=2 {
+        before
+            .decode(exporter, n, &report(n), &mut records)
+            .unwrap();
+    }
+    assert_eq!(records.iter().map(|r| r.bytes).sum::<u64>(), 20 * MB);
+    let path = std::env::temp_dir().join(format!("exflow-totals-{}.state", std::process::id()));
+    before.save_state(&path).unwrap();
+
+    let mut after = Decoder::new(DecoderConfig::default());
+    after.load_state(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(after.tracked_connections(), 1);
+    let mut records = Vec::new();
+    after.decode(exporter, 3, &report(3), &mut records).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].bytes, records[0].packets), (10 * MB, 1000));
+    assert!(records[0].continues_flow);
+
+    // Without the saved connections the same report counts its whole total.
+    let mut fresh = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    fresh.decode(exporter, 3, &report(3), &mut records).unwrap();
+    assert_eq!(records[0].bytes, 30 * MB);
+}
