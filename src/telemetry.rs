@@ -774,6 +774,46 @@ const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
 /// How often the server looks at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
+/// The metrics endpoint on a thread of its own (`exflow-metrics`), serving until it is
+/// stopped or dropped (so an early return stops it too).
+pub struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Serves `telemetry` on `listener` ([`serve`]); a failure of the endpoint is logged.
+    pub fn spawn(listener: TcpListener, telemetry: Arc<Telemetry>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("exflow-metrics".into())
+                .spawn(move || {
+                    if let Err(error) = serve(listener, telemetry, stop) {
+                        tracing::warn!("the metrics endpoint stopped: {error}");
+                    }
+                })?
+        };
+        Ok(MetricsServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops serving and waits for the thread.
+    pub fn stop(self) {}
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` is set.
 ///
 /// hyper's HTTP/1 server on a one-thread tokio runtime, this thread's own: connections are

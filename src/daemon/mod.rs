@@ -38,7 +38,7 @@ use crate::flow::clock::WorkerClocks;
 use crate::pipeline::{Ingest, Shard};
 use crate::sink::{AlertSender, AlertSink};
 use crate::source::udp::Sockets;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{MetricsServer, Telemetry};
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
 #[derive(Debug, Clone, Default)]
@@ -72,17 +72,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         shards = config.flow.shards,
         "serving /metrics"
     );
-    let stop_metrics = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let metrics_thread = {
-        let (telemetry, stop) = (telemetry.clone(), stop_metrics.0.clone());
-        std::thread::Builder::new()
-            .name("exflow-metrics".into())
-            .spawn(move || {
-                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
-                    warn!("the metrics endpoint stopped: {error}");
-                }
-            })?
-    };
+    let metrics_server = MetricsServer::spawn(metrics, telemetry.clone())?;
     let enricher = config.enricher()?;
     let sink = AlertSink::from_config(&config.sink)?;
     if let AlertSink::Kafka(kafka) = &sink {
@@ -190,8 +180,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         }
     }
     publish();
-    drop(stop_metrics);
-    let _ = metrics_thread.join();
+    metrics_server.stop();
     sink.close().context("cannot flush the alert sink")?;
     let counters = telemetry
         .snapshot
@@ -286,15 +275,6 @@ fn shard_runners(
         reports.push(report);
     }
     (runners, reports)
-}
-
-/// Sets the metrics server's stop flag when dropped, so that an early return stops it too.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// The configuration the daemon's unit tests run with: inside is 10.0.0.0/8.

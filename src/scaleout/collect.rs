@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -33,7 +33,7 @@ use crate::pipeline::{Ingest, Routed};
 use crate::sink::kafka::KafkaConfig;
 use crate::sink::kafka::producer::client_config;
 use crate::source::udp::Sockets;
-use crate::telemetry::{Snapshot, Telemetry};
+use crate::telemetry::{MetricsServer, Snapshot, Telemetry};
 use crate::time::wall_clock_ns;
 
 /// How often the counters are published to the metrics endpoint.
@@ -190,19 +190,8 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     let _ = telemetry
         .scaleout
         .set(ScaleoutMetrics::Collect(counters.clone()));
-    let stop_metrics = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let metrics_thread = {
-        let (telemetry, stop) = (telemetry.clone(), stop_metrics.0.clone());
-        let listener = parts.metrics;
-        info!(metrics = %listener.local_addr()?, "serving /metrics");
-        std::thread::Builder::new()
-            .name("exflow-metrics".into())
-            .spawn(move || {
-                if let Err(error) = crate::telemetry::serve(listener, telemetry, stop) {
-                    warn!("the metrics endpoint stopped: {error}");
-                }
-            })?
-    };
+    info!(metrics = %parts.metrics.local_addr()?, "serving /metrics");
+    let metrics_server = MetricsServer::spawn(parts.metrics, telemetry.clone())?;
     let defaults = [
         ("linger.ms", "20".to_string()),
         ("batch.num.messages", "10000".to_string()),
@@ -293,8 +282,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         warn!("{error:#}");
     }
     publish_metrics(&mut ingest);
-    drop(stop_metrics);
-    let _ = metrics_thread.join();
+    metrics_server.stop();
     let c = ingest.counters();
     info!(
         records = c.decode.records,
@@ -324,13 +312,4 @@ pub fn partition_count<C: ClientContext>(
         );
     }
     Ok(partitions as i32)
-}
-
-/// Sets the metrics server's stop flag when dropped, so that an early return stops it too.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
