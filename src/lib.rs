@@ -4,6 +4,7 @@
 //! (zero-copy views) and `decode` (stateful decoder) -> `flow` (sharded conversation
 //! tables) -> `detect` (rules on event time) -> `sink` (JSON lines, Kafka).
 
+pub mod alloc;
 pub mod config;
 pub mod daemon;
 pub mod decode;

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Huge pages for the large tables (see `exflow::alloc`).
+#[global_allocator]
+static ALLOCATOR: exflow::alloc::HugePages = exflow::alloc::HugePages;
+
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     tracing_subscriber::fmt()

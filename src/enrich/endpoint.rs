@@ -35,17 +35,30 @@ pub fn load_threat_intel(path: &Path) -> anyhow::Result<NetSet> {
 }
 
 /// An allow-list compiled for lookups.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Allow {
+    /// Nothing is listed: every check is false without a look at the lists (the default,
+    /// checked by several rules per record).
+    empty: bool,
     nets: NetSet,
     asns: Box<[u32]>,
     countries: Box<[CountryCode]>,
     ports: Box<[u16]>,
 }
 
+impl Default for Allow {
+    fn default() -> Self {
+        Allow::new(&AllowList::default())
+    }
+}
+
 impl Allow {
     pub fn new(list: &AllowList) -> Self {
         Allow {
+            empty: list.cidrs.is_empty()
+                && list.asns.is_empty()
+                && list.countries.is_empty()
+                && list.ports.is_empty(),
             nets: NetSet::from_nets(list.cidrs.iter().copied()),
             asns: list.asns.clone().into(),
             countries: list.countries.clone().into(),
@@ -62,15 +75,16 @@ impl Allow {
         outside_port: u16,
         destination: &Destination,
     ) -> bool {
-        self.nets.contains(outside)
-            || self.nets.contains(inside)
-            || destination
-                .asn
-                .is_some_and(|asn| self.asns.contains(&asn.get()))
-            || destination
-                .country
-                .is_some_and(|cc| self.countries.contains(&cc))
-            || self.ports.contains(&outside_port)
+        !self.empty
+            && (self.nets.contains(outside)
+                || self.nets.contains(inside)
+                || destination
+                    .asn
+                    .is_some_and(|asn| self.asns.contains(&asn.get()))
+                || destination
+                    .country
+                    .is_some_and(|cc| self.countries.contains(&cc))
+                || self.ports.contains(&outside_port))
     }
 }
 
