@@ -217,12 +217,20 @@ impl EvidenceConversation {
     }
 }
 
-/// Keeps the `max` largest conversations (by bytes out) of a finding's evidence: `seen`
-/// replaces its own earlier entry, or the smallest when it is larger.
-pub fn keep_evidence(list: &mut Vec<EvidenceConversation>, seen: EvidenceConversation, max: usize) {
+/// The largest conversations a rule keeps per window or host, held inline (no allocation
+/// of its own, so reading them costs no pointer chase from the rule's map entry).
+pub type EvidenceList = arrayvec::ArrayVec<EvidenceConversation, EVIDENCE_HELD>;
+
+/// What an [`EvidenceList`] holds at most.
+pub const EVIDENCE_HELD: usize = 4;
+
+/// Keeps the `max` (at most [`EVIDENCE_HELD`]) largest conversations (by bytes out) of a
+/// finding's evidence: `seen` replaces its own earlier entry, or the smallest when it is
+/// larger.
+pub fn keep_evidence(list: &mut EvidenceList, seen: EvidenceConversation, max: usize) {
     if let Some(own) = list.iter_mut().find(|e| e.key == seen.key) {
         *own = seen;
-    } else if list.len() < max {
+    } else if list.len() < max.min(EVIDENCE_HELD) {
         list.push(seen);
     } else if let Some(smallest) = list.iter_mut().min_by_key(|e| e.bytes_out)
         && smallest.bytes_out < seen.bytes_out

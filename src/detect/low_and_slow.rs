@@ -9,12 +9,10 @@
 
 use std::net::IpAddr;
 
-use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
-use super::bounded::evict_stalest;
-use super::window::Buckets;
+use super::window::Windows;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
@@ -74,87 +72,63 @@ enum Target {
     Asn(u32),
 }
 
-#[derive(Debug, Default)]
-struct Window {
-    /// Upload and conversations begun, per bucket.
-    buckets: Buckets<HELD>,
-    first_ms: u64,
-    last_ms: u64,
-    reported: u8,
-    evidence: Vec<EvidenceConversation>,
-}
-
 pub struct LowAndSlow {
     min_bytes_out: u64,
     min_conversations: u64,
     bucket_ms: u64,
     window_ms: u64,
     by_asn: bool,
-    max_windows: usize,
     allow: Allow,
-    windows: HashMap<(IpAddr, Target), Window>,
-    pub windows_evicted: u64,
-    /// Uploads older than the ring holds.
-    pub too_late: u64,
-    /// How far behind a tick records may still arrive (`allow_lateness`).
-    lateness_ms: u64,
+    /// Upload and conversations begun, per bucket.
+    windows: Windows<(IpAddr, Target), HELD, ()>,
 }
 
 impl LowAndSlow {
     pub fn new(config: &LowAndSlowConfig) -> Self {
         let window_ms = config.window_s.saturating_mul(1000).max(BUCKETS as u64);
+        let bucket_ms = window_ms / BUCKETS as u64;
         LowAndSlow {
             min_bytes_out: config.min_bytes_out.max(1),
             min_conversations: config.min_conversations,
-            bucket_ms: window_ms / BUCKETS as u64,
+            bucket_ms,
             window_ms,
             by_asn: config.by_asn,
-            max_windows: config.max_windows.max(1),
             allow: Allow::new(&config.allow),
-            windows: HashMap::new(),
-            windows_evicted: 0,
-            too_late: 0,
-            lateness_ms: 0,
+            windows: Windows::new(config.max_windows, bucket_ms),
         }
     }
 
     fn add(&mut self, event: &RecordEvent<'_>, target: Target) -> Option<Finding> {
         let (record, key) = (event.record, event.key);
-        let window_key = (key.inside, target);
-        if self.windows.len() >= self.max_windows && !self.windows.contains_key(&window_key) {
-            self.windows_evicted +=
-                evict_stalest(&mut self.windows, |w: &Window| w.last_ms, |_, _| {}) as u64;
-        }
-        let window = self.windows.entry(window_key).or_default();
         let at = record.end_ms.max(record.start_ms);
         let begun = u32::from(event.update == Update::Created);
-        if !window
-            .buckets
-            .add(at, self.bucket_ms, record.bytes_out, begun)
-        {
-            self.too_late += 1;
-            return None;
-        }
+        let window = self
+            .windows
+            .add((key.inside, target), at, record.bytes_out, begun)?;
         if window.first_ms == 0 {
             window.first_ms = record.start_ms;
         }
         window.last_ms = window.last_ms.max(event.now_ms);
+        keep_evidence(
+            &mut window.evidence,
+            EvidenceConversation::of(key, event.conversation),
+            EVIDENCE,
+        );
+        // Forgets what the ring no longer holds (it ends at the newest record, `add`).
+        window.slide(at, self.bucket_ms);
+        let min = self.min_bytes_out;
+        // No day within the ring can hold more than the whole ring: below the threshold,
+        // the buckets need not be read.
+        if window.buckets.bytes() < min {
+            window.reported = 0;
+            return None;
+        }
         // The ring ends at the newest record's time (`add`), not the exporter's clock: a
         // late record is judged in the busiest day it belongs to.
         let (total, conversations, start) =
             window
                 .buckets
                 .busiest_window_with(at, self.bucket_ms, BUCKETS);
-        window.first_ms = window.first_ms.max(window.buckets.start_ms(self.bucket_ms));
-        keep_evidence(
-            &mut window.evidence,
-            EvidenceConversation::of(key, event.conversation),
-            EVIDENCE,
-        );
-        window
-            .evidence
-            .retain(|e| e.last_ms >= window.buckets.start_ms(self.bucket_ms));
-        let min = self.min_bytes_out;
         if total < min {
             window.reported = 0;
             return None;
@@ -209,7 +183,7 @@ impl LowAndSlow {
                 ratio: total as f64 / min as f64,
             }),
             host_role: None,
-            evidence: window.evidence.clone(),
+            evidence: window.evidence.to_vec(),
         }));
         Some(finding)
     }
@@ -222,15 +196,11 @@ impl Rule for LowAndSlow {
 
     /// At most `max_bytes` of windows, at [`WINDOW_BYTES`] each.
     fn limit_state(&mut self, max_bytes: u64) {
-        let by_bytes = usize::try_from(max_bytes / WINDOW_BYTES).unwrap_or(usize::MAX);
-        self.max_windows = self.max_windows.min(by_bytes).max(1);
+        self.windows.limit(max_bytes, WINDOW_BYTES);
     }
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("windows_evicted", self.windows_evicted),
-            ("too_late", self.too_late),
-        ]
+        self.windows.dropped()
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
@@ -259,22 +229,13 @@ impl Rule for LowAndSlow {
     }
 
     fn allow_lateness(&mut self, lateness_ms: u64) {
-        self.lateness_ms = lateness_ms;
+        self.windows.allow_lateness(lateness_ms);
     }
 
     /// Slides every window to the oldest time a record may still come from: `now_ms` less
     /// the lateness allowed.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
-        let bucket_ms = self.bucket_ms;
-        let min = self.min_bytes_out;
-        let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
-        self.windows.retain(|_, window| {
-            window.buckets.slide(oldest_ms, bucket_ms);
-            if window.buckets.bytes() < min {
-                window.reported = 0;
-            }
-            !window.buckets.is_empty()
-        });
+        self.windows.on_tick(now_ms, self.min_bytes_out);
     }
 }
 
@@ -427,7 +388,7 @@ mod tests {
         assert_eq!(h.findings[0].flows, 20);
         // A record from before the window is counted, not added.
         h.upload(52_001, "185.1.1.1", MB, T0, now);
-        assert_eq!(h.rule.too_late, 1);
+        assert_eq!(h.rule.windows.too_late, 1);
     }
 
     #[test]
@@ -440,7 +401,7 @@ mod tests {
             h.upload(50_000, &format!("185.2.{}.1", i), 1000, T0 + i, T0 + i);
         }
         assert!(h.rule.windows.len() <= 10);
-        assert!(h.rule.windows_evicted >= 90);
+        assert!(h.rule.windows.evicted >= 90);
         let mut h = Harness::new(LowAndSlowConfig::default());
         for i in 0..40u64 {
             let mut record = oriented(

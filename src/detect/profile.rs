@@ -17,7 +17,9 @@ use std::net::IpAddr;
 use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
-use super::alert::{Baseline, EvidenceConversation, Explanation, HostRole, keep_evidence};
+use super::alert::{
+    Baseline, EvidenceConversation, EvidenceList, Explanation, HostRole, keep_evidence,
+};
 use super::bounded::evict_stalest;
 use super::window::Buckets;
 use super::{
@@ -245,7 +247,7 @@ struct RoleShift {
     foreign: bool,
     /// A country none of its clients came from.
     new_country: bool,
-    evidence: Vec<EvidenceConversation>,
+    evidence: EvidenceList,
 }
 
 /// One inside host's behaviour. Saved and loaded as it is (serde), within the same caps.
@@ -284,7 +286,7 @@ struct HostProfile {
     egress_reported: u8,
     /// The largest conversations behind `unfamiliar`.
     #[serde(skip)]
-    egress_evidence: Vec<EvidenceConversation>,
+    egress_evidence: EvidenceList,
     #[serde(skip)]
     shift: Option<Box<RoleShift>>,
 }
@@ -552,7 +554,7 @@ impl Profiles {
                 ratio: shift.bytes_out as f64 / min as f64,
             }),
             host_role: Some(profile.host_role(event.now_ms)),
-            evidence: shift.evidence.clone(),
+            evidence: shift.evidence.to_vec(),
         }));
         Some(finding)
     }
@@ -566,6 +568,11 @@ impl Profiles {
         findings: &mut Vec<Finding>,
     ) {
         let key = event.key;
+        // No hour within the ring can hold more than the whole ring.
+        if profile.unfamiliar.bytes() < config.min_bytes_out {
+            profile.egress_reported = 0;
+            return;
+        }
         // The busiest hour the record belongs to: a late one is judged with what came
         // around it, not with what its exporter sent after it.
         let at = event.record.end_ms.max(event.record.start_ms);
@@ -640,7 +647,7 @@ impl Profiles {
                 ratio,
             }),
             host_role: Some(profile.host_role(event.now_ms)),
-            evidence: profile.egress_evidence.clone(),
+            evidence: profile.egress_evidence.to_vec(),
         }));
         findings.push(finding);
     }

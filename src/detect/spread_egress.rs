@@ -11,12 +11,10 @@
 
 use std::net::IpAddr;
 
-use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Baseline, EvidenceConversation, Explanation, keep_evidence};
-use super::bounded::evict_stalest;
-use super::window::{Buckets, within_window};
+use super::window::{Tracked, Windows, within_window};
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
@@ -80,35 +78,26 @@ impl std::fmt::Display for Group {
     }
 }
 
+/// The addresses a window's upload went to.
 #[derive(Debug, Default)]
-struct Window {
-    buckets: Buckets<HELD>,
+struct Addresses {
     /// Upload per address since it was first seen in the window, and when it was last.
-    addresses: Vec<(IpAddr, u64, u64)>,
+    seen: Vec<(IpAddr, u64, u64)>,
     /// Addresses seen beyond `MAX_ADDRESSES`.
     untracked: u32,
-    first_ms: u64,
-    /// Event time of the last upload: the stalest windows are evicted first.
-    last_ms: u64,
-    /// Ladder steps reported plus one, while the window stays over the threshold.
-    reported: u8,
-    evidence: Vec<EvidenceConversation>,
 }
 
-impl Window {
+impl Tracked for Addresses {
     /// Forgets addresses not seen since the window's start.
-    fn slide(&mut self, now_ms: u64, bucket_ms: u64) {
-        self.buckets.slide(now_ms, bucket_ms);
-        let start = self.buckets.start_ms(bucket_ms);
-        self.addresses.retain(|&(_, _, last)| last >= start);
-        self.first_ms = self.first_ms.max(start);
-        self.evidence.retain(|e| e.last_ms >= start);
+    fn forget_before(&mut self, start_ms: u64) {
+        self.seen.retain(|&(_, _, last)| last >= start_ms);
     }
+}
 
-    /// Of a window's `total` upload, what did not go to the busiest address.
-    fn spread_bytes(&self, total: u64) -> u64 {
-        let busiest = self.addresses.iter().map(|a| a.1).max().unwrap_or(0);
-        total.saturating_sub(busiest)
+impl Addresses {
+    /// The upload of the busiest address.
+    fn busiest(&self) -> u64 {
+        self.seen.iter().map(|a| a.1).max().unwrap_or(0)
     }
 }
 
@@ -116,29 +105,20 @@ pub struct SpreadEgress {
     min_bytes_out: u64,
     bucket_ms: u64,
     window_ms: u64,
-    max_windows: usize,
     allow: Allow,
-    windows: HashMap<(IpAddr, Group), Window>,
-    pub windows_evicted: u64,
-    /// Uploads older than the ring holds.
-    pub too_late: u64,
-    /// How far behind a tick records may still arrive (`allow_lateness`).
-    lateness_ms: u64,
+    windows: Windows<(IpAddr, Group), HELD, Addresses>,
 }
 
 impl SpreadEgress {
     pub fn new(config: &SpreadEgressConfig) -> Self {
         let window_ms = config.window_s.saturating_mul(1000).max(BUCKETS as u64);
+        let bucket_ms = window_ms / BUCKETS as u64;
         SpreadEgress {
             min_bytes_out: config.min_bytes_out.max(2),
-            bucket_ms: window_ms / BUCKETS as u64,
+            bucket_ms,
             window_ms,
-            max_windows: config.max_windows.max(1),
             allow: Allow::new(&config.allow),
-            windows: HashMap::new(),
-            windows_evicted: 0,
-            too_late: 0,
-            lateness_ms: 0,
+            windows: Windows::new(config.max_windows, bucket_ms),
         }
     }
 
@@ -150,12 +130,6 @@ impl SpreadEgress {
         findings: &mut Vec<Finding>,
     ) -> Option<()> {
         let (record, key) = (event.record, event.key);
-        let window_key = (key.inside, group);
-        if self.windows.len() >= self.max_windows && !self.windows.contains_key(&window_key) {
-            self.windows_evicted +=
-                evict_stalest(&mut self.windows, |w: &Window| w.last_ms, |_, _| {}) as u64;
-        }
-        let window = self.windows.entry(window_key).or_default();
         let at = record.end_ms.max(record.start_ms);
         // A record longer than the window counts what it can have sent within one.
         let bytes_out = within_window(
@@ -164,26 +138,24 @@ impl SpreadEgress {
             record.end_ms,
             self.window_ms,
         );
-        if !window.buckets.add(at, self.bucket_ms, bytes_out, 0) {
-            self.too_late += 1;
-            return None;
-        }
+        let window = self.windows.add((key.inside, group), at, bytes_out, 0)?;
         if window.first_ms == 0 {
             window.first_ms = record.start_ms;
         }
         window.last_ms = window.last_ms.max(event.now_ms);
         // The ring ends at the newest record's time (`add`), not the exporter's clock: a
         // late record is judged with what came around it.
-        match window.addresses.iter().position(|a| a.0 == key.outside) {
+        let addresses = &mut window.tracked;
+        match addresses.seen.iter().position(|a| a.0 == key.outside) {
             Some(at_index) => {
-                let address = &mut window.addresses[at_index];
+                let address = &mut addresses.seen[at_index];
                 address.1 = address.1.saturating_add(bytes_out);
                 address.2 = address.2.max(at);
             }
-            None if window.addresses.len() < MAX_ADDRESSES => {
-                window.addresses.push((key.outside, bytes_out, at));
+            None if addresses.seen.len() < MAX_ADDRESSES => {
+                addresses.seen.push((key.outside, bytes_out, at));
             }
-            None => window.untracked = window.untracked.saturating_add(1),
+            None => addresses.untracked = addresses.untracked.saturating_add(1),
         }
         keep_evidence(
             &mut window.evidence,
@@ -191,16 +163,23 @@ impl SpreadEgress {
             EVIDENCE,
         );
         window.slide(at, self.bucket_ms);
+        let min = self.min_bytes_out;
+        // No window within the ring can hold more than the whole ring.
+        if window.buckets.bytes() < min {
+            window.reported = 0;
+            return None;
+        }
         let (total, _, window_start) =
             window
                 .buckets
                 .busiest_window_with(at, self.bucket_ms, BUCKETS);
-        let min = self.min_bytes_out;
         if total < min {
             window.reported = 0;
             return None;
         }
-        if window.spread_bytes(total) < min / 2 {
+        // Of the window's upload, what did not go to the busiest address.
+        let busiest = window.tracked.busiest();
+        if total.saturating_sub(busiest) < min / 2 {
             return None;
         }
         let step = LADDER
@@ -210,7 +189,7 @@ impl SpreadEgress {
             return None;
         }
         window.reported = step as u8 + 1;
-        let addresses = window.addresses.len() + window.untracked as usize;
+        let addresses = window.tracked.seen.len() + window.tracked.untracked as usize;
         let destination: &Destination = event.destination();
         let score = log_score(total, min, 50.0, 25.0)
             .saturating_add(if destination.foreign { 10 } else { 0 })
@@ -220,7 +199,6 @@ impl SpreadEgress {
                 0
             })
             .min(100);
-        let busiest = window.addresses.iter().map(|a| a.1).max().unwrap_or(0);
         let summary = format!(
             "{} sent {} to {} addresses of {} within {} min (the busiest took {}), latest to {}",
             key.inside,
@@ -250,7 +228,7 @@ impl SpreadEgress {
                 ratio: total as f64 / min as f64,
             }),
             host_role: None,
-            evidence: window.evidence.clone(),
+            evidence: window.evidence.to_vec(),
         }));
         findings.push(finding);
         Some(())
@@ -264,15 +242,11 @@ impl Rule for SpreadEgress {
 
     /// At most `max_bytes` of windows, at [`WINDOW_BYTES`] each.
     fn limit_state(&mut self, max_bytes: u64) {
-        let by_bytes = usize::try_from(max_bytes / WINDOW_BYTES).unwrap_or(usize::MAX);
-        self.max_windows = self.max_windows.min(by_bytes).max(1);
+        self.windows.limit(max_bytes, WINDOW_BYTES);
     }
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("windows_evicted", self.windows_evicted),
-            ("too_late", self.too_late),
-        ]
+        self.windows.dropped()
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
@@ -296,22 +270,13 @@ impl Rule for SpreadEgress {
     }
 
     fn allow_lateness(&mut self, lateness_ms: u64) {
-        self.lateness_ms = lateness_ms;
+        self.windows.allow_lateness(lateness_ms);
     }
 
     /// Slides every window to the oldest time a record may still come from: `now_ms` less
     /// the lateness allowed.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
-        let bucket_ms = self.bucket_ms;
-        let min = self.min_bytes_out;
-        let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
-        self.windows.retain(|_, window| {
-            window.slide(oldest_ms, bucket_ms);
-            if window.buckets.bytes() < min {
-                window.reported = 0;
-            }
-            !window.buckets.is_empty()
-        });
+        self.windows.on_tick(now_ms, self.min_bytes_out);
     }
 }
 
@@ -456,7 +421,7 @@ mod tests {
             T0 - 2 * 3_600_000,
             T0 + 80 * 60_000,
         );
-        assert_eq!(h.rule.too_late, 2);
+        assert_eq!(h.rule.windows.too_late, 2);
         h.rule.on_tick(T0 + 10 * 3_600_000, &mut h.findings);
         assert!(h.rule.windows.is_empty());
     }
@@ -533,6 +498,6 @@ mod tests {
             );
         }
         assert!(h.rule.windows.len() <= 10);
-        assert!(h.rule.windows_evicted >= 380, "{}", h.rule.windows_evicted);
+        assert!(h.rule.windows.evicted >= 380, "{}", h.rule.windows.evicted);
     }
 }

@@ -3,8 +3,18 @@
 //! pipeline's clock: a record an exporter delivers an hour late still counts in the hour
 //! it belongs to, as long as that hour is still inside the window.
 //!
+//! [`Windows`] is what `low_and_slow` and `spread_egress` keep: a bounded map of [`Window`]s
+//! (buckets, first and last time, the steps reported, evidence) that ticks slide.
+//!
 //! [`within_window`] is what a record can have sent within one window: a record longer
 //! than the window spreads its bytes over its whole duration.
+
+use std::hash::Hash;
+
+use foldhash::{HashMap, HashMapExt};
+
+use super::alert::EvidenceList;
+use super::bounded::evict_stalest;
 
 /// Sums over the last `N` buckets of `width_ms` each, ending at the newest bucket seen.
 ///
@@ -147,6 +157,127 @@ impl<const N: usize> Buckets<N> {
         }
         let start = (best.2 + 1).saturating_sub(w).saturating_mul(width_ms);
         (best.0, best.1, start)
+    }
+}
+
+/// What a rule keeps per window besides its buckets (`()` for nothing): forgets what lies
+/// before the window's start as the window slides.
+pub trait Tracked: Default {
+    fn forget_before(&mut self, _start_ms: u64) {}
+}
+
+impl Tracked for () {}
+
+/// One (inside host, what it sums over) window of a windowed rule (`low_and_slow`,
+/// `spread_egress`): its ring of `N` buckets, when it began and was last fed, the ladder
+/// steps it reported, its largest conversations, and what else the rule tracks (`T`).
+#[derive(Debug, Default)]
+pub struct Window<const N: usize, T> {
+    pub buckets: Buckets<N>,
+    /// Start of the earliest record still in the window, ms.
+    pub first_ms: u64,
+    /// Event time of the last record: the stalest windows are evicted first.
+    pub last_ms: u64,
+    /// Ladder steps reported plus one, while the window stays over the threshold.
+    pub reported: u8,
+    pub evidence: EvidenceList,
+    pub tracked: T,
+}
+
+impl<const N: usize, T: Tracked> Window<N, T> {
+    /// Moves the ring's end to `now_ms` (when later) and forgets what now lies before its
+    /// start.
+    pub fn slide(&mut self, now_ms: u64, bucket_ms: u64) {
+        self.buckets.slide(now_ms, bucket_ms);
+        let start = self.buckets.start_ms(bucket_ms);
+        self.first_ms = self.first_ms.max(start);
+        self.evidence.retain(|e| e.last_ms >= start);
+        self.tracked.forget_before(start);
+    }
+}
+
+/// A windowed rule's windows by key, bounded: at `max` windows the stalest tenth goes
+/// (`evicted`); ticks slide every window and drop the empty ones.
+#[derive(Debug)]
+pub struct Windows<K, const N: usize, T> {
+    map: HashMap<K, Window<N, T>>,
+    max: usize,
+    bucket_ms: u64,
+    /// How far behind a tick records may still arrive (`Rule::allow_lateness`).
+    lateness_ms: u64,
+    /// Windows evicted to stay within `max`.
+    pub evicted: u64,
+    /// Records older than the ring holds.
+    pub too_late: u64,
+}
+
+impl<K: Eq + Hash, const N: usize, T: Tracked> Windows<K, N, T> {
+    pub fn new(max: usize, bucket_ms: u64) -> Self {
+        Windows {
+            map: HashMap::new(),
+            max: max.max(1),
+            bucket_ms,
+            lateness_ms: 0,
+            evicted: 0,
+            too_late: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// At most `max_bytes` of windows, at `window_bytes` each.
+    pub fn limit(&mut self, max_bytes: u64, window_bytes: u64) {
+        let by_bytes = usize::try_from(max_bytes / window_bytes.max(1)).unwrap_or(usize::MAX);
+        self.max = self.max.min(by_bytes).max(1);
+    }
+
+    pub fn allow_lateness(&mut self, lateness_ms: u64) {
+        self.lateness_ms = lateness_ms;
+    }
+
+    /// (kind, count) for `Rule::state_dropped`.
+    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("windows_evicted", self.evicted),
+            ("too_late", self.too_late),
+        ]
+    }
+
+    /// Adds `bytes` and `count` at `at_ms` to `key`'s window (made when it has none,
+    /// evicting the stalest tenth when full) and returns it; `None`, counted in `too_late`,
+    /// when `at_ms` is older than the ring holds.
+    pub fn add(&mut self, key: K, at_ms: u64, bytes: u64, count: u32) -> Option<&mut Window<N, T>> {
+        if self.map.len() >= self.max && !self.map.contains_key(&key) {
+            self.evicted +=
+                evict_stalest(&mut self.map, |w: &Window<N, T>| w.last_ms, |_, _| {}) as u64;
+        }
+        let window = self.map.entry(key).or_default();
+        if !window.buckets.add(at_ms, self.bucket_ms, bytes, count) {
+            self.too_late += 1;
+            return None;
+        }
+        Some(window)
+    }
+
+    /// Slides every window to the oldest time a record may still come from, `now_ms` less
+    /// the lateness allowed; a window that fell below `rearm_below` bytes may report again;
+    /// the empty ones go.
+    pub fn on_tick(&mut self, now_ms: u64, rearm_below: u64) {
+        let bucket_ms = self.bucket_ms;
+        let oldest_ms = now_ms.saturating_sub(self.lateness_ms);
+        self.map.retain(|_, window| {
+            window.slide(oldest_ms, bucket_ms);
+            if window.buckets.bytes() < rearm_below {
+                window.reported = 0;
+            }
+            !window.buckets.is_empty()
+        });
     }
 }
 
