@@ -139,6 +139,10 @@ pub struct LoadgenArgs {
     /// How long after the run a scenario's alert is waited for before it counts as missed.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub detect_timeout: f64,
+    /// Also write the report as one JSON object to FILE (sent, received and dropped
+    /// counters, each scenario's outcome), written before a missed scenario fails the run.
+    #[arg(long, value_name = "FILE", conflicts_with = "find_max")]
+    pub report_json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -266,8 +266,10 @@ fn owns_only(consumer: &BaseConsumer, partitions: &HashSet<i32>) -> bool {
 
 /// What [`Daemon::loadgen`] ran and saw.
 pub struct LoadgenRun {
-    /// loadgen's report.
+    /// loadgen's human-readable report, for failure messages.
     pub stdout: String,
+    /// loadgen's `--report-json` report.
+    pub report: serde_json::Value,
     /// Records loadgen sent.
     pub records: f64,
     /// Datagrams the kernel dropped at the daemon's socket (loadgen's or flushes).
@@ -397,10 +399,13 @@ impl Daemon {
     /// error of kind `unknown_version`) every second until the sums meet. Loss is not
     /// asserted away, as it may happen on a busy machine, but it is never uncounted.
     pub fn loadgen(&self, args: &[&str]) -> LoadgenRun {
+        let report_json = temp_dir("loadgen-report").join("report.json");
         let output = Command::new(env!("CARGO_BIN_EXE_exflow"))
             .arg("loadgen")
             .args(["--target", &format!("127.0.0.1:{}", self.udp_port)])
             .args(["--metrics", &self.metrics])
+            .arg("--report-json")
+            .arg(&report_json)
             .args(args)
             .output()
             .unwrap();
@@ -410,28 +415,14 @@ impl Daemon {
             "{stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        // "sent:     149901 records in 8670 datagrams in 3.01 s ..."
-        let words: Vec<&str> = stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let (records, datagrams) = match words[..] {
-            [
-                "sent:",
-                records,
-                "records",
-                "in",
-                datagrams,
-                "datagrams",
-                ..,
-            ] => (
-                records.parse::<f64>().unwrap(),
-                datagrams.parse::<f64>().unwrap(),
-            ),
-            _ => panic!("no sent line in the report: {stdout}"),
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report_json).unwrap()).unwrap();
+        let counter = |name: &str| {
+            report["sent"][name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no sent.{name} in the report: {report}"))
         };
+        let (records, datagrams) = (counter("records"), counter("datagrams"));
         assert!(records > 0.0 && datagrams > 0.0, "{stdout}");
         let listen = format!("{{listen=\"127.0.0.1:{}\"}}", self.udp_port);
         let received = format!("exflow_source_datagrams_total{listen}");
@@ -464,6 +455,7 @@ impl Daemon {
         }
         LoadgenRun {
             stdout,
+            report,
             records,
             kernel_dropped: seen.1,
             flushes,

@@ -11,7 +11,7 @@ fn loadgen_reports_the_detection_latency_of_injected_scenarios() {
     let config = format!("[sink]\nfile = \"{}\"\n", alerts.display());
     // The harness's inside networks plus the load generator's hosts.
     let daemon = Daemon::start(&config, &["--inside", "10.0.0.0/8"]);
-    let stdout = daemon
+    let report = daemon
         .loadgen(&[
             "--exporters",
             "8",
@@ -28,22 +28,24 @@ fn loadgen_reports_the_detection_latency_of_injected_scenarios() {
             "--scenario",
             "long_lived_foreign@1.5",
         ])
-        .stdout;
+        .report;
+    let scenarios = &report["scenarios"];
+    assert_eq!(scenarios["alerts_from"], "metrics", "{report}");
+    assert_eq!(scenarios["missed"], 0, "{report}");
     let mut injected = Vec::new();
     for rule in ["bulk_egress", "long_lived_foreign"] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("scenario: {rule} ")))
-            .unwrap_or_else(|| panic!("no line for {rule}: {stdout}"));
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let at = |word: &str| words.iter().position(|w| *w == word).unwrap();
-        assert_eq!(words[at("detected") + 1], "yes", "{line}");
-        let latency: f64 = words[at("latency") + 1].parse().unwrap();
-        assert_eq!(words[at("latency") + 2], "ms", "{line}");
-        assert!(latency >= 0.0, "{line}");
-        let sent_at: f64 = words[at("at") + 1].parse().unwrap();
-        assert!(sent_at >= 1.0, "{line}");
-        let inside = words[at("->") - 1].trim_start_matches('[').to_string();
+        let result = scenarios["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == rule)
+            .unwrap_or_else(|| panic!("no result for {rule}: {report}"));
+        assert_eq!(result["sent"], true, "{result}");
+        assert_eq!(result["detected"], true, "{result}");
+        assert!(result["latency_ms"].as_f64().unwrap() >= 0.0, "{result}");
+        assert!(result["sent_at_s"].as_f64().unwrap() >= 1.0, "{result}");
+        assert_eq!(result["outside_addr"], "5.255.255.77", "{result}");
+        let inside = result["inside_addr"].as_str().unwrap().to_string();
         injected.push((rule, inside));
     }
     daemon.stop();

@@ -632,7 +632,7 @@ fn loadgen_drives_a_collector_and_reads_the_scenarios_alert_from_the_topic() {
     );
     let spool = temp_dir("spool-loadgen-collect");
     let collector = Daemon::start_command("collect", &topics.config(&spool), &inside);
-    let stdout = collector
+    let report = collector
         .loadgen(&[
             "--exporters",
             "4",
@@ -649,20 +649,14 @@ fn loadgen_drives_a_collector_and_reads_the_scenarios_alert_from_the_topic() {
             "--kafka-topic",
             &topics.alerts,
         ])
-        .stdout;
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("scenario: bulk_egress "))
-        .unwrap_or_else(|| panic!("no scenario line: {stdout}"));
-    assert!(
-        stdout.contains("read back from the alerts topic"),
-        "{stdout}"
-    );
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = |word: &str| words.iter().position(|w| *w == word).unwrap();
-    assert_eq!(words[at("detected") + 1], "yes", "{line}");
-    assert_eq!(words[at("latency") + 2], "ms", "{line}");
-    let inside_host = words[at("->") - 1].trim_start_matches('[');
+        .report;
+    let scenarios = &report["scenarios"];
+    assert_eq!(scenarios["alerts_from"], "topic", "{report}");
+    let result = &scenarios["results"][0];
+    assert_eq!(result["rule"], "bulk_egress", "{report}");
+    assert_eq!(result["detected"], true, "{report}");
+    assert!(result["latency_ms"].as_f64().is_some(), "{report}");
+    let inside_host = result["inside_addr"].as_str().unwrap().to_string();
     collector.stop();
     let messages = consume(&topics.brokers, &topics.alerts, 1, Duration::from_secs(30));
     assert!(

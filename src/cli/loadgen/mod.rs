@@ -8,10 +8,12 @@ use exflow::decode::FlowKind;
 
 use self::alerts::TopicWatch;
 use self::harness::{Detections, LoadSpec, Received, Sent, Watch};
+use self::report::{ReceivedReport, Report, ScenariosReport};
 use super::{LoadgenArgs, Protocol};
 
 pub mod alerts;
 pub mod harness;
+mod report;
 mod scenario;
 
 /// Where the scenarios' alerts are looked for.
@@ -79,26 +81,40 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         None => {}
     })?;
     print_sent(&sent);
+    let mut report = Report {
+        sent: (&sent).into(),
+        received: None,
+        scenarios: None,
+    };
     if let (Some(metrics), Some(before)) = (args.metrics, before) {
         let after = settled(metrics, &before, &sent)?;
-        print_received(&Received::between(&before, &after), &sent);
+        let received = Received::between(&before, &after);
+        print_received(&received, &sent);
+        report.received = Some(ReceivedReport::new(&received, &sent));
     }
+    let mut missed = 0;
     if let Some(watch) = watch {
-        let (detections, how) = match watch {
+        let (detections, how, alerts_from) = match watch {
             Watcher::Metrics(watch) => (
                 watch.finish(),
                 "the first /metrics scrape (every 10 ms) counting its rule's alert; exflow \
                  publishes its counters every 100 ms, which bounds the resolution",
+                "metrics",
             ),
             Watcher::Topic(watch) => (
                 watch.finish(),
                 "its alert (its rule, its inside host) read back from the alerts topic",
+                "topic",
             ),
         };
-        let missed = print_detections(&detections, &spec, &sent, args.detect_timeout, how);
-        if missed > 0 {
-            bail!("{missed} of {} scenarios missed", spec.scenarios.len());
-        }
+        missed = print_detections(&detections, &spec, &sent, args.detect_timeout, how);
+        report.scenarios = Some(ScenariosReport::new(&detections, &spec, alerts_from));
+    }
+    if let Some(path) = &args.report_json {
+        report.write(path)?;
+    }
+    if missed > 0 {
+        bail!("{missed} of {} scenarios missed", spec.scenarios.len());
     }
     Ok(())
 }
