@@ -60,29 +60,39 @@ fn ids_once(brokers: &str, topic: &str, expected: usize) -> BTreeSet<String> {
     distinct
 }
 
+/// A running `exflow loadgen` and the file it writes its `--report-json` report to.
+struct Storm {
+    loadgen: std::process::Child,
+    report: std::path::PathBuf,
+}
+
 /// `exflow loadgen` at the daemon for `seconds` (a storm of watchlist alerts), no metrics.
-fn storm(daemon_port: u16, seconds: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_exflow"))
+fn storm(daemon_port: u16, seconds: &str) -> Storm {
+    let report = temp_dir("storm-report").join("report.json");
+    let loadgen = Command::new(env!("CARGO_BIN_EXE_exflow"))
         .arg("loadgen")
         .args(["--target", &format!("127.0.0.1:{daemon_port}")])
         .args(["--exporters", "4", "--rate", "20000", "--duration", seconds])
+        .arg("--report-json")
+        .arg(&report)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Storm { loadgen, report }
 }
 
-/// Waits for the load generator to end; returns the records it sent (its `sent:` line).
-fn wait_for_storm(loadgen: std::process::Child) -> f64 {
-    let output = loadgen.wait_with_output().unwrap();
-    assert!(output.status.success(), "loadgen ran");
+/// Waits for the load generator to end; returns the records it sent (its report's
+/// `sent.records`).
+fn wait_for_storm(storm: Storm) -> f64 {
+    let output = storm.loadgen.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("sent:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no sent line: {stdout}"))
+    assert!(output.status.success(), "loadgen ran: {stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&storm.report).unwrap()).unwrap();
+    report["sent"]["records"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no sent.records in the report: {report}"))
 }
 
 /// Waits until the daemon has decoded `records` and its tables took them (so no more alerts
@@ -200,7 +210,7 @@ fn broker_freeze_delivers_every_alert_and_resends_keep_their_id() {
     let tansu = Tansu::start(port);
     create_named_topic(&brokers, &topic, 3);
     let daemon = Daemon::start(&config(&brokers, &topic, &spool, ""), STORM_ARGS);
-    let loadgen = storm(daemon.udp_port, "3");
+    let load = storm(daemon.udp_port, "3");
     wait_until(
         "alerts are being delivered",
         Duration::from_secs(30),
@@ -211,7 +221,7 @@ fn broker_freeze_delivers_every_alert_and_resends_keep_their_id() {
         daemon.metric("exflow_sink_kafka_failed_deliveries_total") > 0.0
             && daemon.metric("exflow_sink_kafka_broker_up") == 0.0
     });
-    let sent = wait_for_storm(loadgen);
+    let sent = wait_for_storm(load);
     wait_processed(&daemon, sent);
     tansu.signal(libc::SIGCONT);
     wait_drained(
@@ -316,14 +326,14 @@ fn kill_9_during_a_storm_then_restart_delivers_nothing_twice() {
     create_named_topic(&brokers, &topic, 3);
     let config = config(&brokers, &topic, &spool, "");
     let first = Daemon::start(&config, STORM_ARGS);
-    let loadgen = storm(first.udp_port, "2");
+    let load = storm(first.udp_port, "2");
     wait_until(
         "alerts are being delivered",
         Duration::from_secs(30),
         || first.metric("exflow_sink_kafka_delivered_alerts_total") >= 2000.0,
     );
     first.kill();
-    let _ = loadgen.wait_with_output();
+    let _ = load.loadgen.wait_with_output();
     let spooled = spooled_ids(&spool);
     let delivered_before = consume(&brokers, &topic, 1, Duration::from_secs(30));
     let before: BTreeSet<String> = delivered_before
