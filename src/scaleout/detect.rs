@@ -310,11 +310,23 @@ impl Member<'_> {
                 info!(partition, "partition revoked");
             }
         }
+        let new: Vec<i32> = assigned
+            .iter()
+            .map(|(partition, _)| *partition)
+            .filter(|partition| !self.owned.contains_key(partition))
+            .collect();
+        let committed_offsets = if new.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.committed_offsets(consumer, &new)
+        };
         for (partition, found) in assigned {
+            let Some(&committed) = committed_offsets.get(&partition) else {
+                continue;
+            };
             if self.owned.contains_key(&partition) {
                 continue;
             }
-            let committed = self.committed_offset(consumer, partition);
             if committed > 0 {
                 self.figures.takeovers += 1;
             }
@@ -371,24 +383,38 @@ impl Member<'_> {
         }
     }
 
-    /// The group's committed offset of `partition` (-1: none, or the coordinator did not
-    /// answer, so every alert is raised: duplicates, never a loss).
-    fn committed_offset(&self, consumer: &BaseConsumer<DetectContext>, partition: i32) -> i64 {
+    /// The group's committed offsets of `partitions`, in one request (-1: none, or the
+    /// coordinator did not answer within `COORDINATOR_TIMEOUT`, so every alert is raised:
+    /// duplicates, never a loss).
+    fn committed_offsets(
+        &self,
+        consumer: &BaseConsumer<DetectContext>,
+        partitions: &[i32],
+    ) -> BTreeMap<i32, i64> {
         let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition(&self.topic, partition);
-        match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
-            Ok(tpl) => tpl
-                .find_partition(&self.topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(n) => Some(n),
-                    _ => None,
-                })
-                .unwrap_or(-1),
-            Err(error) => {
-                warn!(partition, "cannot read the committed offset: {error}");
-                -1
-            }
+        for &partition in partitions {
+            let _ = tpl.add_partition(&self.topic, partition);
         }
+        let answer = match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
+            Ok(tpl) => Some(tpl),
+            Err(error) => {
+                warn!(?partitions, "cannot read the committed offsets: {error}");
+                None
+            }
+        };
+        partitions
+            .iter()
+            .map(|&partition| {
+                let committed = answer
+                    .as_ref()
+                    .and_then(|tpl| tpl.find_partition(&self.topic, partition))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(n) => Some(n),
+                        _ => None,
+                    });
+                (partition, committed.unwrap_or(-1))
+            })
+            .collect()
     }
 
     /// Runs one message of an owned partition.
