@@ -10,15 +10,15 @@
 //! are in `schemas/flows.v1.md`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+
+use crate::sink::kafka::tail::read_tails;
 
 /// The checkpoint record's schema name.
 pub const CHECKPOINT_SCHEMA: &str = "exflow.state.v1";
@@ -177,68 +177,35 @@ impl StateReader {
             .iter()
             .flat_map(|&p| [true, false].map(|state| (key(flows_topic, p, state).into_bytes(), p)))
             .collect();
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(topic), READ_TIMEOUT)
-            .context("cannot fetch the state topic's metadata")?;
-        let state_partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let mut assignment = TopicPartitionList::new();
-        let mut reading: HashSet<i32> = HashSet::new();
-        for state_partition in state_partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(topic, state_partition, READ_TIMEOUT)
-                .with_context(|| format!("cannot fetch the offsets of '{topic}'"))?;
-            if high > low {
-                let start = low.max(high - TAIL_RECORDS);
-                assignment.add_partition_offset(topic, state_partition, Offset::Offset(start))?;
-                reading.insert(state_partition);
-            }
-        }
         let mut found: BTreeMap<i32, Found> = BTreeMap::new();
-        if reading.is_empty() {
-            return Ok(found);
-        }
-        self.consumer.assign(&assignment)?;
-        let deadline = Instant::now() + READ_TIMEOUT;
         let mut latest: BTreeMap<i32, CheckpointRecord> = BTreeMap::new();
-        while !reading.is_empty() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the state topic was not read within {READ_TIMEOUT:?}"
-            );
-            match self.consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    reading.remove(&p);
+        read_tails(
+            &self.consumer,
+            topic,
+            TAIL_RECORDS,
+            READ_TIMEOUT,
+            READ_TIMEOUT,
+            |message| {
+                let Some(&partition) = message.key().and_then(|k| wanted.get(k)) else {
+                    return;
+                };
+                // A record another exflow wrote, or of another schema, is skipped.
+                let Some(record) = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<CheckpointRecord>(p).ok())
+                    .filter(|r| r.schema == CHECKPOINT_SCHEMA && r.partition == partition)
+                else {
+                    return;
+                };
+                let entry = found.entry(partition).or_default();
+                entry.records += 1;
+                if record.state.is_some() {
+                    entry.state = Some(record.clone());
                 }
-                Some(Err(error)) => return Err(error).context("cannot read the state topic"),
-                Some(Ok(message)) => {
-                    let Some(&partition) = message.key().and_then(|k| wanted.get(k)) else {
-                        continue;
-                    };
-                    // A record another exflow wrote, or of another schema, is skipped.
-                    let Some(record) = message
-                        .payload()
-                        .and_then(|p| serde_json::from_slice::<CheckpointRecord>(p).ok())
-                        .filter(|r| r.schema == CHECKPOINT_SCHEMA && r.partition == partition)
-                    else {
-                        continue;
-                    };
-                    let entry = found.entry(partition).or_default();
-                    entry.records += 1;
-                    if record.state.is_some() {
-                        entry.state = Some(record.clone());
-                    }
-                    latest.insert(partition, record);
-                }
-            }
-        }
+                latest.insert(partition, record);
+            },
+        )
+        .context("cannot read the state topic")?;
         let _ = self.consumer.unassign();
         for (partition, record) in latest {
             found.entry(partition).or_default().delivered_alert_ids =

@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 pub mod config;
 pub mod encoding;
 pub mod producer;
+pub mod tail;
 mod worker;
 
 pub use config::{FlowsFormat, KafkaConfig};

@@ -16,16 +16,14 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::encoding::Stream;
 use super::producer::{DeliveryContext, Failure, health_check, producer, tail_consumer};
+use super::tail::read_tails;
 use super::{KafkaConfig, KafkaCounters, encoding};
 use crate::detect::Alert;
 use crate::sink::spool::{AppendError, Spool, SpoolSeq};
@@ -713,57 +711,18 @@ fn read_tail(
     tail: i64,
     on_topic: &mut HashSet<(Stream, String)>,
 ) -> anyhow::Result<()> {
-    let timeout = Duration::from_secs(5);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot fetch the metadata of topic {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    // Partitions not yet read to their end.
-    let mut reading: HashSet<i32> = HashSet::new();
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .with_context(|| format!("cannot fetch the offsets of {topic}/{partition}"))?;
-        // An empty partition answers `high == low`; a short `high` (tansu's, see
-        // `Worker::skip_delivered`) only makes the read start earlier.
-        if high > low {
-            let start = low.max(high - tail);
-            assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-            reading.insert(partition);
-        }
-    }
-    let mut read = 0u64;
-    if !reading.is_empty() {
-        consumer.assign(&assignment)?;
-        let deadline = Instant::now() + TAIL_CHECK_TIMEOUT;
-        while !reading.is_empty() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the tail of {topic} was not read within {TAIL_CHECK_TIMEOUT:?}"
-            );
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    reading.remove(&partition);
-                }
-                Some(Err(error)) => {
-                    return Err(error).with_context(|| format!("cannot read {topic}"));
-                }
-                Some(Ok(message)) => {
-                    read += 1;
-                    if let Some(id) = message.payload().and_then(|body| stream.alert_id(body)) {
-                        on_topic.insert((stream, id));
-                    }
-                }
+    let read = read_tails(
+        consumer,
+        topic,
+        tail,
+        Duration::from_secs(5),
+        TAIL_CHECK_TIMEOUT,
+        |message| {
+            if let Some(id) = message.payload().and_then(|body| stream.alert_id(body)) {
+                on_topic.insert((stream, id));
             }
-        }
-    }
+        },
+    )?;
     debug!(topic, read, "read back the topic's tail");
     Ok(())
 }
