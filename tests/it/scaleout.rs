@@ -171,16 +171,8 @@ fn alerts_read_back(topics: &Topics, expected: usize) -> BTreeMap<AlertKey, usiz
     counted(&messages)
 }
 
-/// Two detectors: `leader` joins alone (and so leads the group), then `other`, until they
-/// share the 4 partitions.
-fn two_detectors(topics: &Topics, leader: &str, other: &str) -> (Daemon, Daemon) {
-    let first = topics.detector(leader);
-    wait_until(
-        "the first detector owns every partition",
-        Duration::from_secs(60),
-        || first.metric("exflow_consume_partitions") == 4.0,
-    );
-    let second = topics.detector(other);
+/// Waits until `first` and `second` each own some of the 4 partitions, and together all.
+fn wait_shared(first: &Daemon, second: &Daemon) {
     wait_until(
         "the two detectors share the 4 partitions",
         Duration::from_secs(60),
@@ -192,6 +184,19 @@ fn two_detectors(topics: &Topics, leader: &str, other: &str) -> (Daemon, Daemon)
             a > 0.0 && b > 0.0 && a + b == 4.0
         },
     );
+}
+
+/// Two detectors: `leader` joins alone (and so leads the group), then `other`, until they
+/// share the 4 partitions.
+fn two_detectors(topics: &Topics, leader: &str, other: &str) -> (Daemon, Daemon) {
+    let first = topics.detector(leader);
+    wait_until(
+        "the first detector owns every partition",
+        Duration::from_secs(60),
+        || first.metric("exflow_consume_partitions") == 4.0,
+    );
+    let second = topics.detector(other);
+    wait_shared(&first, &second);
     (first, second)
 }
 
@@ -216,17 +221,7 @@ fn a_collector_and_two_detectors_raise_the_alerts_of_a_replay() {
     let topics = Topics::new("cooperative-sticky");
     let first = topics.detector("detect-1");
     let second = topics.detector("detect-2");
-    wait_until(
-        "the two detectors share the 4 partitions",
-        Duration::from_secs(60),
-        || {
-            let (a, b) = (
-                first.metric("exflow_consume_partitions"),
-                second.metric("exflow_consume_partitions"),
-            );
-            a > 0.0 && b > 0.0 && a + b == 4.0
-        },
-    );
+    wait_shared(&first, &second);
     let collector = topics.collector();
     wait_until(
         "the collector knows the topic's partitions",
