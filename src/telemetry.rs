@@ -3,13 +3,15 @@
 //!
 //! The receive workers and shards publish snapshots of their counters (merged by the
 //! daemon's main thread); the sources', the sink's and the faults' counters are atomics.
-//! Each metric is a row of a table (`STAGES`, `FAULTS`): name, type, help and how to
-//! read it, rendered in the text exposition format.
+//! Each metric is a row of a table (`STAGES`, `FAULTS`, and the scale-out commands'
+//! `scaleout::COLLECT` and `scaleout::CONSUME`): name, type, help and how to read it,
+//! rendered in the text exposition format.
 //!
 //! The endpoint is hyper's HTTP/1 server on a one-thread tokio runtime of its own
 //! (`serve`): concurrent connections, a bounded request head and deadlines, so an idle,
 //! trickling or oversized client cannot delay a scrape or grow memory.
 
+mod scaleout;
 pub mod scrape;
 
 use std::fmt::Write as _;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use crate::decode::exporter::InterfaceCounters;
 use crate::decode::{DecodeCounters, DecodeError};
 use crate::pipeline::PipelineCounters;
+use crate::scaleout::metrics::{CollectCounters, ConsumeSnapshot, ScaleoutMetrics};
 use crate::sink::flows::FlowsCounters;
 use crate::sink::kafka::KafkaCounters;
 use crate::source::udp::SourceCounters;
@@ -97,7 +100,7 @@ pub struct Telemetry {
     /// The flows stream's counters, when it is on (set like `kafka`).
     pub flows: OnceLock<Arc<crate::sink::flows::FlowsCounters>>,
     /// `exflow collect`'s or `exflow detect`'s own metrics (set like `kafka`).
-    pub scaleout: OnceLock<crate::scaleout::metrics::ScaleoutMetrics>,
+    pub scaleout: OnceLock<ScaleoutMetrics>,
     /// The metrics endpoint's own counters.
     pub http: HttpCounters,
     /// Faults beside the data path: state file, threat-intel reload.
@@ -111,7 +114,7 @@ impl Telemetry {
     }
 
     /// The Prometheus text exposition of every metric: the rows of [`STAGES`], the
-    /// scale-out commands' own, then those of [`FAULTS`].
+    /// scale-out commands' own (`COLLECT`, `CONSUME`), then those of [`FAULTS`].
     pub fn render(&self) -> String {
         let snapshot = self
             .snapshot
@@ -121,9 +124,8 @@ impl Telemetry {
         let view = View::new(self, snapshot);
         let mut out = String::with_capacity(8192);
         view.write(&mut out, STAGES);
-        if let Some(scaleout) = self.scaleout.get() {
-            scaleout.render(&mut out, &metric);
-        }
+        view.write(&mut out, scaleout::COLLECT);
+        view.write(&mut out, scaleout::CONSUME);
         view.write(&mut out, FAULTS);
         out
     }
@@ -590,16 +592,32 @@ struct View<'a> {
     snapshot: Snapshot,
     /// The sFlow interfaces by agent, sub-agent and ifIndex.
     interfaces: Vec<(IpAddr, InterfaceCounters)>,
+    /// `exflow collect`'s counters, in `exflow collect` only.
+    collect: Option<Arc<CollectCounters>>,
+    /// `exflow detect`'s consumer snapshot (copied once per rendering), in `exflow detect`
+    /// only.
+    consume: Option<ConsumeSnapshot>,
 }
 
 impl<'a> View<'a> {
     fn new(telemetry: &'a Telemetry, snapshot: Snapshot) -> View<'a> {
         let mut interfaces = snapshot.sflow_interfaces.clone();
         interfaces.sort_by_key(|(agent, c)| (*agent, c.sub_agent_id, c.if_index));
+        let (mut collect, mut consume) = (None, None);
+        match telemetry.scaleout.get() {
+            Some(ScaleoutMetrics::Collect(counters)) => collect = Some(counters.clone()),
+            Some(ScaleoutMetrics::Consume(snapshot)) => {
+                // A poisoned lock means a panic elsewhere; the last figures are still whole.
+                consume = Some(snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            }
+            None => {}
+        }
         View {
             telemetry,
             snapshot,
             interfaces,
+            collect,
+            consume,
         }
     }
 

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ use crate::pipeline::{PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
 use crate::sink::kafka::KafkaCounters;
 use crate::sink::kafka::producer::client_config;
-use crate::telemetry::{Snapshot, Telemetry};
+use crate::telemetry::{MetricsServer, Snapshot, Telemetry};
 use crate::time::wall_clock_ns;
 
 /// How often the metrics are published; also the longest a poll waits.
@@ -702,21 +702,10 @@ pub fn run(config: &Config, metrics: TcpListener, control: Control) -> anyhow::R
     let _ = telemetry
         .scaleout
         .set(ScaleoutMetrics::Consume(Mutex::default()));
-    let stop_metrics = Arc::new(AtomicBool::new(false));
-    let metrics_thread = {
-        let (telemetry, stop) = (telemetry.clone(), stop_metrics.clone());
-        info!(metrics = %metrics.local_addr()?, "serving /metrics");
-        std::thread::Builder::new()
-            .name("exflow-metrics".into())
-            .spawn(move || {
-                if let Err(error) = crate::telemetry::serve(metrics, telemetry, stop) {
-                    warn!("the metrics endpoint stopped: {error}");
-                }
-            })?
-    };
+    info!(metrics = %metrics.local_addr()?, "serving /metrics");
+    let metrics_server = MetricsServer::spawn(metrics, telemetry.clone())?;
     let result = consume(config, kafka, topic, &telemetry, &control);
-    stop_metrics.store(true, Ordering::Relaxed);
-    let _ = metrics_thread.join();
+    metrics_server.stop();
     result
 }
 
