@@ -10,6 +10,8 @@ pub mod connections;
 pub mod exporter;
 pub mod layout;
 pub mod record;
+#[cfg(test)]
+mod round_trip;
 pub mod sflow;
 pub mod state;
 pub mod stats;

@@ -7,32 +7,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::exporter::InterfaceName;
 
-/// Which protocol a record arrived in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum FlowKind {
-    #[default]
-    NetflowV5,
-    NetflowV1,
-    NetflowV7,
-    NetflowV9,
-    Ipfix,
-    Sflow5,
-}
-
-impl FlowKind {
-    /// GoFlow2's `type` value.
-    pub const fn name(self) -> &'static str {
-        match self {
-            FlowKind::NetflowV5 => "NETFLOW_V5",
-            // GoFlow2 has no v1 or v7 type; named in its style.
-            FlowKind::NetflowV1 => "NETFLOW_V1",
-            FlowKind::NetflowV7 => "NETFLOW_V7",
-            FlowKind::NetflowV9 => "NETFLOW_V9",
-            FlowKind::Ipfix => "IPFIX",
-            FlowKind::Sflow5 => "SFLOW_5",
-        }
-    }
-}
+pub use crate::wire::FlowKind;
 
 /// Ethernet type of IPv4 payloads.
 pub const ETYPE_IPV4: u16 = 0x0800;
@@ -95,6 +70,31 @@ pub struct FlowRecord {
     /// connection id, a running total after the first): its counters are what is new since
     /// the last report, and it is the same flow, not another one.
     pub continues_flow: bool,
+}
+
+/// The fields `wire::emit` encodes, so the benchmarks, the load generator and the tests
+/// encode records the decoder made (or could have made).
+impl From<FlowRecord> for crate::wire::emit::Flow {
+    fn from(r: FlowRecord) -> Self {
+        crate::wire::emit::Flow {
+            src_addr: r.src_addr,
+            dst_addr: r.dst_addr,
+            next_hop: r.next_hop,
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            proto: r.proto,
+            tcp_flags: r.tcp_flags,
+            ip_tos: r.ip_tos,
+            bytes: r.bytes,
+            packets: r.packets,
+            time_flow_start_ns: r.time_flow_start_ns,
+            time_flow_end_ns: r.time_flow_end_ns,
+            in_if: r.in_if,
+            out_if: r.out_if,
+            src_as: r.src_as,
+            dst_as: r.dst_as,
+        }
+    }
 }
 
 /// flowEndReason values that say the flow is over (all but 2, the active timeout).

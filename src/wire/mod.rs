@@ -22,6 +22,33 @@ pub mod template;
 
 use std::fmt;
 
+/// Which protocol a datagram (and each record decoded from it) arrived in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FlowKind {
+    #[default]
+    NetflowV5,
+    NetflowV1,
+    NetflowV7,
+    NetflowV9,
+    Ipfix,
+    Sflow5,
+}
+
+impl FlowKind {
+    /// GoFlow2's `type` value.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FlowKind::NetflowV5 => "NETFLOW_V5",
+            // GoFlow2 has no v1 or v7 type; named in its style.
+            FlowKind::NetflowV1 => "NETFLOW_V1",
+            FlowKind::NetflowV7 => "NETFLOW_V7",
+            FlowKind::NetflowV9 => "NETFLOW_V9",
+            FlowKind::Ipfix => "IPFIX",
+            FlowKind::Sflow5 => "SFLOW_5",
+        }
+    }
+}
+
 /// Why a datagram, or part of one, could not be read. Small and `Copy`: it is counted on the
 /// hot path, and its [`code`](WireError::code) doubles as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
