@@ -635,27 +635,33 @@ mod tests {
         assert!(findings.is_empty());
     }
 
+    /// A UDP record of `r`'s conversation, as the exporter saw it: from inside (the upload's
+    /// direction) or from outside (a reply's).
+    fn udp(mut r: Oriented, from_inside: bool) -> Oriented {
+        (r.proto, r.from_inside) = (17, from_inside);
+        r
+    }
+
+    /// A call's upload: `bytes` from 10.0.0.1:50000 to a media relay in the first minute.
+    fn call_upload(bytes: u64) -> Oriented {
+        let r = oriented("10.0.0.1", 50000, "52.112.0.1", 3479, bytes, 0, 0, 60_000);
+        udp(r, true)
+    }
+
+    /// The same call's reply record: `bytes` back from the relay.
+    fn call_reply(bytes: u64) -> Oriented {
+        let r = oriented("10.0.0.1", 50000, "52.112.0.1", 3479, 0, bytes, 0, 60_000);
+        udp(r, false)
+    }
+
     #[test]
     fn symmetric_udp_media_is_not_an_upload_one_way_udp_is() {
         for (back, expected) in [(140_000_000u64, 0usize), (1_000_000, 1)] {
             let mut r = rule(100_000_000);
             let mut findings = Vec::new();
-            let mut up = oriented(
-                "10.0.0.1",
-                50000,
-                "52.112.0.1",
-                3479,
-                150_000_000,
-                0,
-                0,
-                60_000,
-            );
-            up.proto = 17;
-            r.on_record(&event_for(&up, 60_000), &mut findings);
+            r.on_record(&event_for(&call_upload(150_000_000), 60_000), &mut findings);
             assert!(findings.is_empty(), "waits for the tick");
-            let mut reply = oriented("10.0.0.1", 50000, "52.112.0.1", 3479, 0, back, 0, 60_000);
-            (reply.proto, reply.from_inside) = (17, false);
-            r.on_record(&event_for(&reply, 60_000), &mut findings);
+            r.on_record(&event_for(&call_reply(back), 60_000), &mut findings);
             r.on_tick(120_000, &mut findings);
             assert_eq!(findings.len(), expected, "{back}: {findings:?}");
         }
@@ -665,35 +671,15 @@ mod tests {
     fn a_calls_reply_record_before_its_upload_still_makes_it_media() {
         let mut r = rule(100_000_000);
         let mut findings = Vec::new();
-        let mut reply = oriented(
-            "10.0.0.1",
-            50000,
-            "52.112.0.1",
-            3479,
-            0,
-            140_000_000,
-            0,
-            60_000,
-        );
-        (reply.proto, reply.from_inside) = (17, false);
-        r.on_record(&event_for(&reply, 60_000), &mut findings);
-        let mut up = oriented(
-            "10.0.0.1",
-            50000,
-            "52.112.0.1",
-            3479,
-            150_000_000,
-            0,
-            0,
-            60_000,
-        );
-        up.proto = 17;
-        r.on_record(&event_for(&up, 60_000), &mut findings);
+        r.on_record(&event_for(&call_reply(140_000_000), 60_000), &mut findings);
+        r.on_record(&event_for(&call_upload(150_000_000), 60_000), &mut findings);
         r.on_tick(120_000, &mut findings);
         assert!(findings.is_empty(), "{findings:?}");
         // a small UDP answer opens no window
-        let mut answer = oriented("10.0.0.2", 5353, "8.8.8.8", 53, 0, 500, 0, 60_000);
-        (answer.proto, answer.from_inside) = (17, false);
+        let answer = udp(
+            oriented("10.0.0.2", 5353, "8.8.8.8", 53, 0, 500, 0, 60_000),
+            false,
+        );
         r.on_record(&event_for(&answer, 60_000), &mut findings);
         assert!(r.find(&answer).is_none());
     }
