@@ -206,7 +206,8 @@ for ((t = 5; t + 5 < DURATION; t += 20)); do
 done
 "$EXFLOW" loadgen --target "$target" --metrics "$metrics" --rate "$RATE" \
   --duration "$DURATION" --exporters 8 --detect-timeout 20 "${scenarios[@]}" \
-  >"$work/loadgen.txt" || echo "loadgen exited $? (a scenario missed?)"
+  --report-json "$work/loadgen.json" >"$work/loadgen.txt" ||
+  echo "loadgen exited $? (a scenario missed?)"
 wait "$hostile_pid"
 [[ $kafka == 1 ]] && wait "$restarter"
 
@@ -248,9 +249,28 @@ else
 fi
 
 echo
-echo "legitimate: $(grep -E '^(sent|received|loss):' "$work/loadgen.txt" | tr -s ' ' | paste -sd ';' -)"
-grep -E '^scenario:' "$work/loadgen.txt" |
-  awk '{n++; if ($8 == "yes") d++} END {printf "scenarios:  %d injected, %d detected\n", n, d}'
+# loadgen's --report-json: what it sent, what exflow received and dropped, the scenarios.
+python3 - "$work/loadgen.json" <<'EOF' || true
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    sys.exit(f"legitimate: no loadgen report ({e})")
+s = r["sent"]
+line = (f"sent {s['records']} records in {s['datagrams']} datagrams over {s['seconds']:.1f} s"
+        f" ({s['send_errors']} send errors)")
+if "received" in r:
+    g = r["received"]
+    line += (f"; received {g['records']:.0f} records in {g['datagrams']:.0f} datagrams,"
+             f" kernel-dropped {g['kernel_dropped_datagrams']:.0f} datagrams,"
+             f" queue-dropped {g['queue_dropped_records']:.0f} records,"
+             f" decode errors {g['decode_errors']:.0f}, lost {g['lost_records']:.0f} records;"
+             f" loss {100 * g['loss']:.4f}%")
+print(f"legitimate: {line}")
+results = r.get("scenarios", {}).get("results", [])
+detected = sum(1 for x in results if x["detected"])
+print(f"scenarios:  {len(results)} injected, {detected} detected")
+EOF
 echo "hostile:    $(cat "$work/hostile.txt")"
 if [[ $kafka == 1 ]]; then
   echo "broker:     $(paste -sd ';' "$work/restart.txt" | sed 's/;/; /g')"
