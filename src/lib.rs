@@ -15,6 +15,8 @@ pub mod pipeline;
 pub mod scaleout;
 pub mod sink;
 pub mod source;
+/// Test tooling, not the product: the record mixes `exflow loadgen` and the benchmarks send
+/// (the `loadgen` feature, on by default; absent from `--no-default-features`).
 #[cfg(any(test, feature = "loadgen"))]
 pub mod synth;
 pub mod telemetry;

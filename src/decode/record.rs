@@ -74,6 +74,7 @@ pub struct FlowRecord {
 
 /// The fields `wire::emit` encodes, so the benchmarks, the load generator and the tests
 /// encode records the decoder made (or could have made).
+#[cfg(any(test, feature = "loadgen"))]
 impl From<FlowRecord> for crate::wire::emit::Flow {
     fn from(r: FlowRecord) -> Self {
         crate::wire::emit::Flow {

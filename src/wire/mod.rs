@@ -10,6 +10,9 @@
 //! The views know nothing of templates: compiling templates and decoding data records is
 //! the stateful `decode` stage's job.
 
+/// The views' emit side, for the load generator, the benchmarks and the tests (the
+/// `loadgen` feature): exflow itself never exports.
+#[cfg(any(test, feature = "loadgen"))]
 pub mod emit;
 pub mod ie;
 pub mod ipfix;
