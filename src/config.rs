@@ -3,15 +3,15 @@
 //! objects the pipeline uses. Every key has a documented default, so an empty file (or no
 //! file) runs; unknown keys are errors that name their path.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::DecoderLimits;
+pub use crate::decode::SamplingSection;
 pub use crate::detect::RulesConfig;
 pub use crate::detect::beacon::BeaconConfig;
 pub use crate::detect::bulk_egress::BulkEgressConfig;
@@ -95,71 +95,28 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SamplingSection {
-    /// 1-in-N rate for exporters that announce none. Unset: counters are taken as they are.
-    pub default_rate: Option<u32>,
-    /// Per-exporter rates that win over what the exporter announces.
-    pub overrides: BTreeMap<IpAddr, u32>,
-}
-
-/// The flags every pipeline command shares (`replay`, `run`, `check-config`); each has an
-/// `EXFLOW_*` environment twin and wins over the file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SharedArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "EXFLOW_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Inside network (repeatable; replaces the config's `inside`).
-    #[arg(
-        long = "inside",
-        env = "EXFLOW_INSIDE",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
+/// What the shared command-line flags (and their `EXFLOW_*` twins) lay over the file:
+/// plain data, parsed by the CLI (its `SharedArgs`); an empty or `None` field leaves the
+/// file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `inside`.
     pub inside: Vec<IpNet>,
-    /// Home country, ISO 3166 alpha-2 (repeatable; replaces `home_countries`).
-    #[arg(
-        long = "home-country",
-        env = "EXFLOW_HOME_COUNTRY",
-        value_delimiter = ',',
-        value_name = "CC"
-    )]
+    /// Replaces `home_countries`.
     pub home_countries: Vec<CountryCode>,
-    /// Watch-listed country (repeatable; replaces `watch_countries`).
-    #[arg(
-        long = "watch-country",
-        env = "EXFLOW_WATCH_COUNTRY",
-        value_delimiter = ',',
-        value_name = "CC"
-    )]
+    /// Replaces `watch_countries`.
     pub watch_countries: Vec<CountryCode>,
-    /// UDP address to receive on (repeatable; replaces `listen`).
-    #[arg(
-        long = "listen",
-        env = "EXFLOW_LISTEN",
-        value_delimiter = ',',
-        value_name = "ADDR:PORT"
-    )]
+    /// Replaces `listen`.
     pub listen: Vec<SocketAddr>,
-    /// Prometheus metrics address (replaces `metrics_listen`).
-    #[arg(long, env = "EXFLOW_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    /// Replaces `metrics_listen`.
     pub metrics_listen: Option<SocketAddr>,
-    /// Kafka bootstrap brokers, comma-separated (sets `sink.kafka.brokers`).
-    #[arg(long, env = "EXFLOW_KAFKA_BROKERS", value_name = "HOST:PORT,...")]
+    /// Sets `sink.kafka.brokers`.
     pub kafka_brokers: Option<String>,
-    /// Kafka topic for alerts (sets `sink.kafka.topic`).
-    #[arg(long, env = "EXFLOW_KAFKA_TOPIC", value_name = "TOPIC")]
+    /// Sets `sink.kafka.topic`.
     pub kafka_topic: Option<String>,
-    /// Kafka topic of the flow records (sets `sink.kafka.flows_topic`): what `run`
-    /// publishes every decoded record to, `collect` publishes to and `detect` reads
-    /// (default for those two: exflow.flows.v1).
-    #[arg(long, env = "EXFLOW_FLOWS_TOPIC", value_name = "TOPIC")]
+    /// Sets `sink.kafka.flows_topic`.
     pub flows_topic: Option<String>,
-    /// Kafka topic of each alert as an OCSF Detection Finding (sets
-    /// `sink.kafka.ocsf_topic`; off when unset), e.g. exflow.findings.ocsf.v1.
-    #[arg(long, env = "EXFLOW_OCSF_TOPIC", value_name = "TOPIC")]
+    /// Sets `sink.kafka.ocsf_topic`.
     pub ocsf_topic: Option<String>,
 }
 
@@ -210,8 +167,8 @@ impl Config {
     }
 
     /// The file (when given) with the flags laid over it, validated.
-    pub fn load(args: &SharedArgs) -> anyhow::Result<Config> {
-        let mut config = match &args.config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file '{}'", path.display()))?;
@@ -219,12 +176,12 @@ impl Config {
             }
             None => Config::default(),
         };
-        config.apply(args);
+        config.apply(overrides);
         config.validate()?;
         Ok(config)
     }
 
-    fn apply(&mut self, args: &SharedArgs) {
+    fn apply(&mut self, args: &Overrides) {
         if !args.inside.is_empty() {
             self.inside = args.inside.clone();
         }
@@ -517,9 +474,9 @@ mod tests {
             text.contains("sink.kafka.ocsf_topic: 'exflow.alerts.v1'"),
             "{text}"
         );
-        let args = SharedArgs {
+        let args = Overrides {
             ocsf_topic: Some("exflow.findings.ocsf.v1".into()),
-            ..SharedArgs::default()
+            ..Overrides::default()
         };
         config.apply(&args);
         assert!(config.validate().is_ok());
@@ -527,11 +484,11 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let args = SharedArgs {
+        let args = Overrides {
             inside: vec!["192.0.2.0/24".parse().unwrap()],
             home_countries: vec!["DE".parse().unwrap()],
             kafka_brokers: Some("127.0.0.1:9092".into()),
-            ..SharedArgs::default()
+            ..Overrides::default()
         };
         let mut config = Config::from_toml("home_countries = [\"NL\"]", "test").unwrap();
         config.apply(&args);

@@ -2,12 +2,10 @@
 //! the files it names, and prints the effective configuration. With `--connect`, also the
 //! Kafka broker and topic.
 
-use exflow::config::Config;
-
 use super::CheckConfigArgs;
 
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.shared)?;
+    let config = args.shared.load()?;
     config.enricher()?;
     if let Some(path) = &config.sink.file {
         exflow::sink::JsonLines::file(path)?;

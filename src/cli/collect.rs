@@ -1,7 +1,6 @@
 //! cli: `exflow collect`, the front half on UDP publishing to the flows topic, with
 //! SIGTERM/SIGINT (drain, publish the end of input, stop) wired to its control flag.
 
-use exflow::config::Config;
 use exflow::daemon::{self, Control};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -9,7 +8,7 @@ use super::CollectArgs;
 use super::run::write_ready_file;
 
 pub fn run(args: CollectArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(&args.shared)?;
+    let mut config = args.shared.load()?;
     if let Some(id) = args.collector_id {
         config.scaleout.collector_id = Some(id);
         config.validate()?;

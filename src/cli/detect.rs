@@ -4,7 +4,6 @@
 use std::net::TcpListener;
 
 use anyhow::Context;
-use exflow::config::Config;
 use exflow::daemon::Control;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -12,7 +11,7 @@ use super::DetectArgs;
 use super::run::write_ready_file;
 
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(&args.shared)?;
+    let mut config = args.shared.load()?;
     if let Some(group) = args.group {
         config.scaleout.group = group;
     }

@@ -12,6 +12,10 @@ mod run;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use exflow::config::{Config, Overrides};
+use exflow::enrich::CountryCode;
+use ipnet::IpNet;
+use std::net::SocketAddr;
 
 /// exflow: a NetFlow v5 / v9 / IPFIX collector that detects data exfiltration.
 #[derive(Debug, Parser)]
@@ -145,10 +149,88 @@ pub struct LoadgenArgs {
     pub report_json: Option<PathBuf>,
 }
 
+/// The flags every pipeline command shares (`replay`, `run`, `collect`, `detect`,
+/// `check-config`), parsed into the configuration's [`Overrides`]; each has an
+/// `EXFLOW_*` environment twin and wins over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SharedArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "EXFLOW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Inside network (repeatable; replaces the config's `inside`).
+    #[arg(
+        long = "inside",
+        env = "EXFLOW_INSIDE",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub inside: Vec<IpNet>,
+    /// Home country, ISO 3166 alpha-2 (repeatable; replaces `home_countries`).
+    #[arg(
+        long = "home-country",
+        env = "EXFLOW_HOME_COUNTRY",
+        value_delimiter = ',',
+        value_name = "CC"
+    )]
+    pub home_countries: Vec<CountryCode>,
+    /// Watch-listed country (repeatable; replaces `watch_countries`).
+    #[arg(
+        long = "watch-country",
+        env = "EXFLOW_WATCH_COUNTRY",
+        value_delimiter = ',',
+        value_name = "CC"
+    )]
+    pub watch_countries: Vec<CountryCode>,
+    /// UDP address to receive on (repeatable; replaces `listen`).
+    #[arg(
+        long = "listen",
+        env = "EXFLOW_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
+    pub listen: Vec<SocketAddr>,
+    /// Prometheus metrics address (replaces `metrics_listen`).
+    #[arg(long, env = "EXFLOW_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Kafka bootstrap brokers, comma-separated (sets `sink.kafka.brokers`).
+    #[arg(long, env = "EXFLOW_KAFKA_BROKERS", value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic for alerts (sets `sink.kafka.topic`).
+    #[arg(long, env = "EXFLOW_KAFKA_TOPIC", value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Kafka topic of the flow records (sets `sink.kafka.flows_topic`): what `run`
+    /// publishes every decoded record to, `collect` publishes to and `detect` reads
+    /// (default for those two: exflow.flows.v1).
+    #[arg(long, env = "EXFLOW_FLOWS_TOPIC", value_name = "TOPIC")]
+    pub flows_topic: Option<String>,
+    /// Kafka topic of each alert as an OCSF Detection Finding (sets
+    /// `sink.kafka.ocsf_topic`; off when unset), e.g. exflow.findings.ocsf.v1.
+    #[arg(long, env = "EXFLOW_OCSF_TOPIC", value_name = "TOPIC")]
+    pub ocsf_topic: Option<String>,
+}
+
+impl SharedArgs {
+    /// The configuration file (when given) with these flags laid over it, validated.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            inside: self.inside.clone(),
+            home_countries: self.home_countries.clone(),
+            watch_countries: self.watch_countries.clone(),
+            listen: self.listen.clone(),
+            metrics_listen: self.metrics_listen,
+            kafka_brokers: self.kafka_brokers.clone(),
+            kafka_topic: self.kafka_topic.clone(),
+            flows_topic: self.flows_topic.clone(),
+            ocsf_topic: self.ocsf_topic.clone(),
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub shared: exflow::config::SharedArgs,
+    pub shared: SharedArgs,
     /// Once the sockets are bound, write where to this file as JSON: `{"listen":
     /// ["ADDR:PORT", ...], "metrics_listen": "ADDR:PORT"}`, ports given as 0 resolved.
     #[arg(long, env = "EXFLOW_READY_FILE", value_name = "PATH")]
@@ -158,7 +240,7 @@ pub struct RunArgs {
 #[derive(Debug, clap::Args)]
 pub struct CollectArgs {
     #[command(flatten)]
-    pub shared: exflow::config::SharedArgs,
+    pub shared: SharedArgs,
     /// This collector's name in its watermarks (sets `scaleout.collector_id`; default the
     /// host name).
     #[arg(long, env = "EXFLOW_COLLECTOR_ID", value_name = "ID")]
@@ -171,7 +253,7 @@ pub struct CollectArgs {
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
     #[command(flatten)]
-    pub shared: exflow::config::SharedArgs,
+    pub shared: SharedArgs,
     /// The detectors' consumer group (sets `scaleout.group`).
     #[arg(long, env = "EXFLOW_GROUP", value_name = "GROUP")]
     pub group: Option<String>,
@@ -188,7 +270,7 @@ pub struct DetectArgs {
 #[derive(Debug, clap::Args)]
 pub struct CheckConfigArgs {
     #[command(flatten)]
-    pub shared: exflow::config::SharedArgs,
+    pub shared: SharedArgs,
     /// Also connect to the Kafka broker and check that the topic is there.
     #[arg(long)]
     pub connect: bool,
@@ -197,7 +279,7 @@ pub struct CheckConfigArgs {
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     #[command(flatten)]
-    pub shared: exflow::config::SharedArgs,
+    pub shared: SharedArgs,
     /// Flow-table shards (the daemon uses one per worker); alerts do not depend on it.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub shards: usize,

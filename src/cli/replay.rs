@@ -1,6 +1,5 @@
 //! cli: `exflow replay`, capture files -> the whole pipeline on event time -> alerts.
 
-use exflow::config::Config;
 use exflow::detect::Alert;
 use exflow::pipeline::{Pipeline, PipelineCounters};
 use exflow::sink::JsonLines;
@@ -9,7 +8,7 @@ use exflow::source::capture;
 use super::ReplayArgs;
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.shared)?;
+    let config = args.shared.load()?;
     let enricher = config.enricher()?;
     let mut sink = match &config.sink.file {
         Some(path) => JsonLines::file(path)?,

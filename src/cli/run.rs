@@ -8,14 +8,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use exflow::config::Config;
 use exflow::daemon::{self, Control};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::RunArgs;
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.shared)?;
+    let config = args.shared.load()?;
     let control = Control::default();
     for signal in [SIGTERM, SIGINT] {
         signal_hook::flag::register(signal, control.shutdown.clone())?;
