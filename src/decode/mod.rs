@@ -76,6 +76,16 @@ pub struct SamplingConfig {
     pub overrides: HashMap<IpAddr, u32>,
 }
 
+/// The `[sampling]` section: the same rates as the configuration file writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingSection {
+    /// 1-in-N rate for exporters that announce none. Unset: counters are taken as they are.
+    pub default_rate: Option<u32>,
+    /// Per-exporter rates that win over what the exporter announces.
+    pub overrides: std::collections::BTreeMap<IpAddr, u32>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecoderConfig {
     pub limits: DecoderLimits,
