@@ -142,22 +142,20 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::detect::RulesConfig;
+    use crate::detect::suppress::SuppressionConfig;
     use crate::detect::tests::{event_with, oriented};
     use crate::enrich::Destination;
+    use crate::flow::FlowConfig;
 
     #[test]
     fn profiles_round_trip_through_the_file_per_shard() {
         let directory = std::env::temp_dir().join(format!("exflow-rules-{}", std::process::id()));
         std::fs::create_dir_all(&directory).unwrap();
         let state_file = directory.join("state.json");
-        let config = Config::default();
-        let mut detector = Detector::new(
-            &config.rules,
-            &config.suppression,
-            config.flow.max_lateness_s,
-            1,
-        );
+        let (rules, suppression) = (RulesConfig::default(), SuppressionConfig::default());
+        let max_lateness_s = FlowConfig::default().max_lateness_s;
+        let mut detector = Detector::new(&rules, &suppression, max_lateness_s, 1);
         let mut alerts = Vec::new();
         let destination = Destination {
             country: Some("US".parse().unwrap()),
@@ -172,12 +170,7 @@ mod tests {
         let path = rules_state_path(&state_file, 1);
         detector.save_rules_state(&path).unwrap();
         assert_eq!(rules_state_paths(&state_file), vec![path.clone()]);
-        let mut restarted = Detector::new(
-            &config.rules,
-            &config.suppression,
-            config.flow.max_lateness_s,
-            1,
-        );
+        let mut restarted = Detector::new(&rules, &suppression, max_lateness_s, 1);
         let keep = |host: IpAddr| host != IpAddr::from([10, 0, 0, 2]);
         // Two hosts' profiles and their new_destination baselines.
         assert_eq!(restarted.load_rules_state(&path, &keep).unwrap(), 4);
@@ -200,15 +193,9 @@ mod tests {
 
     #[test]
     fn a_checkpoint_carries_suppression_and_the_rules_state() {
-        let config = Config::default();
-        let detector = || {
-            Detector::new(
-                &config.rules,
-                &config.suppression,
-                config.flow.max_lateness_s,
-                1,
-            )
-        };
+        let (rules, suppression) = (RulesConfig::default(), SuppressionConfig::default());
+        let max_lateness_s = FlowConfig::default().max_lateness_s;
+        let detector = || Detector::new(&rules, &suppression, max_lateness_s, 1);
         let finding = crate::detect::Finding {
             rule: "bulk_egress",
             step: 0,

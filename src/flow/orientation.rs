@@ -152,16 +152,19 @@ pub fn orient(record: &FlowRecord, enricher: &Enricher) -> Orientation {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::enrich::{AllowList, EndpointSettings};
 
     pub(in crate::flow) fn enricher() -> Enricher {
-        let config = Config {
-            inside: vec!["10.10.0.0/16".parse().unwrap()],
-            ..Config::default()
+        let settings = EndpointSettings {
+            inside: &["10.10.0.0/16".parse().unwrap()],
+            home_countries: &[],
+            watch_countries: &[],
+            resolvers: &[],
+            allow: &AllowList::default(),
         };
         Enricher::new(
             std::sync::Arc::new(crate::enrich::Geo::embedded().unwrap()),
-            &config.endpoint_settings(),
+            &settings,
             Default::default(),
         )
     }
