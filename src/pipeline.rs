@@ -44,13 +44,7 @@ impl AlertCounters {
     }
 }
 
-/// Sees every decoded record (with its inside host, when it has one): the flows stream.
-pub trait RecordTap: Send {
-    fn record(&mut self, record: &FlowRecord, inside: Option<IpAddr>);
-
-    /// End of input: deliver what is buffered.
-    fn finish(&mut self) {}
-}
+pub use crate::sink::RecordTap;
 
 /// Counters of every stage, for summaries and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

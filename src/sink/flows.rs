@@ -13,10 +13,10 @@ use prost::Message;
 use rdkafka::ClientContext;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
+use super::RecordTap;
 use super::kafka::producer::client_config;
 use super::kafka::{FlowsFormat, KafkaConfig};
 use crate::decode::{FlowKind, FlowRecord};
-use crate::pipeline::RecordTap;
 
 /// GoFlow2's `flowpb.FlowMessage`, the fields exflow fills, with GoFlow2's field numbers.
 /// (GoFlow2 has no reverse counters: biflow records carry their forward half only.)

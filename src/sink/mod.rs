@@ -3,19 +3,26 @@
 //! to the sink through an [`AlertSender`] each (one hop: the Kafka sink's bounded queue, or
 //! the JSON lines writer).
 
+pub mod flows;
+pub mod kafka;
+pub mod ocsf;
+pub mod spool;
+
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
+use crate::decode::FlowRecord;
 use crate::detect::Alert;
 use crate::sink::kafka::KafkaConfig;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
+/// The `[sink]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
@@ -24,10 +31,14 @@ pub struct SinkConfig {
     pub kafka: Option<KafkaConfig>,
 }
 
-pub mod flows;
-pub mod kafka;
-pub mod ocsf;
-pub mod spool;
+/// Sees every decoded record (with its inside host, when it has one): the flows stream
+/// ([`flows::FlowsPublisher`]), which the pipeline's `Ingest` feeds.
+pub trait RecordTap: Send {
+    fn record(&mut self, record: &FlowRecord, inside: Option<IpAddr>);
+
+    /// End of input: deliver what is buffered.
+    fn finish(&mut self) {}
+}
 
 /// Counters of the alert sink, shared with the metrics endpoint.
 #[derive(Debug, Default)]
