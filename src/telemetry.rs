@@ -12,6 +12,8 @@
 //! trickling or oversized client cannot delay a scrape or grow memory.
 
 mod scaleout;
+/// Reads a `/metrics` page back, for loadgen and the tests (the `loadgen` feature).
+#[cfg(any(test, feature = "loadgen"))]
 pub mod scrape;
 
 use std::fmt::Write as _;
