@@ -25,6 +25,7 @@ fn ids(messages: &[Consumed]) -> Vec<String> {
 }
 
 fn assert_valid(messages: &[Consumed]) {
+    assert!(!messages.is_empty(), "no alert read back");
     for m in messages {
         assert_eq!(
             m.headers.get("schema").map(String::as_str),
@@ -169,6 +170,7 @@ fn assert_in_order_per_host(messages: &[Consumed], raised: &[exflow::detect::Ale
             .or_default()
             .push((m.offset, position[id]));
     }
+    assert!(!by_host.is_empty(), "no alert read back");
     for (host, mut seen) in by_host {
         seen.sort();
         assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{host}: {seen:?}");

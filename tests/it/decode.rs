@@ -164,6 +164,7 @@ fn every_export_matches_nfdump_record_for_record() {
 fn netflow_times_agree_with_nfdump() {
     for capture in ["softflowd_v5", "softflowd_v9", "pmacct_v9", "pmacct_ipfix"] {
         let (records, _) = decode_capture(&format!("{capture}.pcap"));
+        assert!(!records.is_empty(), "{capture}");
         let reference = reference(capture);
         for record in &records {
             let start = record.time_flow_start_ns / 1_000_000_000;
