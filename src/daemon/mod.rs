@@ -37,7 +37,7 @@ use crate::enrich::Enricher;
 use crate::flow::clock::WorkerClocks;
 use crate::pipeline::{Ingest, Shard};
 use crate::sink::{AlertSender, AlertSink};
-use crate::source::udp::Sockets;
+use crate::source::udp::{Listener, Sockets, SourceCounters};
 use crate::telemetry::{MetricsServer, Telemetry};
 
 /// Signals the daemon reacts to, as flags (set by signal handlers or by tests).
@@ -93,60 +93,21 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     // closes when the last thread has ended, which is the end of the drain.
     let (running, all_ended) = mpsc::channel::<Infallible>();
     // Shards first: the workers need their queues.
-    let mut queues = Vec::new();
-    let mut shard_threads = Vec::new();
-    if config.flow.shards > 0 {
-        for (index, runner) in runners.drain(..).enumerate() {
-            let (tx, rx) = mpsc::sync_channel::<Batch>(config.flow.queue_batches.max(1));
-            let running = running.clone();
-            shard_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("exflow-shard-{index}"))
-                    .spawn(move || {
-                        run_shard(runner, rx);
-                        drop(running);
-                    })?,
-            );
-            queues.push(tx);
-        }
-    }
+    let (queues, shard_threads) = if config.flow.shards > 0 {
+        spawn_shards(std::mem::take(&mut runners), config, &running)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let queue_dropped = Arc::new(AtomicU64::new(0));
-    let mut worker_reports = Vec::with_capacity(workers);
-    let mut worker_threads: Vec<JoinHandle<Ingest>> = Vec::with_capacity(workers);
-    let gather_max = Duration::from_micros(config.source.gather_max_us);
-    for (index, (ingest, listeners)) in ingests.into_iter().zip(listeners).enumerate() {
-        let report = Arc::new(Mutex::new(WorkerReport::default()));
-        let tables = match runners.pop() {
-            // Validation allows the inline tables with one worker only.
-            Some(runner) => Tables::Inline(Box::new(runner)),
-            None => Tables::Queued(queues.clone()),
-        };
-        let worker = ReceiveWorker {
-            index,
-            ingest,
-            tables,
-            pending: Pending::default(),
-            queue_dropped: queue_dropped.clone(),
-            report: report.clone(),
-            shutdown: control.shutdown.clone(),
-            state: config
-                .state_file
-                .as_deref()
-                .map(|path| (state_path(path, index), config.source.state_save_interval_s)),
-        };
-        let running = running.clone();
-        worker_threads.push(
-            std::thread::Builder::new()
-                .name(format!("exflow-receive-{index}"))
-                // The receive slots are raw buffers the kernel fills: made on their thread.
-                .spawn(move || {
-                    let ingest = worker.run(Sockets::new(listeners, gather_max));
-                    drop(running);
-                    ingest
-                })?,
-        );
-        worker_reports.push(report);
-    }
+    let (worker_threads, worker_reports) = spawn_workers(
+        config,
+        ingests.into_iter().zip(listeners),
+        runners,
+        &queues,
+        &queue_dropped,
+        &control,
+        &running,
+    )?;
     drop((queues, running));
 
     // The main thread supervises: metrics, reloads, until every thread has ended.
@@ -193,6 +154,89 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         "stopped"
     );
     Ok(())
+}
+
+/// The shards' queues (their senders) and threads.
+type ShardThreads = (Vec<mpsc::SyncSender<Batch>>, Vec<JoinHandle<()>>);
+
+/// The receive workers' threads (each returns its ingest) and their reports.
+type WorkerThreads = (Vec<JoinHandle<Ingest>>, Vec<Arc<Mutex<WorkerReport>>>);
+
+/// One thread per shard runner (`exflow-shard-N`), each fed by a bounded queue of
+/// `flow.queue_batches` batches; returns the queues' senders and the threads.
+fn spawn_shards(
+    runners: Vec<ShardRunner>,
+    config: &Config,
+    running: &mpsc::Sender<Infallible>,
+) -> std::io::Result<ShardThreads> {
+    let mut queues = Vec::new();
+    let mut threads = Vec::new();
+    for (index, runner) in runners.into_iter().enumerate() {
+        let (tx, rx) = mpsc::sync_channel::<Batch>(config.flow.queue_batches.max(1));
+        let running = running.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("exflow-shard-{index}"))
+                .spawn(move || {
+                    run_shard(runner, rx);
+                    drop(running);
+                })?,
+        );
+        queues.push(tx);
+    }
+    Ok((queues, threads))
+}
+
+/// One thread per receive worker (`exflow-receive-N`), each with its ingest and its
+/// sockets; a worker runs the tables inline when a shard runner is left for it (one worker,
+/// `flow.shards = 0`), else hands batches to the shards' `queues`. Returns the threads
+/// (each ends with its ingest, for the state file) and their reports.
+fn spawn_workers(
+    config: &Config,
+    workers: impl Iterator<Item = (Ingest, Vec<(Listener, Arc<SourceCounters>)>)>,
+    mut runners: Vec<ShardRunner>,
+    queues: &[mpsc::SyncSender<Batch>],
+    queue_dropped: &Arc<AtomicU64>,
+    control: &Control,
+    running: &mpsc::Sender<Infallible>,
+) -> std::io::Result<WorkerThreads> {
+    let mut threads = Vec::new();
+    let mut reports = Vec::new();
+    let gather_max = Duration::from_micros(config.source.gather_max_us);
+    for (index, (ingest, listeners)) in workers.enumerate() {
+        let report = Arc::new(Mutex::new(WorkerReport::default()));
+        let tables = match runners.pop() {
+            // Validation allows the inline tables with one worker only.
+            Some(runner) => Tables::Inline(Box::new(runner)),
+            None => Tables::Queued(queues.to_vec()),
+        };
+        let worker = ReceiveWorker {
+            index,
+            ingest,
+            tables,
+            pending: Pending::default(),
+            queue_dropped: queue_dropped.clone(),
+            report: report.clone(),
+            shutdown: control.shutdown.clone(),
+            state: config
+                .state_file
+                .as_deref()
+                .map(|path| (state_path(path, index), config.source.state_save_interval_s)),
+        };
+        let running = running.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("exflow-receive-{index}"))
+                // The receive slots are raw buffers the kernel fills: made on their thread.
+                .spawn(move || {
+                    let ingest = worker.run(Sockets::new(listeners, gather_max));
+                    drop(running);
+                    ingest
+                })?,
+        );
+        reports.push(report);
+    }
+    Ok((threads, reports))
 }
 
 /// Calls `every_round` every [`PUBLISH_EVERY`] until every holder of the channel's
