@@ -122,15 +122,7 @@ impl Ingest {
     pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Ingest {
         let decoder_config = DecoderConfig {
             limits: config.decoder,
-            sampling: SamplingConfig {
-                default_rate: config.sampling.default_rate,
-                overrides: config
-                    .sampling
-                    .overrides
-                    .iter()
-                    .map(|(a, r)| (*a, *r))
-                    .collect(),
-            },
+            sampling: SamplingConfig::from(&config.sampling),
         };
         let accepted = (!config.source.exporters.is_empty())
             .then(|| crate::enrich::NetSet::from_nets(config.source.exporters.iter().copied()));

@@ -86,6 +86,15 @@ pub struct SamplingSection {
     pub overrides: std::collections::BTreeMap<IpAddr, u32>,
 }
 
+impl From<&SamplingSection> for SamplingConfig {
+    fn from(section: &SamplingSection) -> Self {
+        SamplingConfig {
+            default_rate: section.default_rate,
+            overrides: section.overrides.iter().map(|(a, r)| (*a, *r)).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecoderConfig {
     pub limits: DecoderLimits,
