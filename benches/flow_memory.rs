@@ -61,6 +61,7 @@ fn record(i: u64, start_ms: u64) -> Oriented {
         from_inside: true,
         continues: false,
         ends: false,
+        interfaces: Default::default(),
     }
 }
 

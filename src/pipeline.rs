@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use crate::config::Config;
+use crate::decode::directory::InterfaceDirectory;
 use crate::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord, SamplingConfig};
 use crate::detect::{Alert, Detector, RULES, RecordEvent, Severity};
 use crate::enrich::Enricher;
@@ -157,6 +158,12 @@ impl Ingest {
         &mut self.decoder
     }
 
+    /// Shares the interface names this ingest's decoder learns (options data) with the
+    /// shards holding `directory`, for their alerts.
+    pub fn share_interface_names(&mut self, directory: InterfaceDirectory) {
+        self.decoder.share_interface_names(directory);
+    }
+
     /// The tables' event time as far as this ingest has seen, ms.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
@@ -292,6 +299,9 @@ pub struct Shard {
     next_tick_ms: u64,
     tick_ms: u64,
     alert_counters: AlertCounters,
+    /// The names the ingests' decoders learned, to name an alert's interfaces; `None`:
+    /// alerts name none.
+    interface_names: Option<InterfaceDirectory>,
 }
 
 impl Shard {
@@ -316,7 +326,14 @@ impl Shard {
             next_tick_ms: 0,
             tick_ms: config.flow.tick_s.saturating_mul(1000).max(1),
             alert_counters: AlertCounters::default(),
+            interface_names: None,
         }
+    }
+
+    /// Names the interfaces of this shard's alerts from `directory` (which the ingests
+    /// fill).
+    pub fn name_interfaces_from(&mut self, directory: InterfaceDirectory) {
+        self.interface_names = Some(directory);
     }
 
     /// Event time now, in ms (0 before the first record).
@@ -420,10 +437,13 @@ impl Shard {
         self.count(alerts, produced);
     }
 
-    /// Counts the alerts appended since `from`.
-    fn count(&mut self, alerts: &[Alert], from: usize) {
-        for alert in &alerts[from..] {
+    /// Counts the alerts appended since `from`, and names their interfaces.
+    fn count(&mut self, alerts: &mut [Alert], from: usize) {
+        for alert in &mut alerts[from..] {
             self.alert_counters.add(alert);
+            if let Some(directory) = &self.interface_names {
+                alert.name_interfaces(directory);
+            }
         }
     }
 
@@ -500,10 +520,17 @@ impl Pipeline {
     /// A pipeline with `shards` table shards (at least one).
     pub fn new(config: &Config, enricher: Enricher, shards: usize) -> Pipeline {
         let shard_count = shards.max(1);
+        let names = InterfaceDirectory::default();
+        let mut ingest = Ingest::new(config, enricher.clone(), shard_count);
+        ingest.share_interface_names(names.clone());
         Pipeline {
-            ingest: Ingest::new(config, enricher.clone(), shard_count),
+            ingest,
             shards: (0..shard_count)
-                .map(|_| Shard::new(config, enricher.clone(), shard_count))
+                .map(|_| {
+                    let mut shard = Shard::new(config, enricher.clone(), shard_count);
+                    shard.name_interfaces_from(names.clone());
+                    shard
+                })
                 .collect(),
         }
     }

@@ -33,6 +33,7 @@ use self::shard::{RulesState, ShardRunner, ThreatIntel, reload_threat_intel, run
 pub use self::sockets::{BoundSockets, SocketParts};
 use self::state::{restore_rules_state, restore_state, save_state, state_path};
 use crate::config::Config;
+use crate::decode::directory::InterfaceDirectory;
 use crate::enrich::Enricher;
 use crate::flow::clock::WorkerClocks;
 use crate::pipeline::{Ingest, Shard};
@@ -79,7 +80,9 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         let _ = telemetry.kafka.set(kafka.counters.clone());
     }
     let workers = listeners.len();
-    let ingests = ingests(config, &enricher, workers, &telemetry)?;
+    // The interface names every worker's decoder learns, for the shards' alerts.
+    let interface_names = InterfaceDirectory::default();
+    let ingests = ingests(config, &enricher, workers, &telemetry, &interface_names)?;
     let intel = Arc::new(ThreatIntel::default());
     let (mut runners, shard_reports) = shard_runners(
         config,
@@ -87,6 +90,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         workers,
         &intel,
         &sink.sender(telemetry.sink.clone()),
+        &interface_names,
     );
 
     // Every thread holds a clone of `running` (nothing is ever sent on it): the channel
@@ -262,6 +266,7 @@ fn ingests(
     enricher: &Enricher,
     workers: usize,
     telemetry: &Telemetry,
+    interface_names: &InterfaceDirectory,
 ) -> anyhow::Result<Vec<Ingest>> {
     let flows_counters = Arc::new(crate::sink::flows::FlowsCounters::default());
     let mut ingests = Vec::with_capacity(workers);
@@ -270,6 +275,7 @@ fn ingests(
         if let Some(path) = &config.state_file {
             restore_state(&mut ingest, path, workers, &telemetry.faults);
         }
+        ingest.share_interface_names(interface_names.clone());
         if let Some(kafka) = &config.sink.kafka
             && let Some(flows) =
                 crate::sink::flows::FlowsPublisher::from_config(kafka, flows_counters.clone())?
@@ -296,6 +302,7 @@ fn shard_runners(
     workers: usize,
     intel: &Arc<ThreatIntel>,
     sink: &AlertSender,
+    interface_names: &InterfaceDirectory,
 ) -> (Vec<ShardRunner>, Vec<Arc<Mutex<ShardReport>>>) {
     let threaded = config.flow.shards > 0;
     let shard_count = config.flow.shards.max(1);
@@ -304,6 +311,7 @@ fn shard_runners(
     for index in 0..shard_count {
         let report = Arc::new(Mutex::new(ShardReport::default()));
         let mut shard = Shard::new(config, enricher.clone(), shard_count);
+        shard.name_interfaces_from(interface_names.clone());
         let rules_state = config.state_file.as_deref().map(|path| {
             restore_rules_state(&mut shard, path, index, shard_count);
             RulesState {

@@ -184,9 +184,10 @@ pub struct Exporter {
     /// `decoder.max_sflow_interfaces_per_agent`.
     pub interfaces: Vec<InterfaceCounters>,
     /// Interface names and descriptions from options data (IE 82/83), by (domain,
-    /// ifIndex): for printing records with names. All exporters together hold at most
+    /// ifIndex): for printing records with names, and shared (the same `Arc`) with the
+    /// shards for alerts (`decode::directory`). All exporters together hold at most
     /// `decoder.max_interface_names`.
-    pub interface_names: HashMap<(DomainKey, u32), InterfaceName>,
+    pub interface_names: HashMap<(DomainKey, u32), std::sync::Arc<InterfaceName>>,
 }
 
 /// At most this many bytes of an interface's name or description are kept.
@@ -231,6 +232,22 @@ pub fn set_interface(
 }
 
 impl Exporter {
+    /// The address this exporter's records of a domain carry, for the exporter heard at
+    /// `address`: the one its options data announced (IE 130/131, when
+    /// `decoder.exporter_address_from_options` took it), else `address`.
+    pub fn published_address(
+        &self,
+        address: std::net::IpAddr,
+    ) -> impl Fn(DomainKey) -> std::net::IpAddr + '_ {
+        move |key| {
+            self.domains
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, domain)| domain.exporter_address)
+                .unwrap_or(address)
+        }
+    }
+
     pub fn domain_mut(&mut self, key: DomainKey) -> &mut Domain {
         let index = match self.domains.iter().position(|(k, _)| *k == key) {
             Some(index) => index,

@@ -7,6 +7,7 @@
 //! exporters it owns, and `exflow decode` / `replay` drive one directly.
 
 pub mod connections;
+pub mod directory;
 pub mod exporter;
 pub mod layout;
 pub mod record;
@@ -127,6 +128,8 @@ pub struct Decoder {
     connections: Connections,
     /// Interface names held over all exporters (bounded by `max_interface_names`).
     interface_names: usize,
+    /// Where the names are shared with the shards, for alerts (`share_interface_names`).
+    directory: Option<directory::InterfaceDirectory>,
 }
 
 /// The set header (id and length) before each set's body.
@@ -160,6 +163,7 @@ impl Decoder {
             &mut self.exporters,
             &mut self.evicted_counters,
             &mut self.interface_names,
+            self.directory.as_ref(),
             config,
             exporter,
             self.datagrams,
@@ -174,6 +178,7 @@ impl Decoder {
                 config,
                 &mut self.connections,
                 &mut self.interface_names,
+                self.directory.as_ref(),
                 self.datagrams,
                 exporter,
                 received_ns,
@@ -186,6 +191,7 @@ impl Decoder {
                 config,
                 &mut self.connections,
                 &mut self.interface_names,
+                self.directory.as_ref(),
                 self.datagrams,
                 exporter,
                 received_ns,
@@ -246,6 +252,19 @@ impl Decoder {
             .get(&exporter)?
             .interface_names
             .get(&(domain, if_index))
+            .map(|names| &**names)
+    }
+
+    /// Shares every interface name this decoder holds or learns with `directory` (and
+    /// withdraws an exporter's when it is forgotten), for the alerts of the shards.
+    pub fn share_interface_names(&mut self, directory: directory::InterfaceDirectory) {
+        for (address, exporter) in &self.exporters {
+            let published = exporter.published_address(*address);
+            for ((domain, if_index), names) in &exporter.interface_names {
+                directory.set(published(*domain), *domain, *if_index, names.clone());
+            }
+        }
+        self.directory = Some(directory);
     }
 
     /// Interface names held, all exporters.
@@ -278,6 +297,7 @@ fn exporter_entry<'a>(
     exporters: &'a mut HashMap<IpAddr, Exporter>,
     evicted: &mut DecodeCounters,
     interface_names: &mut usize,
+    directory: Option<&directory::InterfaceDirectory>,
     config: &DecoderConfig,
     address: IpAddr,
     now: u64,
@@ -290,8 +310,17 @@ fn exporter_entry<'a>(
             .iter()
             .min_by_key(|(a, e)| (e.counters.datagrams.min(PROVEN_DATAGRAMS), e.last_seen, **a))
             .map(|(a, _)| *a);
-        if let Some(gone) = oldest.and_then(|a| exporters.remove(&a)) {
+        if let Some((gone_address, gone)) =
+            oldest.and_then(|a| exporters.remove(&a).map(|gone| (a, gone)))
+        {
             *interface_names -= gone.interface_names.len();
+            if let Some(directory) = directory.filter(|_| !gone.interface_names.is_empty()) {
+                let published = gone.published_address(gone_address);
+                for (domain, _) in &gone.domains {
+                    directory.forget(published(*domain));
+                }
+                directory.forget(gone_address);
+            }
             evicted.merge(&gone.counters);
             evicted.errors.add(DecodeError::ExporterEvicted);
         }
@@ -307,6 +336,7 @@ fn decode_templated(
     config: &DecoderConfig,
     connections: &mut Connections,
     interface_names: &mut usize,
+    directory: Option<&directory::InterfaceDirectory>,
     datagram_count: u64,
     address: IpAddr,
     received_ns: u64,
@@ -364,6 +394,7 @@ fn decode_templated(
         now: datagram_count,
         interface_names,
         max_interface_names: limits.max_interface_names,
+        directory,
         exporter_address_from_options: limits.exporter_address_from_options,
     };
     let mut data_records = 0u32;
@@ -449,6 +480,8 @@ struct DataContext<'a> {
     /// Interface names held over all exporters, and their bound.
     interface_names: &'a mut usize,
     max_interface_names: usize,
+    /// Where a changed name is shared for alerts, when the pipeline shares them.
+    directory: Option<&'a directory::InterfaceDirectory>,
     /// `decoder.exporter_address_from_options`.
     exporter_address_from_options: bool,
 }
@@ -669,14 +702,25 @@ fn decode_data_set(
                 options.interface_name.is_some() || options.interface_description.is_some(),
             ) {
                 let names = &mut exporter.interface_names;
-                let known = names.contains_key(&(key, if_index));
+                let held = names.get(&(key, if_index));
+                let known = held.is_some();
                 if known || *context.interface_names < context.max_interface_names {
-                    let entry = names.entry((key, if_index)).or_default();
+                    let mut entry = held.map(|held| (**held).clone()).unwrap_or_default();
                     if let Some(name) = options.interface_name {
                         entry.name = exporter::InterfaceName::text(name);
                     }
                     if let Some(description) = options.interface_description {
                         entry.description = exporter::InterfaceName::text(description);
+                    }
+                    // Routers resend their interface table unchanged: only a change is
+                    // stored anew and shared.
+                    if held.is_none_or(|held| **held != entry) {
+                        let entry = std::sync::Arc::new(entry);
+                        if let Some(directory) = context.directory {
+                            let published = domain.exporter_address.unwrap_or(address);
+                            directory.set(published, key, if_index, entry.clone());
+                        }
+                        names.insert((key, if_index), entry);
                     }
                     *context.interface_names += usize::from(!known);
                     counters.interface_names += u64::from(!known);

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::decode::directory::{InterfaceDirectory, InterfaceRef};
 use crate::enrich::CountryCode;
 use crate::flow::community_id::community_id;
 use crate::flow::{Conversation, ConversationKey};
@@ -89,6 +90,21 @@ pub struct Alert {
     pub last_seen: String,
     pub duration_s: u64,
     pub exporters: Vec<IpAddr>,
+    /// The name and description its exporter gave the input and output interface of the
+    /// record behind the alert (options data, IE 82/83; the record that crossed the line,
+    /// for the rules that sum several). Absent where the exporter announced none, and for
+    /// the series rules (`beacon`, `dns_tunnel`). Additive to v1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_if_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_if_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_if_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_if_description: Option<String>,
+    /// Where those names are looked up, once the alert is raised (not serialised).
+    #[serde(skip)]
+    pub interfaces: InterfaceRef,
     /// MITRE ATT&CK technique ids.
     pub attack: Vec<&'static str>,
     /// Ladder step of this alert (0 = first report); a higher step is an escalation.
@@ -109,6 +125,27 @@ pub struct Alert {
     /// The inside host's risk over its alerts of the last day (`detect::risk`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_risk: Option<super::risk::HostRisk>,
+}
+
+impl Alert {
+    /// Names the interfaces of the record behind the alert from what its exporter
+    /// announced: one lookup per alert, none per record. A name or description the
+    /// exporter left empty stays absent.
+    pub fn name_interfaces(&mut self, directory: &InterfaceDirectory) {
+        let Some(&exporter) = self.exporters.first() else {
+            return;
+        };
+        let named = directory.lookup(exporter, &self.interfaces);
+        let text = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        if let Some(input) = named.input {
+            self.in_if_name = text(&input.name);
+            self.in_if_description = text(&input.description);
+        }
+        if let Some(output) = named.output {
+            self.out_if_name = text(&output.name);
+            self.out_if_description = text(&output.description);
+        }
+    }
 }
 
 /// What a rule measured against a host's own normal, and the line it crossed.

@@ -371,6 +371,7 @@ impl Rule for DnsTunnel {
             first_ms: sum.first_ms,
             last_ms: pair.last_ms,
             exporter: pair.exporter,
+            interfaces: Default::default(),
             attack: ATTACK,
             at_ms: event.now_ms,
             explain: None,

@@ -38,6 +38,7 @@ use profile::{EgressAnomalyConfig, ProfileConfig, RoleChangeConfig};
 use spread_egress::SpreadEgressConfig;
 use watchlist::WatchlistConfig;
 
+use crate::decode::directory::InterfaceRef;
 use crate::enrich::{Allow, Destination};
 use crate::flow::{Conversation, ConversationKey, Oriented, Update};
 
@@ -141,6 +142,9 @@ pub struct Finding {
     pub first_ms: u64,
     pub last_ms: u64,
     pub exporter: IpAddr,
+    /// The observation domain and ifIndexes of the record that crossed the line, to name
+    /// the alert's interfaces; unknown (default) for the series rules.
+    pub interfaces: InterfaceRef,
     pub attack: &'static [&'static str],
     /// Event time of the finding.
     pub at_ms: u64,
@@ -177,6 +181,7 @@ impl Finding {
             first_ms: c.first_ms,
             last_ms: c.last_ms,
             exporter: event.record.exporter,
+            interfaces: event.record.interfaces,
             attack: &[],
             at_ms: event.now_ms,
             explain: None,
@@ -485,6 +490,7 @@ pub(crate) mod tests {
             from_inside: true,
             continues: false,
             ends: false,
+            interfaces: Default::default(),
         }
     }
 

@@ -426,6 +426,7 @@ mod tests {
                 from_inside: true,
                 continues: false,
                 ends: false,
+                interfaces: Default::default(),
             };
             let findings = &mut self.findings;
             feed(

@@ -202,6 +202,7 @@ mod tests {
             first_ms: at_ms,
             last_ms: at_ms,
             exporter: "127.0.0.1".parse().unwrap(),
+            interfaces: Default::default(),
             attack: &[],
             at_ms,
             explain: None,

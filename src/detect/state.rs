@@ -215,6 +215,7 @@ mod tests {
             first_ms: 0,
             last_ms: 1000,
             exporter: IpAddr::from([127, 0, 0, 1]),
+            interfaces: Default::default(),
             attack: &["T1048"],
             at_ms: 1_000_000,
             explain: None,

@@ -254,6 +254,7 @@ mod tests {
             from_inside,
             continues: false,
             ends: false,
+            interfaces: Default::default(),
         }
     }
 

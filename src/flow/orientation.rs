@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use super::ConversationKey;
 use crate::decode::FlowRecord;
+use crate::decode::directory::InterfaceRef;
 use crate::enrich::Enricher;
 
 /// A record seen from the inside: what one inside host exchanged with one outside endpoint.
@@ -36,6 +37,9 @@ pub struct Oriented {
     /// The exporter says the connection is over (`FlowRecord::ends_connection`): its
     /// conversation ends now rather than at the idle timeout.
     pub ends: bool,
+    /// The record's observation domain and ifIndexes: what names its interfaces in an
+    /// alert (looked up only then, `decode::directory`).
+    pub interfaces: InterfaceRef,
 }
 
 impl Oriented {
@@ -125,6 +129,11 @@ pub fn orient(record: &FlowRecord, enricher: &Enricher) -> Orientation {
             exporter: record.sampler_address,
             continues: record.continues_flow,
             ends,
+            interfaces: InterfaceRef {
+                domain: (record.kind, record.observation_domain_id),
+                in_if: record.in_if,
+                out_if: record.out_if,
+            },
         }
     };
     match (src, dst) {

@@ -490,6 +490,7 @@ mod tests {
             from_inside: true,
             continues: false,
             ends: false,
+            interfaces: Default::default(),
         }
     }
 

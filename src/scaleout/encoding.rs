@@ -212,6 +212,9 @@ pub fn decode(payload: &[u8]) -> Result<FlowsMessage, MessageError> {
                 from_inside: m.from_inside,
                 continues: m.continues,
                 ends: m.ends,
+                // The stream carries no interface numbers (names stay in the collecting
+                // process): scale-out alerts name no interfaces.
+                interfaces: Default::default(),
             };
             Ok(FlowsMessage::Record {
                 record,
@@ -252,6 +255,7 @@ mod tests {
             from_inside: true,
             continues: true,
             ends: true,
+            interfaces: Default::default(),
         }
     }
 

@@ -743,3 +743,72 @@ fn running_totals_survive_a_restart_in_the_state_file() {
     fresh.decode(exporter, 3, &report(3), &mut records).unwrap();
     assert_eq!(records[0].bytes, 30 * MB);
 }
+
+/// The Cisco ASR 9000's interface descriptions (options data, IE 83) reach the alerts: its
+/// record 10.0.4.212:50691 -> 10.0.3.110:443 (533 bytes) came in on ifIndex 162
+/// ("Bundle-Ether2") and left on 102 ("TenGigE0_6_0_0"); with that host inside and
+/// `bulk_egress` at 500 bytes, its alert names both. The router sends descriptions, no
+/// names: `in_if_name` / `out_if_name` stay absent, and all four are absent when the
+/// options data never came.
+#[test]
+fn alerts_name_the_interfaces_options_data_described() {
+    let mut config = exflow::config::Config {
+        inside: vec!["10.0.4.212/32".parse().unwrap()],
+        ..exflow::config::Config::default()
+    };
+    config.rules.bulk_egress.min_bytes_out = 500;
+    let replay = |names: &[&str]| {
+        let enricher = config.enricher().unwrap();
+        let mut pipeline = exflow::pipeline::Pipeline::new(&config, enricher, 2);
+        let mut alerts = Vec::new();
+        for name in names {
+            let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
+            // Received just after the flows (2016-12-06 10:08 UTC).
+            pipeline.push_datagram(
+                ip("192.0.2.7"),
+                1_481_018_935_000_000_000,
+                &bytes,
+                &mut alerts,
+            );
+        }
+        pipeline.finish(&mut alerts);
+        alerts
+    };
+    let alerts = replay(&[
+        "netflow9_test_cisco_asr9k_opttpl256",
+        "netflow9_test_cisco_asr9k_data256",
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ]);
+    crate::support::assert_schema_valid(&alerts);
+    let bulk: Vec<_> = alerts.iter().filter(|a| a.rule == "bulk_egress").collect();
+    assert_eq!(bulk.len(), 1, "{alerts:?}");
+    let alert = bulk[0];
+    assert_eq!(
+        (alert.inside_addr, alert.outside_addr, alert.outside_port),
+        (ip("10.0.4.212"), ip("10.0.3.110"), 443)
+    );
+    assert_eq!(alert.in_if_description.as_deref(), Some("Bundle-Ether2"));
+    assert_eq!(alert.out_if_description.as_deref(), Some("TenGigE0_6_0_0"));
+    assert_eq!((&alert.in_if_name, &alert.out_if_name), (&None, &None));
+    let json = serde_json::to_value(alert).unwrap();
+    assert_eq!(json["in_if_description"], "Bundle-Ether2");
+    assert_eq!(json["out_if_description"], "TenGigE0_6_0_0");
+    assert!(json.get("in_if_name").is_none());
+
+    let alerts = replay(&[
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ]);
+    let bulk: Vec<_> = alerts.iter().filter(|a| a.rule == "bulk_egress").collect();
+    assert_eq!(bulk.len(), 1, "{alerts:?}");
+    let json = serde_json::to_value(bulk[0]).unwrap();
+    for field in [
+        "in_if_name",
+        "in_if_description",
+        "out_if_name",
+        "out_if_description",
+    ] {
+        assert!(json.get(field).is_none(), "{field} in {json}");
+    }
+}

@@ -356,6 +356,7 @@ impl Beacon {
             first_ms: series.first_ms,
             last_ms: series.last_ms,
             exporter: series.exporter,
+            interfaces: Default::default(),
             attack: ATTACK,
             at_ms: now_ms,
             explain: None,
@@ -727,6 +728,7 @@ mod tests {
             from_inside: true,
             continues: false,
             ends: false,
+            interfaces: Default::default(),
         }
     }
 
