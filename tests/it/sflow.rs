@@ -330,3 +330,141 @@ fn counter_samples_keep_64_bit_octets() {
     let totals = decoder.totals();
     assert_eq!((totals.counter_samples, totals.errors.total()), (1, 0));
 }
+
+/// logstash-codec-sflow's switch datagram with LAG counters (agent 10.0.1.80): two
+/// expanded counter samples (generic interface, Ethernet and LAG records of 10 Gbit/s
+/// ports) and five expanded flow samples of 802.1Q-tagged Ethernet (VLANs 6, 1081, 10).
+/// The codec's spec asserts no values; these are tshark 4's decoding of the datagram.
+#[test]
+fn expanded_switch_samples_with_lag_counters() {
+    let (records, counters) = decode_bin("logstash_sflow_with_lag_counters");
+    assert_eq!(counters.counter_samples, 2);
+    assert_eq!(records.len(), 5);
+    let got: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                (r.src_addr, r.src_port),
+                (r.dst_addr, r.dst_port),
+                (r.tcp_flags, r.bytes, r.sampling_rate),
+                (r.in_if, r.out_if),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                (ip("192.168.6.10"), 1263),
+                (ip("192.168.6.79"), 1194),
+                (0x10, 68, 16384),
+                (1_054_596, 1_049_348)
+            ),
+            (
+                (ip("31.13.71.3"), 443),
+                (ip("217.77.82.226"), 61769),
+                (0x18, 111, 1024),
+                (1_053_956, 1_053_828)
+            ),
+            (
+                (ip("192.168.6.12"), 80),
+                (ip("192.168.6.9"), 63573),
+                (0x10, 1522, 16384),
+                (1_054_596, 1_054_468)
+            ),
+            (
+                (ip("193.206.135.147"), 80),
+                (ip("217.77.82.143"), 19515),
+                (0x10, 74, 1024),
+                (1_053_956, 1_053_828)
+            ),
+            (
+                (ip("10.0.10.200"), 443),
+                (ip("192.168.150.114"), 57724),
+                (0x10, 1522, 16384),
+                (1_050_500, 1_049_220)
+            ),
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.kind == FlowKind::Sflow5 && r.proto == 6 && r.packets == 1)
+    );
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+
+    let bytes = std::fs::read(data("sflow/logstash_sflow_with_lag_counters.bin")).unwrap();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    decoder
+        .decode(ip("127.0.0.1"), 1, &bytes, &mut Vec::new())
+        .unwrap();
+    let port = decoder
+        .sflow_interfaces()
+        .map(|(_, c)| *c)
+        .find(|c| c.if_index == 1_054_596)
+        .unwrap();
+    assert_eq!(
+        (port.speed_bps, port.in_octets, port.out_octets),
+        (10_000_000_000, 135_852_990_118_270, 438_139_041_512_356)
+    );
+}
+
+/// logstash-codec-sflow's compact flow samples: a raw IPv4 header (header protocol 11, no
+/// Ethernet; agent 10.1.240.66 sub-agent 1, rate 2048, input 0x3fffffff "internal") and an
+/// 802.1Q-tagged Ethernet header (agent 10.243.62.190, VLAN 2422, rate 2000). Values as
+/// tshark 4 decodes them.
+#[test]
+fn raw_ipv4_and_vlan_tagged_flow_samples() {
+    let (records, counters) = decode_bin("logstash_sflow_flow_sample");
+    assert_eq!(records.len(), 1);
+    let r = records[0];
+    assert_eq!(
+        ((r.src_addr, r.src_port), (r.dst_addr, r.dst_port), r.proto),
+        ((ip("10.243.27.17"), 5672), (ip("10.243.0.45"), 59451), 6)
+    );
+    assert_eq!((r.tcp_flags, r.bytes, r.packets), (0x18, 490, 1));
+    assert_eq!(r.sampling_rate, 2048);
+    assert_eq!((r.in_if, r.out_if), (0x3fff_ffff, 944));
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+
+    let (records, counters) = decode_bin("logstash_sflow_flow_sample_eth_vlan");
+    assert_eq!(records.len(), 1);
+    let r = records[0];
+    assert_eq!(
+        ((r.src_addr, r.src_port), (r.dst_addr, r.dst_port), r.proto),
+        ((ip("10.243.2.11"), 63150), (ip("10.243.13.15"), 443), 6)
+    );
+    assert_eq!((r.tcp_flags, r.bytes, r.sampling_rate), (0x10, 62, 2000));
+    assert_eq!((r.in_if, r.out_if), (53, 52));
+    assert_eq!(counters.errors.total(), 0, "{:?}", counters.errors);
+}
+
+/// logstash-codec-sflow's counter datagram (agent 10.243.29.150): twelve counter samples,
+/// processor (1001), generic interface and two of an enterprise-less format 2201 that
+/// exflow skips by length. Values as tshark 4 decodes them.
+#[test]
+fn counter_datagram_with_processor_and_unknown_records() {
+    let bytes = std::fs::read(data("sflow/logstash_sflow_counters_sample.bin")).unwrap();
+    let mut decoder = Decoder::new(DecoderConfig::default());
+    let mut records = Vec::new();
+    decoder
+        .decode(ip("127.0.0.1"), 1, &bytes, &mut records)
+        .unwrap();
+    assert!(records.is_empty());
+    assert_eq!(decoder.totals().counter_samples, 12);
+    assert_eq!(decoder.totals().errors.total(), 0);
+    let find = |index: u32| {
+        decoder
+            .sflow_interfaces()
+            .map(|(_, c)| *c)
+            .find(|c| c.if_index == index)
+            .unwrap()
+    };
+    let c = find(80);
+    assert_eq!(
+        (c.speed_bps, c.in_octets, c.out_octets),
+        (1_000_000_000, 39_096_809_265, 38_131_211_280)
+    );
+    let c = find(912);
+    assert_eq!((c.in_octets, c.out_octets), (9_805_092_084, 8_075_321_090));
+}
