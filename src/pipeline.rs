@@ -195,15 +195,21 @@ impl Ingest {
         let _ = self
             .decoder
             .decode(exporter, received_ns, datagram, &mut records);
-        self.push_records(&records);
+        self.route(&records, Some(exporter));
         self.records = records;
     }
 
     /// Orients decoded records and routes each one that goes from an inside host to the
     /// outside (or back) to its shard, unless its exporter's clock rejects it (counted);
     /// transit and internal ones are counted and go no further. The tap sees every
-    /// decoded record.
+    /// decoded record, with the names its exporter gave the record's interfaces.
     pub fn push_records(&mut self, records: &[FlowRecord]) {
+        self.route(records, None);
+    }
+
+    /// [`Ingest::push_records`] of records from the datagrams of `source` (the decoder
+    /// keeps interface names by it); `None`: the records' own exporter address.
+    fn route(&mut self, records: &[FlowRecord], source: Option<IpAddr>) {
         for record in records {
             let orientation = orient(record, &self.enricher);
             if let Some(tap) = &mut self.tap {
@@ -211,7 +217,8 @@ impl Ingest {
                     Orientation::Outbound(o) => Some(o.inside),
                     _ => None,
                 };
-                tap.record(record, inside);
+                let source = source.unwrap_or(record.sampler_address);
+                tap.record(&self.decoder.named(source, record), inside);
             }
             match orientation {
                 Orientation::Outbound(oriented) => {

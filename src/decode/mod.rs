@@ -255,6 +255,29 @@ impl Decoder {
             .map(|names| &**names)
     }
 
+    /// `record` (from the datagrams of `exporter`) with the names its exporter gave its
+    /// interfaces; no lookup at all while no exporter has announced any.
+    pub fn named<'a>(
+        &'a self,
+        exporter: IpAddr,
+        record: &'a FlowRecord,
+    ) -> record::NamedRecord<'a> {
+        let (in_if, out_if) = if self.interface_names == 0 {
+            (None, None)
+        } else {
+            let domain = (record.kind, record.observation_domain_id);
+            (
+                self.interface_name(exporter, domain, record.in_if),
+                self.interface_name(exporter, domain, record.out_if),
+            )
+        };
+        record::NamedRecord {
+            record,
+            in_if,
+            out_if,
+        }
+    }
+
     /// Shares every interface name this decoder holds or learns with `directory` (and
     /// withdraws an exporter's when it is forgotten), for the alerts of the shards.
     pub fn share_interface_names(&mut self, directory: directory::InterfaceDirectory) {

@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use super::RecordTap;
 use super::kafka::producer::client_config;
 use super::kafka::{FlowsFormat, KafkaConfig};
+use crate::decode::record::NamedRecord;
 use crate::decode::{FlowKind, FlowRecord};
 
 /// GoFlow2's `flowpb.FlowMessage`, the fields exflow fills, with GoFlow2's field numbers.
@@ -189,11 +190,13 @@ impl FlowsPublisher {
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl RecordTap for FlowsPublisher {
-    fn record(&mut self, record: &FlowRecord, inside: Option<IpAddr>) {
+    fn record(&mut self, named: &NamedRecord<'_>, inside: Option<IpAddr>) {
+        let record = named.record;
         self.buffer.clear();
         match self.format {
+            // With `in_if_name` and the rest where known, as `exflow decode` prints them.
             FlowsFormat::Json => {
-                if serde_json::to_writer(&mut self.buffer, record).is_err() {
+                if serde_json::to_writer(&mut self.buffer, named).is_err() {
                     return;
                 }
             }

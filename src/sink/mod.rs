@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::FlowRecord;
+use crate::decode::record::NamedRecord;
 use crate::detect::Alert;
 use crate::sink::kafka::KafkaConfig;
 
@@ -31,10 +31,11 @@ pub struct SinkConfig {
     pub kafka: Option<KafkaConfig>,
 }
 
-/// Sees every decoded record (with its inside host, when it has one): the flows stream
+/// Sees every decoded record (with the names of its interfaces where its exporter gave
+/// them, and its inside host when it has one): the flows stream
 /// ([`flows::FlowsPublisher`]), which the pipeline's `Ingest` feeds.
 pub trait RecordTap: Send {
-    fn record(&mut self, record: &FlowRecord, inside: Option<IpAddr>);
+    fn record(&mut self, record: &NamedRecord<'_>, inside: Option<IpAddr>);
 
     /// End of input: deliver what is buffered.
     fn finish(&mut self) {}

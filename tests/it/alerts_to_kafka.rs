@@ -274,6 +274,73 @@ fn flows_stream_publishes_every_record() {
     }
 }
 
+/// Interface names from options data through the daemon: the Cisco ASR 9000's options and
+/// flow datagrams (logstash's fixtures) on live UDP. The flows stream's JSON records and the
+/// alert carry the descriptions of the record 10.0.4.212:50691 -> 10.0.3.110:443: in on
+/// ifIndex 162 "Bundle-Ether2", out on 102 "TenGigE0_6_0_0" (the receive worker's decoder
+/// learns them, the shard names its alert from the directory they share).
+#[test]
+fn flows_and_alerts_carry_interface_names_from_options_data() {
+    let brokers = shared_brokers();
+    let alerts = create_topic(&brokers, "exflow.alerts.names", 1);
+    let flows = create_topic(&brokers, "exflow.flows.names", 1);
+    let spool = temp_dir("spool-names");
+    let config = format!(
+        "[rules.bulk_egress]\nmin_bytes_out = 500\n{}flows_topic = \"{flows}\"\n",
+        kafka_config(&brokers, &alerts, &spool)
+    );
+    let daemon = Daemon::start(&config, &["--inside", "10.0.4.212/32"]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for name in [
+        "netflow9_test_cisco_asr9k_opttpl256",
+        "netflow9_test_cisco_asr9k_data256",
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ] {
+        let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
+        socket
+            .send_to(&bytes, ("127.0.0.1", daemon.udp_port))
+            .unwrap();
+    }
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        daemon.metric("exflow_decode_records_total") == 21.0
+    });
+    daemon.stop();
+    let consumer = crate::harness::raw_consumer(&brokers, &flows);
+    let messages = crate::harness::consume_raw(&consumer, 21, Duration::from_secs(60));
+    assert_eq!(messages.len(), 21);
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(_, value)| serde_json::from_slice(value).unwrap())
+        .collect();
+    let record = records
+        .iter()
+        .find(|r| r["src_addr"] == "10.0.4.212")
+        .unwrap();
+    assert_eq!(record["in_if"], 162);
+    assert_eq!(record["in_if_description"], "Bundle-Ether2");
+    assert_eq!(record["out_if_description"], "TenGigE0_6_0_0");
+    let named = records
+        .iter()
+        .filter(|r| r.get("in_if_description").is_some())
+        .count();
+    assert!(named > 1 && named < 21, "{named} records name their input");
+
+    let got = consume(&brokers, &alerts, 1, Duration::from_secs(60));
+    assert_valid(&got);
+    let bulk: Vec<_> = got
+        .iter()
+        .filter(|m| m.alert["rule"] == "bulk_egress")
+        .collect();
+    assert_eq!(bulk.len(), 1);
+    let alert = &bulk[0].alert;
+    assert_eq!(alert["inside_addr"], "10.0.4.212");
+    assert_eq!(alert["in_if_description"], "Bundle-Ether2");
+    assert_eq!(alert["out_if_description"], "TenGigE0_6_0_0");
+    assert!(alert.get("in_if_name").is_none());
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
 /// With `ocsf_topic` set, each alert is also an OCSF Detection Finding on its own topic,
 /// through the same spool: a broker outage holds both copies (two spool entries per alert)
 /// and, when the broker answers, each topic gets every one exactly once.
