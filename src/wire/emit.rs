@@ -103,7 +103,8 @@ impl Exporter {
         self
     }
 
-    /// Encodes `records` into datagrams of at most [`DATAGRAM_BUDGET`] bytes, appended to
+    /// Encodes `records` ([`Flow`]s, or anything that converts into one, such as decode's
+    /// `FlowRecord`) into datagrams of at most [`DATAGRAM_BUDGET`] bytes, appended to
     /// `out`. `export_ms` is the header's export time. NetFlow v5 can carry IPv4 only:
     /// IPv6 records are skipped there.
     pub fn encode<R: Copy + Into<Flow>>(
