@@ -43,6 +43,10 @@ pub struct ScaleoutConfig {
     /// state does not hold (the conversations, the rules' windows): the longest window
     /// the rules keep (a day) by default.
     pub rewind_s: u64,
+    /// Largest message of a partition's state on the state topic, its header included: a
+    /// state is split into as many as it needs, well under the brokers' default
+    /// `message.max.bytes` (1 MB) by default.
+    pub max_state_message_bytes: usize,
 }
 
 impl Default for ScaleoutConfig {
@@ -60,6 +64,7 @@ impl Default for ScaleoutConfig {
             checkpoint_interval_ms: 5000,
             state_interval_ms: 60_000,
             rewind_s: 86_400,
+            max_state_message_bytes: 256 * 1024,
         }
     }
 }
@@ -99,6 +104,9 @@ impl ScaleoutConfig {
                  scaleout.max_collectors: must be at least 1"
                     .into(),
             );
+        }
+        if !(2048..=16 << 20).contains(&self.max_state_message_bytes) {
+            problems.push("scaleout.max_state_message_bytes: 2048 to 16777216".into());
         }
         if !(1000..=3_600_000).contains(&self.session_timeout_ms) {
             problems.push("scaleout.session_timeout_ms: 1000 to 3600000".into());

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,13 +31,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::checkpoint::{
-    self, CHECKPOINT_SCHEMA, CheckpointRecord, Found, MAX_DELIVERED_IDS, Rewind, StateReader,
+    self, CHECKPOINT_SCHEMA, CheckpointContext, CheckpointProducer, CheckpointRecord, Found,
+    MAX_DELIVERED_IDS, Rewind, SavedState, StateChunk, StateReader, StateWriter,
 };
 use super::clock::PartitionClock;
 use super::collect::{flows_topic, kafka_section, partition_count};
@@ -61,9 +62,10 @@ const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long leaving the group at shutdown may take: librdkafka's close waits for the
 /// coordinator, and a broker that does not answer must not keep the process alive.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest checkpoint record the producer sends (librdkafka's `message.max.bytes`; the
-/// broker's own limit applies too): a partition's state is about 1 kB per profiled host.
-const MAX_CHECKPOINT_BYTES: usize = 16 << 20;
+/// Room beside `scaleout.max_state_message_bytes` in the checkpoint producer's
+/// `message.max.bytes` (a request's framing; an offsets record naming 1,024 alert ids is
+/// some 20 kB).
+const REQUEST_OVERHEAD_BYTES: usize = 64 << 10;
 
 /// What the rebalance callbacks saw, for the consumer thread to act on after its poll.
 #[derive(Debug, Default)]
@@ -73,28 +75,6 @@ struct Events {
     revoked: Vec<i32>,
     errors: u64,
     commit_failures: u64,
-}
-
-/// The checkpoint producer's context: counts the records the broker did not take (a
-/// state larger than its `message.max.bytes`, a timeout).
-pub struct CheckpointContext {
-    failed: AtomicU64,
-}
-
-impl ClientContext for CheckpointContext {}
-
-impl ProducerContext for CheckpointContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        if let Err((error, message)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            warn!(
-                bytes = message.payload_len(),
-                "a checkpoint record was not delivered: {error}"
-            );
-        }
-    }
 }
 
 /// The consumer's context: assigns new partitions from where their checkpoint's rewind
@@ -159,7 +139,7 @@ impl ConsumerContext for DetectContext {
                     let offset = found
                         .state
                         .as_ref()
-                        .map_or(Offset::Beginning, |c| Offset::Offset(c.rebuild_from_offset));
+                        .map_or(Offset::Beginning, |s| Offset::Offset(s.rebuild_from_offset));
                     let _ = from_start.add_partition_offset(topic, *partition, offset);
                     assigned.push((*partition, found));
                 }
@@ -216,9 +196,11 @@ struct Owned {
     committed: i64,
     assigned_at: Instant,
     last_checkpoint: Option<Instant>,
-    /// When the last checkpoint with a state was written, and its size.
+    /// When the partition's state was last handed to the state writer.
     last_state: Option<Instant>,
-    state_bytes: u64,
+    /// The generation of that state (above every generation the state topic held for
+    /// the partition when it was assigned).
+    generation: u64,
     /// A checkpoint's state and the offset it covers, taken in place of what the replay
     /// rebuilt when the partition reaches that offset.
     restore: Option<(i64, serde_json::Value)>,
@@ -253,9 +235,13 @@ struct Member<'a> {
     enricher: Enricher,
     topic: String,
     partitions: i32,
-    checkpoints: ThreadedProducer<CheckpointContext>,
+    checkpoints: CheckpointProducer,
+    /// Encodes and sends the partitions' states off the consumer thread.
+    states: StateWriter,
+    /// Where the next round starts looking for a partition whose state is due.
+    state_cursor: i32,
     /// Checkpoint records not queued and states not restored (the broker's refusals are
-    /// counted by the producer's context).
+    /// counted by the producer's context, states not queued whole by the writer).
     checkpoint_failures: u64,
     /// Taken at the end, to be closed before the last commit.
     sink: Option<AlertSink>,
@@ -330,24 +316,25 @@ impl Member<'_> {
             if committed > 0 {
                 self.figures.takeovers += 1;
             }
+            self.figures.partial_states += found.partial_states;
             let scaleout = &self.config.scaleout;
             // Below a state's offset every alert was acknowledged when it was written,
             // even if the commit that went with it was lost.
             let (start, restore, silent_until) = match found.state {
-                Some(CheckpointRecord {
+                Some(SavedState {
                     rebuild_from_offset,
-                    state_offset: Some(at),
-                    state: Some(state),
+                    state_offset,
+                    state,
                     ..
                 }) => {
                     self.figures.restored_checkpoints += 1;
                     (
                         rebuild_from_offset.max(0),
-                        Some((at, state)),
-                        committed.max(at),
+                        Some((state_offset, state)),
+                        committed.max(state_offset),
                     )
                 }
-                _ => (0, None, committed),
+                None => (0, None, committed),
             };
             info!(
                 partition,
@@ -373,7 +360,7 @@ impl Member<'_> {
                     assigned_at: Instant::now(),
                     last_checkpoint: None,
                     last_state: None,
-                    state_bytes: 0,
+                    generation: found.latest_generation,
                     restore,
                     rewind: Rewind::new(scaleout.rewind_s, start),
                     sent_ids: VecDeque::new(),
@@ -519,7 +506,16 @@ impl Member<'_> {
         let mut commits = TopicPartitionList::new();
         let now_ms = wall_clock_ns() / 1_000_000;
         let state_every = Duration::from_millis(self.config.scaleout.state_interval_ms);
-        for (&partition, owned) in &mut self.owned {
+        // From the partition after the last one whose state was handed over, so that with
+        // one state at a time every partition gets its turn.
+        let order: Vec<i32> = self
+            .owned
+            .range(self.state_cursor..)
+            .chain(self.owned.range(..self.state_cursor))
+            .map(|(&partition, _)| partition)
+            .collect();
+        for partition in order {
+            let owned = self.owned.get_mut(&partition).expect("a key of the map");
             if let Some(every) = every
                 && !due(owned.last_checkpoint, owned.assigned_at, every)
             {
@@ -536,8 +532,27 @@ impl Member<'_> {
             let clean = owned.unacked.is_empty()
                 && owned.restore.is_none()
                 && owned.next_offset >= owned.silent_until;
-            let with_state =
-                clean && (every.is_none() || due(owned.last_state, owned.assigned_at, state_every));
+            // A round hands the writer a state only when it is idle (one state at a
+            // time, so the others wait a round); shutdown waits for it.
+            let with_state = clean
+                && (every.is_none()
+                    || (due(owned.last_state, owned.assigned_at, state_every)
+                        && self.states.idle()));
+            let rebuild_from_offset = owned.rewind.from_offset();
+            if with_state {
+                owned.generation = (owned.generation + 1).max(now_ms);
+                let header = StateChunk {
+                    state_offset: owned.next_offset,
+                    rebuild_from_offset,
+                    clock_ms: owned.clock.now_ms(),
+                    written_ms: now_ms,
+                    ..StateChunk::new(&self.instance_id, &self.topic, partition, owned.generation)
+                };
+                self.states.write(header, owned.shard.checkpoint());
+                self.figures.state_checkpoints += 1;
+                owned.last_state = Some(Instant::now());
+                self.state_cursor = partition + 1;
+            }
             let record = CheckpointRecord {
                 schema: CHECKPOINT_SCHEMA.to_string(),
                 group: self.config.scaleout.group.clone(),
@@ -548,9 +563,6 @@ impl Member<'_> {
                 next_offset: owned.next_offset,
                 clock_ms: owned.clock.now_ms(),
                 written_ms: now_ms,
-                rebuild_from_offset: owned.rewind.from_offset(),
-                state_offset: with_state.then_some(owned.next_offset),
-                state: with_state.then(|| owned.shard.checkpoint()),
                 delivered_alert_ids: owned
                     .sent_ids
                     .iter()
@@ -559,17 +571,12 @@ impl Member<'_> {
                     .collect(),
             };
             let payload = serde_json::to_vec(&record).expect("a checkpoint serialises");
-            let key = checkpoint::key(&self.topic, partition, with_state);
+            let key = checkpoint::offsets_key(&self.topic, partition);
             let message = BaseRecord::to(&self.config.scaleout.state_topic)
                 .key(&key)
                 .payload(&payload);
             if self.checkpoints.send(message).is_ok() {
                 self.figures.checkpoints += 1;
-                if with_state {
-                    self.figures.state_checkpoints += 1;
-                    owned.last_state = Some(Instant::now());
-                    owned.state_bytes = payload.len() as u64;
-                }
             } else {
                 self.checkpoint_failures += 1;
             }
@@ -611,7 +618,7 @@ impl Member<'_> {
                     .unwrap_or(owned.assigned_at)
                     .elapsed()
                     .as_secs(),
-                checkpoint_bytes: owned.state_bytes,
+                checkpoint_bytes: self.states.written(partition).bytes,
                 rebuilding: owned.next_offset < owned.silent_until,
             });
             pipeline.merge(&owned.shard.counters());
@@ -620,8 +627,11 @@ impl Member<'_> {
         }
         self.figures.partitions = partitions;
         self.figures.collectors = collectors;
-        self.figures.checkpoint_failures =
-            self.checkpoint_failures + self.checkpoints.context().failed.load(Ordering::Relaxed);
+        let (state_messages, state_failures) = self.states.counts();
+        self.figures.state_messages = state_messages;
+        self.figures.checkpoint_failures = self.checkpoint_failures
+            + state_failures
+            + self.checkpoints.context().failed.load(Ordering::Relaxed);
         if let Some(ScaleoutMetrics::Consume(snapshot)) = telemetry.scaleout.get() {
             *snapshot.lock().unwrap_or_else(|e| e.into_inner()) = self.figures.clone();
         }
@@ -731,16 +741,24 @@ fn consume(
         })
         .context("invalid settings for the flows-topic consumer")?;
     let partitions = partition_count(consumer.client(), &topic)?;
+    let max_state_message_bytes = config.scaleout.max_state_message_bytes;
     let defaults = [
         ("linger.ms", "50".to_string()),
-        ("message.max.bytes", MAX_CHECKPOINT_BYTES.to_string()),
+        (
+            "message.max.bytes",
+            (max_state_message_bytes + REQUEST_OVERHEAD_BYTES).to_string(),
+        ),
     ];
-    let checkpoints: ThreadedProducer<CheckpointContext> =
+    let checkpoints: CheckpointProducer = Arc::new(
         client_config(kafka, "exflow-checkpoint", &defaults)
-            .create_with_context(CheckpointContext {
-                failed: AtomicU64::new(0),
-            })
-            .context("invalid sink.kafka settings for the checkpoint producer")?;
+            .create_with_context(CheckpointContext::default())
+            .context("invalid sink.kafka settings for the checkpoint producer")?,
+    );
+    let states = StateWriter::spawn(
+        checkpoints.clone(),
+        &config.scaleout.state_topic,
+        max_state_message_bytes,
+    )?;
     let sink = AlertSink::from_config(&config.sink)?;
     let kafka_counters = match &sink {
         AlertSink::Kafka(k) => {
@@ -765,6 +783,8 @@ fn consume(
         topic,
         partitions,
         checkpoints,
+        states,
+        state_cursor: 0,
         checkpoint_failures: 0,
         sink: Some(sink),
         kafka_counters,
@@ -810,6 +830,7 @@ fn consume(
     // An asynchronous commit: the close below waits for it, within its bound (a
     // synchronous one waits as long as the coordinator takes).
     member.checkpoint(&consumer, CommitMode::Async, None);
+    member.states.close();
     if let Err(error) = member.checkpoints.flush(CLOSE_TIMEOUT) {
         warn!("the last checkpoints were not all delivered: {error}");
     }

@@ -61,8 +61,12 @@ pub struct ConsumeSnapshot {
     /// Watermarks ignored at `scaleout.max_collectors`.
     pub ignored_watermarks: u64,
     pub checkpoints: u64,
-    /// Checkpoints that carried the partition's state.
+    /// States handed to the state writer, and the messages it sent of them.
     pub state_checkpoints: u64,
+    pub state_messages: u64,
+    /// Generations of a partition's state newer than the one restored (or than none)
+    /// that were partial on the state topic, ignored at assignment.
+    pub partial_states: u64,
     /// Partitions assigned with a checkpoint's state, and the entries it restored.
     pub restored_checkpoints: u64,
     pub restored_entries: u64,
@@ -76,6 +80,8 @@ pub struct ConsumeSnapshot {
 
 /// The scale-out metrics of one process.
 #[derive(Debug)]
+// One per process, in a `OnceLock`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ScaleoutMetrics {
     Collect(std::sync::Arc<CollectCounters>),
     Consume(Mutex<ConsumeSnapshot>),

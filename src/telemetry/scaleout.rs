@@ -94,7 +94,7 @@ pub(super) const CONSUME: &[Row] = &[
     Row {
         name: "exflow_consume_checkpoint_size_bytes",
         kind: "gauge",
-        help: "Size of the partition's last checkpoint record with its state.",
+        help: "Size of the partition's last state written (all its messages).",
         read: Read::Samples(|v| v.consume(|s| per_partition(s, |p| p.checkpoint_bytes))),
     },
     Row {
@@ -169,8 +169,20 @@ pub(super) const CONSUME: &[Row] = &[
     Row {
         name: "exflow_consume_state_checkpoints_total",
         kind: "counter",
-        help: "Checkpoint records that carried the partition's state.",
+        help: "Partitions' states handed to the state writer.",
         read: Read::Samples(|v| v.consume(|s| one(s.state_checkpoints))),
+    },
+    Row {
+        name: "exflow_consume_state_messages_total",
+        kind: "counter",
+        help: "Messages of partitions' states written to the state topic.",
+        read: Read::Samples(|v| v.consume(|s| one(s.state_messages))),
+    },
+    Row {
+        name: "exflow_consume_partial_states_total",
+        kind: "counter",
+        help: "Partial generations of a partition's state found at assignment, ignored.",
+        read: Read::Samples(|v| v.consume(|s| one(s.partial_states))),
     },
     Row {
         name: "exflow_consume_restored_checkpoints_total",

@@ -525,7 +525,10 @@ fn replay_datagrams(
 #[test]
 fn a_takeover_restores_a_baseline_learned_before_the_rewind_from_the_checkpoint() {
     let mut topics = Topics::new("cooperative-sticky");
-    topics.extra = "rewind_s = 600\n[rules.new_destination]\nlearning_s = 3600\n".into();
+    // States of a few kB: each split into several messages of at most 2 kB.
+    topics.extra = "rewind_s = 600\nmax_state_message_bytes = 2048\n\
+                    [rules.new_destination]\nlearning_s = 3600\n"
+        .into();
     let mut config = border_config();
     config.rules.new_destination.learning_s = 3600;
     config.scaleout.rewind_s = 600;
@@ -580,6 +583,23 @@ fn a_takeover_restores_a_baseline_learned_before_the_rewind_from_the_checkpoint(
     );
     let victims_records = victim.metric("exflow_consume_records_total");
     assert!(victims_records > 0.0, "the victim's partitions had hosts");
+    // Its states took more messages than there were states, and one was larger than a
+    // message may be.
+    let largest_state = victim
+        .scrape()
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("exflow_consume_checkpoint_size_bytes{"))
+        .map(|(_, bytes)| bytes)
+        .fold(0.0, f64::max);
+    assert!(
+        largest_state > 2048.0,
+        "the largest state: {largest_state} bytes"
+    );
+    assert!(
+        victim.metric("exflow_consume_state_messages_total")
+            > victim.metric("exflow_consume_state_checkpoints_total")
+    );
     let read_before = survivor.metric("exflow_consume_records_total");
     victim.kill();
     wait_until(
@@ -666,4 +686,104 @@ fn loadgen_drives_a_collector_and_reads_the_scenarios_alert_from_the_topic() {
         "no bulk_egress alert for {inside_host}"
     );
     detector.stop();
+}
+
+/// The state topic read back the way a new owner reads it, from a real broker: of a
+/// partition's three generations of state, each split into messages of at most 2 kB, the
+/// newest lost a message (its writer died mid-way): the one before it is restored, the
+/// partial one counted and ignored; the delivered alert ids come from the latest offsets
+/// record; another partition's messages stay out of it.
+#[test]
+fn a_new_owner_restores_the_newest_complete_state_and_counts_a_partial_one() {
+    use exflow::scaleout::checkpoint::{
+        CHECKPOINT_SCHEMA, CheckpointRecord, StateChunk, StateReader, offsets_key, state_messages,
+    };
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let brokers = shared_brokers();
+    let state_topic = create_topic(&brokers, "exflow.state.chunks", 2);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let state = |hosts: u32| {
+        let hosts: Vec<String> = (0..hosts)
+            .map(|h| format!("10.1.{}.{}", h / 256, h % 256))
+            .collect();
+        serde_json::json!({ "version": 1, "hosts": hosts })
+    };
+    let generation = |partition: i32, generation: u64, state: &serde_json::Value| {
+        let header = StateChunk {
+            state_offset: generation as i64 * 1000,
+            rebuild_from_offset: generation as i64 * 100,
+            ..StateChunk::new("detect-a", "flows", partition, generation)
+        };
+        state_messages(&header, &serde_json::to_vec(state).unwrap(), 2048).unwrap()
+    };
+    let (first, second, third) = (state(300), state(600), state(900));
+    let mut newest = generation(1, 3, &third);
+    assert!(newest.len() >= 4, "{} messages", newest.len());
+    newest.remove(2);
+    let messages = [
+        generation(1, 1, &first),
+        generation(1, 2, &second),
+        newest,
+        generation(2, 9, &state(50)),
+    ]
+    .concat();
+    for (key, value) in &messages {
+        assert!(value.len() <= 2048);
+        producer
+            .send(BaseRecord::to(&state_topic).key(key).payload(value))
+            .unwrap();
+    }
+    for ids in [vec!["old"], vec!["a1", "a2"]] {
+        let record = CheckpointRecord {
+            schema: CHECKPOINT_SCHEMA.into(),
+            group: "g".into(),
+            member: "detect-a".into(),
+            topic: "flows".into(),
+            partition: 1,
+            committed_offset: 2500,
+            next_offset: 2600,
+            clock_ms: 0,
+            written_ms: 0,
+            delivered_alert_ids: ids.into_iter().map(String::from).collect(),
+        };
+        let value = serde_json::to_vec(&record).unwrap();
+        producer
+            .send(
+                BaseRecord::to(&state_topic)
+                    .key(&offsets_key("flows", 1))
+                    .payload(&value),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let reader = StateReader::new(&brokers, &state_topic, &Default::default()).unwrap();
+    let found = reader.latest("flows", &[1, 3]).unwrap();
+    assert!(!found.contains_key(&3), "partition 3 has no record");
+    let one = &found[&1];
+    let saved = one.state.as_ref().expect("a complete generation");
+    assert_eq!(saved.state, second);
+    assert_eq!(
+        (
+            saved.generation,
+            saved.state_offset,
+            saved.rebuild_from_offset
+        ),
+        (2, 2000, 200)
+    );
+    assert!(saved.messages > 1, "{} messages", saved.messages);
+    assert_eq!(one.partial_states, 1);
+    assert_eq!(one.latest_generation, 3);
+    let mut ids: Vec<&str> = one.delivered_alert_ids.iter().map(String::as_str).collect();
+    ids.sort();
+    assert_eq!(ids, ["a1", "a2"]);
+    let partition_1_messages = messages
+        .iter()
+        .filter(|(k, _)| k.starts_with("flows/1/"))
+        .count();
+    assert_eq!(one.records, partition_1_messages as u64 + 2);
 }
