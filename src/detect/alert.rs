@@ -92,8 +92,8 @@ pub struct Alert {
     pub exporters: Vec<IpAddr>,
     /// The name and description its exporter gave the input and output interface of the
     /// record behind the alert (options data, IE 82/83; the record that crossed the line,
-    /// for the rules that sum several). Absent where the exporter announced none, and for
-    /// the series rules (`beacon`, `dns_tunnel`). Additive to v1.
+    /// for the rules that sum several; a `beacon` series' first record, a `dns_tunnel`
+    /// pair's latest). Absent where the exporter announced none. Additive to v1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_if_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -22,6 +22,7 @@ use super::bounded::evict_stalest;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
+use crate::decode::directory::InterfaceRef;
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, Destination};
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,8 @@ struct Pair {
     proto: u8,
     destination: Destination,
     exporter: IpAddr,
+    /// Of the latest record: what names the alert's interfaces.
+    interfaces: InterfaceRef,
     /// (step, event time) of the last report, while the pair stays over a threshold.
     reported: Option<(u8, u64)>,
 }
@@ -308,12 +311,14 @@ impl Rule for DnsTunnel {
             proto: key.proto,
             destination: *destination,
             exporter: record.exporter,
+            interfaces: record.interfaces,
             reported: None,
         });
         pair.last_ms = pair.last_ms.max(record.end_ms);
         pair.proto = key.proto;
         pair.destination = *destination;
         pair.exporter = record.exporter;
+        pair.interfaces = record.interfaces;
         let sample = Bucket {
             start_ms: 0,
             bytes_out: record.bytes_out,
@@ -371,7 +376,7 @@ impl Rule for DnsTunnel {
             first_ms: sum.first_ms,
             last_ms: pair.last_ms,
             exporter: pair.exporter,
-            interfaces: Default::default(),
+            interfaces: pair.interfaces,
             attack: ATTACK,
             at_ms: event.now_ms,
             explain: None,
@@ -464,16 +469,24 @@ mod tests {
     fn e1_long_txt_queries_from_one_port() {
         let mut h = Harness::new(DnsTunnelConfig::default());
         // As softflowd exported it: 854 queries in 5.7 min, then 146 more.
+        let interfaces = InterfaceRef {
+            domain: (crate::decode::FlowKind::NetflowV9, 0),
+            in_if: 3,
+            out_if: 7,
+        };
         h.feed(
-            queries(
-                "10.10.40.23",
-                53211,
-                "77.88.8.8",
-                854,
-                236_558,
-                T0 - S,
-                T0 + 339_274,
-            ),
+            Oriented {
+                interfaces,
+                ..queries(
+                    "10.10.40.23",
+                    53211,
+                    "77.88.8.8",
+                    854,
+                    236_558,
+                    T0 - S,
+                    T0 + 339_274,
+                )
+            },
             false,
         );
         h.feed(
@@ -501,6 +514,10 @@ mod tests {
         // Volume 2.4x the threshold (50 + 20 log10 2.37 = 57), long queries (+10).
         assert_eq!(f.score, 67);
         assert_eq!(f.attack, ATTACK);
+        assert_eq!(
+            f.interfaces, interfaces,
+            "the alert can name the record's interfaces"
+        );
     }
 
     #[test]

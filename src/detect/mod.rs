@@ -142,8 +142,8 @@ pub struct Finding {
     pub first_ms: u64,
     pub last_ms: u64,
     pub exporter: IpAddr,
-    /// The observation domain and ifIndexes of the record that crossed the line, to name
-    /// the alert's interfaces; unknown (default) for the series rules.
+    /// The observation domain and ifIndexes of the record that crossed the line (a
+    /// beacon series' first record, a DNS pair's latest), to name the alert's interfaces.
     pub interfaces: InterfaceRef,
     pub attack: &'static [&'static str],
     /// Event time of the finding.

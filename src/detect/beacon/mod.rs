@@ -40,6 +40,7 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{Finding, RecordEvent, Rule, describe_destination, rule_allows};
+use crate::decode::directory::InterfaceRef;
 use crate::detect::bounded::evict_stalest;
 use crate::enrich::{Allow, Destination};
 use crate::flow::{Conversation, ConversationKey, Update};
@@ -158,6 +159,8 @@ struct Series {
     last_start_ms: u64,
     destination: Destination,
     exporter: IpAddr,
+    /// Of the series' first record, as `exporter`: what names the alert's interfaces.
+    interfaces: InterfaceRef,
     /// A connection arrived or grew since the last score.
     changed: bool,
     /// When the series was last reported, while it stays over the threshold.
@@ -288,6 +291,7 @@ impl Beacon {
             last_start_ms: record.start_ms,
             destination: event.conversation.destination,
             exporter: event.record.exporter,
+            interfaces: event.record.interfaces,
             changed: false,
             reported_ms: None,
         });
@@ -356,7 +360,7 @@ impl Beacon {
             first_ms: series.first_ms,
             last_ms: series.last_ms,
             exporter: series.exporter,
-            interfaces: Default::default(),
+            interfaces: series.interfaces,
             attack: ATTACK,
             at_ms: now_ms,
             explain: None,
@@ -728,7 +732,12 @@ mod tests {
             from_inside: true,
             continues: false,
             ends: false,
-            interfaces: Default::default(),
+            // The router's ifIndexes, which the findings pass on to name in the alert.
+            interfaces: InterfaceRef {
+                domain: (crate::decode::FlowKind::NetflowV9, 0),
+                in_if: 3,
+                out_if: 7,
+            },
         }
     }
 
@@ -802,6 +811,7 @@ mod tests {
             "10.10.30.7 connects to 185.220.101.45:443 (RU) every 60 s (20 times, score 0.9"
         ));
         assert_eq!(first.attack, ATTACK);
+        assert_eq!((first.interfaces.in_if, first.interfaces.out_if), (3, 7));
         assert_eq!(h.findings[1].flows, 80, "repeated an hour later");
     }
 
