@@ -203,7 +203,9 @@ pub trait Rule: Send {
 
     /// Touches the state `on_record` will need for this record, so the misses of a batch
     /// overlap (optional: rules with per-record lookups in big maps implement it).
-    fn warm(&self, _record: &Oriented) {}
+    /// `destination` is its conversation's, when the table has one (the state of rules
+    /// keyed by network or country hangs on it).
+    fn warm(&self, _record: &Oriented, _destination: Option<&Destination>) {}
 
     /// Called as event time advances (every `flow.tick_s`) and at the end of input, to
     /// close windows and forget old state.
@@ -368,9 +370,9 @@ impl Detector {
     /// Brings the state the rules keep for this record's conversation into the cache
     /// (see [`crate::flow::FlowTable::warm`]).
     #[inline]
-    pub fn warm(&self, record: &Oriented) {
+    pub fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
         for rule in &self.rules {
-            rule.warm(record);
+            rule.warm(record, destination);
         }
     }
 
