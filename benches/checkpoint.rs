@@ -1,10 +1,11 @@
 //! A scale-out partition's checkpoint at scale (`exflow detect`, `src/scaleout/checkpoint.rs`):
 //! one shard whose profiles hold 100,000 hosts (`rules.profile.max_hosts`, the default
-//! bound), each learned from a few uploads over a day. Measures the three steps of a
-//! checkpoint with its state: the detector's state as a JSON value
-//! (`Shard::checkpoint`, on the consumer thread), its encoding to bytes, and its split into
-//! state messages of `scaleout.max_state_message_bytes` (both on the checkpoint writer's
-//! thread). Prints the state's size and message count once.
+//! bound), each learned from a few uploads over a day. Measures the steps of a checkpoint
+//! with its state: the detector's state copied (`Shard::checkpoint`, on the consumer
+//! thread), that copy encoded to JSON and split into state messages of
+//! `scaleout.max_state_message_bytes` (on the checkpoint writer's thread), and a new
+//! owner's parse and restore of it (on its consumer thread). Prints the state's size and
+//! message count once.
 //!
 //! `cargo bench --bench checkpoint`
 
@@ -73,11 +74,11 @@ fn checkpoint(c: &mut Criterion) {
             batch.clear();
         }
     }
-    let state = shard.checkpoint();
+    let bytes = shard.checkpoint().encode().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     let hosts = state["rules"]["profile"]["hosts"]
         .as_array()
         .map_or(0, Vec::len);
-    let bytes = serde_json::to_vec(&state).unwrap();
     let header = StateChunk::new("detect-1", "exflow.flows.v1", 0, 1);
     let max = exflow::scaleout::ScaleoutConfig::default().max_state_message_bytes;
     let messages = state_messages(&header, &bytes, max).unwrap();
@@ -90,12 +91,22 @@ fn checkpoint(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("checkpoint_100k_hosts");
     group.sample_size(10);
-    group.bench_function("state_value", |b| b.iter(|| black_box(shard.checkpoint())));
-    group.bench_function("encode", |b| {
-        b.iter(|| black_box(serde_json::to_vec(black_box(&state)).unwrap()))
+    // The consumer thread's part: the copy (dropped here, encoded by the writer).
+    group.bench_function("snapshot", |b| b.iter(|| black_box(shard.checkpoint())));
+    group.bench_function("snapshot_and_encode", |b| {
+        b.iter(|| black_box(shard.checkpoint().encode().unwrap()))
     });
     group.bench_function("split", |b| {
         b.iter(|| black_box(state_messages(&header, black_box(&bytes), max).unwrap()))
+    });
+    // A new owner: the bytes read back parsed (the rebalance callback), then restored
+    // into the shard (when the partition reaches the state's offset); both on the
+    // consumer thread.
+    group.bench_function("parse_and_restore", |b| {
+        b.iter(|| {
+            let value: serde_json::Value = serde_json::from_slice(black_box(&bytes)).unwrap();
+            black_box(shard.restore(value).unwrap())
+        })
     });
     group.finish();
 }

@@ -487,7 +487,7 @@ impl Shard {
     /// The rules' long memory, suppression and risk, for a scale-out partition's
     /// checkpoint (the conversations are not in it: a replay of recent records rebuilds
     /// them).
-    pub fn checkpoint(&self) -> serde_json::Value {
+    pub fn checkpoint(&self) -> crate::detect::CheckpointSnapshot {
         self.detector.checkpoint()
     }
 

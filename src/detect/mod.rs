@@ -36,6 +36,7 @@ use low_and_slow::LowAndSlowConfig;
 use new_destination::NewDestinationConfig;
 use profile::{EgressAnomalyConfig, ProfileConfig, RoleChangeConfig};
 use spread_egress::SpreadEgressConfig;
+pub use state::CheckpointSnapshot;
 use watchlist::WatchlistConfig;
 
 use crate::decode::directory::InterfaceRef;
@@ -240,12 +241,24 @@ pub trait Rule: Send {
         None
     }
 
+    /// What [`Rule::save_state`] saves, copied now and encoded later on another thread: a
+    /// rule with much state (a profile per host) copies its plain data, which is much
+    /// cheaper than building a JSON value of it. By default the value itself.
+    fn snapshot_state(&self) -> Option<StateSnapshot> {
+        let value = self.save_state()?;
+        Some(Box::new(move |out| serde_json::to_writer(out, &value)))
+    }
+
     /// Takes back what [`Rule::save_state`] gave, for the inside hosts `keep` accepts (this
     /// shard's) and within the rule's bounds; returns how many entries it restored.
     fn load_state(&mut self, _state: serde_json::Value, _keep: &dyn Fn(IpAddr) -> bool) -> usize {
         0
     }
 }
+
+/// A copy of what a rule saves, encoded to its [`Rule::save_state`] JSON later, on
+/// another thread: a scale-out checkpoint's writer (`crate::scaleout::checkpoint`).
+pub type StateSnapshot = Box<dyn FnOnce(&mut Vec<u8>) -> serde_json::Result<()> + Send>;
 
 /// Whether a rule's own allow-list matches the event's conversation.
 pub fn rule_allows(allow: &Allow, key: &ConversationKey, destination: &Destination) -> bool {
@@ -425,6 +438,14 @@ impl Detector {
         self.rules
             .iter()
             .filter_map(|rule| Some((rule.name(), rule.save_state()?)))
+            .collect()
+    }
+
+    /// [`save_state`](Self::save_state) copied, to be encoded on another thread.
+    pub fn snapshot_state(&self) -> Vec<(&'static str, StateSnapshot)> {
+        self.rules
+            .iter()
+            .filter_map(|rule| Some((rule.name(), rule.snapshot_state()?)))
             .collect()
     }
 

@@ -95,7 +95,7 @@ struct Novel {
 }
 
 /// One host's usual destinations, and its upload to unusual ones.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Baseline {
     countries: Vec<CountryCode>,
     /// Sorted, for binary search.
@@ -297,6 +297,28 @@ impl Rule for NewDestination {
         Some(serde_json::json!({
             "learning_until_ms": self.learning_until_ms,
             "hosts": hosts,
+        }))
+    }
+
+    /// The baselines copied, encoded later as `save_state` saves them.
+    fn snapshot_state(&self) -> Option<super::StateSnapshot> {
+        #[derive(Serialize)]
+        struct Saved<'a> {
+            learning_until_ms: Option<u64>,
+            hosts: &'a [(IpAddr, Baseline)],
+        }
+        let learning_until_ms = self.learning_until_ms;
+        let mut hosts: Vec<(IpAddr, Baseline)> =
+            self.hosts.iter().map(|(h, b)| (*h, b.clone())).collect();
+        hosts.sort_by_key(|h| h.0);
+        Some(Box::new(move |out| {
+            serde_json::to_writer(
+                out,
+                &Saved {
+                    learning_until_ms,
+                    hosts: &hosts,
+                },
+            )
         }))
     }
 

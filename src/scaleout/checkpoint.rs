@@ -28,6 +28,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::detect::CheckpointSnapshot;
 use crate::sink::kafka::tail::read_tails;
 
 /// The checkpoint records' schema name.
@@ -330,10 +331,10 @@ pub type CheckpointProducer = Arc<ThreadedProducer<CheckpointContext>>;
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// A partition's state to encode and send: its header (the generation, offsets, clocks)
-/// and the detector's state as [`crate::pipeline::Shard::checkpoint`] made it.
+/// and the detector's state as [`crate::pipeline::Shard::checkpoint`] copied it.
 struct StateJob {
     header: StateChunk,
-    state: serde_json::Value,
+    state: CheckpointSnapshot,
 }
 
 /// What the writer last sent of a partition's state.
@@ -345,7 +346,7 @@ pub struct Written {
 
 /// Encodes partitions' states to JSON, splits them into state messages and hands them to
 /// the producer, on a thread of its own: encoding a large state (tens of MB at 100,000
-/// hosts) would stall the consumer thread. One state at a time: the consumer thread
+/// hosts) would stall the consumer thread, which only copies it. One state at a time: the consumer thread
 /// makes a partition's state value only when the writer is idle (between rounds), or
 /// waits for it at shutdown.
 pub struct StateWriter {
@@ -404,7 +405,7 @@ impl StateWriter {
     }
 
     /// Hands `state` over under `header`, waiting while the writer sends another.
-    pub fn write(&self, header: StateChunk, state: serde_json::Value) {
+    pub fn write(&self, header: StateChunk, state: CheckpointSnapshot) {
         let Some(jobs) = &self.jobs else {
             return;
         };
@@ -456,10 +457,10 @@ fn write_states(
     // Messages this writer last sent per (partition, slot).
     let mut slots: HashMap<(i32, u64), u32> = HashMap::new();
     for StateJob { header, state } in jobs {
-        let encoded = serde_json::to_vec(&state)
+        let encoded = state
+            .encode()
             .context("cannot encode the state")
             .and_then(|bytes| {
-                drop(state);
                 Ok((
                     bytes.len() as u64,
                     state_messages(&header, &bytes, max_message_bytes)?,
