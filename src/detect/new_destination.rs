@@ -308,9 +308,10 @@ impl Rule for NewDestination {
             hosts: &'a [(IpAddr, Baseline)],
         }
         let learning_until_ms = self.learning_until_ms;
-        let mut hosts: Vec<(IpAddr, Baseline)> =
-            self.hosts.iter().map(|(h, b)| (*h, b.clone())).collect();
-        hosts.sort_by_key(|h| h.0);
+        let mut sorted: Vec<(&IpAddr, &Baseline)> = self.hosts.iter().collect();
+        sorted.sort_unstable_by_key(|h| *h.0);
+        let hosts: Vec<(IpAddr, Baseline)> =
+            sorted.into_iter().map(|(h, b)| (*h, b.clone())).collect();
         Some(Box::new(move |out| {
             serde_json::to_writer(
                 out,

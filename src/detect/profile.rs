@@ -819,8 +819,11 @@ impl Rule for Profiles {
         struct Saved<'a> {
             hosts: &'a [HostProfile],
         }
-        let mut hosts: Vec<HostProfile> = self.hosts.values().cloned().collect();
-        hosts.sort_by_key(|p| p.host);
+        // Sorted by reference, then copied: sorting the profiles themselves moves hundreds
+        // of bytes each, many times over.
+        let mut sorted: Vec<&HostProfile> = self.hosts.values().collect();
+        sorted.sort_unstable_by_key(|p| p.host);
+        let hosts: Vec<HostProfile> = sorted.into_iter().cloned().collect();
         Some(Box::new(move |out| {
             serde_json::to_writer(out, &Saved { hosts: &hosts })
         }))
