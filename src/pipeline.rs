@@ -361,18 +361,10 @@ impl Shard {
     /// caches, that is most of the cost.
     pub fn run_batch(&mut self, batch: &[Routed], alerts: &mut Vec<Alert>) {
         for chunk in batch.chunks(WARM_AHEAD) {
-            // The conversations first: the rules' state of a network or country hangs on
-            // the destination a conversation holds.
             for routed in chunk {
                 if let Routed::Record { record, .. } = routed {
                     self.table.warm(record);
-                }
-            }
-            for routed in chunk {
-                if let Routed::Record { record, .. } = routed {
-                    let conversation = self.table.get(&record.key());
-                    self.detector
-                        .warm(record, conversation.map(|c| &c.destination));
+                    self.detector.warm(record);
                 }
             }
             for routed in chunk {

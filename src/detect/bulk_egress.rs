@@ -18,8 +18,8 @@ use super::window::within_window;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
+use crate::enrich::Allow;
 use crate::enrich::AllowList;
-use crate::enrich::{Allow, Destination};
 use crate::flow::{Initiator, Oriented};
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +293,7 @@ impl Rule for BulkEgress {
         NAME
     }
 
-    fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
+    fn warm(&self, record: &Oriented) {
         if let Some(window) = self.find(record) {
             // The second line only for a reply's bytes.
             let reply = if record.bytes_out == 0 {

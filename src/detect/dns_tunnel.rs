@@ -25,7 +25,6 @@ use super::{
 use crate::decode::directory::InterfaceRef;
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, Destination};
-use crate::flow::Oriented;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,15 +266,6 @@ impl DnsTunnel {
 impl Rule for DnsTunnel {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
-        if record.outside_port != DNS_PORT || !matches!(record.proto, 6 | 17) {
-            return;
-        }
-        if let Some(pair) = self.pairs.get(&(record.inside, record.outside)) {
-            std::hint::black_box((pair.last_ms, pair.buckets.back().map(|b| b.records)));
-        }
     }
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {

@@ -16,9 +16,9 @@ use super::window::Windows;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
+use crate::enrich::Allow;
 use crate::enrich::AllowList;
-use crate::enrich::{Allow, Destination};
-use crate::flow::{Initiator, Oriented, Update};
+use crate::flow::{Initiator, Update};
 
 pub const NAME: &str = "low_and_slow";
 /// Data transfer size limits; scheduled transfer.
@@ -201,19 +201,6 @@ impl Rule for LowAndSlow {
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
         self.windows.dropped()
-    }
-
-    fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
-        if record.bytes_out == 0 {
-            return;
-        }
-        let at = record.end_ms.max(record.start_ms);
-        self.windows
-            .warm(&(record.inside, Target::Address(record.outside)), at);
-        if let Some(asn) = destination.and_then(|d| d.asn).filter(|_| self.by_asn) {
-            self.windows
-                .warm(&(record.inside, Target::Asn(asn.get())), at);
-        }
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {

@@ -204,9 +204,7 @@ pub trait Rule: Send {
 
     /// Touches the state `on_record` will need for this record, so the misses of a batch
     /// overlap (optional: rules with per-record lookups in big maps implement it).
-    /// `destination` is its conversation's, when the table has one (the state of rules
-    /// keyed by network or country hangs on it).
-    fn warm(&self, _record: &Oriented, _destination: Option<&Destination>) {}
+    fn warm(&self, _record: &Oriented) {}
 
     /// Called as event time advances (every `flow.tick_s`) and at the end of input, to
     /// close windows and forget old state.
@@ -383,9 +381,9 @@ impl Detector {
     /// Brings the state the rules keep for this record's conversation into the cache
     /// (see [`crate::flow::FlowTable::warm`]).
     #[inline]
-    pub fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
+    pub fn warm(&self, record: &Oriented) {
         for rule in &self.rules {
-            rule.warm(record, destination);
+            rule.warm(record);
         }
     }
 

@@ -26,8 +26,8 @@ use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
 use crate::enrich::AllowList;
-use crate::enrich::{Allow, CountryCode, Destination};
-use crate::flow::{Initiator, Oriented, Update};
+use crate::enrich::{Allow, CountryCode};
+use crate::flow::{Initiator, Update};
 
 pub const NAME: &str = "profile";
 pub const ROLE_CHANGE: &str = "role_change";
@@ -656,23 +656,6 @@ impl Profiles {
 impl Rule for Profiles {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
-        let Some(profile) = self.hosts.get(&record.inside) else {
-            return;
-        };
-        std::hint::black_box((profile.last_ms, profile.role));
-        if destination.is_some_and(|d| d.foreign) && record.bytes_out > 0 {
-            // What a foreign upload reads: its hour, the prefixes, the unfamiliar ring.
-            let hour = record.end_ms.max(record.start_ms) / HOUR_MS;
-            std::hint::black_box((
-                profile.egress[(hour % HOURS as u64) as usize],
-                profile.upload_prefixes[0],
-                profile.unfamiliar.bytes(),
-                profile.egress_evidence.first().map(|e| e.bytes_out),
-            ));
-        }
     }
 
     /// At most `max_bytes` of profiles, at [`PROFILE_BYTES`] each.

@@ -18,7 +18,7 @@ use super::window::{Tracked, Windows, within_window};
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
-use crate::flow::{Initiator, Oriented};
+use crate::flow::Initiator;
 
 pub const NAME: &str = "spread_egress";
 /// Exfiltration over an alternative protocol, to a cloud account.
@@ -247,22 +247,6 @@ impl Rule for SpreadEgress {
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
         self.windows.dropped()
-    }
-
-    fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
-        let Some(destination) = destination.filter(|_| record.bytes_out > 0) else {
-            return;
-        };
-        let at = record.end_ms.max(record.start_ms);
-        let groups = [
-            destination.asn.map(|asn| Group::Asn(asn.get())),
-            destination.country.map(Group::Country),
-        ];
-        for group in groups.into_iter().flatten() {
-            if let Some(window) = self.windows.warm(&(record.inside, group), at) {
-                std::hint::black_box(window.tracked.seen.first().map(|a| a.1));
-            }
-        }
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {

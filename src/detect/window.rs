@@ -185,21 +185,6 @@ pub struct Window<const N: usize, T> {
 }
 
 impl<const N: usize, T: Tracked> Window<N, T> {
-    /// Brings the lines `Windows::add` at `at_ms` reads into the cache (`Rule::warm`): the
-    /// header, the bucket of `at_ms` and the evidence.
-    #[inline]
-    pub fn warm(&self, at_ms: u64, bucket_ms: u64) {
-        let slot = (at_ms / bucket_ms.max(1) % N as u64) as usize;
-        let buckets = &self.buckets;
-        std::hint::black_box((
-            buckets.newest,
-            buckets.bytes[slot],
-            buckets.counts[slot],
-            self.last_ms,
-            self.evidence.first().map(|e| e.bytes_out),
-        ));
-    }
-
     /// Moves the ring's end to `now_ms` (when later) and forgets what now lies before its
     /// start.
     pub fn slide(&mut self, now_ms: u64, bucket_ms: u64) {
@@ -262,14 +247,6 @@ impl<K: Eq + Hash, const N: usize, T: Tracked> Windows<K, N, T> {
             ("windows_evicted", self.evicted),
             ("too_late", self.too_late),
         ]
-    }
-
-    /// `key`'s window, warmed for a record at `at_ms` (`Rule::warm`).
-    #[inline]
-    pub fn warm(&self, key: &K, at_ms: u64) -> Option<&Window<N, T>> {
-        let window = self.map.get(key)?;
-        window.warm(at_ms, self.bucket_ms);
-        Some(window)
     }
 
     /// Adds `bytes` and `count` at `at_ms` to `key`'s window (made when it has none,

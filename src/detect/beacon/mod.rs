@@ -43,7 +43,7 @@ use super::{Finding, RecordEvent, Rule, describe_destination, rule_allows};
 use crate::decode::directory::InterfaceRef;
 use crate::detect::bounded::evict_stalest;
 use crate::enrich::{Allow, Destination};
-use crate::flow::{Conversation, ConversationKey, Oriented, Update};
+use crate::flow::{Conversation, ConversationKey, Update};
 
 mod stats;
 use crate::enrich::AllowList;
@@ -457,18 +457,6 @@ impl Series {
 impl Rule for Beacon {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
-        let key = SeriesKey {
-            inside: record.inside,
-            outside: record.outside,
-            outside_port: record.outside_port,
-            proto: record.proto,
-        };
-        if let Some(series) = self.series.get(&key) {
-            std::hint::black_box((series.last_ms, series.starts.back().map(|s| s.start_ms)));
-        }
     }
 
     /// Half the memory to series, a quarter to their starts, a quarter to quiet flows;
