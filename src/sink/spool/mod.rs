@@ -235,8 +235,9 @@ pub struct Spool {
     dir_unsynced: bool,
     /// Payload buffer for records that are read only to be skipped.
     scratch: Vec<u8>,
-    /// Held (locked) while the spool is open, so a second process cannot use `dir`.
-    _lock: File,
+    /// Held (locked) while the spool is open, so a second process cannot use `dir`;
+    /// unlocked on drop.
+    lock: File,
     counters: SpoolCounters,
 }
 
@@ -325,7 +326,7 @@ impl Spool {
             reader: None,
             dir_unsynced: false,
             scratch: Vec::new(),
-            _lock: lock,
+            lock,
             counters,
         };
         for seq in acked_ahead {
@@ -1007,6 +1008,15 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(|error| with_path("sync spool directory", dir, error))
+}
+
+impl Drop for Spool {
+    /// Unlocks before the descriptor closes: a child forked meanwhile (any `Command` of
+    /// the process) holds a copy of it until it execs, and the lock, which belongs to the
+    /// open file, would outlive the spool until then.
+    fn drop(&mut self) {
+        let _ = self.lock.unlock();
+    }
 }
 
 #[cfg(test)]
