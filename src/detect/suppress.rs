@@ -141,15 +141,22 @@ fn alert_at(alert: &Alert) -> u64 {
 fn to_alert(mut f: Finding, escalates: Option<String>) -> Alert {
     let explain = f.explain.take();
     let proto = f.proto.to_string();
-    let alert_id = stable_id(&[
-        f.rule.as_bytes(),
-        f.inside.to_string().as_bytes(),
-        f.outside.to_string().as_bytes(),
-        &f.outside_port.to_be_bytes(),
-        proto.as_bytes(),
-        &[f.step],
-        &f.at_ms.to_be_bytes(),
-    ]);
+    // An escalation is named by the alert it escalates and its step, not by its event
+    // time: a rule may raise it on a tick, and where ticks fall depends on the clock that
+    // drives them (one process's table, or a partition's collectors in scale-out), while
+    // a step is reached once per first alert.
+    let alert_id = match &escalates {
+        Some(first_alert_id) => stable_id(&[b"escalation", first_alert_id.as_bytes(), &[f.step]]),
+        None => stable_id(&[
+            f.rule.as_bytes(),
+            f.inside.to_string().as_bytes(),
+            f.outside.to_string().as_bytes(),
+            &f.outside_port.to_be_bytes(),
+            proto.as_bytes(),
+            &[f.step],
+            &f.at_ms.to_be_bytes(),
+        ]),
+    };
     Alert {
         schema: ALERT_SCHEMA,
         alert_id,
@@ -236,6 +243,29 @@ mod tests {
             at_ms,
             explain: None,
         }
+    }
+
+    #[test]
+    fn an_escalations_id_is_its_first_alerts_and_step_whenever_it_is_raised() {
+        let (mut early, mut late) = (Suppressor::new(3600), Suppressor::new(3600));
+        let first = early.admit(finding(0, 1000)).unwrap();
+        assert_eq!(
+            late.admit(finding(0, 1000)).unwrap().alert_id,
+            first.alert_id
+        );
+        // The same step reached at another tick: the same id.
+        let a = early.admit(finding(1, 60_000)).unwrap();
+        let b = late.admit(finding(1, 120_000)).unwrap();
+        assert_eq!(a.alert_id, b.alert_id);
+        assert_ne!(a.alert_id, first.alert_id);
+        let c = early.admit(finding(2, 180_000)).unwrap();
+        assert_ne!(c.alert_id, a.alert_id, "another step, another id");
+        // A first alert still has its event time in its id.
+        let mut other = Suppressor::new(3600);
+        assert_ne!(
+            other.admit(finding(0, 2000)).unwrap().alert_id,
+            first.alert_id
+        );
     }
 
     #[test]
