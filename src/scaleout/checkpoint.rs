@@ -39,6 +39,8 @@ pub const MAX_DELIVERED_IDS: usize = 1024;
 /// compacted topic is far shorter; one that is not (tansu's memory storage) holds every
 /// round of every partition, and only the latest rounds matter.
 const TAIL_RECORDS: i64 = 65_536;
+/// Alerts per partition of the alerts topic a new owner reads back (`recent_alert_ids`).
+const RECENT_ALERTS: i64 = 10_000;
 /// How long reading the state topic back may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rewind marks a partition keeps: one every `rewind_s / MARKS` of event time.
@@ -294,7 +296,8 @@ pub struct Found {
     pub partial_states: u64,
     /// The highest generation heard of: the next owner's generations are above it.
     pub latest_generation: u64,
-    /// The latest offsets record's delivered alert ids.
+    /// The latest offsets record's delivered alert ids (and, once assigned, the alerts
+    /// topic's recent ones: `StateReader::recent_alert_ids`).
     pub delivered_alert_ids: HashSet<String>,
     /// Records of this partition read back (any member's, any round, any kind).
     pub records: u64,
@@ -571,16 +574,19 @@ impl Rewind {
     }
 }
 
-/// Reads the state topic back for newly assigned partitions.
+/// Reads the state topic back for newly assigned partitions, and the alerts topic's
+/// recent ids.
 pub struct StateReader {
     consumer: BaseConsumer,
     state_topic: String,
+    alerts_topic: String,
 }
 
 impl StateReader {
     pub fn new(
         brokers: &str,
         state_topic: &str,
+        alerts_topic: &str,
         options: &BTreeMap<String, String>,
     ) -> anyhow::Result<StateReader> {
         let mut client = ClientConfig::new();
@@ -606,7 +612,38 @@ impl StateReader {
         Ok(StateReader {
             consumer,
             state_topic: state_topic.to_string(),
+            alerts_topic: alerts_topic.to_string(),
         })
+    }
+
+    /// The ids of the last [`RECENT_ALERTS`] alerts of each partition of the alerts topic:
+    /// what a partition's previous owner delivered after its last checkpoint is among
+    /// them, so a new owner that raises those alerts again counts them instead of sending
+    /// them twice.
+    pub fn recent_alert_ids(&self) -> anyhow::Result<HashSet<String>> {
+        #[derive(Deserialize)]
+        struct Id {
+            alert_id: String,
+        }
+        let mut ids = HashSet::new();
+        read_tails(
+            &self.consumer,
+            &self.alerts_topic,
+            RECENT_ALERTS,
+            READ_TIMEOUT,
+            READ_TIMEOUT,
+            |message| {
+                if let Some(id) = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Id>(p).ok())
+                {
+                    ids.insert(id.alert_id);
+                }
+            },
+        )
+        .context("cannot read the alerts topic back")?;
+        let _ = self.consumer.unassign();
+        Ok(ids)
     }
 
     /// What the state topic holds for each of `partitions` of `flows_topic`, in one read

@@ -132,10 +132,25 @@ impl ConsumerContext for DetectContext {
                     },
                     None => BTreeMap::new(),
                 };
+                // What previous owners delivered after their last checkpoints.
+                let recent = match &self.reader {
+                    Some(reader) if !partitions.is_empty() => match reader.recent_alert_ids() {
+                        Ok(ids) => ids,
+                        Err(error) => {
+                            self.events().errors += 1;
+                            warn!(
+                                "cannot read the alerts topic back, alerts raised again since the last checkpoints may be sent twice: {error:#}"
+                            );
+                            HashSet::new()
+                        }
+                    },
+                    _ => HashSet::new(),
+                };
                 let mut from_start = TopicPartitionList::new();
                 let mut assigned = Vec::with_capacity(partitions.len());
                 for (topic, partition) in &partitions {
-                    let found = found.remove(partition).unwrap_or_default();
+                    let mut found = found.remove(partition).unwrap_or_default();
+                    found.delivered_alert_ids.extend(recent.iter().cloned());
                     let offset = found
                         .state
                         .as_ref()
@@ -209,7 +224,8 @@ struct Owned {
     /// Alerts this member sent for the partition: (sent count when sent, alert id), the
     /// newest `MAX_DELIVERED_IDS`; those the broker has acknowledged go in checkpoints.
     sent_ids: VecDeque<(u64, String)>,
-    /// Ids the previous owner's latest checkpoint names as delivered: raised again, they
+    /// Ids the previous owner's latest checkpoint names as delivered, and the alerts
+    /// topic's recent ones (what it delivered after that checkpoint): raised again, they
     /// are counted and not sent.
     delivered_before: HashSet<String>,
 }
@@ -730,6 +746,7 @@ fn consume(
     let reader = StateReader::new(
         &kafka.brokers,
         &config.scaleout.state_topic,
+        &kafka.topic,
         &kafka.librdkafka_options,
     )
     .context("invalid sink.kafka settings for reading the state topic")?;

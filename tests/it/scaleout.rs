@@ -323,6 +323,50 @@ fn a_detector_killed_mid_stream_is_taken_over_and_the_alerts_stay_the_same() {
 }
 
 #[test]
+fn alerts_a_previous_owner_delivered_after_its_last_checkpoint_are_counted_not_sent_again() {
+    let topics = Topics::new("cooperative-sticky");
+    let first = topics.detector("detect-first");
+    wait_until(
+        "the detector owns every partition",
+        Duration::from_secs(60),
+        || first.metric("exflow_consume_partitions") == 4.0,
+    );
+    let collector = topics.collector();
+    send_to_the_end(&collector, &datagrams(CAPTURE));
+    collector.stop();
+    let want = expected();
+    wait_until(
+        "the first detector delivered every alert",
+        Duration::from_secs(60),
+        || first.metric("exflow_sink_kafka_delivered_alerts_total") == want.len() as f64,
+    );
+    first.kill();
+    // A new owner that finds no checkpoint of these partitions (its group and state topic
+    // are its own), as after an owner that died before checkpointing what it delivered:
+    // it rebuilds from the first offset and raises every alert again.
+    let fresh = Topics {
+        group: topic_name("exflow-detect"),
+        state: create_topic(&topics.brokers, "exflow.state.it", 1),
+        ..topics
+    };
+    let next = fresh.detector("detect-next");
+    wait_until(
+        "the new owner raised the alerts again and counted them",
+        Duration::from_secs(60),
+        || next.metric("exflow_consume_duplicate_alerts_total") == want.len() as f64,
+    );
+    assert_eq!(
+        next.metric("exflow_consume_restored_checkpoints_total"),
+        0.0
+    );
+    assert_eq!(next.metric("exflow_sink_kafka_delivered_alerts_total"), 0.0);
+    let got = alerts_read_back(&fresh, want.len());
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), want);
+    assert!(got.values().all(|&n| n == 1), "each alert once: {got:?}");
+    next.stop();
+}
+
+#[test]
 fn a_third_detector_joining_mid_stream_takes_partitions_and_the_alerts_stay_the_same() {
     let topics = Topics::new("range");
     let (first, second) = two_detectors(&topics, "detect-a", "detect-b");
@@ -750,7 +794,13 @@ fn a_new_owner_restores_the_newest_complete_state_and_counts_a_partial_one() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let reader = StateReader::new(&brokers, &state_topic, &Default::default()).unwrap();
+    let reader = StateReader::new(
+        &brokers,
+        &state_topic,
+        "exflow.alerts.v1",
+        &Default::default(),
+    )
+    .unwrap();
     let found = reader.latest("flows", &[1, 3]).unwrap();
     assert!(!found.contains_key(&3), "partition 3 has no record");
     let one = &found[&1];
