@@ -214,7 +214,7 @@ pub fn detection_finding(alert: &Alert) -> Value {
     } else {
         (1, "Rule")
     };
-    strip_nulls(json!({
+    let mut finding = strip_nulls(json!({
         "class_uid": CLASS_UID,
         "class_name": "Detection Finding",
         "category_uid": CATEGORY_UID,
@@ -281,7 +281,23 @@ pub fn detection_finding(alert: &Alert) -> Value {
             "host_role": alert.host_role,
             "host_risk": alert.host_risk,
         },
-    }))
+    }));
+    // The interfaces the exporter named, where it named them (beside `json!`, whose
+    // macro nesting the object above already fills).
+    let interfaces = [
+        ("in_if_name", &alert.in_if_name),
+        ("in_if_description", &alert.in_if_description),
+        ("out_if_name", &alert.out_if_name),
+        ("out_if_description", &alert.out_if_description),
+    ];
+    if let Some(unmapped) = finding["unmapped"].as_object_mut() {
+        for (name, value) in interfaces {
+            if let Some(value) = value {
+                unmapped.insert(name.to_string(), Value::from(value.as_str()));
+            }
+        }
+    }
+    finding
 }
 
 /// The finding's JSON bytes.
@@ -445,6 +461,15 @@ pub(crate) mod tests {
         assert_eq!(f["unmapped"]["schema"], "exflow.alert.v1");
         assert_eq!(f["unmapped"]["baseline"]["threshold"], 100_000_000);
         assert_eq!(f["unmapped"]["outside_asn"], 13238);
+        // Interface names only where the exporter announced them.
+        assert!(f["unmapped"].get("in_if_name").is_none());
+        let mut named = alert.clone();
+        named.in_if_name = Some("Bundle-Ether2".into());
+        named.out_if_description = Some("transit".into());
+        let n = detection_finding(&named);
+        assert_eq!(n["unmapped"]["in_if_name"], "Bundle-Ether2");
+        assert_eq!(n["unmapped"]["out_if_description"], "transit");
+        assert!(n["unmapped"].get("out_if_name").is_none());
         assert_eq!(
             alert_id(&encode(&alert).unwrap()).as_deref(),
             Some("00c0ffee00c0ffee")
