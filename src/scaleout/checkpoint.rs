@@ -296,8 +296,7 @@ pub struct Found {
     pub partial_states: u64,
     /// The highest generation heard of: the next owner's generations are above it.
     pub latest_generation: u64,
-    /// The latest offsets record's delivered alert ids (and, once assigned, the alerts
-    /// topic's recent ones: `StateReader::recent_alert_ids`).
+    /// The latest offsets record's delivered alert ids.
     pub delivered_alert_ids: HashSet<String>,
     /// Records of this partition read back (any member's, any round, any kind).
     pub records: u64,

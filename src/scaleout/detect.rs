@@ -70,8 +70,9 @@ const REQUEST_OVERHEAD_BYTES: usize = 64 << 10;
 /// What the rebalance callbacks saw, for the consumer thread to act on after its poll.
 #[derive(Debug, Default)]
 struct Events {
-    /// Partitions assigned, with what the state topic holds for them.
-    assigned: Vec<(i32, Found)>,
+    /// Partitions assigned, with what the state topic holds for them and the alerts
+    /// topic's recent ids (one read, shared by the partitions assigned with it).
+    assigned: Vec<(i32, Found, Arc<HashSet<String>>)>,
     revoked: Vec<i32>,
     errors: u64,
     commit_failures: u64,
@@ -133,7 +134,7 @@ impl ConsumerContext for DetectContext {
                     None => BTreeMap::new(),
                 };
                 // What previous owners delivered after their last checkpoints.
-                let recent = match &self.reader {
+                let recent = Arc::new(match &self.reader {
                     Some(reader) if !partitions.is_empty() => match reader.recent_alert_ids() {
                         Ok(ids) => ids,
                         Err(error) => {
@@ -145,18 +146,17 @@ impl ConsumerContext for DetectContext {
                         }
                     },
                     _ => HashSet::new(),
-                };
+                });
                 let mut from_start = TopicPartitionList::new();
                 let mut assigned = Vec::with_capacity(partitions.len());
                 for (topic, partition) in &partitions {
-                    let mut found = found.remove(partition).unwrap_or_default();
-                    found.delivered_alert_ids.extend(recent.iter().cloned());
+                    let found = found.remove(partition).unwrap_or_default();
                     let offset = found
                         .state
                         .as_ref()
                         .map_or(Offset::Beginning, |s| Offset::Offset(s.rebuild_from_offset));
                     let _ = from_start.add_partition_offset(topic, *partition, offset);
-                    assigned.push((*partition, found));
+                    assigned.push((*partition, found, recent.clone()));
                 }
                 self.events().assigned.extend(assigned);
                 if cooperative {
@@ -225,9 +225,10 @@ struct Owned {
     /// newest `MAX_DELIVERED_IDS`; those the broker has acknowledged go in checkpoints.
     sent_ids: VecDeque<(u64, String)>,
     /// Ids the previous owner's latest checkpoint names as delivered, and the alerts
-    /// topic's recent ones (what it delivered after that checkpoint): raised again, they
-    /// are counted and not sent.
+    /// topic's recent ones (what it delivered after that checkpoint, shared by the
+    /// partitions assigned together): raised again, they are counted and not sent.
     delivered_before: HashSet<String>,
+    recently_delivered: Arc<HashSet<String>>,
 }
 
 impl Owned {
@@ -314,7 +315,7 @@ impl Member<'_> {
         }
         let new: Vec<i32> = assigned
             .iter()
-            .map(|(partition, _)| *partition)
+            .map(|(partition, ..)| *partition)
             .filter(|partition| !self.owned.contains_key(partition))
             .collect();
         let committed_offsets = if new.is_empty() {
@@ -322,7 +323,7 @@ impl Member<'_> {
         } else {
             self.committed_offsets(consumer, &new)
         };
-        for (partition, found) in assigned {
+        for (partition, found, recently_delivered) in assigned {
             let Some(&committed) = committed_offsets.get(&partition) else {
                 continue;
             };
@@ -381,6 +382,7 @@ impl Member<'_> {
                     rewind: Rewind::new(scaleout.rewind_s, start),
                     sent_ids: VecDeque::new(),
                     delivered_before: found.delivered_alert_ids,
+                    recently_delivered,
                 },
             );
         }
@@ -492,7 +494,9 @@ impl Member<'_> {
             return;
         };
         for alert in self.alerts.drain(..) {
-            if owned.delivered_before.contains(&alert.alert_id) {
+            if owned.delivered_before.contains(&alert.alert_id)
+                || owned.recently_delivered.contains(&alert.alert_id)
+            {
                 self.figures.duplicate_alerts += 1;
                 continue;
             }
