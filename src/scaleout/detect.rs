@@ -467,6 +467,16 @@ impl Member<'_> {
                 let ignored = owned.clock.ignored_watermarks;
                 let step = owned.clock.on_watermark(&watermark);
                 self.figures.ignored_watermarks += owned.clock.ignored_watermarks - ignored;
+                // Reported as read, not sampled from the clock at publishing: a collector
+                // whose first and last watermarks come between two publishings (it ended,
+                // so the clock no longer follows it) is still reported.
+                let most = self.config.scaleout.max_collectors;
+                let collectors = &mut self.figures.collectors;
+                if let Some(latest) = collectors.get_mut(&watermark.collector) {
+                    *latest = (*latest).max(watermark.clock_ms);
+                } else if collectors.len() < most {
+                    collectors.insert(watermark.collector.clone(), watermark.clock_ms);
+                }
                 if let Some(now_ms) = step.tick_ms {
                     owned
                         .shard
@@ -612,9 +622,6 @@ impl Member<'_> {
 
     /// The figures for the metrics endpoint.
     fn publish(&mut self, consumer: &BaseConsumer<DetectContext>, telemetry: &Telemetry) {
-        // Collectors stay reported after their input ended (up to the bound).
-        let mut collectors = std::mem::take(&mut self.figures.collectors);
-        let most = self.config.scaleout.max_collectors;
         let mut partitions = Vec::with_capacity(self.owned.len());
         let mut pipeline = self.retired;
         let mut dropped = Vec::new();
@@ -622,13 +629,6 @@ impl Member<'_> {
         for (&partition, owned) in &self.owned {
             let lag = cached_watermarks(consumer, &self.topic, partition)
                 .map_or(0, |(_, high)| (high - owned.next_offset).max(0) as u64);
-            for (id, clock_ms) in owned.clock.collectors() {
-                if let Some(latest) = collectors.get_mut(id) {
-                    *latest = (*latest).max(clock_ms);
-                } else if collectors.len() < most {
-                    collectors.insert(id.to_string(), clock_ms);
-                }
-            }
             partitions.push(PartitionFigures {
                 partition,
                 lag_records: lag,
@@ -646,7 +646,6 @@ impl Member<'_> {
             event_time_ms = event_time_ms.max(owned.clock.now_ms());
         }
         self.figures.partitions = partitions;
-        self.figures.collectors = collectors;
         let (state_messages, state_failures) = self.states.counts();
         self.figures.state_messages = state_messages;
         self.figures.checkpoint_failures = self.checkpoint_failures

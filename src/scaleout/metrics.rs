@@ -56,7 +56,8 @@ pub struct ConsumeSnapshot {
     pub rebuilt_alerts: u64,
     /// Messages of partitions not (or no longer) owned, skipped.
     pub unowned_messages: u64,
-    /// Each collector's latest clock over the owned partitions, ms.
+    /// Each collector's latest watermark read in this process's partitions (kept after it
+    /// ended or its partitions moved), ms; at most `scaleout.max_collectors`.
     pub collectors: BTreeMap<String, u64>,
     /// Watermarks ignored at `scaleout.max_collectors`.
     pub ignored_watermarks: u64,

@@ -100,7 +100,7 @@ pub(super) const CONSUME: &[Row] = &[
     Row {
         name: "exflow_consume_collector_watermark_seconds",
         kind: "gauge",
-        help: "Each collector's latest watermark over the owned partitions.",
+        help: "Each collector's latest watermark read in the partitions this detector owned.",
         read: Read::Samples(|v| {
             v.consume(|s| {
                 s.collectors
