@@ -7,6 +7,12 @@
 //! IP header down, `etherparse`'s lax slicer reads IPv4, IPv6 with extension headers, TCP,
 //! UDP, ICMP and ICMPv6 in place and stops where the (usually cut) header ends instead of
 //! failing. Nothing allocates; every read is bounds-checked, so any bytes are safe.
+//!
+//! A VXLAN packet (UDP to port [`VXLAN_PORT`], RFC 7348), as a switch of an overlay fabric
+//! samples it on an underlay link, is read for its inner frame: the conversation is the
+//! tenant hosts', not the two tunnel endpoints' (as Akvorado reads it). One level of
+//! encapsulation is opened; the inner frame must hold an IP packet, else the outer
+//! headers stand.
 
 use std::net::IpAddr;
 
@@ -25,6 +31,13 @@ const ETYPE_MPLS: u16 = 0x8847;
 const ETYPE_MPLS_MULTICAST: u16 = 0x8848;
 const ETYPE_IPV4: u16 = 0x0800;
 const ETYPE_IPV6: u16 = 0x86dd;
+/// VXLAN's IANA port.
+pub const VXLAN_PORT: u16 = 4789;
+const VXLAN_HEADER_LEN: usize = 8;
+/// VXLAN header flags: the VNI is valid.
+const VXLAN_FLAG_VNI: u8 = 0x08;
+/// Encapsulations opened, at most.
+const MAX_TUNNELS: u8 = 1;
 
 /// What a flow record takes from a sampled packet. Ports are 0 where the packet has none (or
 /// the header was cut before them); for ICMP the destination port is `type << 8 | code`, as
@@ -42,12 +55,20 @@ pub struct PacketSummary {
     pub src_port: u16,
     pub dst_port: u16,
     pub tcp_flags: u8,
-    /// The IP packet's length as its header says (IPv6: payload plus 40), 0 when unread.
+    /// The IP packet's length as its header says (IPv6: payload plus 40), 0 when unread;
+    /// of the inner packet when a VXLAN packet was opened.
     pub ip_length: u32,
+    /// The VXLAN network identifier when the fields above are a VXLAN packet's inner ones.
+    pub vni: Option<u32>,
 }
 
 /// Reads an Ethernet frame's headers; `None` when it is shorter than an Ethernet header.
 pub fn ethernet(frame: &[u8]) -> Option<PacketSummary> {
+    ethernet_within(frame, MAX_TUNNELS)
+}
+
+/// [`ethernet`], opening at most `tunnels` more encapsulations.
+fn ethernet_within(frame: &[u8], tunnels: u8) -> Option<PacketSummary> {
     let mut summary = PacketSummary::default();
     let mut etype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     let mut at = ETHERNET_HEADER_LEN;
@@ -93,6 +114,7 @@ pub fn ethernet(frame: &[u8]) -> Option<PacketSummary> {
         read_ip(
             LaxSlicedPacket::from_ether_type(EtherType(etype), rest),
             &mut summary,
+            tunnels,
         );
     }
     Some(summary)
@@ -102,11 +124,11 @@ pub fn ethernet(frame: &[u8]) -> Option<PacketSummary> {
 pub fn ip(packet: &[u8]) -> Option<PacketSummary> {
     let sliced = LaxSlicedPacket::from_ip(packet).ok()?;
     let mut summary = PacketSummary::default();
-    read_ip(sliced, &mut summary);
+    read_ip(sliced, &mut summary, MAX_TUNNELS);
     summary.addresses.is_some().then_some(summary)
 }
 
-fn read_ip(sliced: LaxSlicedPacket<'_>, summary: &mut PacketSummary) {
+fn read_ip(sliced: LaxSlicedPacket<'_>, summary: &mut PacketSummary, tunnels: u8) {
     let payload = match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let header = v4.header();
@@ -142,6 +164,9 @@ fn read_ip(sliced: LaxSlicedPacket<'_>, summary: &mut PacketSummary) {
         Some(TransportSlice::Udp(udp)) => {
             summary.src_port = udp.source_port();
             summary.dst_port = udp.destination_port();
+            if summary.dst_port == VXLAN_PORT && tunnels > 0 {
+                open_vxlan(udp.payload(), summary, tunnels - 1);
+            }
         }
         Some(TransportSlice::Icmpv4(icmp)) => {
             summary.dst_port = u16::from(icmp.type_u8()) << 8 | u16::from(icmp.code_u8());
@@ -160,6 +185,25 @@ fn read_ip(sliced: LaxSlicedPacket<'_>, summary: &mut PacketSummary) {
             }
         }
     }
+}
+
+/// Takes the inner frame's fields when `payload` is a VXLAN header and a frame holding an
+/// IP packet; leaves `summary` (the outer packet's) as it is otherwise.
+fn open_vxlan(payload: &[u8], summary: &mut PacketSummary, tunnels: u8) {
+    let Some((header, frame)) = payload.split_at_checked(VXLAN_HEADER_LEN) else {
+        return;
+    };
+    if header[0] & VXLAN_FLAG_VNI == 0 {
+        return;
+    }
+    let Some(inner) = ethernet_within(frame, tunnels).filter(|s| s.addresses.is_some()) else {
+        return;
+    };
+    *summary = PacketSummary {
+        vlan: summary.vlan,
+        vni: Some(u32::from_be_bytes([0, header[4], header[5], header[6]])),
+        ..inner
+    };
 }
 
 #[cfg(test)]
@@ -240,6 +284,81 @@ mod tests {
             .unwrap();
         let summary = ip(&echo).unwrap();
         assert_eq!((summary.proto, summary.dst_port), (1, 8 << 8));
+    }
+
+    /// An Ethernet frame of a VXLAN packet (VTEP 192.0.2.1 to 192.0.2.2, VNI 5001, `flags`)
+    /// carrying `inner`.
+    fn vxlan(flags: u8, inner: &[u8]) -> Vec<u8> {
+        let mut payload = vec![flags, 0, 0, 0, 0x00, 0x13, 0x89, 0];
+        payload.extend_from_slice(inner);
+        let mut frame = MACS.to_vec();
+        frame.extend_from_slice(&[0x08, 0x00]);
+        etherparse::PacketBuilder::ipv4([192, 0, 2, 1], [192, 0, 2, 2], 64)
+            .udp(49152, VXLAN_PORT)
+            .write(&mut frame, &payload)
+            .unwrap();
+        frame
+    }
+
+    fn tcp_frame() -> Vec<u8> {
+        let mut frame = MACS.to_vec();
+        frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x07, 0x08, 0x00]); // VLAN 7
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [198, 51, 100, 7], 64)
+            .tcp(40000, 443, 1, 1024)
+            .syn()
+            .write(&mut frame, &[0u8; 100])
+            .unwrap();
+        frame
+    }
+
+    #[test]
+    fn vxlan_is_read_for_its_inner_frame() {
+        let summary = ethernet(&vxlan(0x08, &tcp_frame())).unwrap();
+        assert_eq!(
+            summary.addresses,
+            Some((IpAddr::from([10, 0, 0, 1]), IpAddr::from([198, 51, 100, 7])))
+        );
+        assert_eq!(
+            (summary.proto, summary.src_port, summary.dst_port),
+            (6, 40000, 443)
+        );
+        assert_eq!((summary.tcp_flags, summary.ip_length), (0x02, 140));
+        assert_eq!(summary.vni, Some(5001));
+        // The outer frame was untagged: the inner frame's VLAN is the tenant's, not the link's.
+        assert_eq!(summary.vlan, 0);
+        // As an sFlow raw header starting at the IP header.
+        let summary = ip(&vxlan(0x08, &tcp_frame())[14..]).unwrap();
+        assert_eq!(summary.dst_port, 443);
+    }
+
+    #[test]
+    fn vxlan_without_an_inner_ip_packet_keeps_the_tunnel_endpoints() {
+        let outer = |frame: &[u8]| {
+            let summary = ethernet(frame).unwrap();
+            (summary.addresses, summary.dst_port, summary.vni)
+        };
+        let endpoints = (
+            Some((IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]))),
+            VXLAN_PORT,
+            None,
+        );
+        // No valid-VNI flag; an inner ARP frame; cut inside the inner Ethernet header.
+        assert_eq!(outer(&vxlan(0x00, &tcp_frame())), endpoints);
+        let mut arp = MACS.to_vec();
+        arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        assert_eq!(outer(&vxlan(0x08, &arp)), endpoints);
+        assert_eq!(outer(&vxlan(0x08, &tcp_frame()[..12])), endpoints);
+    }
+
+    #[test]
+    fn one_level_of_vxlan_is_opened() {
+        let twice = vxlan(0x08, &vxlan(0x08, &tcp_frame()));
+        let summary = ethernet(&twice).unwrap();
+        assert_eq!(summary.dst_port, VXLAN_PORT);
+        assert_eq!(summary.vni, Some(5001));
+        for len in 0..twice.len() {
+            let _ = ethernet(&twice[..len]);
+        }
     }
 
     #[test]
