@@ -7,11 +7,15 @@
 //! every few minutes, unchanged), read once per alert. A std `RwLock` is enough: it is never
 //! held across I/O or an `.await`, and a poisoned lock still holds consistent maps (every
 //! write is one insert or one remove).
+//!
+//! `exflow collect` also asks which exporters' names were written since it last looked
+//! ([`InterfaceDirectory::track_changes`]), to publish them to the detectors, which keep a
+//! directory of their own ([`InterfaceDirectory::replace`]).
 
 use std::net::IpAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 
 use super::exporter::{DomainKey, InterfaceName};
 
@@ -39,9 +43,91 @@ type Names = HashMap<IpAddr, HashMap<(DomainKey, u32), Arc<InterfaceName>>>;
 /// `decoder.max_interface_names` of its own, so this holds at most that many per decoder
 /// (receive worker).
 #[derive(Debug, Clone, Default)]
-pub struct InterfaceDirectory(Arc<RwLock<Names>>);
+pub struct InterfaceDirectory(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    names: RwLock<Names>,
+    /// The exporters written since [`InterfaceDirectory::take_changed`], while tracked
+    /// (at most one entry per exporter).
+    changed: Mutex<Option<HashSet<IpAddr>>>,
+}
 
 impl InterfaceDirectory {
+    fn names(&self) -> std::sync::RwLockReadGuard<'_, Names> {
+        self.0.names.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn names_mut(&self) -> std::sync::RwLockWriteGuard<'_, Names> {
+        self.0.names.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn touch(&self, exporter: IpAddr) {
+        let mut changed = self
+            .0
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(changed) = changed.as_mut() {
+            changed.insert(exporter);
+        }
+    }
+
+    /// From now on, remembers which exporters' names are written (set, even unchanged, or
+    /// forgotten), for [`take_changed`](Self::take_changed).
+    pub fn track_changes(&self) {
+        let mut changed = self
+            .0
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        changed.get_or_insert_with(HashSet::default);
+    }
+
+    /// The exporters whose names were written since the last call (none when changes are
+    /// not tracked).
+    pub fn take_changed(&self) -> Vec<IpAddr> {
+        let mut changed = self
+            .0
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        changed
+            .as_mut()
+            .map(|changed| changed.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every name `exporter` announced: (domain, ifIndex, names).
+    pub fn names_of(&self, exporter: IpAddr) -> Vec<(DomainKey, u32, Arc<InterfaceName>)> {
+        self.names().get(&exporter).map_or_else(Vec::new, |names| {
+            names
+                .iter()
+                .map(|(&(domain, if_index), names)| (domain, if_index, names.clone()))
+                .collect()
+        })
+    }
+
+    /// Replaces every name of `exporter` with `names` (none: forgets it).
+    pub fn replace(
+        &self,
+        exporter: IpAddr,
+        names: impl IntoIterator<Item = (DomainKey, u32, Arc<InterfaceName>)>,
+    ) {
+        let entries: HashMap<_, _> = names
+            .into_iter()
+            .map(|(domain, if_index, names)| ((domain, if_index), names))
+            .collect();
+        let mut map = self.names_mut();
+        if entries.is_empty() {
+            map.remove(&exporter);
+        } else {
+            map.insert(exporter, entries);
+        }
+        drop(map);
+        self.touch(exporter);
+    }
+
     /// Sets the name and description `exporter` announced for `if_index` in `domain`.
     pub fn set(
         &self,
@@ -50,16 +136,17 @@ impl InterfaceDirectory {
         if_index: u32,
         names: Arc<InterfaceName>,
     ) {
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        map.entry(exporter)
+        self.names_mut()
+            .entry(exporter)
             .or_default()
             .insert((domain, if_index), names);
+        self.touch(exporter);
     }
 
     /// Forgets every name of `exporter` (its decoder stopped tracking it).
     pub fn forget(&self, exporter: IpAddr) {
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        map.remove(&exporter);
+        self.names_mut().remove(&exporter);
+        self.touch(exporter);
     }
 
     /// The names of the interfaces of a record from `exporter` (the address the record
@@ -68,7 +155,7 @@ impl InterfaceDirectory {
         if interfaces.in_if == 0 && interfaces.out_if == 0 {
             return NamedInterfaces::default();
         }
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let map = self.names();
         let Some(names) = map.get(&exporter) else {
             return NamedInterfaces::default();
         };
@@ -85,8 +172,7 @@ impl InterfaceDirectory {
 
     /// Names held, all exporters.
     pub fn len(&self) -> usize {
-        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        map.values().map(HashMap::len).sum()
+        self.names().values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,5 +227,36 @@ mod tests {
             directory.lookup(router, &record),
             NamedInterfaces::default()
         );
+    }
+
+    #[test]
+    fn changes_are_tracked_once_asked_and_a_replica_takes_them_whole() {
+        let directory = InterfaceDirectory::default();
+        let (router, other): (IpAddr, IpAddr) =
+            ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let domain = (FlowKind::Ipfix, 1);
+        directory.set(router, domain, 1, names("before"));
+        assert!(directory.take_changed().is_empty(), "not tracked yet");
+        directory.track_changes();
+        directory.set(router, domain, 1, names("xe-0/0/0"));
+        directory.set(router, domain, 2, names("xe-0/0/1"));
+        directory.forget(other);
+        let mut changed = directory.take_changed();
+        changed.sort();
+        assert_eq!(changed, [router, other]);
+        assert!(directory.take_changed().is_empty());
+
+        let replica = InterfaceDirectory::default();
+        replica.set(router, domain, 9, names("gone"));
+        replica.replace(router, directory.names_of(router));
+        let mut held: Vec<_> = replica
+            .names_of(router)
+            .into_iter()
+            .map(|(_, if_index, names)| (if_index, names.name.to_string()))
+            .collect();
+        held.sort();
+        assert_eq!(held, [(1, "xe-0/0/0".into()), (2, "xe-0/0/1".into())]);
+        replica.replace(router, []);
+        assert!(replica.is_empty());
     }
 }

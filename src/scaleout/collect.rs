@@ -5,7 +5,9 @@
 //! shards) keyed by that host; and the collector's clock, as a watermark into every
 //! partition: when it starts, at every tick of it (in the stream of records, where the
 //! one-process pipeline ticks its shards), every `scaleout.watermark_interval_ms`, and with
-//! `end` set when the collector stops. Transit and internal records, and records the
+//! `end` set when the collector stops; and an exporter's interface names (options data)
+//! into every partition whenever it writes them, before the records of that datagram, so
+//! that detectors name their alerts' interfaces. Transit and internal records, and records the
 //! exporters' clocks reject (too late, dated ahead), are counted here and not published.
 //!
 //! One thread receives, decodes and produces; librdkafka batches (`linger.ms`) and
@@ -29,6 +31,7 @@ use super::encoding::{self, Watermark};
 use super::metrics::{CollectCounters, ScaleoutMetrics};
 use crate::config::Config;
 use crate::daemon::{BoundSockets, Control};
+use crate::decode::directory::InterfaceDirectory;
 use crate::pipeline::{Ingest, Routed};
 use crate::sink::kafka::KafkaConfig;
 use crate::sink::kafka::producer::client_config;
@@ -43,7 +46,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_secs(1);
 /// How long the end waits for librdkafka to deliver what it holds.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Counts delivery reports (records vs watermarks by the opaque flag).
+/// Counts delivery reports (records vs watermarks and interface names by the opaque flag).
 pub struct CollectContext {
     counters: Arc<CollectCounters>,
 }
@@ -51,7 +54,7 @@ pub struct CollectContext {
 impl ClientContext for CollectContext {}
 
 impl ProducerContext for CollectContext {
-    /// `true` for a record, `false` for a watermark.
+    /// `true` for a record, `false` for a watermark or interface names.
     type DeliveryOpaque = Box<bool>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, is_record: Box<bool>) {
@@ -134,6 +137,26 @@ impl Publisher {
             &self.counters.watermarks_dropped
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends every partition the names of each exporter that wrote its interface names
+    /// since the last look, before the records of the datagram that carried them.
+    fn publish_interfaces(&mut self, directory: &InterfaceDirectory) {
+        for exporter in directory.take_changed() {
+            let names = directory.names_of(exporter);
+            self.buffer.clear();
+            encoding::encode_interfaces(exporter, &names, &mut self.buffer);
+            let mut key = String::with_capacity(40);
+            push_address(&mut key, exporter);
+            for partition in 0..self.partitions {
+                let counter = if self.send(partition, key.as_bytes(), false) {
+                    &self.counters.interface_messages
+                } else {
+                    &self.counters.interface_messages_dropped
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Sends every partition its batch, in order (records, and a watermark for a tick),
@@ -221,6 +244,11 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
     {
         warn!("{error:#}; starting without saved templates");
     }
+    // The detectors name their alerts' interfaces from what this directory publishes
+    // (the names loaded with the state go out with the first datagram).
+    let interface_names = InterfaceDirectory::default();
+    interface_names.track_changes();
+    ingest.share_interface_names(interface_names.clone());
     let mut publisher = Publisher {
         producer,
         topic,
@@ -241,6 +269,7 @@ pub fn run(config: &Config, sockets: BoundSockets, control: Control) -> anyhow::
         sockets
             .receive(wait, |exporter, received_ns, payload| {
                 ingest.push_datagram(exporter, received_ns, payload);
+                publisher.publish_interfaces(&interface_names);
                 publisher.publish(ingest);
             })
             .unwrap_or_else(|error| {

@@ -46,6 +46,7 @@ use super::encoding::{self, FlowsMessage, MessageError};
 use super::metrics::{ConsumeSnapshot, PartitionFigures, ScaleoutMetrics};
 use crate::config::Config;
 use crate::daemon::Control;
+use crate::decode::directory::InterfaceDirectory;
 use crate::detect::Alert;
 use crate::enrich::Enricher;
 use crate::pipeline::{PipelineCounters, Routed, Shard, sum_state_dropped};
@@ -272,6 +273,9 @@ struct Member<'a> {
     retired: PipelineCounters,
     /// `scaleout.instance_id`, named in the checkpoints.
     instance_id: String,
+    /// The exporters' interface names the collectors published, for the alerts of every
+    /// partition owned.
+    interface_names: InterfaceDirectory,
 }
 
 /// Whether `since` (or else `start`) is `every` ago.
@@ -364,7 +368,15 @@ impl Member<'_> {
             self.owned.insert(
                 partition,
                 Owned {
-                    shard: Shard::new(self.config, self.enricher.clone(), self.partitions as usize),
+                    shard: {
+                        let mut shard = Shard::new(
+                            self.config,
+                            self.enricher.clone(),
+                            self.partitions as usize,
+                        );
+                        shard.name_interfaces_from(self.interface_names.clone());
+                        shard
+                    },
                     clock: PartitionClock::new(
                         self.config.flow.tick_s,
                         scaleout.collector_timeout_s,
@@ -461,6 +473,20 @@ impl Member<'_> {
                 owned
                     .shard
                     .run_batch(&[Routed::Record { record, now_ms }], &mut self.alerts);
+            }
+            Ok(FlowsMessage::Interfaces((exporter, names))) => {
+                self.figures.interface_name_messages += 1;
+                // Bounded as the collectors' decoders are, each of its own exporters'.
+                let most = self.config.decoder.max_interface_names
+                    * self.config.scaleout.max_collectors.max(1);
+                let held = self.interface_names.len();
+                let replaced = self.interface_names.names_of(exporter).len();
+                if held - replaced + names.len() > most {
+                    self.figures.interface_names_refused += names.len() as u64;
+                } else {
+                    self.interface_names.replace(exporter, names);
+                }
+                self.figures.interface_names = self.interface_names.len() as u64;
             }
             Ok(FlowsMessage::Watermark(watermark)) => {
                 self.figures.watermarks += 1;
@@ -814,6 +840,7 @@ fn consume(
         figures: ConsumeSnapshot::default(),
         retired: PipelineCounters::default(),
         instance_id: member,
+        interface_names: InterfaceDirectory::default(),
     };
     let every = Duration::from_millis(config.scaleout.checkpoint_interval_ms);
     let mut last_publish = Instant::now();

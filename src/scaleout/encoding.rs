@@ -1,8 +1,8 @@
 //! scaleout encoding: the messages of the flows topic (`exflow.flows.v1`) between `exflow
 //! collect` and `exflow detect`, as documented in `schemas/flows.v1.md`. Every message is
 //! two header bytes, the schema version (1) and the kind, then a protobuf body: a record
-//! oriented inside -> outside and stamped with its exporter's clock (kind 1), or a
-//! collector's watermark (kind 2). The flows topic is a trust boundary like a socket: a
+//! oriented inside -> outside and stamped with its exporter's clock (kind 1), a
+//! collector's watermark (kind 2), or an exporter's interface names (kind 3). The flows topic is a trust boundary like a socket: a
 //! message that does not decode, or decodes to impossible values, is an error the caller
 //! counts and skips.
 
@@ -10,12 +10,22 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use prost::Message;
 
+use crate::decode::FlowKind;
+use crate::decode::directory::InterfaceRef;
+use crate::decode::exporter::InterfaceName;
 use crate::flow::Oriented;
 
 /// The first byte of every message: a breaking change gets a new version (and topic).
 pub const SCHEMA_VERSION: u8 = 1;
 const KIND_RECORD: u8 = 1;
 const KIND_WATERMARK: u8 = 2;
+const KIND_INTERFACES: u8 = 3;
+/// The most interface names one message may carry (a collector's decoder holds at most
+/// `decoder.max_interface_names` of every exporter's, 65,536 by default).
+pub const MAX_INTERFACE_NAMES: usize = 65_536;
+/// The longest interface name or description a message may carry, bytes (a decoder keeps
+/// 64 of each).
+pub const MAX_INTERFACE_TEXT_BYTES: usize = 255;
 /// The longest collector id a watermark may carry, bytes.
 pub const MAX_COLLECTOR_ID_BYTES: usize = 255;
 
@@ -63,7 +73,51 @@ pub struct OrientedRecord {
     /// The exporter says the connection is over (a teardown, a flow end reason).
     #[prost(bool, tag = "18")]
     pub ends: bool,
+    /// The export protocol's version (5, 9, 10 for IPFIX...) and observation domain (source
+    /// id) of the record's interfaces; with `in_if`/`out_if` (0: not sent), what an
+    /// exporter's interface names (kind 3) are looked up by.
+    #[prost(uint32, tag = "19")]
+    pub version: u32,
+    #[prost(uint32, tag = "20")]
+    pub observation_domain: u32,
+    #[prost(uint32, tag = "21")]
+    pub in_if: u32,
+    #[prost(uint32, tag = "22")]
+    pub out_if: u32,
 }
+
+/// The interface names an exporter announced (options data), published by the collector
+/// that decodes it whenever the exporter writes them (routers resend their tables every
+/// few minutes), before the records that follow: all of them, replacing what a detector
+/// held for the exporter (none: it forgot them).
+#[derive(Clone, PartialEq, Message)]
+pub struct InterfaceNames {
+    #[prost(bytes = "vec", tag = "1")]
+    pub exporter: Vec<u8>,
+    #[prost(message, repeated, tag = "2")]
+    pub names: Vec<InterfaceEntry>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct InterfaceEntry {
+    /// The export protocol's version, as in a record.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(uint32, tag = "2")]
+    pub observation_domain: u32,
+    #[prost(uint32, tag = "3")]
+    pub if_index: u32,
+    #[prost(string, tag = "4")]
+    pub name: String,
+    #[prost(string, tag = "5")]
+    pub description: String,
+}
+
+/// An exporter's interface names, decoded: (domain, ifIndex, names).
+pub type ExporterInterfaces = (
+    IpAddr,
+    Vec<((FlowKind, u32), u32, std::sync::Arc<InterfaceName>)>,
+);
 
 /// A collector's event clock, published into every partition.
 #[derive(Clone, PartialEq, Message)]
@@ -88,6 +142,7 @@ pub struct Watermark {
 pub enum FlowsMessage {
     Record { record: Oriented, now_ms: u64 },
     Watermark(Watermark),
+    Interfaces(ExporterInterfaces),
 }
 
 /// Why a message was skipped: a metric label.
@@ -102,7 +157,7 @@ pub enum MessageError {
     /// The protobuf body does not decode.
     Body,
     /// An address of neither 4 nor 16 bytes, a port or protocol out of range, an empty
-    /// or oversized collector id.
+    /// or oversized collector id, an unknown protocol version, too many interface names.
     Value,
 }
 
@@ -124,6 +179,30 @@ impl MessageError {
             MessageError::Value => "value",
         }
     }
+}
+
+/// The version number a protocol's packets carry.
+fn protocol_version(kind: FlowKind) -> u32 {
+    match kind {
+        FlowKind::NetflowV1 => 1,
+        FlowKind::NetflowV5 => 5,
+        FlowKind::NetflowV7 => 7,
+        FlowKind::NetflowV9 => 9,
+        FlowKind::Ipfix => 10,
+        FlowKind::Sflow5 => 0x5f05,
+    }
+}
+
+fn flow_kind(version: u32) -> Result<FlowKind, MessageError> {
+    Ok(match version {
+        1 => FlowKind::NetflowV1,
+        5 => FlowKind::NetflowV5,
+        7 => FlowKind::NetflowV7,
+        9 => FlowKind::NetflowV9,
+        10 => FlowKind::Ipfix,
+        0x5f05 => FlowKind::Sflow5,
+        _ => return Err(MessageError::Value),
+    })
 }
 
 fn octets(address: IpAddr) -> Vec<u8> {
@@ -165,6 +244,10 @@ pub fn encode_record(record: &Oriented, now_ms: u64, out: &mut Vec<u8>) {
         exporter_clock_ms: now_ms,
         continues: record.continues,
         ends: record.ends,
+        version: protocol_version(record.interfaces.domain.0),
+        observation_domain: record.interfaces.domain.1,
+        in_if: record.interfaces.in_if,
+        out_if: record.interfaces.out_if,
     };
     // Encoding into a Vec cannot fail: it grows.
     let _ = body.encode(out);
@@ -174,6 +257,30 @@ pub fn encode_record(record: &Oriented, now_ms: u64, out: &mut Vec<u8>) {
 pub fn encode_watermark(watermark: &Watermark, out: &mut Vec<u8>) {
     out.extend_from_slice(&[SCHEMA_VERSION, KIND_WATERMARK]);
     let _ = watermark.encode(out);
+}
+
+/// Appends a message of `exporter`'s interface names to `out`.
+pub fn encode_interfaces(
+    exporter: IpAddr,
+    names: &[((FlowKind, u32), u32, std::sync::Arc<InterfaceName>)],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&[SCHEMA_VERSION, KIND_INTERFACES]);
+    let body = InterfaceNames {
+        exporter: octets(exporter),
+        names: names
+            .iter()
+            .take(MAX_INTERFACE_NAMES)
+            .map(|((kind, domain), if_index, names)| InterfaceEntry {
+                version: protocol_version(*kind),
+                observation_domain: *domain,
+                if_index: *if_index,
+                name: names.name.to_string(),
+                description: names.description.to_string(),
+            })
+            .collect(),
+    };
+    let _ = body.encode(out);
 }
 
 /// Decodes a message, checking every value.
@@ -212,9 +319,15 @@ pub fn decode(payload: &[u8]) -> Result<FlowsMessage, MessageError> {
                 from_inside: m.from_inside,
                 continues: m.continues,
                 ends: m.ends,
-                // The stream carries no interface numbers (names stay in the collecting
-                // process): scale-out alerts name no interfaces.
-                interfaces: Default::default(),
+                interfaces: InterfaceRef {
+                    // A record of an older collector carries no version: no names.
+                    domain: (
+                        flow_kind(m.version).unwrap_or_default(),
+                        m.observation_domain,
+                    ),
+                    in_if: m.in_if,
+                    out_if: m.out_if,
+                },
             };
             Ok(FlowsMessage::Record {
                 record,
@@ -227,6 +340,33 @@ pub fn decode(payload: &[u8]) -> Result<FlowsMessage, MessageError> {
                 return Err(MessageError::Value);
             }
             Ok(FlowsMessage::Watermark(m))
+        }
+        KIND_INTERFACES => {
+            let m = InterfaceNames::decode(body).map_err(|_| MessageError::Body)?;
+            if m.names.len() > MAX_INTERFACE_NAMES {
+                return Err(MessageError::Value);
+            }
+            let names = m
+                .names
+                .into_iter()
+                .map(|entry| {
+                    if entry.name.len() > MAX_INTERFACE_TEXT_BYTES
+                        || entry.description.len() > MAX_INTERFACE_TEXT_BYTES
+                    {
+                        return Err(MessageError::Value);
+                    }
+                    let names = InterfaceName {
+                        name: entry.name.into(),
+                        description: entry.description.into(),
+                    };
+                    Ok((
+                        (flow_kind(entry.version)?, entry.observation_domain),
+                        entry.if_index,
+                        std::sync::Arc::new(names),
+                    ))
+                })
+                .collect::<Result<_, MessageError>>()?;
+            Ok(FlowsMessage::Interfaces((address(&m.exporter)?, names)))
         }
         _ => Err(MessageError::Kind),
     }
@@ -285,6 +425,62 @@ mod tests {
         encode_watermark(&watermark, &mut bytes);
         assert_eq!(&bytes[..2], &[1, 2]);
         assert_eq!(decode(&bytes), Ok(FlowsMessage::Watermark(watermark)));
+    }
+
+    #[test]
+    fn a_record_carries_its_interfaces_and_an_exporters_names_round_trip() {
+        let named = Oriented {
+            interfaces: InterfaceRef {
+                domain: (FlowKind::NetflowV9, 2177),
+                in_if: 162,
+                out_if: 102,
+            },
+            ..record()
+        };
+        let mut bytes = Vec::new();
+        encode_record(&named, 1, &mut bytes);
+        assert_eq!(
+            decode(&bytes),
+            Ok(FlowsMessage::Record {
+                record: named,
+                now_ms: 1
+            })
+        );
+        let router: IpAddr = "192.0.2.7".parse().unwrap();
+        let names = vec![(
+            (FlowKind::Ipfix, 4),
+            162,
+            std::sync::Arc::new(InterfaceName {
+                name: "xe-0/0/0".into(),
+                description: "to AS64500".into(),
+            }),
+        )];
+        let mut bytes = Vec::new();
+        encode_interfaces(router, &names, &mut bytes);
+        assert_eq!(&bytes[..2], &[1, 3]);
+        assert_eq!(
+            decode(&bytes),
+            Ok(FlowsMessage::Interfaces((router, names)))
+        );
+        // An exporter that forgot its names: none.
+        let mut bytes = Vec::new();
+        encode_interfaces(router, &[], &mut bytes);
+        assert_eq!(
+            decode(&bytes),
+            Ok(FlowsMessage::Interfaces((router, Vec::new())))
+        );
+        // A protocol version no exporter sends.
+        let mut bad = vec![1, 3];
+        InterfaceNames {
+            exporter: vec![192, 0, 2, 7],
+            names: vec![InterfaceEntry {
+                version: 4,
+                ..InterfaceEntry::default()
+            }],
+        }
+        .encode(&mut bad)
+        .unwrap();
+        assert_eq!(decode(&bad), Err(MessageError::Value));
     }
 
     #[test]

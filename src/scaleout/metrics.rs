@@ -15,12 +15,18 @@ pub struct CollectCounters {
     pub published: AtomicU64,
     /// Records dropped because the producer's queue stayed full.
     pub dropped: AtomicU64,
-    /// Records and watermarks that failed delivery after librdkafka's retries.
+    /// Messages (records, watermarks, interface names) that failed delivery after
+    /// librdkafka's retries.
     pub failed: AtomicU64,
     /// Watermarks handed to the producer (one per partition each time).
     pub watermarks: AtomicU64,
     /// Watermarks dropped at a full producer queue.
     pub watermarks_dropped: AtomicU64,
+    /// Messages of an exporter's interface names handed to the producer (one per
+    /// partition each time the exporter writes them).
+    pub interface_messages: AtomicU64,
+    /// Messages of interface names dropped at a full producer queue.
+    pub interface_messages_dropped: AtomicU64,
     /// The collector's table clock, ms.
     pub clock_ms: AtomicU64,
     /// Partitions of the flows topic.
@@ -61,6 +67,13 @@ pub struct ConsumeSnapshot {
     pub collectors: BTreeMap<String, u64>,
     /// Watermarks ignored at `scaleout.max_collectors`.
     pub ignored_watermarks: u64,
+    /// Messages of an exporter's interface names read.
+    pub interface_name_messages: u64,
+    /// Interface names held, all exporters (for the alerts' `in_if_name` and the like).
+    pub interface_names: u64,
+    /// Interface names not taken: the detector held `decoder.max_interface_names` times
+    /// `scaleout.max_collectors` already.
+    pub interface_names_refused: u64,
     pub checkpoints: u64,
     /// States handed to the state writer, and the messages it sent of them.
     pub state_checkpoints: u64,

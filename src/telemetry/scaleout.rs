@@ -25,7 +25,7 @@ pub(super) const COLLECT: &[Row] = &[
     Row {
         name: "exflow_collect_failed_messages_total",
         kind: "counter",
-        help: "Records and watermarks that failed delivery after retries.",
+        help: "Records, watermarks and interface names that failed delivery after retries.",
         read: Read::Samples(|v| v.collect(|c| &c.failed)),
     },
     Row {
@@ -39,6 +39,18 @@ pub(super) const COLLECT: &[Row] = &[
         kind: "counter",
         help: "Watermarks dropped at a full producer queue.",
         read: Read::Samples(|v| v.collect(|c| &c.watermarks_dropped)),
+    },
+    Row {
+        name: "exflow_collect_interface_name_messages_total",
+        kind: "counter",
+        help: "Messages of an exporter's interface names produced, one per partition each time.",
+        read: Read::Samples(|v| v.collect(|c| &c.interface_messages)),
+    },
+    Row {
+        name: "exflow_collect_dropped_interface_name_messages_total",
+        kind: "counter",
+        help: "Messages of interface names dropped at a full producer queue.",
+        read: Read::Samples(|v| v.collect(|c| &c.interface_messages_dropped)),
     },
     Row {
         name: "exflow_collect_partitions",
@@ -177,6 +189,24 @@ pub(super) const CONSUME: &[Row] = &[
         kind: "counter",
         help: "Messages of partitions' states written to the state topic.",
         read: Read::Samples(|v| v.consume(|s| one(s.state_messages))),
+    },
+    Row {
+        name: "exflow_consume_interface_name_messages_total",
+        kind: "counter",
+        help: "Messages of an exporter's interface names read from the flows topic.",
+        read: Read::Samples(|v| v.consume(|s| one(s.interface_name_messages))),
+    },
+    Row {
+        name: "exflow_consume_interface_names",
+        kind: "gauge",
+        help: "Interface names held for the alerts, all exporters.",
+        read: Read::Samples(|v| v.consume(|s| one(s.interface_names))),
+    },
+    Row {
+        name: "exflow_consume_interface_names_refused_total",
+        kind: "counter",
+        help: "Interface names not taken: decoder.max_interface_names x scaleout.max_collectors held.",
+        read: Read::Samples(|v| v.consume(|s| one(s.interface_names_refused))),
     },
     Row {
         name: "exflow_consume_partial_states_total",

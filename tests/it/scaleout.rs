@@ -826,3 +826,72 @@ fn a_new_owner_restores_the_newest_complete_state_and_counts_a_partial_one() {
         .count();
     assert_eq!(one.records, partition_1_messages as u64 + 2);
 }
+
+/// Interface names across machines: the Cisco ASR 9000's options and flow datagrams
+/// (logstash's fixtures) to a collector, one detector: the collector publishes the router's
+/// names before the records of the datagram that carried them, and the detector's
+/// bulk_egress alert on 10.0.4.212 names its interfaces as `exflow run`'s does (in on
+/// ifIndex 162 "Bundle-Ether2", out on 102 "TenGigE0_6_0_0").
+#[test]
+fn a_detectors_alerts_name_the_interfaces_the_collectors_exporters_announced() {
+    let mut topics = Topics::new("cooperative-sticky");
+    topics.extra = "[rules.bulk_egress]\nmin_bytes_out = 500\n".into();
+    let inside = ["--inside", "10.0.4.212/32"];
+    let spool = temp_dir("spool-names-detect");
+    let detector = Daemon::start_command(
+        "detect",
+        &topics.config(&spool),
+        &[&["--instance-id", "detect-names"][..], &inside[..]].concat(),
+    );
+    wait_until(
+        "the detector owns every partition",
+        Duration::from_secs(60),
+        || detector.metric("exflow_consume_partitions") == 4.0,
+    );
+    let spool = temp_dir("spool-names-collect");
+    let collector = Daemon::start_command(
+        "collect",
+        &topics.config(&spool),
+        &[&["--collector-id", "site-a"][..], &inside[..]].concat(),
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for name in [
+        "netflow9_test_cisco_asr9k_opttpl256",
+        "netflow9_test_cisco_asr9k_data256",
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ] {
+        let bytes = std::fs::read(crate::support::data(&format!("logstash/{name}.dat"))).unwrap();
+        socket
+            .send_to(&bytes, ("127.0.0.1", collector.udp_port))
+            .unwrap();
+    }
+    wait_until("all records are decoded", Duration::from_secs(30), || {
+        collector.metric("exflow_decode_records_total") == 21.0
+    });
+    let messages = consume(&topics.brokers, &topics.alerts, 1, Duration::from_secs(60));
+    let bulk: Vec<_> = messages
+        .iter()
+        .filter(|m| m.alert["rule"] == "bulk_egress")
+        .collect();
+    assert_eq!(bulk.len(), 1, "{messages:?}");
+    let alert = &bulk[0].alert;
+    assert_eq!(alert["inside_addr"], "10.0.4.212");
+    assert_eq!(alert["in_if_description"], "Bundle-Ether2");
+    assert_eq!(alert["out_if_description"], "TenGigE0_6_0_0");
+    // Once per partition, each time the router wrote its names.
+    let published = collector.metric("exflow_collect_interface_name_messages_total");
+    assert!(published >= 4.0 && published % 4.0 == 0.0, "{published}");
+    wait_until(
+        "the detector read them all",
+        Duration::from_secs(30),
+        || detector.metric("exflow_consume_interface_name_messages_total") == published,
+    );
+    assert!(detector.metric("exflow_consume_interface_names") > 0.0);
+    assert_eq!(
+        detector.metric("exflow_consume_interface_names_refused_total"),
+        0.0
+    );
+    collector.stop();
+    detector.stop();
+}
