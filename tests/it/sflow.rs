@@ -468,3 +468,57 @@ fn counter_datagram_with_processor_and_unknown_records() {
     let c = find(912);
     assert_eq!((c.in_octets, c.out_octets), (9_805_092_084, 8_075_321_090));
 }
+
+/// The border mix as a switch of a VXLAN fabric samples it on an underlay link: every frame
+/// inside a VXLAN packet between two tunnel endpoints (192.0.2.1 to 192.0.2.2, VNI 5001,
+/// `scripts/vxlan-wrap.py`), sampled 1 in 10 by pmacct's sfprobe (a real exporter; its
+/// export captured, see tests/data/README.md). Each sample is read for its inner frame, so
+/// the records and the alerts are the tenant hosts' as without the overlay: read as the
+/// outer headers say, every sample would be one conversation between the endpoints, neither
+/// of them inside, and nothing would alert.
+#[test]
+fn vxlan_underlay_samples_are_read_for_the_inner_hosts() {
+    const CAPTURE: &str = "sflow/pmacct_sfprobe_vxlan_border_mix.pcap";
+    let (records, counters) = decode_capture(CAPTURE);
+    // tshark: 741 datagrams, 4,452 flow samples, sampling rate 10.
+    assert_eq!(records.len(), 4452);
+    assert_eq!(counters.datagrams, 741);
+    assert_eq!((counters.lost_datagrams, counters.errors.total()), (0, 0));
+    let endpoints: [IpAddr; 2] = [ip("192.0.2.1"), ip("192.0.2.2")];
+    assert!(
+        records
+            .iter()
+            .all(|r| !endpoints.contains(&r.src_addr) && !endpoints.contains(&r.dst_addr)),
+        "no record is the tunnel's own"
+    );
+    assert!(records.iter().all(|r| r.sampling_rate == 10));
+    // The first sampled frame, as tshark reads its inner headers.
+    let dns = records
+        .iter()
+        .find(|r| r.src_addr == ip("10.10.0.53") && r.dst_addr == ip("8.8.8.8"))
+        .expect("a sampled DNS query of 10.10.0.53");
+    assert_eq!((dns.proto, dns.dst_port), (17, 53));
+    let (alerts, _) = crate::support::replay(&[CAPTURE], &crate::support::border_config(), 1);
+    let got: std::collections::BTreeSet<_> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a.rule,
+                a.inside_addr.to_string(),
+                a.outside_addr.to_string(),
+            )
+        })
+        .collect();
+    // The volume alerts of the live sfprobe export without the overlay (tests/it/daemon.rs).
+    let want: std::collections::BTreeSet<_> = [
+        ("bulk_egress", "10.10.20.15", "5.255.255.77"),
+        ("bulk_egress", "10.10.20.16", "39.156.66.10"),
+        ("bulk_egress", "2001:db8:10:1::25", "2a02:6b8:a::a"),
+        ("dns_tunnel", "10.10.40.23", "77.88.8.8"),
+        ("dns_tunnel", "10.10.40.24", "114.114.114.114"),
+    ]
+    .into_iter()
+    .map(|(rule, inside, outside)| (rule, inside.to_string(), outside.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
