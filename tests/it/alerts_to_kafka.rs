@@ -291,13 +291,7 @@ fn flows_and_alerts_carry_interface_names_from_options_data() {
     );
     let daemon = Daemon::start(&config, &["--inside", "10.0.4.212/32"]);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for name in [
-        "netflow9_test_cisco_asr9k_opttpl256",
-        "netflow9_test_cisco_asr9k_data256",
-        "netflow9_test_cisco_asr9k_tpl260",
-        "netflow9_test_cisco_asr9k_data260",
-    ] {
-        let bytes = std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap();
+    for bytes in crate::support::asr9k_datagrams_with_interface_names() {
         socket
             .send_to(&bytes, ("127.0.0.1", daemon.udp_port))
             .unwrap();

@@ -278,15 +278,7 @@ fn raw_ipv4_pcap(source: [u8; 4], payloads: &[Vec<u8>]) -> Vec<u8> {
 /// descriptions (logstash's fixtures, options first) beside `in_if` / `out_if`.
 #[test]
 fn decode_prints_interface_names_from_options_data() {
-    let payloads: Vec<Vec<u8>> = [
-        "netflow9_test_cisco_asr9k_opttpl256",
-        "netflow9_test_cisco_asr9k_data256",
-        "netflow9_test_cisco_asr9k_tpl260",
-        "netflow9_test_cisco_asr9k_data260",
-    ]
-    .iter()
-    .map(|name| std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap())
-    .collect();
+    let payloads = crate::support::asr9k_datagrams_with_interface_names();
     let path = std::env::temp_dir().join(format!("exflow-asr9k-{}.pcap", std::process::id()));
     std::fs::write(&path, raw_ipv4_pcap([192, 0, 2, 7], &payloads)).unwrap();
     let output = exflow().arg("decode").arg(&path).output().unwrap();

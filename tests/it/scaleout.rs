@@ -855,13 +855,7 @@ fn a_detectors_alerts_name_the_interfaces_the_collectors_exporters_announced() {
         &[&["--collector-id", "site-a"][..], &inside[..]].concat(),
     );
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for name in [
-        "netflow9_test_cisco_asr9k_opttpl256",
-        "netflow9_test_cisco_asr9k_data256",
-        "netflow9_test_cisco_asr9k_tpl260",
-        "netflow9_test_cisco_asr9k_data260",
-    ] {
-        let bytes = std::fs::read(crate::support::data(&format!("logstash/{name}.dat"))).unwrap();
+    for bytes in crate::support::asr9k_datagrams_with_interface_names() {
         socket
             .send_to(&bytes, ("127.0.0.1", collector.udp_port))
             .unwrap();

@@ -11,6 +11,21 @@ pub fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The Cisco ASR 9000's datagrams of logstash's fixtures, options first: its interface
+/// descriptions (options template 256 and data), then a template and 21 flow records naming
+/// ifIndexes 162 ("Bundle-Ether2") and 102 ("TenGigE0_6_0_0") among others.
+pub fn asr9k_datagrams_with_interface_names() -> Vec<Vec<u8>> {
+    [
+        "netflow9_test_cisco_asr9k_opttpl256",
+        "netflow9_test_cisco_asr9k_data256",
+        "netflow9_test_cisco_asr9k_tpl260",
+        "netflow9_test_cisco_asr9k_data260",
+    ]
+    .iter()
+    .map(|name| std::fs::read(data(&format!("logstash/{name}.dat"))).unwrap())
+    .collect()
+}
+
 /// Every UDP payload of a capture with its source address and capture time.
 pub fn datagrams(name: &str) -> Vec<(std::net::IpAddr, u64, Vec<u8>)> {
     let mut all = Vec::new();
