@@ -38,6 +38,9 @@ pub struct NamedInterfaces {
 
 type Names = HashMap<IpAddr, HashMap<(DomainKey, u32), Arc<InterfaceName>>>;
 
+/// One name an exporter announced: (observation domain, ifIndex, name and description).
+pub type NamedInterface = (DomainKey, u32, Arc<InterfaceName>);
+
 /// A cheap `Clone` handle on the names all decoders of a process announced, by exporter,
 /// then (observation domain, ifIndex). Each decoder keeps at most
 /// `decoder.max_interface_names` of its own, so this holds at most that many per decoder
@@ -99,7 +102,7 @@ impl InterfaceDirectory {
     }
 
     /// Every name `exporter` announced: (domain, ifIndex, names).
-    pub fn names_of(&self, exporter: IpAddr) -> Vec<(DomainKey, u32, Arc<InterfaceName>)> {
+    pub fn names_of(&self, exporter: IpAddr) -> Vec<NamedInterface> {
         self.names().get(&exporter).map_or_else(Vec::new, |names| {
             names
                 .iter()
@@ -109,11 +112,7 @@ impl InterfaceDirectory {
     }
 
     /// Replaces every name of `exporter` with `names` (none: forgets it).
-    pub fn replace(
-        &self,
-        exporter: IpAddr,
-        names: impl IntoIterator<Item = (DomainKey, u32, Arc<InterfaceName>)>,
-    ) {
+    pub fn replace(&self, exporter: IpAddr, names: impl IntoIterator<Item = NamedInterface>) {
         let entries: HashMap<_, _> = names
             .into_iter()
             .map(|(domain, if_index, names)| ((domain, if_index), names))
@@ -173,6 +172,11 @@ impl InterfaceDirectory {
     /// Names held, all exporters.
     pub fn len(&self) -> usize {
         self.names().values().map(HashMap::len).sum()
+    }
+
+    /// Names held of `exporter`.
+    pub fn len_of(&self, exporter: IpAddr) -> usize {
+        self.names().get(&exporter).map_or(0, HashMap::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -256,6 +260,8 @@ mod tests {
             .collect();
         held.sort();
         assert_eq!(held, [(1, "xe-0/0/0".into()), (2, "xe-0/0/1".into())]);
+        assert_eq!(replica.len_of(router), 2);
+        assert_eq!(replica.len_of(other), 0);
         replica.replace(router, []);
         assert!(replica.is_empty());
     }

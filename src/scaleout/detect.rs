@@ -480,7 +480,7 @@ impl Member<'_> {
                 let most = self.config.decoder.max_interface_names
                     * self.config.scaleout.max_collectors.max(1);
                 let held = self.interface_names.len();
-                let replaced = self.interface_names.names_of(exporter).len();
+                let replaced = self.interface_names.len_of(exporter);
                 if held - replaced + names.len() > most {
                     self.figures.interface_names_refused += names.len() as u64;
                 } else {

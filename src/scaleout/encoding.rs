@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use prost::Message;
 
 use crate::decode::FlowKind;
-use crate::decode::directory::InterfaceRef;
+use crate::decode::directory::{InterfaceRef, NamedInterface};
 use crate::decode::exporter::InterfaceName;
 use crate::flow::Oriented;
 
@@ -113,11 +113,8 @@ pub struct InterfaceEntry {
     pub description: String,
 }
 
-/// An exporter's interface names, decoded: (domain, ifIndex, names).
-pub type ExporterInterfaces = (
-    IpAddr,
-    Vec<((FlowKind, u32), u32, std::sync::Arc<InterfaceName>)>,
-);
+/// An exporter's interface names, decoded.
+pub type ExporterInterfaces = (IpAddr, Vec<NamedInterface>);
 
 /// A collector's event clock, published into every partition.
 #[derive(Clone, PartialEq, Message)]
@@ -260,11 +257,7 @@ pub fn encode_watermark(watermark: &Watermark, out: &mut Vec<u8>) {
 }
 
 /// Appends a message of `exporter`'s interface names to `out`.
-pub fn encode_interfaces(
-    exporter: IpAddr,
-    names: &[((FlowKind, u32), u32, std::sync::Arc<InterfaceName>)],
-    out: &mut Vec<u8>,
-) {
+pub fn encode_interfaces(exporter: IpAddr, names: &[NamedInterface], out: &mut Vec<u8>) {
     out.extend_from_slice(&[SCHEMA_VERSION, KIND_INTERFACES]);
     let body = InterfaceNames {
         exporter: octets(exporter),
