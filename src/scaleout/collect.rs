@@ -7,8 +7,8 @@
 //! one-process pipeline ticks its shards), every `scaleout.watermark_interval_ms`, and with
 //! `end` set when the collector stops; and an exporter's interface names (options data)
 //! into every partition whenever it writes them, before the records of that datagram, so
-//! that detectors name their alerts' interfaces. Transit and internal records, and records the
-//! exporters' clocks reject (too late, dated ahead), are counted here and not published.
+//! that detectors name their alerts' interfaces. Transit and internal records, and records
+//! the exporters' clocks reject (too late, dated ahead), are counted here and not published.
 //!
 //! One thread receives, decodes and produces; librdkafka batches (`linger.ms`) and
 //! compresses (lz4) on its own threads. A full producer queue is backpressure: the thread

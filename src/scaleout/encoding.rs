@@ -2,9 +2,9 @@
 //! collect` and `exflow detect`, as documented in `schemas/flows.v1.md`. Every message is
 //! two header bytes, the schema version (1) and the kind, then a protobuf body: a record
 //! oriented inside -> outside and stamped with its exporter's clock (kind 1), a
-//! collector's watermark (kind 2), or an exporter's interface names (kind 3). The flows topic is a trust boundary like a socket: a
-//! message that does not decode, or decodes to impossible values, is an error the caller
-//! counts and skips.
+//! collector's watermark (kind 2), or an exporter's interface names (kind 3). The flows
+//! topic is a trust boundary like a socket: a message that does not decode, or decodes to
+//! impossible values, is an error the caller counts and skips.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
