@@ -4,8 +4,8 @@
 //! with its state: the detector's state copied (`Shard::checkpoint`, on the consumer
 //! thread), that copy encoded to JSON and split into state messages of
 //! `scaleout.max_state_message_bytes` (on the checkpoint writer's thread), and a new
-//! owner's parse and restore of it (on its consumer thread). Prints the state's size and
-//! message count once.
+//! owner's parse of it (on a thread of its own) and restore (on its consumer thread).
+//! Prints the state's size and message count once.
 //!
 //! `cargo bench --bench checkpoint`
 
@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{Criterion, criterion_group, criterion_main};
 use exflow::config::Config;
 use exflow::decode::{FlowKind, FlowRecord};
+use exflow::detect::Detector;
 use exflow::pipeline::{Ingest, Shard};
 use exflow::scaleout::checkpoint::{StateChunk, state_messages};
 
@@ -99,18 +100,16 @@ fn checkpoint(c: &mut Criterion) {
     group.bench_function("split", |b| {
         b.iter(|| black_box(state_messages(&header, black_box(&bytes), max).unwrap()))
     });
-    // A new owner: the bytes read back parsed (the rebalance callback), then restored
-    // into the shard (when the partition reaches the state's offset); both on the
-    // consumer thread.
+    // A new owner: the bytes read back parsed into the rules' types (on a thread of its
+    // own), then taken into the shard when the partition reaches the state's offset (on
+    // the consumer thread).
     group.bench_function("parse", |b| {
-        b.iter(|| {
-            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&bytes)).unwrap())
-        })
+        b.iter(|| black_box(Detector::parse_checkpoint(black_box(&bytes)).unwrap()))
     });
     group.bench_function("restore", |b| {
         b.iter_batched(
-            || state.clone(),
-            |value| black_box(shard.restore(value).unwrap()),
+            || Detector::parse_checkpoint(&bytes).unwrap(),
+            |parsed| black_box(shard.restore(parsed)),
             criterion::BatchSize::LargeInput,
         )
     });

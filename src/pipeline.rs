@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::config::Config;
 use crate::decode::directory::InterfaceDirectory;
 use crate::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord, SamplingConfig};
-use crate::detect::{Alert, Detector, RULES, RecordEvent, Severity};
+use crate::detect::{Alert, Detector, ParsedCheckpoint, RULES, RecordEvent, Severity};
 use crate::enrich::Enricher;
 use crate::flow::clock::EventClock;
 use crate::flow::{FlowCounters, FlowTable, Orientation, Oriented, orient};
@@ -483,8 +483,9 @@ impl Shard {
         self.detector.checkpoint()
     }
 
-    /// Takes a checkpoint in place of what the records before it rebuilt.
-    pub fn restore(&mut self, checkpoint: serde_json::Value) -> anyhow::Result<usize> {
+    /// Takes a checkpoint ([`Detector::parse_checkpoint`]) in place of what the records
+    /// before it rebuilt; returns the entries restored.
+    pub fn restore(&mut self, checkpoint: ParsedCheckpoint) -> usize {
         self.detector.restore(checkpoint)
     }
 

@@ -36,7 +36,7 @@ use low_and_slow::LowAndSlowConfig;
 use new_destination::NewDestinationConfig;
 use profile::{EgressAnomalyConfig, ProfileConfig, RoleChangeConfig};
 use spread_egress::SpreadEgressConfig;
-pub use state::CheckpointSnapshot;
+pub use state::{CheckpointSnapshot, ParsedCheckpoint};
 use watchlist::WatchlistConfig;
 
 use crate::decode::directory::InterfaceRef;
@@ -252,7 +252,17 @@ pub trait Rule: Send {
     fn load_state(&mut self, _state: serde_json::Value, _keep: &dyn Fn(IpAddr) -> bool) -> usize {
         0
     }
+
+    /// [`load_state`](Rule::load_state) of a state decoded on another thread
+    /// ([`Detector::parse_checkpoint`]): only the taking in runs on the rule's.
+    fn load_parsed(&mut self, _state: ParsedState, _keep: &dyn Fn(IpAddr) -> bool) -> usize {
+        0
+    }
 }
+
+/// A rule's saved state decoded into the rule's own type, to be taken by
+/// [`Rule::load_parsed`].
+pub type ParsedState = Box<dyn std::any::Any + Send>;
 
 /// A copy of what a rule saves, encoded to its [`Rule::save_state`] JSON later, on
 /// another thread: a scale-out checkpoint's writer (`crate::scaleout::checkpoint`).

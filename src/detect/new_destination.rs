@@ -23,7 +23,8 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::{
-    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+    Finding, ParsedState, RecordEvent, Rule, describe_destination, human_bytes, log_score,
+    rule_allows,
 };
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode};
@@ -323,28 +324,14 @@ impl Rule for NewDestination {
         }))
     }
 
-    /// Takes the saved end of learning, and each kept host's saved baseline in place of
-    /// its own, within `max_hosts`.
     fn load_state(&mut self, state: serde_json::Value, keep: &dyn Fn(IpAddr) -> bool) -> usize {
-        #[derive(Deserialize)]
-        struct Saved {
-            learning_until_ms: Option<u64>,
-            hosts: Vec<(IpAddr, Baseline)>,
-        }
-        let Ok(saved) = serde_json::from_value::<Saved>(state) else {
-            return 0;
-        };
-        if saved.learning_until_ms.is_some() {
-            self.learning_until_ms = saved.learning_until_ms;
-        }
-        let mut restored = 0;
-        for (host, baseline) in saved.hosts {
-            if keep(host) && (self.hosts.contains_key(&host) || self.hosts.len() < self.max_hosts) {
-                self.hosts.insert(host, baseline.bounded());
-                restored += 1;
-            }
-        }
-        restored
+        serde_json::from_value::<SavedBaselines>(state).map_or(0, |saved| self.take(saved, keep))
+    }
+
+    fn load_parsed(&mut self, state: ParsedState, keep: &dyn Fn(IpAddr) -> bool) -> usize {
+        state
+            .downcast::<SavedBaselines>()
+            .map_or(0, |saved| self.take(*saved, keep))
     }
 
     /// Forgets new countries and ASNs idle for a day (checked hourly).
@@ -368,6 +355,31 @@ fn human_hours(ms: u64) -> String {
         format!("{} h", ms / 3_600_000)
     } else {
         format!("{:.1} h", ms as f64 / 3_600_000.0)
+    }
+}
+
+/// What [`NewDestination`] saves (`save_state`, `snapshot_state`), as it is read back.
+#[derive(Deserialize)]
+pub(super) struct SavedBaselines {
+    learning_until_ms: Option<u64>,
+    hosts: Vec<(IpAddr, Baseline)>,
+}
+
+impl NewDestination {
+    /// Takes the saved end of learning, and each kept host's saved baseline in place of
+    /// its own, within `max_hosts`; returns how many baselines.
+    fn take(&mut self, saved: SavedBaselines, keep: &dyn Fn(IpAddr) -> bool) -> usize {
+        if saved.learning_until_ms.is_some() {
+            self.learning_until_ms = saved.learning_until_ms;
+        }
+        let mut restored = 0;
+        for (host, baseline) in saved.hosts {
+            if keep(host) && (self.hosts.contains_key(&host) || self.hosts.len() < self.max_hosts) {
+                self.hosts.insert(host, baseline.bounded());
+                restored += 1;
+            }
+        }
+        restored
     }
 }
 

@@ -23,7 +23,8 @@ use super::alert::{
 use super::bounded::evict_stalest;
 use super::window::Buckets;
 use super::{
-    Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
+    Finding, ParsedState, RecordEvent, Rule, describe_destination, human_bytes, log_score,
+    rule_allows,
 };
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode};
@@ -813,20 +814,41 @@ impl Rule for Profiles {
     }
 
     fn load_state(&mut self, state: serde_json::Value, keep: &dyn Fn(IpAddr) -> bool) -> usize {
-        #[derive(Deserialize)]
-        struct Saved {
-            hosts: Vec<HostProfile>,
-        }
-        let Ok(saved) = serde_json::from_value::<Saved>(state) else {
-            return 0;
-        };
+        serde_json::from_value::<SavedProfiles>(state).map_or(0, |saved| self.take(saved, keep))
+    }
+
+    fn load_parsed(&mut self, state: ParsedState, keep: &dyn Fn(IpAddr) -> bool) -> usize {
+        state
+            .downcast::<SavedProfiles>()
+            .map_or(0, |saved| self.take(*saved, keep))
+    }
+}
+
+/// What [`Profiles`] saves (`save_state`, `snapshot_state`), as it is read back.
+#[derive(Deserialize)]
+pub(super) struct SavedProfiles {
+    hosts: Vec<HostProfile>,
+}
+
+impl Profiles {
+    /// Takes saved profiles of the hosts `keep` accepts, as many as fit (the most recently
+    /// seen first); returns how many.
+    fn take(&mut self, saved: SavedProfiles, keep: &dyn Fn(IpAddr) -> bool) -> usize {
         let mut hosts: Vec<HostProfile> = saved
             .hosts
             .into_iter()
             .filter(|p| p.host.is_some_and(keep))
             .collect();
-        // The most recently seen first, as many as fit.
-        hosts.sort_by_key(|p| std::cmp::Reverse(p.last_ms));
+        // When not all fit, the most recently seen go first (when all do, order is moot
+        // and 100,000 profiles are not moved around by a sort).
+        if self.hosts.len() + hosts.len() > self.max_hosts {
+            hosts.sort_by_key(|p| std::cmp::Reverse(p.last_ms));
+        }
+        self.hosts.reserve(
+            hosts
+                .len()
+                .min(self.max_hosts.saturating_sub(self.hosts.len())),
+        );
         let mut restored = 0;
         for profile in hosts {
             let host = profile.host.expect("filtered on it");

@@ -93,16 +93,6 @@ impl Detector {
     }
 }
 
-/// A scale-out partition's checkpoint of its detector: what the rules learned (as the
-/// state file holds it), what suppression remembers and the hosts' alerts of the day.
-#[derive(Debug, Serialize, Deserialize)]
-struct Checkpoint {
-    version: u32,
-    rules: BTreeMap<String, serde_json::Value>,
-    suppression: serde_json::Value,
-    risk: serde_json::Value,
-}
-
 /// A partition's checkpoint copied on the detector's thread, to be encoded on another
 /// ([`CheckpointSnapshot::encode`]): the rules' state as plain data, suppression and risk
 /// (small) as JSON values.
@@ -113,7 +103,9 @@ pub struct CheckpointSnapshot {
 }
 
 impl CheckpointSnapshot {
-    /// The checkpoint's JSON: a [`Checkpoint`] document, the rules by name.
+    /// The checkpoint's JSON: `{"version", "rules": {rule: its saved state},
+    /// "suppression", "risk"}`: what the rules learned (as the state file holds it), what
+    /// suppression remembers and the hosts' alerts of the day.
     pub fn encode(self) -> serde_json::Result<Vec<u8>> {
         let mut rules = self.rules;
         rules.sort_by_key(|(rule, _)| *rule);
@@ -149,23 +141,83 @@ impl Detector {
         }
     }
 
-    /// Takes what [`checkpoint`](Self::checkpoint) gave in place of what this detector
-    /// rebuilt from the records before it; returns the entries restored.
-    pub fn restore(&mut self, checkpoint: serde_json::Value) -> anyhow::Result<usize> {
-        let checkpoint: Checkpoint =
-            serde_json::from_value(checkpoint).context("not an exflow detector checkpoint")?;
+    /// Decodes a checkpoint's JSON (what [`CheckpointSnapshot::encode`] wrote) into the
+    /// rules' own types: the costly half of a restore (seconds for 100,000 profiles), which
+    /// needs no detector, so a new owner runs it off its consumer thread.
+    pub fn parse_checkpoint(json: &[u8]) -> anyhow::Result<ParsedCheckpoint> {
+        let checkpoint: ParsedDocument = match serde_json::from_slice(json) {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                #[derive(Deserialize)]
+                struct Version {
+                    version: u32,
+                }
+                if let Ok(Version { version }) = serde_json::from_slice(json) {
+                    anyhow::ensure!(
+                        version == STATE_VERSION,
+                        "checkpoint version {version}, this exflow reads version {STATE_VERSION}"
+                    );
+                }
+                return Err(error).context("not an exflow detector checkpoint");
+            }
+        };
         anyhow::ensure!(
             checkpoint.version == STATE_VERSION,
             "checkpoint version {}, this exflow reads version {STATE_VERSION}",
             checkpoint.version
         );
-        let rules: usize = checkpoint
-            .rules
-            .into_iter()
-            .map(|(rule, value)| self.load_state(&rule, value, &|_| true))
-            .sum();
-        Ok(rules + self.suppressor.load(checkpoint.suppression) + self.risk.load(checkpoint.risk))
+        let ParsedRules {
+            profile,
+            new_destination,
+        } = checkpoint.rules;
+        let mut rules: Vec<(&'static str, super::ParsedState)> = Vec::new();
+        if let Some(saved) = profile {
+            rules.push((super::profile::NAME, Box::new(saved)));
+        }
+        if let Some(saved) = new_destination {
+            rules.push((super::new_destination::NAME, Box::new(saved)));
+        }
+        Ok(ParsedCheckpoint {
+            rules,
+            suppression: checkpoint.suppression,
+            risk: checkpoint.risk,
+        })
     }
+
+    /// Takes a parsed checkpoint in place of what this detector rebuilt from the records
+    /// before it; returns the entries restored.
+    pub fn restore(&mut self, checkpoint: ParsedCheckpoint) -> usize {
+        let mut restored = 0;
+        for (name, state) in checkpoint.rules {
+            if let Some(rule) = self.rules.iter_mut().find(|r| r.name() == name) {
+                restored += rule.load_parsed(state, &|_| true);
+            }
+        }
+        restored + self.suppressor.load(checkpoint.suppression) + self.risk.load(checkpoint.risk)
+    }
+}
+
+/// A checkpoint as [`Detector::parse_checkpoint`] reads it: the state of each rule that
+/// saves one, in its own type (a field per such rule, named as the rule).
+#[derive(Deserialize)]
+struct ParsedDocument {
+    version: u32,
+    rules: ParsedRules,
+    suppression: serde_json::Value,
+    risk: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct ParsedRules {
+    profile: Option<super::profile::SavedProfiles>,
+    new_destination: Option<super::new_destination::SavedBaselines>,
+}
+
+/// A checkpoint decoded, ready for [`Detector::restore`]; made on any thread.
+pub struct ParsedCheckpoint {
+    rules: Vec<(&'static str, super::ParsedState)>,
+    suppression: serde_json::Value,
+    risk: serde_json::Value,
 }
 
 #[cfg(test)]
@@ -274,13 +326,49 @@ mod tests {
         let encoded = |d: &Detector| -> serde_json::Value {
             serde_json::from_slice(&d.checkpoint().encode().unwrap()).unwrap()
         };
+        let bytes = first.checkpoint().encode().unwrap();
         let checkpoint = encoded(&first);
         let mut second = detector();
         // The suppressed pair and the host's day of alerts at least.
-        assert!(second.restore(checkpoint.clone()).unwrap() >= 2);
+        assert!(second.restore(Detector::parse_checkpoint(&bytes).unwrap()) >= 2);
         // The same finding again within the cooldown is suppressed, as by the first.
         assert_eq!(admitted(&mut second), 0);
         assert_eq!(encoded(&second), checkpoint);
-        assert!(second.restore(serde_json::json!({"version": 9})).is_err());
+        let error = Detector::parse_checkpoint(br#"{"version":9}"#)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("version 9"), "{error:#}");
+        assert!(Detector::parse_checkpoint(b"not json").is_err());
+    }
+
+    /// Every rule that saves a state is read back by `parse_checkpoint` into its own type:
+    /// a checkpoint of profiles and baselines restores as many entries as a state file.
+    #[test]
+    fn a_parsed_checkpoint_restores_every_rule_that_saves_state() {
+        let (rules, suppression) = (RulesConfig::default(), SuppressionConfig::default());
+        let max_lateness_s = FlowConfig::default().max_lateness_s;
+        let detector = || Detector::new(&rules, &suppression, max_lateness_s, 1);
+        let mut first = detector();
+        let mut alerts = Vec::new();
+        let destination = Destination {
+            country: Some("US".parse().unwrap()),
+            foreign: true,
+            ..Destination::default()
+        };
+        for (i, host) in ["10.0.0.1", "10.0.0.2"].into_iter().enumerate() {
+            let record = oriented(host, 50_000, "52.1.1.1", 443, 1000, 0, 0, 1000 + i as u64);
+            first.on_record(&event_with(&record, 1000, destination), &mut alerts);
+        }
+        let saving: Vec<&str> = first.save_state().iter().map(|(rule, _)| *rule).collect();
+        assert_eq!(
+            saving,
+            ["new_destination", "profile"],
+            "a new rule saves state: parse it"
+        );
+        let mut second = detector();
+        let parsed = Detector::parse_checkpoint(&first.checkpoint().encode().unwrap()).unwrap();
+        // Two profiles and two baselines (suppression and risk hold nothing).
+        assert_eq!(second.restore(parsed), 4);
+        assert_eq!(second.save_state(), first.save_state());
     }
 }

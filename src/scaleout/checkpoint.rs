@@ -197,7 +197,9 @@ pub struct SavedState {
     pub member: String,
     pub state_offset: i64,
     pub rebuild_from_offset: i64,
-    pub state: serde_json::Value,
+    /// The state's JSON, whole (its length and CRC checked): a detector's checkpoint,
+    /// parsed by the new owner off its consumer thread.
+    pub state: Vec<u8>,
     pub state_bytes: u64,
     pub messages: u32,
 }
@@ -249,8 +251,7 @@ impl Assembly {
     }
 
     /// The newest complete generation's state, and how many newer generations were partial
-    /// (messages missing, or the whole not matching its length and CRC, or not JSON) and
-    /// so ignored.
+    /// (messages missing, or the whole not matching its length and CRC) and so ignored.
     pub fn finish(self) -> (Option<SavedState>, u64) {
         let mut partial = 0;
         for (_, pending) in self.pending.into_iter().rev() {
@@ -263,11 +264,9 @@ impl Assembly {
             for slice in pending.slices.values() {
                 bytes.extend_from_slice(slice);
             }
-            let state = (bytes.len() as u64 == header.state_bytes
-                && crc32fast::hash(&bytes) == header.state_crc32)
-                .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .flatten();
-            match state {
+            let whole = bytes.len() as u64 == header.state_bytes
+                && crc32fast::hash(&bytes) == header.state_crc32;
+            match whole.then_some(bytes) {
                 Some(state) => {
                     let saved = SavedState {
                         generation: header.generation,
@@ -754,6 +753,10 @@ mod tests {
         }
     }
 
+    fn json(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
     fn a_state(hosts: usize) -> serde_json::Value {
         let hosts: Vec<String> = (0..hosts)
             .map(|h| format!("10.0.{}.{}", h / 256, h % 256))
@@ -782,7 +785,7 @@ mod tests {
         feed(&mut assembly, &shuffled);
         let (saved, partial) = assembly.finish();
         let saved = saved.unwrap();
-        assert_eq!(saved.state, state);
+        assert_eq!(json(&saved.state), state);
         assert_eq!(
             (
                 saved.generation,
@@ -810,7 +813,7 @@ mod tests {
         feed(&mut assembly, &last);
         assert_eq!(assembly.latest_generation, 4);
         let (saved, partial) = assembly.finish();
-        assert_eq!(saved.unwrap().state, new);
+        assert_eq!(json(&saved.unwrap().state), new);
         assert_eq!(partial, 1);
 
         // A slice that does not match its header's CRC: the generation is partial too.
@@ -821,7 +824,7 @@ mod tests {
         bad[0].1[corrupt] ^= 1;
         feed(&mut assembly, &bad);
         let (saved, partial) = assembly.finish();
-        assert_eq!(saved.unwrap().state, old);
+        assert_eq!(json(&saved.unwrap().state), old);
         assert_eq!(partial, 1);
 
         // Only partial ones: nothing to restore. Not a state message: none.

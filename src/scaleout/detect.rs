@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -47,7 +47,7 @@ use super::metrics::{ConsumeSnapshot, PartitionFigures, ScaleoutMetrics};
 use crate::config::Config;
 use crate::daemon::Control;
 use crate::decode::directory::InterfaceDirectory;
-use crate::detect::Alert;
+use crate::detect::{Alert, Detector, ParsedCheckpoint};
 use crate::enrich::Enricher;
 use crate::pipeline::{PipelineCounters, Routed, Shard, sum_state_dropped};
 use crate::sink::AlertSink;
@@ -217,9 +217,9 @@ struct Owned {
     /// The generation of that state (above every generation the state topic held for
     /// the partition when it was assigned).
     generation: u64,
-    /// A checkpoint's state and the offset it covers, taken in place of what the replay
-    /// rebuilt when the partition reaches that offset.
-    restore: Option<(i64, serde_json::Value)>,
+    /// A checkpoint's state, being parsed off this thread, taken in place of what the
+    /// replay rebuilt when the partition reaches the offset it covers.
+    restore: Option<Restore>,
     /// Where the clock stood at which offsets: a new owner's rewind before a state.
     rewind: Rewind,
     /// Alerts this member sent for the partition: (sent count when sent, alert id), the
@@ -230,6 +230,59 @@ struct Owned {
     /// partitions assigned together): raised again, they are counted and not sent.
     delivered_before: HashSet<String>,
     recently_delivered: Arc<HashSet<String>>,
+}
+
+/// A checkpoint's state parsed on a thread of its own ([`Detector::parse_checkpoint`]:
+/// seconds for 100,000 hosts), so the consumer thread goes on running the rewind and the
+/// other partitions meanwhile, and takes the parsed state in (fast) at the offset it covers.
+enum Restore {
+    /// Being parsed; taken in when the partition reaches `state_offset`.
+    Parsing {
+        state_offset: i64,
+        parsed: mpsc::Receiver<anyhow::Result<ParsedCheckpoint>>,
+    },
+    /// The partition reached `state_offset` before the parse was done: it is paused, and
+    /// what it is still delivered is dropped unread (memory stays bounded)...
+    Waiting {
+        parsed: mpsc::Receiver<anyhow::Result<ParsedCheckpoint>>,
+    },
+    /// ...and once the state is in, it is sought back to its next offset and resumed.
+    Seeking,
+}
+
+impl Restore {
+    /// Starts parsing `state` (`None`, logged, when no thread can be made: the partition is
+    /// rebuilt from its records alone).
+    fn parse(partition: i32, state_offset: i64, state: Vec<u8>) -> Option<Restore> {
+        let (sender, parsed) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name(format!("exflow-restore-{partition}"))
+            .spawn(move || {
+                // The receiver is gone when the partition was revoked meanwhile.
+                let _ = sender.send(Detector::parse_checkpoint(&state));
+            });
+        match spawned {
+            Ok(_) => Some(Restore::Parsing {
+                state_offset,
+                parsed,
+            }),
+            Err(error) => {
+                warn!(partition, "cannot parse the checkpoint's state: {error}");
+                None
+            }
+        }
+    }
+}
+
+/// The parse's outcome, when it is done.
+fn parsed(
+    parsed: &mpsc::Receiver<anyhow::Result<ParsedCheckpoint>>,
+) -> Option<anyhow::Result<ParsedCheckpoint>> {
+    match parsed.try_recv() {
+        Ok(parsed) => Some(parsed),
+        Err(mpsc::TryRecvError::Empty) => None,
+        Err(mpsc::TryRecvError::Disconnected) => Some(Err(anyhow::anyhow!("its parser ended"))),
+    }
 }
 
 impl Owned {
@@ -276,6 +329,9 @@ struct Member<'a> {
     /// The exporters' interface names the collectors published, for the alerts of every
     /// partition owned.
     interface_names: InterfaceDirectory,
+    /// Partitions to pause until their checkpoint's state is parsed, and those paused.
+    to_pause: Vec<i32>,
+    paused: HashSet<i32>,
 }
 
 /// Whether `since` (or else `start`) is `every` ago.
@@ -312,6 +368,8 @@ impl Member<'_> {
         self.figures.consumer_errors += errors;
         self.figures.commit_failures += commit_failures;
         for partition in revoked {
+            self.to_pause.retain(|&p| p != partition);
+            self.paused.remove(&partition);
             if let Some(owned) = self.owned.remove(&partition) {
                 self.retired.merge(&owned.shard.counters());
                 info!(partition, "partition revoked");
@@ -325,6 +383,13 @@ impl Member<'_> {
         let committed_offsets = if new.is_empty() {
             BTreeMap::new()
         } else {
+            // A partition this member paused while it owned it before must not stay
+            // paused now: resuming one that is not is nothing.
+            let mut tpl = TopicPartitionList::new();
+            for &partition in &new {
+                let _ = tpl.add_partition(&self.topic, partition);
+            }
+            let _ = consumer.resume(&tpl);
             self.committed_offsets(consumer, &new)
         };
         for (partition, found, recently_delivered) in assigned {
@@ -341,6 +406,7 @@ impl Member<'_> {
             let scaleout = &self.config.scaleout;
             // Below a state's offset every alert was acknowledged when it was written,
             // even if the commit that went with it was lost.
+            let found_state_offset = found.state.as_ref().map(|s| s.state_offset);
             let (start, restore, silent_until) = match found.state {
                 Some(SavedState {
                     rebuild_from_offset,
@@ -349,9 +415,13 @@ impl Member<'_> {
                     ..
                 }) => {
                     self.figures.restored_checkpoints += 1;
+                    let restore = Restore::parse(partition, state_offset, state);
+                    if restore.is_none() {
+                        self.checkpoint_failures += 1;
+                    }
                     (
                         rebuild_from_offset.max(0),
-                        Some((state_offset, state)),
+                        restore,
                         committed.max(state_offset),
                     )
                 }
@@ -361,7 +431,7 @@ impl Member<'_> {
                 partition,
                 committed,
                 start,
-                state_offset = restore.as_ref().map(|r| r.0),
+                state_offset = found_state_offset,
                 checkpoints = found.records,
                 "partition assigned: rebuilding"
             );
@@ -397,6 +467,98 @@ impl Member<'_> {
                     recently_delivered,
                 },
             );
+        }
+    }
+
+    /// Takes a parsed checkpoint's state into `partition`'s shard.
+    fn restore(&mut self, partition: i32, parsed: anyhow::Result<ParsedCheckpoint>) {
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            return;
+        };
+        match parsed {
+            Ok(checkpoint) => {
+                let entries = owned.shard.restore(checkpoint);
+                self.figures.restored_entries += entries as u64;
+                info!(partition, entries, "the checkpoint's state is restored");
+            }
+            Err(error) => {
+                self.checkpoint_failures += 1;
+                warn!(
+                    partition,
+                    "cannot restore the checkpoint's state: {error:#}"
+                );
+            }
+        }
+    }
+
+    /// Pauses the partitions that wait for their state; takes in the states parsed since,
+    /// seeks those partitions back to their next offset and resumes them.
+    fn follow_restores(&mut self, consumer: &BaseConsumer<DetectContext>) {
+        if !self.to_pause.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for partition in self.to_pause.drain(..) {
+                let _ = tpl.add_partition(&self.topic, partition);
+                self.paused.insert(partition);
+            }
+            if let Err(error) = consumer.pause(&tpl) {
+                // Not paused: what it is delivered is dropped all the same, and read again.
+                warn!("cannot pause the partitions waiting for their state: {error}");
+            }
+        }
+        let done: Vec<(i32, anyhow::Result<ParsedCheckpoint>)> = self
+            .owned
+            .iter()
+            .filter_map(|(&partition, owned)| match &owned.restore {
+                Some(Restore::Waiting { parsed: receiver }) => Some((partition, parsed(receiver)?)),
+                _ => None,
+            })
+            .collect();
+        for (partition, parsed) in done {
+            self.restore(partition, parsed);
+            if let Some(owned) = self.owned.get_mut(&partition) {
+                owned.restore = Some(Restore::Seeking);
+            }
+        }
+        let seeking: Vec<(i32, i64)> = self
+            .owned
+            .iter()
+            .filter(|(_, owned)| matches!(owned.restore, Some(Restore::Seeking)))
+            .map(|(&partition, owned)| (partition, owned.next_offset))
+            .collect();
+        for (partition, next_offset) in seeking {
+            match consumer.seek(
+                &self.topic,
+                partition,
+                Offset::Offset(next_offset),
+                COORDINATOR_TIMEOUT,
+            ) {
+                Ok(()) => {
+                    if let Some(owned) = self.owned.get_mut(&partition) {
+                        owned.restore = None;
+                    }
+                    self.resume(consumer, partition);
+                    info!(
+                        partition,
+                        next_offset, "reading on after the checkpoint's state"
+                    );
+                }
+                // Tried again next round, still paused.
+                Err(error) => warn!(
+                    partition,
+                    "cannot seek back to offset {next_offset}: {error}"
+                ),
+            }
+        }
+    }
+
+    /// Resumes `partition` when it was paused.
+    fn resume(&mut self, consumer: &BaseConsumer<DetectContext>, partition: i32) {
+        if self.paused.remove(&partition) {
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition(&self.topic, partition);
+            if let Err(error) = consumer.resume(&tpl) {
+                warn!(partition, "cannot resume the partition: {error}");
+            }
         }
     }
 
@@ -443,26 +605,35 @@ impl Member<'_> {
         if offset < owned.next_offset {
             return;
         }
-        owned.next_offset = offset + 1;
-        if owned.restore.as_ref().is_some_and(|(at, _)| offset >= *at) {
-            let (_, state) = owned.restore.take().expect("checked just above");
-            match owned.shard.restore(state) {
-                Ok(entries) => {
-                    self.figures.restored_entries += entries as u64;
-                    info!(
-                        partition,
-                        offset, entries, "the checkpoint's state is restored"
-                    );
+        match &owned.restore {
+            // Read again once the partition is sought back.
+            Some(Restore::Waiting { .. } | Restore::Seeking) => return,
+            Some(Restore::Parsing {
+                state_offset,
+                parsed: receiver,
+            }) if offset >= *state_offset => match parsed(receiver) {
+                Some(parsed) => {
+                    owned.restore = None;
+                    self.restore(partition, parsed);
                 }
-                Err(error) => {
-                    self.checkpoint_failures += 1;
-                    warn!(
-                        partition,
-                        "cannot restore the checkpoint's state: {error:#}"
-                    );
+                None => {
+                    // The replay reached the state before its parse ended: the partition
+                    // waits (the others go on).
+                    if let Some(Restore::Parsing { parsed, .. }) = owned.restore.take() {
+                        owned.restore = Some(Restore::Waiting { parsed });
+                    }
+                    self.figures.restore_waits += 1;
+                    self.to_pause.push(partition);
+                    info!(partition, offset, "waiting for the checkpoint's state");
+                    return;
                 }
-            }
+            },
+            _ => {}
         }
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            return;
+        };
+        owned.next_offset = offset + 1;
         match encoding::decode(payload) {
             Err(error) => {
                 let kind = MessageError::ALL.iter().position(|e| *e == error);
@@ -841,6 +1012,8 @@ fn consume(
         retired: PipelineCounters::default(),
         instance_id: member,
         interface_names: InterfaceDirectory::default(),
+        to_pause: Vec::new(),
+        paused: HashSet::new(),
     };
     let every = Duration::from_millis(config.scaleout.checkpoint_interval_ms);
     let mut last_publish = Instant::now();
@@ -860,6 +1033,7 @@ fn consume(
             }
             None => {}
         }
+        member.follow_restores(&consumer);
         // Once a round, not per message: each partition checkpoints when its own
         // interval is up.
         if last_publish.elapsed() >= PUBLISH_EVERY {

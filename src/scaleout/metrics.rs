@@ -84,6 +84,9 @@ pub struct ConsumeSnapshot {
     /// Partitions assigned with a checkpoint's state, and the entries it restored.
     pub restored_checkpoints: u64,
     pub restored_entries: u64,
+    /// Partitions that reached their state's offset before its parse (off the consumer
+    /// thread) was done, and so paused until it was.
+    pub restore_waits: u64,
     /// Alerts raised again with an id the previous owner's checkpoint names as delivered:
     /// counted, not sent.
     pub duplicate_alerts: u64,

@@ -227,6 +227,12 @@ pub(super) const CONSUME: &[Row] = &[
         read: Read::Samples(|v| v.consume(|s| one(s.restored_entries))),
     },
     Row {
+        name: "exflow_consume_restore_waits_total",
+        kind: "counter",
+        help: "Partitions paused at their checkpoint's offset until its state was parsed.",
+        read: Read::Samples(|v| v.consume(|s| one(s.restore_waits))),
+    },
+    Row {
         name: "exflow_consume_duplicate_alerts_total",
         kind: "counter",
         help: "Alerts raised again after a takeover with an id delivered before, not sent.",
