@@ -721,6 +721,93 @@ fn loadgen_drives_a_collector_and_reads_the_scenarios_alert_from_the_topic() {
     detector.stop();
 }
 
+/// A new owner parses a checkpoint's state off its consumer thread. When a partition
+/// reaches the state's offset before the parse is done (here at once: a state of 50,000
+/// hosts, taken at offset 0, while the partition's records are already there), the
+/// partition waits, paused, then is sought back to where it stopped: every record is run
+/// once (librdkafka's pause and resume alone lose what it had fetched), and the alerts are
+/// those of a one-process replay (the state's hosts are not the capture's).
+#[test]
+fn a_partition_that_reaches_its_state_before_the_parse_waits_and_loses_nothing() {
+    use exflow::scaleout::checkpoint::{StateChunk, state_messages};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let topics = Topics::new("cooperative-sticky");
+    // A partition's checkpoint from an earlier owner: 50,000 profiled hosts, some 35 MB.
+    let mut config = border_config();
+    config.rules.profile.max_hosts = 50_000;
+    config.rules.max_state_bytes = 1 << 30;
+    let enricher = config.enricher().unwrap();
+    let mut ingest = exflow::pipeline::Ingest::new(&config, enricher.clone(), 1);
+    let mut shard = exflow::pipeline::Shard::new(&config, enricher, 1);
+    let mut alerts = Vec::new();
+    let hosts: Vec<_> = (0..50_000u32)
+        .map(|h| {
+            // Inside, but none of the capture's hosts.
+            let inside = format!("2001:db8:10:ffff::{h:x}");
+            upload(
+                inside,
+                "2a05:d000::1".into(),
+                20_000,
+                1_710_230_400_000 + u64::from(h),
+            )
+        })
+        .collect();
+    for records in hosts.chunks(17) {
+        ingest.push_records(records);
+        for batch in ingest.batches() {
+            shard.run_batch(batch, &mut alerts);
+            batch.clear();
+        }
+    }
+    let state = shard.checkpoint().encode().unwrap();
+    assert!(state.len() > 10 << 20, "a state of {} bytes", state.len());
+    let header = StateChunk {
+        state_offset: 0,
+        rebuild_from_offset: 0,
+        ..StateChunk::new("detect-before", &topics.flows, 0, 1)
+    };
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &topics.brokers)
+        .create()
+        .unwrap();
+    for (key, value) in state_messages(&header, &state, 256 << 10).unwrap() {
+        producer
+            .send(BaseRecord::to(&topics.state).key(&key).payload(&value))
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    // The capture is on the flows topic before the detector joins.
+    let collector = topics.collector();
+    send_to_the_end(&collector, &datagrams(CAPTURE));
+    let published = collector.metric("exflow_collect_published_records_total");
+    let detector = topics.detector("detect-after");
+    wait_consumed(&collector, &[&detector]);
+    assert_eq!(
+        detector.metric("exflow_consume_restored_checkpoints_total"),
+        1.0
+    );
+    assert!(
+        detector.metric("exflow_consume_restore_waits_total") >= 1.0,
+        "partition 0 reached its state before the parse was done"
+    );
+    // As many of them as the partition's share of rules.max_state_bytes holds.
+    assert!(detector.metric("exflow_consume_restored_entries_total") > 1000.0);
+    assert_eq!(
+        detector.metric("exflow_consume_records_total"),
+        published,
+        "each record run once"
+    );
+    collector.stop();
+    let want = expected();
+    let got = alerts_read_back(&topics, want.len());
+    assert!(got.values().all(|&n| n == 1), "no alert twice: {got:?}");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), want);
+    detector.stop();
+}
+
 /// The state topic read back the way a new owner reads it, from a real broker: of a
 /// partition's three generations of state, each split into messages of at most 2 kB, the
 /// newest lost a message (its writer died mid-way): the one before it is restored, the
