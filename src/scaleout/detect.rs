@@ -285,6 +285,31 @@ fn parsed(
     }
 }
 
+/// Takes a parsed checkpoint's state into `owned`'s shard (`partition`'s), counted in
+/// `figures` or, when it could not be parsed, in `failures`.
+fn take_in(
+    owned: &mut Owned,
+    partition: i32,
+    parsed: anyhow::Result<ParsedCheckpoint>,
+    figures: &mut ConsumeSnapshot,
+    failures: &mut u64,
+) {
+    match parsed {
+        Ok(checkpoint) => {
+            let entries = owned.shard.restore(checkpoint);
+            figures.restored_entries += entries as u64;
+            info!(partition, entries, "the checkpoint's state is restored");
+        }
+        Err(error) => {
+            *failures += 1;
+            warn!(
+                partition,
+                "cannot restore the checkpoint's state: {error:#}"
+            );
+        }
+    }
+}
+
 impl Owned {
     /// Where a new owner may start raising alerts: below the first record whose alerts are
     /// not all acknowledged, never below what was committed.
@@ -470,30 +495,14 @@ impl Member<'_> {
         }
     }
 
-    /// Takes a parsed checkpoint's state into `partition`'s shard.
-    fn restore(&mut self, partition: i32, parsed: anyhow::Result<ParsedCheckpoint>) {
-        let Some(owned) = self.owned.get_mut(&partition) else {
-            return;
-        };
-        match parsed {
-            Ok(checkpoint) => {
-                let entries = owned.shard.restore(checkpoint);
-                self.figures.restored_entries += entries as u64;
-                info!(partition, entries, "the checkpoint's state is restored");
-            }
-            Err(error) => {
-                self.checkpoint_failures += 1;
-                warn!(
-                    partition,
-                    "cannot restore the checkpoint's state: {error:#}"
-                );
-            }
-        }
-    }
-
     /// Pauses the partitions that wait for their state; takes in the states parsed since,
     /// seeks those partitions back to their next offset and resumes them.
     fn follow_restores(&mut self, consumer: &BaseConsumer<DetectContext>) {
+        // A partition that waits or seeks is in `paused` from its first round on: with
+        // none, there is nothing to follow (the common case, after every message).
+        if self.to_pause.is_empty() && self.paused.is_empty() {
+            return;
+        }
         if !self.to_pause.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for partition in self.to_pause.drain(..) {
@@ -514,8 +523,14 @@ impl Member<'_> {
             })
             .collect();
         for (partition, parsed) in done {
-            self.restore(partition, parsed);
             if let Some(owned) = self.owned.get_mut(&partition) {
+                take_in(
+                    owned,
+                    partition,
+                    parsed,
+                    &mut self.figures,
+                    &mut self.checkpoint_failures,
+                );
                 owned.restore = Some(Restore::Seeking);
             }
         }
@@ -614,7 +629,13 @@ impl Member<'_> {
             }) if offset >= *state_offset => match parsed(receiver) {
                 Some(parsed) => {
                     owned.restore = None;
-                    self.restore(partition, parsed);
+                    take_in(
+                        owned,
+                        partition,
+                        parsed,
+                        &mut self.figures,
+                        &mut self.checkpoint_failures,
+                    );
                 }
                 None => {
                     // The replay reached the state before its parse ended: the partition
@@ -630,9 +651,6 @@ impl Member<'_> {
             },
             _ => {}
         }
-        let Some(owned) = self.owned.get_mut(&partition) else {
-            return;
-        };
         owned.next_offset = offset + 1;
         match encoding::decode(payload) {
             Err(error) => {
