@@ -1,10 +1,10 @@
 //! daemon: `exflow run`. The CLI binds the sockets first ([`BoundSockets`]: UDP, one lock
 //! per port, metrics) and hands them to [`run`]. Receive workers (`source.workers`) each
-//! own a socket per listen address and a decoder. By default the one worker also runs the flow table and the rules
-//! on its own thread, straight after decoding (`flow.shards = 0`: no hand-over, the fastest
-//! on a machine of few cores). With `flow.shards = N` the table is split by inside host over
-//! N shard threads; the workers hand them records in batches through bounded queues, and a
-//! full queue drops the batch and counts it. Each shard hands its alerts straight to the
+//! own a socket per listen address and a decoder. The table is split by inside host over
+//! `flow.shards` shard threads (one by default); the workers hand them records in batches
+//! through bounded queues, and a full queue drops the batch and counts it. With
+//! `flow.shards = 0` the one worker runs the table and the rules itself, straight after
+//! decoding (no hand-over, for a one-core machine). Each shard hands its alerts straight to the
 //! sink (its bounded queue or its file). The main thread supervises: it publishes the
 //! metrics, takes up threat-intel reloads and waits for the threads to end. On SIGTERM the
 //! daemon drains in order: the workers take what the sockets still hold and stop, the

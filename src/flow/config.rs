@@ -30,9 +30,10 @@ pub struct FlowConfig {
     /// How often (event time) expiry and windowed rules run.
     pub tick_s: u64,
     /// Flow-table shard threads, each with its slice of the table (by inside host) and its
-    /// rules' state, fed by the receive workers through bounded queues. 0: the one receive
-    /// worker runs the table and the rules itself, with no hand-over (the fastest on a
-    /// machine of a few cores; needs `source.workers = 1`).
+    /// rules' state, fed by the receive workers through bounded queues. The default, one,
+    /// keeps the receive thread free to drain its socket while the shard runs the table and
+    /// the rules. 0: the one receive worker runs them itself, with no hand-over (for a
+    /// one-core machine; needs `source.workers = 1`).
     pub shards: usize,
     /// Record batches that may wait for each shard; a receive worker that finds the queue
     /// full drops the batch and counts it (`exflow_flow_queue_dropped_records_total`).
@@ -63,7 +64,7 @@ impl Default for FlowConfig {
             max_lateness_s: 3600,
             max_clock_skew_s: 600,
             tick_s: 60,
-            shards: 0,
+            shards: 1,
             queue_batches: 256,
         }
     }
