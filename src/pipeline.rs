@@ -290,6 +290,14 @@ fn next_tick(now_ms: u64, tick_ms: u64) -> u64 {
     now_ms - now_ms % tick_ms + tick_ms
 }
 
+/// The records of a batch's chunk.
+fn records(chunk: &[Routed]) -> impl Iterator<Item = &Oriented> {
+    chunk.iter().filter_map(|routed| match routed {
+        Routed::Record { record, .. } => Some(record),
+        Routed::Tick { .. } => None,
+    })
+}
+
 /// Records a shard warms ahead of running them: enough to overlap their cache misses,
 /// few enough that the first is still cached when it runs.
 const WARM_AHEAD: usize = 16;
@@ -358,14 +366,20 @@ impl Shard {
     ///
     /// The state of a few records is looked up before any of them runs, so their cache
     /// misses overlap instead of stalling one after another: with a table larger than the
-    /// caches, that is most of the cost.
+    /// caches, that is most of the cost. The conversations are warmed a chunk ahead of the
+    /// rules' state, which is found by them (a window of the destination's network).
     pub fn run_batch(&mut self, batch: &[Routed], alerts: &mut Vec<Alert>) {
-        for chunk in batch.chunks(WARM_AHEAD) {
-            for routed in chunk {
-                if let Routed::Record { record, .. } = routed {
-                    self.table.warm(record);
-                    self.detector.warm(record);
-                }
+        let mut chunks = batch.chunks(WARM_AHEAD).peekable();
+        if let Some(first) = chunks.peek() {
+            records(first).for_each(|record| self.table.warm(record));
+        }
+        while let Some(chunk) = chunks.next() {
+            if let Some(next) = chunks.peek() {
+                records(next).for_each(|record| self.table.warm(record));
+            }
+            for record in records(chunk) {
+                self.detector
+                    .warm(record, self.table.destination_of(record));
             }
             for routed in chunk {
                 match *routed {

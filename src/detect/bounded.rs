@@ -1,15 +1,56 @@
 //! detect::bounded: the bound every rule's exporter-controlled map keeps: when full, the
 //! stalest tenth goes (each rule counts what it evicted).
 
+use std::hash::Hash;
+
 use foldhash::HashMap;
+
+use super::slab_map::SlabMap;
+
+/// A map [`evict_stalest`] bounds: a rule's `HashMap` or [`SlabMap`].
+pub trait Evictable {
+    type Key;
+    type Value;
+    fn len(&self) -> usize;
+    fn values(&self) -> impl Iterator<Item = &Self::Value>;
+    fn retain(&mut self, keep: impl FnMut(&Self::Key, &mut Self::Value) -> bool);
+}
+
+impl<K: Eq + Hash, V> Evictable for HashMap<K, V> {
+    type Key = K;
+    type Value = V;
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+    fn values(&self) -> impl Iterator<Item = &V> {
+        HashMap::values(self)
+    }
+    fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
+        HashMap::retain(self, keep)
+    }
+}
+
+impl<K: Eq + Hash + Copy, V> Evictable for SlabMap<K, V> {
+    type Key = K;
+    type Value = V;
+    fn len(&self) -> usize {
+        SlabMap::len(self)
+    }
+    fn values(&self) -> impl Iterator<Item = &V> {
+        SlabMap::values(self)
+    }
+    fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
+        SlabMap::retain(self, keep)
+    }
+}
 
 /// Removes the stalest tenth (at least one) of a full map, by `last_ms`, calling `evicted`
 /// for each: the bound every exporter-controlled map keeps. One pass finds the cut-off, one
 /// removes; amortised over the inserts the freed room admits.
-pub fn evict_stalest<K, V>(
-    map: &mut HashMap<K, V>,
-    last_ms: impl Fn(&V) -> u64,
-    mut evicted: impl FnMut(&K, &V),
+pub fn evict_stalest<M: Evictable>(
+    map: &mut M,
+    last_ms: impl Fn(&M::Value) -> u64,
+    mut evicted: impl FnMut(&M::Key, &M::Value),
 ) -> usize {
     let target = (map.len() / 10).max(1);
     let mut seen: Vec<u64> = map.values().map(&last_ms).collect();

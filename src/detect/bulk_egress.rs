@@ -18,8 +18,7 @@ use super::window::within_window;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::enrich::Allow;
-use crate::enrich::AllowList;
+use crate::enrich::{Allow, AllowList, Destination};
 use crate::flow::{Initiator, Oriented};
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +292,7 @@ impl Rule for BulkEgress {
         NAME
     }
 
-    fn warm(&self, record: &Oriented) {
+    fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
         if let Some(window) = self.find(record) {
             // The second line only for a reply's bytes.
             let reply = if record.bytes_out == 0 {

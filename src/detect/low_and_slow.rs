@@ -16,9 +16,8 @@ use super::window::Windows;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
-use crate::enrich::Allow;
-use crate::enrich::AllowList;
-use crate::flow::{Initiator, Update};
+use crate::enrich::{Allow, AllowList, Destination};
+use crate::flow::{Initiator, Oriented, Update};
 
 pub const NAME: &str = "low_and_slow";
 /// Data transfer size limits; scheduled transfer.
@@ -201,6 +200,15 @@ impl Rule for LowAndSlow {
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
         self.windows.dropped()
+    }
+
+    fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
+        self.windows
+            .prefetch(&(record.inside, Target::Address(record.outside)));
+        if let Some(asn) = destination.and_then(|d| d.asn).filter(|_| self.by_asn) {
+            self.windows
+                .prefetch(&(record.inside, Target::Asn(asn.get())));
+        }
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {

@@ -17,6 +17,7 @@ pub mod low_and_slow;
 pub mod new_destination;
 pub mod profile;
 pub mod risk;
+mod slab_map;
 pub mod spread_egress;
 pub mod state;
 pub mod suppress;
@@ -203,8 +204,9 @@ pub trait Rule: Send {
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>);
 
     /// Touches the state `on_record` will need for this record, so the misses of a batch
-    /// overlap (optional: rules with per-record lookups in big maps implement it).
-    fn warm(&self, _record: &Oriented) {}
+    /// overlap (optional: rules with per-record lookups in big maps implement it). The
+    /// destination is its conversation's, when the conversation is already in the table.
+    fn warm(&self, _record: &Oriented, _destination: Option<&Destination>) {}
 
     /// Called as event time advances (every `flow.tick_s`) and at the end of input, to
     /// close windows and forget old state.
@@ -388,12 +390,12 @@ impl Detector {
         self.suppress(alerts);
     }
 
-    /// Brings the state the rules keep for this record's conversation into the cache
-    /// (see [`crate::flow::FlowTable::warm`]).
+    /// Brings the state the rules keep for this record into the cache (see
+    /// [`Rule::warm`]); `destination` is its conversation's, if the table has it.
     #[inline]
-    pub fn warm(&self, record: &Oriented) {
+    pub fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
         for rule in &self.rules {
-            rule.warm(record);
+            rule.warm(record, destination);
         }
     }
 

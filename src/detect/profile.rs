@@ -14,21 +14,21 @@
 
 use std::net::IpAddr;
 
-use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{
     Baseline, EvidenceConversation, EvidenceList, Explanation, HostRole, keep_evidence,
 };
 use super::bounded::evict_stalest;
+use super::slab_map::SlabMap;
 use super::window::Buckets;
 use super::{
     Finding, ParsedState, RecordEvent, Rule, describe_destination, human_bytes, log_score,
     rule_allows,
 };
 use crate::enrich::AllowList;
-use crate::enrich::{Allow, CountryCode};
-use crate::flow::{Initiator, Update};
+use crate::enrich::{Allow, CountryCode, Destination};
+use crate::flow::{Initiator, Oriented, Update};
 
 pub const NAME: &str = "profile";
 pub const ROLE_CHANGE: &str = "role_change";
@@ -404,7 +404,7 @@ fn push_capped<T: PartialEq>(list: &mut Vec<T>, item: T, cap: usize) {
 /// The host's profile in `hosts`, made (evicting the stalest tenth when full, counted in
 /// `evicted`) when it has none.
 fn profile_of<'a>(
-    hosts: &'a mut HashMap<IpAddr, HostProfile>,
+    hosts: &'a mut SlabMap<IpAddr, HostProfile>,
     max_hosts: usize,
     evicted: &mut u64,
     host: IpAddr,
@@ -413,14 +413,12 @@ fn profile_of<'a>(
     if hosts.len() >= max_hosts && !hosts.contains_key(&host) {
         *evicted += evict_stalest(hosts, |p: &HostProfile| p.last_ms, |_, _| {}) as u64;
     }
-    hosts
-        .entry(host)
-        .or_insert_with(|| HostProfile::new(host, now_ms))
+    hosts.get_or_insert_with(host, || HostProfile::new(host, now_ms))
 }
 
 /// The profiles of one shard's hosts, and the rules that read them.
 pub struct Profiles {
-    hosts: HashMap<IpAddr, HostProfile>,
+    hosts: SlabMap<IpAddr, HostProfile>,
     max_hosts: usize,
     learning_ms: u64,
     role_change: Option<(RoleChangeConfig, Allow)>,
@@ -439,7 +437,7 @@ impl Profiles {
         egress_anomaly: &EgressAnomalyConfig,
     ) -> Self {
         Profiles {
-            hosts: HashMap::new(),
+            hosts: SlabMap::new(),
             max_hosts: profile.max_hosts.max(1),
             learning_ms: profile.learning_s.saturating_mul(1000),
             role_change: role_change
@@ -670,6 +668,10 @@ impl Rule for Profiles {
             ("hosts_evicted", self.hosts_evicted),
             ("egress_too_late", self.egress_too_late),
         ]
+    }
+
+    fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
+        self.hosts.prefetch(&record.inside);
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {

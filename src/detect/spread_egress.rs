@@ -18,7 +18,7 @@ use super::window::{Tracked, Windows, within_window};
 use super::{Finding, RecordEvent, Rule, human_bytes, log_score, rule_allows};
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, CountryCode, Destination};
-use crate::flow::Initiator;
+use crate::flow::{Initiator, Oriented};
 
 pub const NAME: &str = "spread_egress";
 /// Exfiltration over an alternative protocol, to a cloud account.
@@ -247,6 +247,19 @@ impl Rule for SpreadEgress {
 
     fn state_dropped(&self) -> Vec<(&'static str, u64)> {
         self.windows.dropped()
+    }
+
+    fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
+        if record.bytes_out == 0 {
+            return;
+        }
+        if let Some(asn) = destination.and_then(|d| d.asn) {
+            self.windows
+                .prefetch(&(record.inside, Group::Asn(asn.get())));
+        }
+        if let Some(cc) = destination.and_then(|d| d.country) {
+            self.windows.prefetch(&(record.inside, Group::Country(cc)));
+        }
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {

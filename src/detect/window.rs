@@ -11,10 +11,9 @@
 
 use std::hash::Hash;
 
-use foldhash::{HashMap, HashMapExt};
-
 use super::alert::EvidenceList;
 use super::bounded::evict_stalest;
+use super::slab_map::SlabMap;
 
 /// Sums over the last `N` buckets of `width_ms` each, ending at the newest bucket seen.
 ///
@@ -200,7 +199,7 @@ impl<const N: usize, T: Tracked> Window<N, T> {
 /// (`evicted`); ticks slide every window and drop the empty ones.
 #[derive(Debug)]
 pub struct Windows<K, const N: usize, T> {
-    map: HashMap<K, Window<N, T>>,
+    map: SlabMap<K, Window<N, T>>,
     max: usize,
     bucket_ms: u64,
     /// How far behind a tick records may still arrive (`Rule::allow_lateness`).
@@ -211,10 +210,10 @@ pub struct Windows<K, const N: usize, T> {
     pub too_late: u64,
 }
 
-impl<K: Eq + Hash, const N: usize, T: Tracked> Windows<K, N, T> {
+impl<K: Eq + Hash + Copy, const N: usize, T: Tracked> Windows<K, N, T> {
     pub fn new(max: usize, bucket_ms: u64) -> Self {
         Windows {
-            map: HashMap::new(),
+            map: SlabMap::new(),
             max: max.max(1),
             bucket_ms,
             lateness_ms: 0,
@@ -257,12 +256,18 @@ impl<K: Eq + Hash, const N: usize, T: Tracked> Windows<K, N, T> {
             self.evicted +=
                 evict_stalest(&mut self.map, |w: &Window<N, T>| w.last_ms, |_, _| {}) as u64;
         }
-        let window = self.map.entry(key).or_default();
+        let window = self.map.get_or_insert_with(key, Window::default);
         if !window.buckets.add(at_ms, self.bucket_ms, bytes, count) {
             self.too_late += 1;
             return None;
         }
         Some(window)
+    }
+
+    /// Starts bringing `key`'s window into the cache, for a batch's warm pass.
+    #[inline]
+    pub fn prefetch(&self, key: &K) {
+        self.map.prefetch(key);
     }
 
     /// Slides every window to the oldest time a record may still come from, `now_ms` less
