@@ -9,9 +9,11 @@
 # conversations, one exporter; built into target/flowgen when missing) and `loadgen`
 # (`exflow loadgen`: 16 exporters, 128,000 conversations replayed in a cycle). Reported per
 # measurement: the loss (datagrams the kernel dropped at the collector's socket, from
-# /proc/net/udp, over those sent), records taken per CPU-second (records sent less the lost
-# share, over the collector's user+system time from /proc/PID/stat, sending and one second
-# of draining) and the 1-minute load average when it started; then, per generator, protocol
+# /proc/net/udp, over those sent; for exflow also the records its shard queues dropped,
+# `exflow_flow_queue_dropped_records_total`, over those sent), records taken per CPU-second
+# (records sent less the lost ones, over the collector's user+system time from
+# /proc/PID/stat, sending and one second of draining) and the 1-minute load average when it
+# started; then, per generator, protocol
 # and rate, each collector's range and the ratio exflow / nfcapd (and / nfacctd) of each
 # repetition. Absolute figures depend on the machine and its load: quote the ratios.
 #
@@ -50,6 +52,7 @@ trap cleanup EXIT
 command -v nfcapd >/dev/null && command -v nfacctd >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pmacct nfdump >/dev/null
 }
+command -v curl >/dev/null || { echo "compare.sh reads exflow's queue drops with curl: install it" >&2; exit 1; }
 sysctl -qw net.core.rmem_max=67108864 || true
 if [ -z "${EXFLOW:-}" ]; then
   cargo build --release --quiet
@@ -65,6 +68,15 @@ drops() { # kernel drops of the UDP socket bound to port $1 (hex in /proc/net/ud
   local hex; hex=$(printf '%04X' "$1")
   awk -v p=":$hex" '$2 ~ p"$" {d+=$NF} END {print d+0}' /proc/net/udp /proc/net/udp6
 }
+queue_drops() { # records exflow's shard queues dropped ($1: name, $2: its port); 0 for others
+  case "$1" in
+    exflow | exflow-*)
+      curl -sf "http://127.0.0.1:$(($2 + 100))/metrics" |
+        awk '/^exflow_flow_queue_dropped_records_total/ {d=$2} END {print d+0}'
+      ;;
+    *) echo 0 ;;
+  esac
+}
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -79,7 +91,7 @@ start() { # name port -> pid of a collector listening on 127.0.0.1:port
         binary=${!binary_var:-$EXFLOW} args=${!args_var:-}
       fi
       # shellcheck disable=SC2086 # the flags are a list
-      setsid "$binary" run --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 $args \
+      setsid "$binary" run --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$((port + 100))" $args \
         >/dev/null 2>"$work/$name.log" &
       ;;
     nfcapd)
@@ -152,14 +164,16 @@ for generator in "${GENERATORS[@]}"; do
           port=${port_of[$name]} pid=${pid_of[$name]}
           [ -d "/proc/$pid" ] || { echo "$name has stopped" >&2; exit 1; }
           load=$(load1)
-          d0=$(drops "$port"); c0=$(cpu_ticks "$pid")
+          d0=$(drops "$port"); q0=$(queue_drops "$name" "$port"); c0=$(cpu_ticks "$pid")
           read -r records datagrams < <(send "$generator" "$proto" "$rate" "$port")
           sleep 1
-          d1=$(drops "$port"); c1=$(cpu_ticks "$pid")
+          d1=$(drops "$port"); q1=$(queue_drops "$name" "$port"); c1=$(cpu_ticks "$pid")
           awk -v g="$generator" -v p="$proto" -v r="$rate" -v run="$run" -v n="$name" \
             -v load="$load" -v d="$((d1 - d0))" -v s="$datagrams" -v rec="$records" \
-            -v t="$((c1 - c0))" -v hz="$hz" 'BEGIN {
+            -v q="$((q1 - q0))" -v t="$((c1 - c0))" -v hz="$hz" 'BEGIN {
               loss = s > 0 ? d / s : 0; cpu = t / hz
+              if (rec > 0) loss += q / rec
+              if (loss > 1) loss = 1
               per = cpu > 0 ? rec * (1 - loss) / cpu : 0
               printf "%s %s %s %s %s %s %.6f %.0f\n", g, p, r, run, n, load, loss, per
             }' | tee -a "$rows" | awk '{
