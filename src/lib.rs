@@ -12,6 +12,7 @@ pub mod detect;
 pub mod enrich;
 pub mod flow;
 pub mod pipeline;
+mod prefetch;
 pub mod scaleout;
 pub mod sink;
 pub mod source;

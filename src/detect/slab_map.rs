@@ -11,6 +11,8 @@ use std::hash::{BuildHasher, Hash};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+use crate::prefetch::prefetch;
+
 /// Entries by key, in a dense vector behind an index of their positions (4 bytes and a
 /// control byte a key, hashed on the entry's key and compared through the vector); a
 /// removal moves the last entry into the hole. Iteration is in the vector's order, which
@@ -141,7 +143,7 @@ impl<K: Eq + Hash + Copy, V> SlabMap<K, V> {
         }
     }
 
-    /// Starts bringing `key`'s entry (its first [`PREFETCHED_LINES`]) into the cache, if it
+    /// Starts bringing `key`'s entry (see [`prefetch`]) into the cache, if it
     /// has one, from the index alone: the entries whose positions the index holds under
     /// the key's hash (one but for a collision of seven bits); nothing waits for them.
     #[inline]
@@ -159,28 +161,6 @@ impl<K: Eq + Hash + Copy, V> std::ops::Index<&K> for SlabMap<K, V> {
 
     fn index(&self, key: &K) -> &V {
         self.get(key).expect("no entry for the key")
-    }
-}
-
-/// Cache lines of an entry a prefetch asks for at most: what a record's rule reads of a
-/// profile or a window lies within them.
-pub const PREFETCHED_LINES: usize = 12;
-
-/// Asks for the cache lines of `value` (up to [`PREFETCHED_LINES`]) without waiting.
-#[inline(always)]
-fn prefetch<T>(value: &T) {
-    let start = (value as *const T).cast::<u8>();
-    let lines = std::mem::size_of::<T>().div_ceil(64).min(PREFETCHED_LINES);
-    for line in 0..lines {
-        let address = start.wrapping_add(line * 64);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults,
-        // whatever the address.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = address;
     }
 }
 

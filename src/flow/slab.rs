@@ -131,6 +131,15 @@ impl<T> Slab<T> {
         value
     }
 
+    /// Starts bringing `handle`'s entry into the cache without reading it (see
+    /// [`crate::prefetch`]); a handle out of range is ignored.
+    #[inline]
+    pub(super) fn prefetch(&self, handle: u32) {
+        if (handle as usize) < self.slots.len() {
+            crate::prefetch::prefetch(self.slots.get(handle as usize));
+        }
+    }
+
     /// # Panics
     /// When `handle` is vacant (or was never handed out).
     #[inline]
