@@ -13,9 +13,8 @@
 # `exflow_flow_queue_dropped_records_total`, over those sent), records taken per CPU-second
 # (records sent less the lost ones, over the collector's user+system time from
 # /proc/PID/stat, sending and one second of draining) and the 1-minute load average when it
-# started; then, per generator, protocol
-# and rate, each collector's range and the ratio exflow / nfcapd (and / nfacctd) of each
-# repetition. Absolute figures depend on the machine and its load: quote the ratios.
+# started; then, per generator, protocol and rate, each collector's range and the ratio
+# exflow / nfcapd (and / nfacctd) of each repetition. Absolute figures depend on the machine and its load: quote the ratios.
 #
 #   benches/compare.sh [RATE ...]          default rates: 1000000 2000000 3000000
 #

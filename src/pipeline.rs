@@ -378,8 +378,9 @@ impl Shard {
                 records(next).for_each(|record| self.table.warm(record));
             }
             for record in records(chunk) {
+                let conversation = self.table.get(&record.key());
                 self.detector
-                    .warm(record, self.table.destination_of(record));
+                    .warm(record, conversation.map(|c| &c.destination));
             }
             for routed in chunk {
                 match *routed {

@@ -86,10 +86,11 @@ impl<K: Eq + Hash + Copy, V> SlabMap<K, V> {
 
     /// Sets `key`'s entry to `value`.
     pub fn insert(&mut self, key: K, value: V) {
-        let mut value = Some(value);
-        let entry = self.get_or_insert_with(key, || value.take().expect("taken once"));
-        if let Some(value) = value {
-            *entry = value;
+        match self.position(&key) {
+            Some(at) => self.entries[at].1 = value,
+            None => {
+                self.get_or_insert_with(key, || value);
+            }
         }
     }
 

@@ -227,17 +227,6 @@ impl FlowTable {
         }
     }
 
-    /// The destination of the record's conversation, if the table has it: what a rule
-    /// keyed on the destination's network or country warms for the record.
-    #[inline]
-    pub fn destination_of(&self, record: &Oriented) -> Option<&Destination> {
-        let key = record.key();
-        let handle = self
-            .conversations
-            .find(self.conversations.hash(&key), &key)?;
-        Some(&self.conversations.get(handle).conversation.destination)
-    }
-
     /// When a conversation last active at `last_ms` ends.
     fn deadline(&self, last_ms: u64) -> u64 {
         last_ms.saturating_add(self.expiry_ms)
