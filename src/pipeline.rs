@@ -442,6 +442,8 @@ impl Shard {
         self.table.expire(now_ms, |key, ended| {
             detector.on_end(key, ended, now_ms, alerts)
         });
+        let table = &self.table;
+        detector.run_quiet_held(now_ms, |key| table.get(key), alerts);
         detector.on_tick(now_ms, alerts);
         self.count(alerts, produced);
     }

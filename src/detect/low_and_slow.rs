@@ -202,6 +202,10 @@ impl Rule for LowAndSlow {
         self.windows.dropped()
     }
 
+    fn fold_widths_ms(&self) -> Option<Vec<u64>> {
+        Some(vec![self.bucket_ms])
+    }
+
     fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
         self.windows
             .prefetch(&(record.inside, Target::Address(record.outside)));

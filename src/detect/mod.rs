@@ -11,6 +11,7 @@ pub mod beacon;
 mod bounded;
 pub mod bulk_egress;
 pub mod dns_tunnel;
+pub mod fold;
 pub mod keepalive;
 pub mod long_lived_foreign;
 pub mod low_and_slow;
@@ -208,6 +209,13 @@ pub trait Rule: Send {
     /// destination is its conversation's, when the conversation is already in the table.
     fn warm(&self, _record: &Oriented, _destination: Option<&Destination>) {}
 
+    /// The widths (ms) of the time buckets in which this rule sums a host's traffic, when
+    /// it takes a conversation's records summed ([`fold`]) rather than one at a time
+    /// (`None`). Called once, before any record.
+    fn fold_widths_ms(&self) -> Option<Vec<u64>> {
+        None
+    }
+
     /// Called as event time advances (every `flow.tick_s`) and at the end of input, to
     /// close windows and forget old state.
     fn on_tick(&mut self, _now_ms: u64, _findings: &mut Vec<Finding>) {}
@@ -312,6 +320,9 @@ pub fn describe_destination(outside: IpAddr, port: u16, destination: &Destinatio
 /// The rules of one shard and the suppression in front of the sink.
 pub struct Detector {
     rules: Vec<Box<dyn Rule>>,
+    /// Which of `rules` take a conversation's records summed (`fold`).
+    folding: Vec<bool>,
+    folds: fold::Folds,
     suppressor: suppress::Suppressor,
     /// Each host's alerts of the day, for its risk score.
     risk: risk::Risk,
@@ -372,8 +383,11 @@ impl Detector {
             rule.limit_state(share);
             rule.allow_lateness(lateness_ms);
         }
+        let widths: Vec<Option<Vec<u64>>> = rules.iter().map(|r| r.fold_widths_ms()).collect();
         Detector {
             rules,
+            folding: widths.iter().map(Option::is_some).collect(),
+            folds: fold::Folds::new(widths.into_iter().flatten().flatten().collect(), share),
             suppressor: suppress::Suppressor::new(suppression.cooldown_s),
             risk: risk::Risk::default(),
             findings: Vec::new(),
@@ -384,18 +398,77 @@ impl Detector {
         if event.destination().allowed {
             return;
         }
-        for rule in &mut self.rules {
-            rule.on_record(event, &mut self.findings);
+        let folded = self.folds.fold(event);
+        for (rule, &folding) in self.rules.iter_mut().zip(&self.folding) {
+            if !folding {
+                rule.on_record(event, &mut self.findings);
+            }
+        }
+        if let Some(held) = folded.earlier {
+            self.run_held(event.key, &held, event.conversation);
+        }
+        if folded.now {
+            self.run_folding(event);
         }
         self.suppress(alerts);
     }
 
+    /// Runs the folding rules on a record, or on held records summed.
+    fn run_folding(&mut self, event: &RecordEvent<'_>) {
+        for (rule, &folding) in self.rules.iter_mut().zip(&self.folding) {
+            if folding {
+                rule.on_record(event, &mut self.findings);
+            }
+        }
+    }
+
+    /// Runs the folding rules on `key`'s held records, with its conversation as it is now.
+    fn run_held(&mut self, key: &ConversationKey, held: &fold::Held, conversation: &Conversation) {
+        self.run_folding(&RecordEvent {
+            record: &held.record,
+            key,
+            conversation,
+            update: Update::Extended,
+            now_ms: held.now_ms,
+            from_resolver: held.from_resolver,
+        });
+    }
+
+    /// Gives the folding rules the held records of the conversations quiet for a while
+    /// ([`fold::Folds::take_quiet`]), ahead of the tick at `now_ms` (`conversation` finds
+    /// a conversation in the table); their alerts are appended to `alerts`.
+    pub fn run_quiet_held<'c>(
+        &mut self,
+        now_ms: u64,
+        conversation: impl Fn(&ConversationKey) -> Option<&'c Conversation>,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let mut folds = std::mem::take(&mut self.folds);
+        folds.take_quiet(now_ms, |key, held| {
+            // A conversation that ended gave its held records then.
+            if let Some(conversation) = conversation(&key) {
+                self.run_held(&key, &held, conversation);
+            }
+        });
+        self.folds = folds;
+        self.suppress(alerts);
+    }
+
+    /// Conversations with records the folding rules have not seen yet.
+    pub fn held_conversations(&self) -> usize {
+        self.folds.len()
+    }
+
     /// Brings the state the rules keep for this record into the cache (see
-    /// [`Rule::warm`]); `destination` is its conversation's, if the table has it.
+    /// [`Rule::warm`]); `destination` is its conversation's, if the table has it. The
+    /// folding rules' is not brought in for a record that will most likely be held.
     #[inline]
     pub fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
-        for rule in &self.rules {
-            rule.warm(record, destination);
+        let held = !self.folds.is_empty() && self.folds.holds(&record.key());
+        for (rule, &folding) in self.rules.iter().zip(&self.folding) {
+            if !(folding && held) {
+                rule.warm(record, destination);
+            }
         }
     }
 
@@ -417,6 +490,9 @@ impl Detector {
     ) {
         if conversation.destination.allowed {
             return;
+        }
+        if let Some(held) = self.folds.take(key) {
+            self.run_held(key, &held, conversation);
         }
         for rule in &mut self.rules {
             rule.on_end(key, conversation, now_ms, &mut self.findings);

@@ -670,6 +670,11 @@ impl Rule for Profiles {
         ]
     }
 
+    /// The hourly egress and the unfamiliar upload's ten-minute buckets.
+    fn fold_widths_ms(&self) -> Option<Vec<u64>> {
+        Some(vec![HOUR_MS, UNFAMILIAR_BUCKET_MS])
+    }
+
     fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
         self.hosts.prefetch(&record.inside);
     }

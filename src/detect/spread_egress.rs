@@ -249,6 +249,10 @@ impl Rule for SpreadEgress {
         self.windows.dropped()
     }
 
+    fn fold_widths_ms(&self) -> Option<Vec<u64>> {
+        Some(vec![self.bucket_ms])
+    }
+
     fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
         if record.bytes_out == 0 {
             return;

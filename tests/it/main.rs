@@ -7,6 +7,7 @@ mod clock;
 mod daemon;
 mod decode;
 mod eval;
+mod fold;
 mod harness;
 mod kafka_faults;
 mod loadgen;

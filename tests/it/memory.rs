@@ -26,8 +26,8 @@ fn conversations() -> u32 {
 const FLOW_MEMORY: u64 = 16_000_000;
 const RULE_STATE: u64 = 4_000_000;
 /// Rules that keep per-key state of their own (dns_tunnel three times, one per window;
-/// long_lived_foreign's is bounded by the table).
-const STATEFUL_RULES: u64 = 7;
+/// long_lived_foreign's is bounded by the table), and the folding rules' held records.
+const STATEFUL_RULES: u64 = 8;
 /// What RSS may grow beyond the configured memory: allocator slack and the batches.
 pub const OVERHEAD: u64 = 32 << 20;
 

@@ -1,0 +1,340 @@
+//! detect::fold: how the rules that sum a host's traffic in time buckets (`profile`,
+//! `low_and_slow`, `spread_egress`) take a conversation's records: summed over a few
+//! seconds of event time ([`FOLD_MS`]) instead of one at a time. Their state is a few
+//! hundred bytes per host and per destination, far larger than the caches, and touching it
+//! is most of a record's cost where a conversation sends many records; summed records land
+//! in the same buckets with the same bytes, so what the rules conclude is the same, up to
+//! [`FOLD_MS`] (or one `flow.tick_s`, for a conversation that goes quiet) later.
+//!
+//! A record is held only when it can be summed without changing what a rule sees: never
+//! the one that starts a conversation (the rules count conversations begun), never one
+//! timed backwards or longer than the narrowest bucket (a rule may count a share of a long
+//! record), and only
+//! with records of the same bucket of every folding rule. The held records go to the rules
+//! when the next record of the conversation cannot join them, when [`FOLD_MS`] of its
+//! exporter's clock have passed since the first, when the conversation ends, and at the
+//! first tick after the conversation has been quiet for [`FOLD_MS`].
+
+use crate::flow::{ConversationKey, Oriented, Update};
+
+use super::RecordEvent;
+use super::slab_map::SlabMap;
+
+/// Event time over which a conversation's records are summed at most.
+pub const FOLD_MS: u64 = 10_000;
+
+/// What a conversation's held records cost at most, with their map entry: the folds take
+/// `rules.max_state_bytes` (a shard's share) at this much each, as a rule's state does.
+pub const HELD_BYTES: u64 = 256;
+
+/// A conversation's records not yet given to the folding rules: their sum.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The first record, with the bytes and packets of all, from the earliest start to the
+    /// latest end.
+    pub record: Oriented,
+    /// The exporter's clock at the latest record.
+    pub now_ms: u64,
+    /// The exporter's clock at the first.
+    since_ms: u64,
+    pub from_resolver: bool,
+}
+
+impl Held {
+    fn of(event: &RecordEvent<'_>) -> Held {
+        Held {
+            record: *event.record,
+            now_ms: event.now_ms,
+            since_ms: event.now_ms,
+            from_resolver: event.from_resolver,
+        }
+    }
+
+    fn add(&mut self, event: &RecordEvent<'_>) {
+        let (sum, record) = (&mut self.record, event.record);
+        sum.bytes_out = sum.bytes_out.saturating_add(record.bytes_out);
+        sum.bytes_in = sum.bytes_in.saturating_add(record.bytes_in);
+        sum.packets_out = sum.packets_out.saturating_add(record.packets_out);
+        sum.packets_in = sum.packets_in.saturating_add(record.packets_in);
+        sum.start_ms = sum.start_ms.min(record.start_ms);
+        sum.end_ms = sum.end_ms.max(record.end_ms);
+        sum.tcp_flags |= record.tcp_flags;
+        self.now_ms = self.now_ms.max(event.now_ms);
+    }
+}
+
+/// What the folding rules get for a record: first the records held before it, if any,
+/// then the record itself, if it is not held in turn.
+#[derive(Debug)]
+pub struct Folded {
+    pub earlier: Option<Held>,
+    pub now: bool,
+}
+
+/// The held records of one shard's conversations.
+#[derive(Debug, Default)]
+pub struct Folds {
+    held: SlabMap<ConversationKey, Held>,
+    /// Conversations held at most; beyond them, records go to the rules one at a time
+    /// (slower, nothing lost).
+    max_held: usize,
+    /// The folding rules' bucket widths, ms: records are summed within one bucket of each.
+    widths_ms: Vec<u64>,
+    /// The narrowest of them: a longer record is never held.
+    narrowest_ms: u64,
+}
+
+impl Folds {
+    /// Folds for rules whose buckets are `widths_ms` wide (none: nothing is held), in
+    /// `max_bytes`.
+    pub fn new(widths_ms: Vec<u64>, max_bytes: u64) -> Self {
+        let widths_ms: Vec<u64> = widths_ms.into_iter().map(|w| w.max(1)).collect();
+        let narrowest_ms = widths_ms.iter().copied().min().unwrap_or(0);
+        Folds {
+            held: SlabMap::new(),
+            max_held: usize::try_from(max_bytes / HELD_BYTES).unwrap_or(usize::MAX),
+            widths_ms,
+            narrowest_ms,
+        }
+    }
+
+    /// Conversations with records held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Whether `key`'s records are held (its next record most likely is too).
+    #[inline]
+    pub fn holds(&self, key: &ConversationKey) -> bool {
+        self.held.contains_key(key)
+    }
+
+    /// Holds `event`'s record or says what the folding rules take now.
+    pub fn fold(&mut self, event: &RecordEvent<'_>) -> Folded {
+        let record = event.record;
+        let duration_ms = record.end_ms.saturating_sub(record.start_ms);
+        if self.widths_ms.is_empty()
+            || event.update == Update::Created
+            || record.end_ms < record.start_ms
+            || duration_ms > self.narrowest_ms
+        {
+            return Folded {
+                earlier: self.held.remove(event.key),
+                now: true,
+            };
+        }
+        if !self.held.contains_key(event.key) {
+            if self.held.len() >= self.max_held {
+                return Folded {
+                    earlier: None,
+                    now: true,
+                };
+            }
+            self.held.insert(*event.key, Held::of(event));
+            return Folded {
+                earlier: None,
+                now: false,
+            };
+        }
+        let (widths_ms, narrowest_ms) = (&self.widths_ms, self.narrowest_ms);
+        let held = self
+            .held
+            .get_mut(event.key)
+            .expect("checked just above: the key is held");
+        if !joins(widths_ms, narrowest_ms, held, record) {
+            let earlier = std::mem::replace(held, Held::of(event));
+            return Folded {
+                earlier: Some(earlier),
+                now: false,
+            };
+        }
+        held.add(event);
+        let due = held.now_ms.saturating_sub(held.since_ms) >= FOLD_MS;
+        Folded {
+            earlier: if due {
+                self.held.remove(event.key)
+            } else {
+                None
+            },
+            now: false,
+        }
+    }
+
+    /// `key`'s held records, when its conversation ends.
+    pub fn take(&mut self, key: &ConversationKey) -> Option<Held> {
+        self.held.remove(key)
+    }
+
+    /// The held records of conversations quiet for [`FOLD_MS`] of the tick's clock
+    /// (`now_ms`), handed to `taken`: the others are given to the rules with their next
+    /// record soon, and a tick does not stall on all of them at once.
+    pub fn take_quiet(&mut self, now_ms: u64, taken: impl FnMut(ConversationKey, Held)) {
+        self.held.take_where(
+            |_, held| held.now_ms.saturating_add(FOLD_MS) <= now_ms,
+            taken,
+        );
+    }
+}
+
+/// Whether `record` can be summed with `held`: in the same bucket of every width, and the
+/// sum no longer than the narrowest. Held records end no earlier than they start, so each
+/// counts at its end, and so does their sum.
+fn joins(widths_ms: &[u64], narrowest_ms: u64, held: &Held, record: &Oriented) -> bool {
+    let sum = &held.record;
+    let span_ms = sum.end_ms.max(record.end_ms) - sum.start_ms.min(record.start_ms);
+    span_ms <= narrowest_ms
+        && widths_ms
+            .iter()
+            .all(|&width| record.end_ms / width == sum.end_ms / width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::tests::oriented;
+    use crate::enrich::Destination;
+    use crate::flow::{Conversation, Update};
+
+    const T0: u64 = 1_710_230_400_000;
+    const MIN: u64 = 60_000;
+
+    /// Folds for the profile's widths (an hour, ten minutes).
+    fn folds() -> Folds {
+        Folds::new(vec![60 * MIN, 10 * MIN], 1 << 20)
+    }
+
+    /// Folds `bytes_out` sent from `start_ms` to `end_ms`, the exporter's clock at its end.
+    fn fold(
+        folds: &mut Folds,
+        update: Update,
+        bytes_out: u64,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Folded {
+        let record = oriented(
+            "10.0.0.5",
+            40000,
+            "198.51.100.7",
+            443,
+            bytes_out,
+            0,
+            start_ms,
+            end_ms,
+        );
+        let key = record.key();
+        let conversation = Conversation::first(&record, Destination::default());
+        folds.fold(&RecordEvent {
+            record: &record,
+            key: &key,
+            conversation: &conversation,
+            update,
+            now_ms: end_ms,
+            from_resolver: false,
+        })
+    }
+
+    #[test]
+    fn records_of_one_bucket_are_summed_for_up_to_the_fold_time() {
+        let mut folds = folds();
+        let first = fold(&mut folds, Update::Created, 100, T0, T0 + 1000);
+        assert!(
+            first.now && first.earlier.is_none(),
+            "a new conversation runs at once"
+        );
+        for i in 1..5 {
+            let at = T0 + i * 2000;
+            let held = fold(&mut folds, Update::Extended, 10 * i, at - 500, at);
+            assert!(!held.now && held.earlier.is_none(), "record {i} is held");
+        }
+        assert!(folds.holds(&oriented("10.0.0.5", 40000, "198.51.100.7", 443, 0, 0, 0, 0).key()));
+        // Ten seconds of the exporter's clock after the first held record.
+        let due = fold(&mut folds, Update::Extended, 50, T0 + 11_500, T0 + 12_000);
+        let sum = due.earlier.expect("due");
+        assert!(!due.now);
+        assert_eq!(sum.record.bytes_out, 10 + 20 + 30 + 40 + 50);
+        assert_eq!(
+            (sum.record.start_ms, sum.record.end_ms),
+            (T0 + 1500, T0 + 12_000)
+        );
+        assert_eq!(sum.now_ms, T0 + 12_000);
+        assert!(folds.is_empty());
+    }
+
+    #[test]
+    fn a_bucket_boundary_a_long_or_backwards_record_gives_the_held_ones_first() {
+        let mut folds = folds();
+        // Ten-minute buckets: T0 + 9 min and T0 + 10 min are not summed.
+        assert!(
+            !fold(
+                &mut folds,
+                Update::Extended,
+                7,
+                T0 + 9 * MIN - 10,
+                T0 + 9 * MIN
+            )
+            .now
+        );
+        let next = fold(
+            &mut folds,
+            Update::Extended,
+            8,
+            T0 + 10 * MIN,
+            T0 + 10 * MIN + 5,
+        );
+        assert_eq!(next.earlier.map(|h| h.record.bytes_out), Some(7));
+        assert!(!next.now, "the new bucket's record is held in turn");
+        // Longer than ten minutes: never held.
+        let long = fold(&mut folds, Update::Extended, 9, T0, T0 + 11 * MIN);
+        assert_eq!(long.earlier.map(|h| h.record.bytes_out), Some(8));
+        assert!(long.now && folds.is_empty());
+        let backwards = fold(&mut folds, Update::Extended, 9, T0 + 5, T0);
+        assert!(backwards.now && backwards.earlier.is_none());
+        // A restarted conversation gives what was held of the old one.
+        assert!(!fold(&mut folds, Update::Extended, 3, T0, T0 + 1).now);
+        let restart = fold(&mut folds, Update::Created, 4, T0 + 2, T0 + 3);
+        assert_eq!(
+            (restart.earlier.map(|h| h.record.bytes_out), restart.now),
+            (Some(3), true)
+        );
+    }
+
+    #[test]
+    fn ticks_take_the_quiet_conversations_and_no_widths_hold_nothing() {
+        let mut folds = folds();
+        assert!(!fold(&mut folds, Update::Extended, 5, T0, T0 + 1000).now);
+        let mut taken = Vec::new();
+        folds.take_quiet(T0 + 1000 + FOLD_MS - 1, |_, held| taken.push(held));
+        assert!(taken.is_empty(), "not yet quiet for the fold time");
+        folds.take_quiet(T0 + 1000 + FOLD_MS, |_, held| taken.push(held));
+        assert_eq!(
+            taken.iter().map(|h| h.record.bytes_out).collect::<Vec<_>>(),
+            [5]
+        );
+        assert!(folds.is_empty());
+        let mut none = Folds::new(Vec::new(), 1 << 20);
+        let mut full = Folds::new(vec![10 * MIN], HELD_BYTES);
+        assert!(!fold(&mut full, Update::Extended, 5, T0, T0 + 1000).now);
+        let other = oriented("10.0.0.6", 40000, "198.51.100.7", 443, 5, 0, T0, T0 + 1000);
+        let (key, conversation) = (
+            other.key(),
+            Conversation::first(&other, Destination::default()),
+        );
+        let event = RecordEvent {
+            record: &other,
+            key: &key,
+            conversation: &conversation,
+            update: Update::Extended,
+            now_ms: T0 + 1000,
+            from_resolver: false,
+        };
+        assert!(
+            full.fold(&event).now,
+            "one conversation held at most: the next runs at once"
+        );
+        assert!(fold(&mut none, Update::Extended, 5, T0, T0 + 1000).now);
+    }
+}
