@@ -58,6 +58,9 @@ pub struct PipelineCounters {
     /// Hosts alerted on within the last day, by the severity band of their risk score
     /// (low, medium, high, critical): a gauge.
     pub risky_hosts: [u64; 4],
+    /// Conversations whose latest records the folding rules have not seen yet
+    /// ([`crate::detect::fold`]): a gauge.
+    pub held_conversations: u64,
     /// Datagrams from senders outside `source.exporters`, dropped undecoded.
     pub rejected_datagrams: u64,
 }
@@ -73,6 +76,7 @@ impl PipelineCounters {
         for (sum, n) in self.risky_hosts.iter_mut().zip(other.risky_hosts) {
             *sum += n;
         }
+        self.held_conversations += other.held_conversations;
         self.rejected_datagrams += other.rejected_datagrams;
     }
 }
@@ -513,6 +517,7 @@ impl Shard {
             alerts: self.alert_counters,
             suppressed: self.detector.suppressed(),
             risky_hosts: self.detector.risky_hosts(),
+            held_conversations: self.detector.held_conversations() as u64,
             ..PipelineCounters::default()
         }
     }

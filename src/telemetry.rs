@@ -451,6 +451,12 @@ const STAGES: &[Row] = &[
         read: Read::Samples(|v| Some(v.risky_hosts())),
     },
     Row {
+        name: "exflow_detect_held_conversations",
+        kind: "gauge",
+        help: "Conversations whose latest records the folding rules (profile, low_and_slow, spread_egress) hold, summed, for up to 10 s of event time.",
+        read: Read::Samples(|v| one(v.pipeline().held_conversations)),
+    },
+    Row {
         name: "exflow_detect_suppressed_alerts_total",
         kind: "counter",
         help: "Findings held back by suppression.",

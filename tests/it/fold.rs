@@ -51,11 +51,17 @@ fn a_trickle_of_held_records_reaches_low_and_slow_at_the_next_tick() {
             );
         }
     }
+    assert_eq!(
+        pipeline.counters().held_conversations,
+        1,
+        "the last connection's records are held, the earlier ones were given at a tick"
+    );
     let last_ms = T0_MS + 24 * 60_000 + 9_500;
     // Another host's record moves the exporter's clock on by two ticks.
     let mut later = upload(50_000, KB, last_ms + 120_000, last_ms + 120_000);
     later.src_addr = "10.10.1.6".parse().unwrap();
     pipeline.push_record(&later, &mut alerts);
+    assert_eq!(pipeline.counters().held_conversations, 0);
 
     let slow: Vec<&Alert> = alerts
         .iter()
