@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tracing::{info, warn};
 
-use self::receive::{Batch, Pending, ReceiveWorker, Tables};
+use self::receive::{Batch, Pending, QueueWait, ReceiveWorker, Tables};
 use self::report::{ShardReport, WorkerReport, snapshot};
 use self::shard::{RulesState, ShardRunner, ThreatIntel, reload_threat_intel, run_shard};
 pub use self::sockets::{BoundSockets, SocketParts};
@@ -220,6 +220,7 @@ fn spawn_workers(
             tables,
             pending: Pending::default(),
             queue_dropped: queue_dropped.clone(),
+            queue_wait: QueueWait::new(Duration::from_millis(config.flow.queue_wait_ms)),
             report: report.clone(),
             shutdown: control.shutdown.clone(),
             state: config

@@ -1,6 +1,6 @@
 //! daemon::receive: a receive worker's thread: polls its sockets, decodes, and either runs
 //! the table and the rules itself (`flow.shards = 0`) or hands the shards their records in
-//! batches through bounded queues (a full queue drops the batch, counted).
+//! batches through bounded queues (a queue that stays full drops the batch, counted).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +54,7 @@ pub(super) struct ReceiveWorker {
     pub(super) tables: Tables,
     pub(super) pending: Pending,
     pub(super) queue_dropped: Arc<AtomicU64>,
+    pub(super) queue_wait: QueueWait,
     pub(super) report: Arc<Mutex<WorkerReport>>,
     pub(super) shutdown: Arc<AtomicBool>,
     /// Where and how often (s) this worker saves its templates.
@@ -125,6 +126,7 @@ impl ReceiveWorker {
                 &mut self.ingest,
                 queues,
                 std::mem::take(&mut self.pending),
+                &mut self.queue_wait,
                 &self.queue_dropped,
             ),
         }
@@ -147,12 +149,14 @@ impl ReceiveWorker {
     }
 }
 
-/// Sends each shard its batch. Never waits: a full queue drops the batch, counted.
+/// Sends each shard its batch, waiting for room in a full queue while `wait` allows; a
+/// queue still full drops the batch, counted.
 fn hand_over(
     worker: usize,
     ingest: &mut Ingest,
     queues: &[SyncSender<Batch>],
     pending: Pending,
+    wait: &mut QueueWait,
     queue_dropped: &AtomicU64,
 ) {
     let watermark_ms = ingest.now_ms();
@@ -168,13 +172,69 @@ fn hand_over(
             received_ns: pending.oldest_ns,
             datagrams: pending.datagrams,
         };
-        if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
-            queue.try_send(batch)
-        {
+        if let Err(batch) = wait.send(queue, batch) {
             let records = batch.records.iter();
             let dropped = records.filter(|r| matches!(r, Routed::Record { .. }));
             queue_dropped.fetch_add(dropped.count() as u64, Ordering::Relaxed);
         }
+    }
+}
+
+/// How long a receive worker may still wait for room in full shard queues: at most `max`,
+/// earned back at a tenth of the time passing (`flow.queue_wait_ms`). Meanwhile the socket
+/// buffer holds the datagrams that arrive, so a burst the shards catch up with is not
+/// lost; a shard that stays behind costs the worker at most a tenth of its time, and then
+/// its batches are dropped.
+pub(super) struct QueueWait {
+    max: Duration,
+    left: Duration,
+    /// When `left` was last brought up to date.
+    since: Instant,
+}
+
+/// How often a waiting worker tries a full queue again.
+const QUEUE_POLL: Duration = Duration::from_micros(50);
+
+impl QueueWait {
+    pub(super) fn new(max: Duration) -> QueueWait {
+        QueueWait {
+            max,
+            left: max,
+            since: Instant::now(),
+        }
+    }
+
+    /// Queues `batch`, waiting for room while the allowance lasts; gives it back if the
+    /// queue stays full or its shard is gone.
+    fn send(&mut self, queue: &SyncSender<Batch>, batch: Batch) -> Result<(), Batch> {
+        let mut batch = match queue.try_send(batch) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(batch)) => batch,
+            Err(TrySendError::Disconnected(batch)) => return Err(batch),
+        };
+        let start = Instant::now();
+        self.earn(start);
+        let deadline = start + self.left;
+        let sent = loop {
+            if Instant::now() >= deadline {
+                break Err(batch);
+            }
+            std::thread::sleep(QUEUE_POLL);
+            match queue.try_send(batch) {
+                Ok(()) => break Ok(()),
+                Err(TrySendError::Full(again)) => batch = again,
+                Err(TrySendError::Disconnected(batch)) => break Err(batch),
+            }
+        };
+        self.left = self.left.saturating_sub(start.elapsed());
+        sent
+    }
+
+    /// Brings the allowance up to `now`: a tenth of the time passed, `max` at most.
+    fn earn(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.since) / 10;
+        self.left = (self.left + earned).min(self.max);
+        self.since = now;
     }
 }
 
@@ -184,8 +244,9 @@ mod tests {
     use crate::daemon::test_config as config;
     use std::sync::mpsc;
 
-    /// A full shard queue never blocks the receive worker: the batch is dropped and its
-    /// records counted; the next hand-over, with room again, goes through.
+    /// A shard queue that stays full does not hold the receive worker beyond its
+    /// allowance (none here): the batch is dropped and its records counted; the next
+    /// hand-over, with room again, goes through.
     #[test]
     fn a_full_queue_drops_the_batch_and_counts_its_records() {
         let config = config();
@@ -193,6 +254,7 @@ mod tests {
         let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let dropped = AtomicU64::new(0);
+        let mut no_wait = QueueWait::new(Duration::ZERO);
         let pending = || Pending {
             oldest_ns: 1,
             datagrams: 1,
@@ -200,12 +262,12 @@ mod tests {
         let queues = [queue];
         ingest.push_records(&records[..20]);
         let first_batch = ingest.batches()[0].len();
-        hand_over(0, &mut ingest, &queues, pending(), &dropped);
+        hand_over(0, &mut ingest, &queues, pending(), &mut no_wait, &dropped);
         assert_eq!(dropped.load(Ordering::Relaxed), 0, "the queue had room");
         ingest.push_records(&records[20..]);
         let second_batch = ingest.batches()[0].len() as u64;
         assert!(second_batch > 0);
-        hand_over(0, &mut ingest, &queues, pending(), &dropped);
+        hand_over(0, &mut ingest, &queues, pending(), &mut no_wait, &dropped);
         assert_eq!(
             dropped.load(Ordering::Relaxed),
             second_batch,
@@ -215,7 +277,67 @@ mod tests {
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
         assert!(batches.try_recv().is_err());
         ingest.push_records(&records[..20]);
-        hand_over(0, &mut ingest, &queues, pending(), &dropped);
+        hand_over(0, &mut ingest, &queues, pending(), &mut no_wait, &dropped);
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
+    }
+
+    /// A full queue whose shard takes a batch within the allowance loses nothing: the
+    /// worker waits for the room, whichever comes first.
+    #[test]
+    fn a_full_queue_that_drains_within_the_allowance_drops_nothing() {
+        let config = config();
+        let mut ingest = Ingest::new(&config, config.enricher().unwrap(), 1);
+        let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
+        let (queue, batches) = mpsc::sync_channel::<Batch>(1);
+        let dropped = AtomicU64::new(0);
+        let mut wait = QueueWait::new(Duration::from_secs(60));
+        let pending = || Pending {
+            oldest_ns: 1,
+            datagrams: 1,
+        };
+        let queues = [queue];
+        ingest.push_records(&records[..20]);
+        let first = ingest.batches()[0].len();
+        hand_over(0, &mut ingest, &queues, pending(), &mut wait, &dropped);
+        ingest.push_records(&records[20..]);
+        let second = ingest.batches()[0].len();
+        // The shard takes its two batches on a thread of its own; the second hand-over
+        // finds the queue full unless the first batch was already taken.
+        let shard = std::thread::spawn(move || {
+            let a = batches.recv().unwrap().records.len();
+            let b = batches.recv().unwrap().records.len();
+            (a, b)
+        });
+        hand_over(0, &mut ingest, &queues, pending(), &mut wait, &dropped);
+        assert_eq!(shard.join().unwrap(), (first, second));
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+    }
+
+    /// Waiting spends the allowance, and time passing earns it back at a tenth, up to the
+    /// most it may be.
+    #[test]
+    fn the_allowance_is_spent_by_waiting_and_earned_back_by_time() {
+        let (queue, _batches) = mpsc::sync_channel::<Batch>(1);
+        let batch = || Batch {
+            records: Vec::new(),
+            worker: 0,
+            watermark_ms: 0,
+            received_ns: 0,
+            datagrams: 0,
+        };
+        let max = Duration::from_millis(50);
+        let mut wait = QueueWait::new(max);
+        assert!(wait.send(&queue, batch()).is_ok(), "room");
+        assert!(
+            wait.send(&queue, batch()).is_err(),
+            "full until the allowance ran out"
+        );
+        assert!(wait.left < max / 2, "spent: {:?}", wait.left);
+        wait.left = Duration::ZERO;
+        let since = wait.since;
+        wait.earn(since + Duration::from_millis(100));
+        assert_eq!(wait.left, Duration::from_millis(10));
+        wait.earn(since + Duration::from_secs(3600));
+        assert_eq!(wait.left, max);
     }
 }

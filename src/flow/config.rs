@@ -36,8 +36,15 @@ pub struct FlowConfig {
     /// one-core machine; needs `source.workers = 1`).
     pub shards: usize,
     /// Record batches that may wait for each shard; a receive worker that finds the queue
-    /// full drops the batch and counts it (`exflow_flow_queue_dropped_records_total`).
+    /// full waits for room (see `queue_wait_ms`), then drops the batch and counts it
+    /// (`exflow_flow_queue_dropped_records_total`).
     pub queue_batches: usize,
+    /// How long in all a receive worker may wait for room in full shard queues while its
+    /// socket buffer holds what arrives, earned back at a tenth of the time passing: a
+    /// burst the shards catch up with (a cold start, exporters flushing their caches) is
+    /// not dropped, and a shard that stays behind costs the worker at most a tenth of its
+    /// time. 0: never wait.
+    pub queue_wait_ms: u64,
 }
 
 /// Bytes one tracked conversation takes in the table at most, measured from 7 to 10
@@ -66,6 +73,7 @@ impl Default for FlowConfig {
             tick_s: 60,
             shards: 1,
             queue_batches: 256,
+            queue_wait_ms: 500,
         }
     }
 }
