@@ -73,7 +73,7 @@ impl Default for FlowConfig {
             tick_s: 60,
             shards: 1,
             queue_batches: 256,
-            queue_wait_ms: 500,
+            queue_wait_ms: 1000,
         }
     }
 }
