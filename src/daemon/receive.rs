@@ -244,30 +244,57 @@ mod tests {
     use crate::daemon::test_config as config;
     use std::sync::mpsc;
 
+    /// A receive worker's ingest and 40 records for it.
+    fn ingest_and_records() -> (Ingest, Vec<crate::decode::FlowRecord>) {
+        let config = config();
+        let ingest = Ingest::new(&config, config.enricher().unwrap(), 1);
+        (
+            ingest,
+            crate::synth::background_records(40, 1, 1_710_230_400_000),
+        )
+    }
+
+    /// Decodes `records` into the one shard's batch and hands it over; returns its length.
+    fn hand_over_records(
+        ingest: &mut Ingest,
+        queue: &SyncSender<Batch>,
+        records: &[crate::decode::FlowRecord],
+        wait: &mut QueueWait,
+        dropped: &AtomicU64,
+    ) -> usize {
+        ingest.push_records(records);
+        let len = ingest.batches()[0].len();
+        let pending = Pending {
+            oldest_ns: 1,
+            datagrams: 1,
+        };
+        hand_over(
+            0,
+            ingest,
+            std::slice::from_ref(queue),
+            pending,
+            wait,
+            dropped,
+        );
+        len
+    }
+
     /// A shard queue that stays full does not hold the receive worker beyond its
     /// allowance (none here): the batch is dropped and its records counted; the next
     /// hand-over, with room again, goes through.
     #[test]
     fn a_full_queue_drops_the_batch_and_counts_its_records() {
-        let config = config();
-        let mut ingest = Ingest::new(&config, config.enricher().unwrap(), 1);
-        let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
+        let (mut ingest, records) = ingest_and_records();
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let dropped = AtomicU64::new(0);
         let mut no_wait = QueueWait::new(Duration::ZERO);
-        let pending = || Pending {
-            oldest_ns: 1,
-            datagrams: 1,
+        let mut hand = |ingest: &mut Ingest, records| {
+            hand_over_records(ingest, &queue, records, &mut no_wait, &dropped)
         };
-        let queues = [queue];
-        ingest.push_records(&records[..20]);
-        let first_batch = ingest.batches()[0].len();
-        hand_over(0, &mut ingest, &queues, pending(), &mut no_wait, &dropped);
+        let first_batch = hand(&mut ingest, &records[..20]);
         assert_eq!(dropped.load(Ordering::Relaxed), 0, "the queue had room");
-        ingest.push_records(&records[20..]);
-        let second_batch = ingest.batches()[0].len() as u64;
+        let second_batch = hand(&mut ingest, &records[20..]) as u64;
         assert!(second_batch > 0);
-        hand_over(0, &mut ingest, &queues, pending(), &mut no_wait, &dropped);
         assert_eq!(
             dropped.load(Ordering::Relaxed),
             second_batch,
@@ -276,8 +303,7 @@ mod tests {
         assert!(ingest.batches()[0].is_empty(), "nothing is kept to grow");
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
         assert!(batches.try_recv().is_err());
-        ingest.push_records(&records[..20]);
-        hand_over(0, &mut ingest, &queues, pending(), &mut no_wait, &dropped);
+        hand(&mut ingest, &records[..20]);
         assert_eq!(batches.try_recv().unwrap().records.len(), first_batch);
     }
 
@@ -285,22 +311,11 @@ mod tests {
     /// worker waits for the room, whichever comes first.
     #[test]
     fn a_full_queue_that_drains_within_the_allowance_drops_nothing() {
-        let config = config();
-        let mut ingest = Ingest::new(&config, config.enricher().unwrap(), 1);
-        let records = crate::synth::background_records(40, 1, 1_710_230_400_000);
+        let (mut ingest, records) = ingest_and_records();
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let dropped = AtomicU64::new(0);
         let mut wait = QueueWait::new(Duration::from_secs(60));
-        let pending = || Pending {
-            oldest_ns: 1,
-            datagrams: 1,
-        };
-        let queues = [queue];
-        ingest.push_records(&records[..20]);
-        let first = ingest.batches()[0].len();
-        hand_over(0, &mut ingest, &queues, pending(), &mut wait, &dropped);
-        ingest.push_records(&records[20..]);
-        let second = ingest.batches()[0].len();
+        let first = hand_over_records(&mut ingest, &queue, &records[..20], &mut wait, &dropped);
         // The shard takes its two batches on a thread of its own; the second hand-over
         // finds the queue full unless the first batch was already taken.
         let shard = std::thread::spawn(move || {
@@ -308,7 +323,7 @@ mod tests {
             let b = batches.recv().unwrap().records.len();
             (a, b)
         });
-        hand_over(0, &mut ingest, &queues, pending(), &mut wait, &dropped);
+        let second = hand_over_records(&mut ingest, &queue, &records[20..], &mut wait, &dropped);
         assert_eq!(shard.join().unwrap(), (first, second));
         assert_eq!(dropped.load(Ordering::Relaxed), 0);
     }
