@@ -53,14 +53,11 @@ command -v nfcapd >/dev/null && command -v nfacctd >/dev/null || {
 }
 command -v curl >/dev/null || { echo "compare.sh reads exflow's queue drops with curl: install it" >&2; exit 1; }
 sysctl -qw net.core.rmem_max=67108864 || true
-if [ -z "${EXFLOW:-}" ]; then
-  cargo build --release --quiet
-  EXFLOW=target/release/exflow
-fi
-FLOWGEN=${FLOWGEN:-target/flowgen/release/flowgen}
-if [[ " ${GENERATORS[*]} " == *" flowgen "* ]] && [ ! -x "$FLOWGEN" ]; then
-  cargo build --release --quiet --manifest-path ../shared/tools/flowgen/Cargo.toml \
-    --target-dir target/flowgen
+# shellcheck source=benches/binaries.sh
+. benches/binaries.sh
+exflow_binary
+if [[ " ${GENERATORS[*]} " == *" flowgen "* ]]; then
+  flowgen_binary
 fi
 
 drops() { # kernel drops of the UDP socket bound to port $1 (hex in /proc/net/udp)

@@ -20,13 +20,10 @@ PORT=${PORT:-24900}
 METRICS=$((PORT + 1))
 command -v curl >/dev/null || { echo "loss.sh reads exflow's metrics with curl: install it" >&2; exit 1; }
 sysctl -qw net.core.rmem_max=67108864 || true
-if [ -z "${EXFLOW:-}" ]; then
-  cargo build --release --quiet
-  EXFLOW=target/release/exflow
-fi
-FLOWGEN=${FLOWGEN:-target/flowgen/release/flowgen}
-[ -x "$FLOWGEN" ] || cargo build --release --quiet \
-  --manifest-path ../shared/tools/flowgen/Cargo.toml --target-dir target/flowgen
+# shellcheck source=benches/binaries.sh
+. benches/binaries.sh
+exflow_binary
+flowgen_binary
 
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; true' EXIT
