@@ -75,7 +75,7 @@ fn main() {
     let mut table = FlowTable::new(count, 1800, 3600);
     let started = Instant::now();
     for i in 0..count as u64 {
-        table.update(&record(i, 0), Destination::default, |_, _| {});
+        table.update(&record(i, 0), Destination::default, |_, _, _| {});
     }
     let elapsed = started.elapsed();
     let used = rss_bytes().saturating_sub(before);
@@ -101,7 +101,7 @@ fn main() {
                 table.warm(r);
             }
             for r in &batch {
-                table.update(r, Destination::default, |_, _| {});
+                table.update(r, Destination::default, |_, _, _| {});
             }
             batch.clear();
         }

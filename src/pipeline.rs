@@ -382,9 +382,7 @@ impl Shard {
                 records(next).for_each(|record| self.table.warm(record));
             }
             for record in records(chunk) {
-                let conversation = self.table.get(&record.key());
-                self.detector
-                    .warm(record, conversation.map(|c| &c.destination));
+                self.detector.warm(record, self.table.find(&record.key()));
             }
             for routed in chunk {
                 match *routed {
@@ -401,7 +399,7 @@ impl Shard {
         let enricher = &self.enricher;
         let detector = &mut self.detector;
         let produced = alerts.len();
-        let (update, conversation) = self.table.update(
+        let (update, id, conversation) = self.table.update(
             oriented,
             || {
                 enricher.destination(
@@ -411,12 +409,13 @@ impl Shard {
                     oriented.outside_asn,
                 )
             },
-            |key, ended| detector.on_end(key, ended, now_ms, alerts),
+            |id, key, ended| detector.on_end(id, key, ended, now_ms, alerts),
         );
         let key = oriented.key();
         let event = RecordEvent {
             record: oriented,
             key: &key,
+            id,
             conversation,
             update,
             now_ms,
@@ -426,8 +425,8 @@ impl Shard {
         if oriented.ends {
             // The exporter says the flow is over: its conversation ends now, not at the
             // idle timeout.
-            self.table.close(&key, |key, ended| {
-                detector.on_end(key, ended, now_ms, alerts)
+            self.table.close(&key, |id, key, ended| {
+                detector.on_end(id, key, ended, now_ms, alerts)
             });
         }
         self.count(alerts, produced);
@@ -443,11 +442,11 @@ impl Shard {
         let now_ms = self.now_ms;
         let produced = alerts.len();
         let detector = &mut self.detector;
-        self.table.expire(now_ms, |key, ended| {
-            detector.on_end(key, ended, now_ms, alerts)
+        self.table.expire(now_ms, |id, key, ended| {
+            detector.on_end(id, key, ended, now_ms, alerts)
         });
         let table = &self.table;
-        detector.run_quiet_held(now_ms, |key| table.get(key), alerts);
+        detector.run_quiet_held(now_ms, |id| Some(table.by_id(id)?.1), alerts);
         detector.on_tick(now_ms, alerts);
         self.count(alerts, produced);
     }
@@ -460,7 +459,7 @@ impl Shard {
         let produced = alerts.len();
         let detector = &mut self.detector;
         self.table
-            .drain(|key, ended| detector.on_end(key, ended, now_ms, alerts));
+            .drain(|id, key, ended| detector.on_end(id, key, ended, now_ms, alerts));
         detector.on_tick(now_ms, alerts);
         self.count(alerts, produced);
     }

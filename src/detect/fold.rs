@@ -15,10 +15,10 @@
 //! exporter's clock have passed since the first, when the conversation ends, and at the
 //! first tick after the conversation has been quiet for [`FOLD_MS`].
 
-use crate::flow::{ConversationKey, Oriented, Update};
+use crate::flow::{ConversationId, ConversationKey, Oriented, Update};
+use crate::prefetch::prefetch;
 
 use super::RecordEvent;
-use super::slab_map::SlabMap;
 
 /// Event time over which a conversation's records are summed at most.
 pub const FOLD_MS: u64 = 10_000;
@@ -71,10 +71,17 @@ pub struct Folded {
     pub now: bool,
 }
 
-/// The held records of one shard's conversations.
+/// The held records of one shard's conversations, found by conversation id: a record's
+/// check is an index into a vector, not a search by key (a miss in a map far larger than
+/// the caches, on every record).
 #[derive(Debug, Default)]
 pub struct Folds {
-    held: SlabMap<ConversationKey, Held>,
+    /// By conversation id: 0, nothing held; else the position in `held` plus one. Grows to
+    /// the most conversations the shard's table has held at once, 4 bytes each.
+    slots: Vec<u32>,
+    /// The held conversations, dense: a removal moves the last into the hole, so the
+    /// order (of [`Folds::take_quiet`]) depends only on the calls made.
+    held: Vec<(ConversationId, ConversationKey, Held)>,
     /// Conversations held at most; beyond them, records go to the rules one at a time
     /// (slower, nothing lost).
     max_held: usize,
@@ -91,7 +98,8 @@ impl Folds {
         let widths_ms: Vec<u64> = widths_ms.into_iter().map(|w| w.max(1)).collect();
         let narrowest_ms = widths_ms.iter().copied().min().unwrap_or(0);
         Folds {
-            held: SlabMap::new(),
+            slots: Vec::new(),
+            held: Vec::new(),
             max_held: usize::try_from(max_bytes / HELD_BYTES).unwrap_or(usize::MAX),
             widths_ms,
             narrowest_ms,
@@ -107,10 +115,24 @@ impl Folds {
         self.held.is_empty()
     }
 
-    /// Whether `key`'s records are held (its next record most likely is too).
+    /// Where `id`'s held records are in `held`.
     #[inline]
-    pub fn holds(&self, key: &ConversationKey) -> bool {
-        self.held.contains_key(key)
+    fn position(&self, id: ConversationId) -> Option<usize> {
+        let slot = *self.slots.get(id.index())?;
+        (slot != 0).then(|| slot as usize - 1)
+    }
+
+    /// Whether `id`'s records are held (its next record most likely is too); if so, brings
+    /// them into the cache for [`Folds::fold`].
+    #[inline]
+    pub fn warm(&self, id: ConversationId) -> bool {
+        match self.position(id) {
+            Some(at) => {
+                prefetch(&self.held[at]);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Holds `event`'s record or says what the folding rules take now.
@@ -123,29 +145,25 @@ impl Folds {
             || duration_ms > self.narrowest_ms
         {
             return Folded {
-                earlier: self.held.remove(event.key),
+                earlier: self.take(event.id),
                 now: true,
             };
         }
-        if !self.held.contains_key(event.key) {
+        let Some(at) = self.position(event.id) else {
             if self.held.len() >= self.max_held {
                 return Folded {
                     earlier: None,
                     now: true,
                 };
             }
-            self.held.insert(*event.key, Held::of(event));
+            self.insert(event.id, *event.key, Held::of(event));
             return Folded {
                 earlier: None,
                 now: false,
             };
-        }
-        let (widths_ms, narrowest_ms) = (&self.widths_ms, self.narrowest_ms);
-        let held = self
-            .held
-            .get_mut(event.key)
-            .expect("checked just above: the key is held");
-        if !joins(widths_ms, narrowest_ms, held, record) {
+        };
+        let held = &mut self.held[at].2;
+        if !joins(&self.widths_ms, self.narrowest_ms, held, record) {
             let earlier = std::mem::replace(held, Held::of(event));
             return Folded {
                 earlier: Some(earlier),
@@ -155,28 +173,54 @@ impl Folds {
         held.add(event);
         let due = held.now_ms.saturating_sub(held.since_ms) >= FOLD_MS;
         Folded {
-            earlier: if due {
-                self.held.remove(event.key)
-            } else {
-                None
-            },
+            earlier: if due { self.take(event.id) } else { None },
             now: false,
         }
     }
 
-    /// `key`'s held records, when its conversation ends.
-    pub fn take(&mut self, key: &ConversationKey) -> Option<Held> {
-        self.held.remove(key)
+    /// `id`'s held records, when its conversation ends (and when a record is not held).
+    pub fn take(&mut self, id: ConversationId) -> Option<Held> {
+        let at = self.position(id)?;
+        Some(self.take_at(at).2)
     }
 
     /// The held records of conversations quiet for [`FOLD_MS`] of the tick's clock
     /// (`now_ms`), handed to `taken`: the others are given to the rules with their next
     /// record soon, and a tick does not stall on all of them at once.
-    pub fn take_quiet(&mut self, now_ms: u64, taken: impl FnMut(ConversationKey, Held)) {
-        self.held.take_where(
-            |_, held| held.now_ms.saturating_add(FOLD_MS) <= now_ms,
-            taken,
-        );
+    pub fn take_quiet(
+        &mut self,
+        now_ms: u64,
+        mut taken: impl FnMut(ConversationId, ConversationKey, Held),
+    ) {
+        let mut at = 0;
+        while at < self.held.len() {
+            if self.held[at].2.now_ms.saturating_add(FOLD_MS) > now_ms {
+                at += 1;
+                continue;
+            }
+            // The last entry takes the hole and is looked at next.
+            let (id, key, held) = self.take_at(at);
+            taken(id, key, held);
+        }
+    }
+
+    fn insert(&mut self, id: ConversationId, key: ConversationKey, held: Held) {
+        if self.slots.len() <= id.index() {
+            self.slots.resize(id.index() + 1, 0);
+        }
+        self.held.push((id, key, held));
+        self.slots[id.index()] =
+            u32::try_from(self.held.len()).expect("ids are u32: fewer held than 2^32");
+    }
+
+    /// Takes the entry at `at` out; the last takes its place.
+    fn take_at(&mut self, at: usize) -> (ConversationId, ConversationKey, Held) {
+        let taken = self.held.swap_remove(at);
+        self.slots[taken.0.index()] = 0;
+        if let Some(&(moved, _, _)) = self.held.get(at) {
+            self.slots[moved.index()] = at as u32 + 1;
+        }
+        taken
     }
 }
 
@@ -197,7 +241,7 @@ mod tests {
     use super::*;
     use crate::detect::tests::oriented;
     use crate::enrich::Destination;
-    use crate::flow::{Conversation, Update};
+    use crate::flow::{Conversation, ConversationId, Update};
 
     const T0: u64 = 1_710_230_400_000;
     const MIN: u64 = 60_000;
@@ -230,6 +274,7 @@ mod tests {
         folds.fold(&RecordEvent {
             record: &record,
             key: &key,
+            id: ConversationId::at(7),
             conversation: &conversation,
             update,
             now_ms: end_ms,
@@ -250,7 +295,7 @@ mod tests {
             let held = fold(&mut folds, Update::Extended, 10 * i, at - 500, at);
             assert!(!held.now && held.earlier.is_none(), "record {i} is held");
         }
-        assert!(folds.holds(&oriented("10.0.0.5", 40000, "198.51.100.7", 443, 0, 0, 0, 0).key()));
+        assert!(folds.warm(ConversationId::at(7)) && !folds.warm(ConversationId::at(8)));
         // Ten seconds of the exporter's clock after the first held record.
         let due = fold(&mut folds, Update::Extended, 50, T0 + 11_500, T0 + 12_000);
         let sum = due.earlier.expect("due");
@@ -307,9 +352,9 @@ mod tests {
         let mut folds = folds();
         assert!(!fold(&mut folds, Update::Extended, 5, T0, T0 + 1000).now);
         let mut taken = Vec::new();
-        folds.take_quiet(T0 + 1000 + FOLD_MS - 1, |_, held| taken.push(held));
+        folds.take_quiet(T0 + 1000 + FOLD_MS - 1, |_, _, held| taken.push(held));
         assert!(taken.is_empty(), "not yet quiet for the fold time");
-        folds.take_quiet(T0 + 1000 + FOLD_MS, |_, held| taken.push(held));
+        folds.take_quiet(T0 + 1000 + FOLD_MS, |_, _, held| taken.push(held));
         assert_eq!(
             taken.iter().map(|h| h.record.bytes_out).collect::<Vec<_>>(),
             [5]
@@ -326,6 +371,7 @@ mod tests {
         let event = RecordEvent {
             record: &other,
             key: &key,
+            id: ConversationId::at(8),
             conversation: &conversation,
             update: Update::Extended,
             now_ms: T0 + 1000,
@@ -336,5 +382,58 @@ mod tests {
             "one conversation held at most: the next runs at once"
         );
         assert!(fold(&mut none, Update::Extended, 5, T0, T0 + 1000).now);
+    }
+
+    #[test]
+    fn held_records_are_found_by_id_through_removals() {
+        let mut folds = folds();
+        let record = |port: u16, bytes_out: u64| {
+            oriented(
+                "10.0.0.5",
+                port,
+                "198.51.100.7",
+                443,
+                bytes_out,
+                0,
+                T0,
+                T0 + 1000,
+            )
+        };
+        let hold = |folds: &mut Folds, id: u32, record: &Oriented| {
+            let (key, conversation) = (
+                record.key(),
+                Conversation::first(record, Destination::default()),
+            );
+            let event = RecordEvent {
+                record,
+                key: &key,
+                id: ConversationId::at(id),
+                conversation: &conversation,
+                update: Update::Extended,
+                now_ms: T0 + 1000,
+                from_resolver: false,
+            };
+            folds.fold(&event).now
+        };
+        for id in 0..4u32 {
+            assert!(!hold(
+                &mut folds,
+                id,
+                &record(id as u16, 10 * u64::from(id + 1))
+            ));
+        }
+        let taken = |folds: &mut Folds, id| {
+            folds
+                .take(ConversationId::at(id))
+                .map(|held| (held.record.inside_port, held.record.bytes_out))
+        };
+        // Each removal moves the last into the hole: every id still finds its own.
+        assert_eq!(taken(&mut folds, 1), Some((1, 20)));
+        assert_eq!(taken(&mut folds, 1), None);
+        assert!(folds.warm(ConversationId::at(3)) && !folds.warm(ConversationId::at(9)));
+        assert_eq!(taken(&mut folds, 0), Some((0, 10)));
+        assert_eq!(taken(&mut folds, 3), Some((3, 40)));
+        assert_eq!(taken(&mut folds, 2), Some((2, 30)));
+        assert!(folds.is_empty());
     }
 }

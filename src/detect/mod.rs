@@ -43,7 +43,7 @@ use watchlist::WatchlistConfig;
 
 use crate::decode::directory::InterfaceRef;
 use crate::enrich::{Allow, Destination};
-use crate::flow::{Conversation, ConversationKey, Oriented, Update};
+use crate::flow::{Conversation, ConversationId, ConversationKey, Oriented, Update};
 
 /// The rules' settings (`[rules]` and a table per rule), each rule's beside its code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +105,8 @@ pub const RULES: [&str; 10] = [
 pub struct RecordEvent<'a> {
     pub record: &'a Oriented,
     pub key: &'a ConversationKey,
+    /// The conversation's place in the shard's table (state kept beside it is found by it).
+    pub id: ConversationId,
     /// The conversation after the record was stitched in.
     pub conversation: &'a Conversation,
     pub update: Update,
@@ -405,7 +407,7 @@ impl Detector {
             }
         }
         if let Some(held) = folded.earlier {
-            self.run_held(event.key, &held, event.conversation);
+            self.run_held(event.id, event.key, &held, event.conversation);
         }
         if folded.now {
             self.run_folding(event);
@@ -423,10 +425,17 @@ impl Detector {
     }
 
     /// Runs the folding rules on `key`'s held records, with its conversation as it is now.
-    fn run_held(&mut self, key: &ConversationKey, held: &fold::Held, conversation: &Conversation) {
+    fn run_held(
+        &mut self,
+        id: ConversationId,
+        key: &ConversationKey,
+        held: &fold::Held,
+        conversation: &Conversation,
+    ) {
         self.run_folding(&RecordEvent {
             record: &held.record,
             key,
+            id,
             conversation,
             update: Update::Extended,
             now_ms: held.now_ms,
@@ -436,18 +445,18 @@ impl Detector {
 
     /// Gives the folding rules the held records of the conversations quiet for a while
     /// ([`fold::Folds::take_quiet`]), ahead of the tick at `now_ms` (`conversation` finds
-    /// a conversation in the table); their alerts are appended to `alerts`.
+    /// a conversation in the table by id); their alerts are appended to `alerts`.
     pub fn run_quiet_held<'c>(
         &mut self,
         now_ms: u64,
-        conversation: impl Fn(&ConversationKey) -> Option<&'c Conversation>,
+        conversation: impl Fn(ConversationId) -> Option<&'c Conversation>,
         alerts: &mut Vec<Alert>,
     ) {
         let mut folds = std::mem::take(&mut self.folds);
-        folds.take_quiet(now_ms, |key, held| {
+        folds.take_quiet(now_ms, |id, key, held| {
             // A conversation that ended gave its held records then.
-            if let Some(conversation) = conversation(&key) {
-                self.run_held(&key, &held, conversation);
+            if let Some(conversation) = conversation(id) {
+                self.run_held(id, &key, &held, conversation);
             }
         });
         self.folds = folds;
@@ -460,11 +469,13 @@ impl Detector {
     }
 
     /// Brings the state the rules keep for this record into the cache (see
-    /// [`Rule::warm`]); `destination` is its conversation's, if the table has it. The
-    /// folding rules' is not brought in for a record that will most likely be held.
+    /// [`Rule::warm`]); `conversation` is its conversation, if the table has it. The
+    /// folding rules' is not brought in for a record that will most likely be held, the
+    /// held records are instead.
     #[inline]
-    pub fn warm(&self, record: &Oriented, destination: Option<&Destination>) {
-        let held = !self.folds.is_empty() && self.folds.holds(&record.key());
+    pub fn warm(&self, record: &Oriented, conversation: Option<(ConversationId, &Conversation)>) {
+        let held = conversation.is_some_and(|(id, _)| self.folds.warm(id));
+        let destination = conversation.map(|(_, c)| &c.destination);
         for (rule, &folding) in self.rules.iter().zip(&self.folding) {
             if !(folding && held) {
                 rule.warm(record, destination);
@@ -483,6 +494,7 @@ impl Detector {
 
     pub fn on_end(
         &mut self,
+        id: ConversationId,
         key: &ConversationKey,
         conversation: &Conversation,
         now_ms: u64,
@@ -491,8 +503,8 @@ impl Detector {
         if conversation.destination.allowed {
             return;
         }
-        if let Some(held) = self.folds.take(key) {
-            self.run_held(key, &held, conversation);
+        if let Some(held) = self.folds.take(id) {
+            self.run_held(id, key, &held, conversation);
         }
         for rule in &mut self.rules {
             rule.on_end(key, conversation, now_ms, &mut self.findings);
@@ -615,8 +627,8 @@ pub(crate) mod tests {
         findings: &mut Vec<Finding>,
     ) {
         let mut ended = Vec::new();
-        let (update, conversation) =
-            table.update(record, || destination, |k, c| ended.push((*k, *c)));
+        let (update, id, conversation) =
+            table.update(record, || destination, |_, k, c| ended.push((*k, *c)));
         let conversation = *conversation;
         for (key, old) in ended {
             rule.on_end(&key, &old, now_ms, findings);
@@ -625,6 +637,7 @@ pub(crate) mod tests {
         let event = RecordEvent {
             record,
             key: &key,
+            id,
             conversation: &conversation,
             update,
             now_ms,
@@ -653,12 +666,13 @@ pub(crate) mod tests {
         destination: Destination,
     ) -> RecordEvent<'static> {
         let mut table = FlowTable::new(10, 3600, 0);
-        let (update, conversation) = table.update(record, || destination, |_, _| {});
+        let (update, id, conversation) = table.update(record, || destination, |_, _, _| {});
         let leaked: &'static (Oriented, ConversationKey, Conversation) =
             Box::leak(Box::new((*record, record.key(), *conversation)));
         RecordEvent {
             record: &leaked.0,
             key: &leaked.1,
+            id,
             conversation: &leaked.2,
             update,
             now_ms,

@@ -64,11 +64,6 @@ impl<K: Eq + Hash + Copy, V> SlabMap<K, V> {
         Some(&self.entries[self.position(key)?].1)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let at = self.position(key)?;
-        Some(&mut self.entries[at].1)
-    }
-
     /// `key`'s entry, made by `make` when it has none.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let at = match self.position(&key) {
@@ -117,42 +112,21 @@ impl<K: Eq + Hash + Copy, V> SlabMap<K, V> {
 
     /// Keeps the entries `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.take_where(|key, value| !keep(key, value), |_, _| {});
-    }
-
-    /// Takes out the entries `take` accepts, handing each to `taken`.
-    pub fn take_where(
-        &mut self,
-        mut take: impl FnMut(&K, &mut V) -> bool,
-        mut taken: impl FnMut(K, V),
-    ) {
         let mut at = 0;
         while at < self.entries.len() {
             let (key, value) = &mut self.entries[at];
-            if !take(key, value) {
+            if keep(key, value) {
                 at += 1;
                 continue;
             }
             // The last entry takes the hole and is looked at next.
-            let (key, value) = self.take_at(at);
-            taken(key, value);
+            self.repoint(at, None);
+            let last = self.entries.len() - 1;
+            if last != at {
+                self.repoint(last, Some(at));
+            }
+            self.entries.swap_remove(at);
         }
-    }
-
-    /// Takes `key`'s entry out; the last entry takes its place.
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let at = self.position(key)?;
-        Some(self.take_at(at).1)
-    }
-
-    /// Takes the entry at `at` out; the last entry takes its place.
-    fn take_at(&mut self, at: usize) -> (K, V) {
-        self.repoint(at, None);
-        let last = self.entries.len() - 1;
-        if last != at {
-            self.repoint(last, Some(at));
-        }
-        self.entries.swap_remove(at)
     }
 
     /// Points the index's entry for position `from` at `to`, or removes it (`None`).
@@ -216,16 +190,7 @@ mod tests {
         map.insert(7, 70);
         map.insert(300, 3);
         assert_eq!((map[&7], map[&300], map.len()), (70, 3, 67));
-        assert_eq!((map.remove(&7), map.remove(&7)), (Some(70), None));
-        assert_eq!(
-            (map.len(), map[&300], map.get(&8).copied()),
-            (66, 3, Some(9))
-        );
-        let mut taken = Vec::new();
-        map.take_where(|&key, _| key < 10, |key, value| taken.push((key, value)));
-        taken.sort_unstable();
-        assert_eq!(taken, [(1, 2), (2, 3), (4, 5), (5, 6), (8, 9)]);
         map.retain(|_, _| false);
-        assert!(map.is_empty() && !map.contains_key(&300));
+        assert!(map.is_empty() && !map.contains_key(&7));
     }
 }

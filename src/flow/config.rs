@@ -47,10 +47,11 @@ pub struct FlowConfig {
     pub queue_wait_ms: u64,
 }
 
-/// Bytes one tracked conversation takes in the table at most, measured from 7 to 10
-/// million (`cargo bench --bench flow_memory`): a 104-byte slab entry, its 4-byte handle in
-/// the index at the index's load factor, and its 4-byte link in the timer wheel.
-pub const BYTES_PER_CONVERSATION: u64 = 120;
+/// Bytes one tracked conversation takes at most: in the table, measured from 7 to 10
+/// million (`cargo bench --bench flow_memory`), a 104-byte slab entry, its 4-byte handle in
+/// the index at the index's load factor and its 4-byte link in the timer wheel (120); beside
+/// it, 4 bytes by its id for the rules' held records ([`crate::detect::fold`]).
+pub const BYTES_PER_CONVERSATION: u64 = 124;
 
 impl FlowConfig {
     /// The conversations the tables may hold: `max_conversations`, or fewer when

@@ -160,12 +160,26 @@ impl<T> Slab<T> {
         }
     }
 
-    /// Every value, in handle order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().filter_map(|slot| match slot {
+    /// `handle`'s value, `None` when it is vacant or was never handed out.
+    #[inline]
+    pub(super) fn try_get(&self, handle: u32) -> Option<&T> {
+        if handle as usize >= self.slots.len() {
+            return None;
+        }
+        match self.slots.get(handle as usize) {
             Slot::Occupied(value) => Some(value),
             Slot::Vacant(_) => None,
-        })
+        }
+    }
+
+    /// Every value with its handle, in handle order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        (0u32..)
+            .zip(self.slots.iter())
+            .filter_map(|(handle, slot)| match slot {
+                Slot::Occupied(value) => Some((handle, value)),
+                Slot::Vacant(_) => None,
+            })
     }
 
     /// Drops every value and frees the memory.

@@ -173,6 +173,28 @@ pub struct FlowTable {
     pub counters: FlowCounters,
 }
 
+/// An open conversation's place in its table: stable from its first record to its end
+/// (a conversation restarted in place by a record after the idle timeout keeps it), then
+/// handed to a later conversation. Dense, from 0 to the most conversations the table has
+/// held at once, so state kept beside a conversation (the rules' held records,
+/// [`crate::detect::fold`]) is a vector indexed by it, not a map searched by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConversationId(u32);
+
+impl ConversationId {
+    /// Its index in a vector kept beside the table.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The id at `index`, for tests of state kept beside a table.
+    #[cfg(test)]
+    pub fn at(index: u32) -> ConversationId {
+        ConversationId(index)
+    }
+}
+
 /// What [`FlowTable::update`] did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
@@ -210,8 +232,23 @@ impl FlowTable {
     }
 
     pub fn get(&self, key: &ConversationKey) -> Option<&Conversation> {
+        Some(self.find(key)?.1)
+    }
+
+    /// `key`'s open conversation, with its id.
+    #[inline]
+    pub fn find(&self, key: &ConversationKey) -> Option<(ConversationId, &Conversation)> {
         let handle = self.conversations.find(self.conversations.hash(key), key)?;
-        Some(&self.conversations.get(handle).conversation)
+        Some((
+            ConversationId(handle),
+            &self.conversations.get(handle).conversation,
+        ))
+    }
+
+    /// The open conversation `id` names, with its key (`None`: it ended).
+    pub fn by_id(&self, id: ConversationId) -> Option<(&ConversationKey, &Conversation)> {
+        let entry = self.conversations.entries.try_get(id.0)?;
+        (!entry.is_closed()).then_some((&entry.key, &entry.conversation))
     }
 
     /// Brings the record's conversation into the cache ahead of [`FlowTable::update`]: the
@@ -234,14 +271,14 @@ impl FlowTable {
 
     /// Stitches a record into its conversation, or starts one (looking the destination up
     /// once with `destination`). A record that starts more than the idle timeout after the
-    /// conversation's last activity starts a new one; `ended` receives the old one. One
-    /// hash lookup per record.
+    /// conversation's last activity starts a new one, with the same id; `ended` receives the
+    /// old one. One hash lookup per record.
     pub fn update(
         &mut self,
         record: &Oriented,
         destination: impl FnOnce() -> Destination,
-        mut ended: impl FnMut(&ConversationKey, &Conversation),
-    ) -> (Update, &Conversation) {
+        mut ended: impl FnMut(ConversationId, &ConversationKey, &Conversation),
+    ) -> (Update, ConversationId, &Conversation) {
         self.counters.records += 1;
         let key = record.key();
         let hash = self.conversations.hash(&key);
@@ -264,16 +301,16 @@ impl FlowTable {
                 conversation.flows = conversation
                     .flows
                     .saturating_add(u16::from(!record.continues));
-                return (Update::Extended, conversation);
+                return (Update::Extended, ConversationId(handle), conversation);
             }
             // Too long a silence: the old conversation ended, a new one starts in its entry
             // (still filed at the old deadline, an earlier one: refiled when reached). The
             // destination facts stay (same outside address).
-            ended(&key, conversation);
+            ended(ConversationId(handle), &key, conversation);
             self.counters.conversations_expired += 1;
             self.counters.conversations_created += 1;
             *conversation = fresh(conversation.destination);
-            return (Update::Created, conversation);
+            return (Update::Created, ConversationId(handle), conversation);
         }
         if self.len() >= self.max_conversations {
             self.evict_for_room(&mut ended);
@@ -285,6 +322,7 @@ impl FlowTable {
         self.wheel.insert(handle, deadline);
         (
             Update::Created,
+            ConversationId(handle),
             &self.conversations.get(handle).conversation,
         )
     }
@@ -296,14 +334,14 @@ impl FlowTable {
     pub fn close(
         &mut self,
         key: &ConversationKey,
-        ended: impl FnOnce(&ConversationKey, &Conversation),
+        ended: impl FnOnce(ConversationId, &ConversationKey, &Conversation),
     ) -> bool {
         let Some(handle) = self.conversations.find(self.conversations.hash(key), key) else {
             return false;
         };
         self.conversations.unindex(handle);
         let entry = self.conversations.entries.get_mut(handle);
-        ended(&entry.key, &entry.conversation);
+        ended(ConversationId(handle), &entry.key, &entry.conversation);
         entry.conversation.flows = 0;
         entry.conversation.last_ms = 0;
         self.counters.conversations_closed += 1;
@@ -313,7 +351,11 @@ impl FlowTable {
     /// Ends every conversation idle for longer than the idle timeout plus the lateness
     /// allowed for records, at event time `now_ms`. Visits the wheel's slots up to
     /// `now_ms`: the conversations ending and those extended since they were filed.
-    pub fn expire(&mut self, now_ms: u64, mut ended: impl FnMut(&ConversationKey, &Conversation)) {
+    pub fn expire(
+        &mut self,
+        now_ms: u64,
+        mut ended: impl FnMut(ConversationId, &ConversationKey, &Conversation),
+    ) {
         let horizon = now_ms.saturating_sub(self.expiry_ms);
         let expiry_ms = self.expiry_ms;
         let conversations = &mut self.conversations;
@@ -325,7 +367,7 @@ impl FlowTable {
             }
             let entry = conversations.remove(handle);
             if !entry.is_closed() {
-                ended(&entry.key, &entry.conversation);
+                ended(ConversationId(handle), &entry.key, &entry.conversation);
                 *expired += 1;
             }
             None
@@ -333,10 +375,13 @@ impl FlowTable {
     }
 
     /// Ends every conversation (end of input), in the order of their handles.
-    pub fn drain(&mut self, mut ended: impl FnMut(&ConversationKey, &Conversation)) {
-        for entry in self.conversations.entries.iter() {
+    pub fn drain(
+        &mut self,
+        mut ended: impl FnMut(ConversationId, &ConversationKey, &Conversation),
+    ) {
+        for (handle, entry) in self.conversations.entries.iter() {
             if !entry.is_closed() {
-                ended(&entry.key, &entry.conversation);
+                ended(ConversationId(handle), &entry.key, &entry.conversation);
             }
         }
         self.conversations.clear();
@@ -347,7 +392,10 @@ impl FlowTable {
     /// evictions. The wheel's oldest slots hold them: each slot taken is sorted by last
     /// activity (ties by handle, for the same order on every run), and what is left of the
     /// last one goes back.
-    fn evict_for_room(&mut self, ended: &mut impl FnMut(&ConversationKey, &Conversation)) {
+    fn evict_for_room(
+        &mut self,
+        ended: &mut impl FnMut(ConversationId, &ConversationKey, &Conversation),
+    ) {
         let target = (self.len() / 10).max(1);
         let mut evicted = 0;
         // Closed conversations' entries freed on the way: already ended, not evictions.
@@ -372,7 +420,7 @@ impl FlowTable {
                     if entry.is_closed() {
                         freed += 1;
                     } else {
-                        ended(&entry.key, &entry.conversation);
+                        ended(ConversationId(handle), &entry.key, &entry.conversation);
                     }
                     evicted += 1;
                 } else {
@@ -413,7 +461,7 @@ mod tests {
                 &record("10.10.1.1", "5.255.255.77", 1000, start, end),
                 &e,
             ));
-            table.update(&o, Destination::default, |k, c| ended.push((*k, *c)));
+            table.update(&o, Destination::default, |_, k, c| ended.push((*k, *c)));
         }
         assert_eq!(table.len(), 1);
         let key = outbound(orient(&record("10.10.1.1", "5.255.255.77", 0, 0, 0), &e)).key();
@@ -430,15 +478,15 @@ mod tests {
         let mut reply = back;
         reply.inside_port = 50000;
         reply.outside_port = 443;
-        table.update(&reply, Destination::default, |_, _| {});
+        table.update(&reply, Destination::default, |_, _, _| {});
         assert_eq!(table.get(&key).unwrap().bytes_in, 5);
         // A record after more than the idle timeout starts a new conversation.
         let late = outbound(orient(
             &record("10.10.1.1", "5.255.255.77", 1, 2000, 2001),
             &e,
         ));
-        let (update, conversation) =
-            table.update(&late, Destination::default, |k, c| ended.push((*k, *c)));
+        let (update, _, conversation) =
+            table.update(&late, Destination::default, |_, k, c| ended.push((*k, *c)));
         assert_eq!((update, conversation.flows), (Update::Created, 1));
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].1.bytes_out, 3000);
@@ -452,18 +500,24 @@ mod tests {
         for i in 0..10u64 {
             let mut r = record("10.10.1.1", "5.255.255.77", 1, i, i + 1);
             r.src_port = i as u16;
-            table.update(&outbound(orient(&r, &e)), Destination::default, |_, _| {});
+            table.update(
+                &outbound(orient(&r, &e)),
+                Destination::default,
+                |_, _, _| {},
+            );
         }
         let mut r = record("10.10.1.1", "5.255.255.77", 1, 20, 21);
         r.src_port = 99;
         let mut evicted = Vec::new();
-        table.update(&outbound(orient(&r, &e)), Destination::default, |k, _| {
-            evicted.push(k.inside_port)
-        });
+        table.update(
+            &outbound(orient(&r, &e)),
+            Destination::default,
+            |_, k, _| evicted.push(k.inside_port),
+        );
         assert_eq!(evicted, vec![0], "the longest idle goes first");
         assert_eq!((table.len(), table.counters.conversations_evicted), (10, 1));
         let mut expired = 0;
-        table.expire(70_500, |_, _| expired += 1);
+        table.expire(70_500, |_, _, _| expired += 1);
         assert_eq!(
             expired, 9,
             "idle since 10 s or earlier at 70.5 s with a 60 s timeout"
@@ -498,7 +552,7 @@ mod tests {
     /// Runs `record` through `table`, returning the inside ports of what ended.
     fn run(table: &mut FlowTable, record: &Oriented) -> Vec<u16> {
         let mut ended = Vec::new();
-        table.update(record, Destination::default, |k, _| {
+        table.update(record, Destination::default, |_, k, _| {
             ended.push(k.inside_port)
         });
         ended
@@ -506,7 +560,7 @@ mod tests {
 
     fn expire(table: &mut FlowTable, now_ms: u64) -> Vec<u16> {
         let mut ended = Vec::new();
-        table.expire(now_ms, |k, _| ended.push(k.inside_port));
+        table.expire(now_ms, |_, k, _| ended.push(k.inside_port));
         ended
     }
 
@@ -522,13 +576,13 @@ mod tests {
         // The teardown continues the flow: one flow, both reports' volume.
         assert_eq!((conversation.flows, conversation.bytes_out), (1, 200));
         let mut ended = Vec::new();
-        assert!(table.close(&teardown.key(), |k, c| {
+        assert!(table.close(&teardown.key(), |_, k, c| {
             ended.push((k.inside_port, c.bytes_out))
         }));
         assert_eq!(ended, [(1, 200)]);
         assert_eq!(table.counters.conversations_closed, 1);
         assert!(table.get(&teardown.key()).is_none());
-        assert!(!table.close(&teardown.key(), |_, _| panic!("closed twice")));
+        assert!(!table.close(&teardown.key(), |_, _, _| panic!("closed twice")));
         // The same 5-tuple again is a new conversation.
         assert!(run(&mut table, &on_port(1, 30_000, 31_000)).is_empty());
         assert_eq!(table.get(&teardown.key()).unwrap().flows, 1);
@@ -547,14 +601,49 @@ mod tests {
         for port in 1..=3 {
             run(&mut table, &on_port(port, 0, 1000));
         }
-        table.close(&on_port(2, 0, 0).key(), |_, _| {});
+        table.close(&on_port(2, 0, 0).key(), |_, _, _| {});
         // Full: room is made from the closed entry, nothing open is evicted.
         assert!(run(&mut table, &on_port(4, 2000, 3000)).is_empty());
         assert_eq!(table.counters.conversations_evicted, 0);
         let mut drained = Vec::new();
-        table.drain(|k, _| drained.push(k.inside_port));
+        table.drain(|_, k, _| drained.push(k.inside_port));
         drained.sort_unstable();
         assert_eq!(drained, [1, 3, 4]);
+    }
+
+    #[test]
+    fn a_conversation_keeps_its_id_until_it_ends() {
+        let mut table = FlowTable::new(100, 30, 30);
+        let id = |table: &mut FlowTable, record: &Oriented| {
+            let (_, id, _) = table.update(record, Destination::default, |_, _, _| {});
+            id
+        };
+        let first = id(&mut table, &on_port(1, 0, 1000));
+        let other = id(&mut table, &on_port(2, 0, 1000));
+        assert_ne!(first, other);
+        assert_eq!(id(&mut table, &on_port(1, 2000, 3000)), first, "extended");
+        let key = on_port(1, 0, 0).key();
+        assert_eq!(table.find(&key).map(|(id, _)| id), Some(first));
+        assert_eq!(table.by_id(first).map(|(k, _)| *k), Some(key));
+        // Restarted after the idle timeout: the old one ends with the id, the new keeps it.
+        let mut ended = Vec::new();
+        let (update, restarted, _) = table.update(
+            &on_port(1, 100_000, 101_000),
+            Destination::default,
+            |id, k, _| ended.push((id, k.inside_port)),
+        );
+        assert_eq!(
+            (update, restarted, ended),
+            (Update::Created, first, vec![(first, 1)])
+        );
+        // Closed: no longer found by id; once freed, the id goes to the next conversation.
+        let mut closed = Vec::new();
+        table.close(&key, |id, _, _| closed.push(id));
+        assert_eq!((closed, table.by_id(first)), (vec![first], None));
+        expire(&mut table, 1_000_000);
+        assert!(table.is_empty() && table.by_id(other).is_none());
+        let next = id(&mut table, &on_port(3, 2_000_000, 2_001_000));
+        assert!(next == first || next == other, "ids are reused");
     }
 
     #[test]
@@ -592,7 +681,7 @@ mod tests {
         table.update(
             &on_port(99, 10_000, 11_000),
             Destination::default,
-            |k, c| evicted.push((c.last_ms, k.inside_port)),
+            |_, k, c| evicted.push((c.last_ms, k.inside_port)),
         );
         assert_eq!(evicted, lasts[..2]);
         assert_eq!((table.len(), table.counters.conversations_evicted), (19, 2));
@@ -601,7 +690,7 @@ mod tests {
         table.update(
             &on_port(101, 10_000, 11_000),
             Destination::default,
-            |k, c| evicted.push((c.last_ms, k.inside_port)),
+            |_, k, c| evicted.push((c.last_ms, k.inside_port)),
         );
         assert_eq!(evicted, lasts[2..4]);
         assert_eq!(table.counters.conversations_evicted, 4);
@@ -678,7 +767,7 @@ mod tests {
         // Port 7 takes the handle port 1 left.
         run(&mut table, &on_port(7, 60_000, 60_000));
         let mut drained = Vec::new();
-        table.drain(|k, _| drained.push(k.inside_port));
+        table.drain(|_, k, _| drained.push(k.inside_port));
         assert_eq!(drained, vec![0, 7, 2, 3, 4]);
         assert!(table.is_empty());
         assert_eq!(table.wheel.len(), 0);
@@ -735,8 +824,8 @@ mod tests {
             // Ticks as the pipeline's: expire at the latest time once a tick has passed.
             if now_ms >= next_tick_ms {
                 let (mut got, mut again) = (Vec::new(), Vec::new());
-                table.expire(now_ms, |k, c| got.push((*k, *c)));
-                twin.expire(now_ms, |k, c| again.push((*k, *c)));
+                table.expire(now_ms, |_, k, c| got.push((*k, *c)));
+                twin.expire(now_ms, |_, k, c| again.push((*k, *c)));
                 assert_eq!(got, again, "step {step}: the same order every run");
                 let horizon = now_ms - EXPIRY_MS;
                 let expected: Vec<_> = model
@@ -762,10 +851,10 @@ mod tests {
                 ..Destination::default()
             };
             let (mut got, mut again) = (Vec::new(), Vec::new());
-            let (update, conversation) =
-                table.update(&record, destination, |k, c| got.push((*k, *c)));
+            let (update, _, conversation) =
+                table.update(&record, destination, |_, k, c| got.push((*k, *c)));
             let (update, conversation) = (update, *conversation);
-            twin.update(&record, destination, |k, c| again.push((*k, *c)));
+            twin.update(&record, destination, |_, k, c| again.push((*k, *c)));
             assert_eq!(got, again, "step {step}: the same order every run");
 
             // The model.
@@ -825,8 +914,8 @@ mod tests {
             assert_eq!(table.get(&key), model.get(&key));
         }
         let (mut got, mut again) = (Vec::new(), Vec::new());
-        table.drain(|k, c| got.push((*k, *c)));
-        twin.drain(|k, c| again.push((*k, *c)));
+        table.drain(|_, k, c| got.push((*k, *c)));
+        twin.drain(|_, k, c| again.push((*k, *c)));
         assert_eq!(got, again);
         assert_eq!(sorted(got), model.into_iter().collect::<Vec<_>>());
         assert!(counters.conversations_evicted > 100 && counters.conversations_expired > 100);

@@ -195,10 +195,10 @@ fn every_export_tells_who_opened_the_scenarios() {
         let mut ended = Vec::new();
         for record in &records {
             if let Orientation::Outbound(o) = orient(record, &enricher) {
-                table.update(&o, Destination::default, |k, c| ended.push((*k, *c)));
+                table.update(&o, Destination::default, |_, k, c| ended.push((*k, *c)));
             }
         }
-        table.drain(|k, c| ended.push((*k, *c)));
+        table.drain(|_, k, c| ended.push((*k, *c)));
         let mut tally = std::collections::BTreeMap::new();
         for (_, c) in &ended {
             *tally
