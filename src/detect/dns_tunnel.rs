@@ -15,16 +15,17 @@
 
 use std::collections::VecDeque;
 
-use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 
 use super::bounded::evict_stalest;
+use super::slab_map::SlabMap;
 use super::{
     Finding, RecordEvent, Rule, describe_destination, human_bytes, log_score, rule_allows,
 };
 use crate::decode::directory::InterfaceRef;
 use crate::enrich::AllowList;
 use crate::enrich::{Allow, Destination};
+use crate::flow::Oriented;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +133,18 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// The sum of `buckets` (of none: nothing, first seen never).
+    fn total<'a>(buckets: impl IntoIterator<Item = &'a Bucket>) -> Bucket {
+        let mut sum = Bucket {
+            first_ms: u64::MAX,
+            ..Bucket::default()
+        };
+        for bucket in buckets {
+            sum.add(bucket);
+        }
+        sum
+    }
+
     fn add(&mut self, other: &Bucket) {
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
         self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
@@ -142,11 +155,86 @@ impl Bucket {
     }
 }
 
+/// The buckets of one window, oldest first by start: the newest (the one being filled,
+/// where nearly every record lands) kept inline and the older ones behind a pointer, so a
+/// record touches only its pair's entry; with their totals, kept as records are added and
+/// summed again when a bucket leaves (a record does not read the whole window). Sums
+/// saturate and `first_ms` is a minimum, so adding as records come gives what summing the
+/// buckets would.
+#[derive(Debug)]
+struct Buckets {
+    older: VecDeque<Bucket>,
+    /// `None` only when there are no buckets at all.
+    newest: Option<Bucket>,
+    sum: Bucket,
+}
+
+impl Buckets {
+    fn new() -> Self {
+        Buckets {
+            older: VecDeque::new(),
+            newest: None,
+            sum: Bucket::total([]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.older.len() + usize::from(self.newest.is_some())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.newest.is_none()
+    }
+
+    /// Adds `sample` to the bucket starting at its `start_ms`.
+    fn add(&mut self, sample: Bucket) {
+        self.sum.add(&sample);
+        let start_ms = sample.start_ms;
+        let Some(newest) = &mut self.newest else {
+            self.newest = Some(sample);
+            return;
+        };
+        if start_ms == newest.start_ms {
+            newest.add(&sample);
+            return;
+        }
+        if start_ms > newest.start_ms {
+            self.older.push_back(std::mem::replace(newest, sample));
+            return;
+        }
+        // A late record: search from the newest of the older buckets.
+        let older = &mut self.older;
+        let mut at = older.len();
+        while at > 0 && older[at - 1].start_ms > start_ms {
+            at -= 1;
+        }
+        match at.checked_sub(1).map(|i| &mut older[i]) {
+            Some(bucket) if bucket.start_ms == start_ms => bucket.add(&sample),
+            _ => older.insert(at, sample),
+        }
+    }
+
+    /// Drops buckets that ended at or before `horizon_ms`.
+    fn slide(&mut self, horizon_ms: u64, bucket_ms: u64) {
+        let ended = |b: &Bucket| b.start_ms.saturating_add(bucket_ms) <= horizon_ms;
+        let before = self.len();
+        while self.older.front().is_some_and(ended) {
+            self.older.pop_front();
+        }
+        if self.older.is_empty() && self.newest.as_ref().is_some_and(ended) {
+            self.newest = None;
+        }
+        if self.len() < before {
+            self.sum = Bucket::total(self.older.iter().chain(&self.newest));
+        }
+    }
+}
+
 /// One host's DNS traffic to one outside resolver.
 #[derive(Debug)]
 struct Pair {
-    /// Oldest first, by start; at most the window's worth plus the one being filled.
-    buckets: VecDeque<Bucket>,
+    /// At most the window's worth plus the one being filled.
+    buckets: Buckets,
     /// Latest record end: the window ends here.
     last_ms: u64,
     /// Of the latest record, for the finding.
@@ -167,38 +255,12 @@ impl Pair {
         if start_ms.saturating_add(bucket_ms) <= self.last_ms.saturating_sub(window_ms) {
             return;
         }
-        let sample = Bucket { start_ms, ..sample };
-        // Records come roughly in end order: search from the newest bucket.
-        let mut at = self.buckets.len();
-        while at > 0 && self.buckets[at - 1].start_ms > start_ms {
-            at -= 1;
-        }
-        match at.checked_sub(1).map(|i| &mut self.buckets[i]) {
-            Some(bucket) if bucket.start_ms == start_ms => bucket.add(&sample),
-            _ => self.buckets.insert(at, sample),
-        }
+        self.buckets.add(Bucket { start_ms, ..sample });
     }
 
     /// Drops buckets that ended at or before `horizon_ms`.
     fn slide(&mut self, horizon_ms: u64, bucket_ms: u64) {
-        while self
-            .buckets
-            .front()
-            .is_some_and(|b| b.start_ms.saturating_add(bucket_ms) <= horizon_ms)
-        {
-            self.buckets.pop_front();
-        }
-    }
-
-    fn totals(&self) -> Bucket {
-        let mut sum = Bucket {
-            first_ms: u64::MAX,
-            ..Bucket::default()
-        };
-        for bucket in &self.buckets {
-            sum.add(bucket);
-        }
-        sum
+        self.buckets.slide(horizon_ms, bucket_ms);
     }
 }
 
@@ -210,7 +272,7 @@ pub struct DnsTunnel {
     min_bytes_per_query: u64,
     min_queries_for_ratio: u64,
     allow: Allow,
-    pairs: HashMap<(IpAddr, IpAddr), Pair>,
+    pairs: SlabMap<(IpAddr, IpAddr), Pair>,
     /// Pairs dropped to make room (counted, not otherwise reported).
     pub pairs_evicted: u64,
     /// Pairs held at most: `MAX_PAIRS`, or fewer when `limit_state` says so.
@@ -230,7 +292,7 @@ impl DnsTunnel {
             min_bytes_per_query: config.min_bytes_per_query,
             min_queries_for_ratio: config.min_queries_for_ratio.max(1),
             allow: Allow::new(&config.allow),
-            pairs: HashMap::new(),
+            pairs: SlabMap::new(),
             pairs_evicted: 0,
             max_pairs: MAX_PAIRS,
             lateness_ms: 0,
@@ -272,19 +334,26 @@ impl Rule for DnsTunnel {
         vec![("pairs_evicted", self.pairs_evicted)]
     }
 
-    /// A pair with its full window of buckets, counted twice (a map or deque just grown is
-    /// half full).
     fn allow_lateness(&mut self, lateness_ms: u64) {
         self.lateness_ms = lateness_ms;
     }
 
+    /// A pair with its full window of buckets and its 5 bytes in the index, counted twice
+    /// (a map or deque just grown is half full).
     fn limit_state(&mut self, max_bytes: u64) {
         let pair = std::mem::size_of::<((IpAddr, IpAddr), Pair)>()
-            + 1
+            + 5
             + (MAX_BUCKETS as usize + 1) * std::mem::size_of::<Bucket>();
         self.max_pairs = usize::try_from(max_bytes / (2 * pair as u64))
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_PAIRS);
+    }
+
+    /// Prefetches a DNS record's pair from the index alone (see [`SlabMap::prefetch`]).
+    fn warm(&self, record: &Oriented, _destination: Option<&Destination>) {
+        if record.outside_port == DNS_PORT {
+            self.pairs.prefetch(&(record.inside, record.outside));
+        }
     }
 
     fn on_record(&mut self, event: &RecordEvent<'_>, findings: &mut Vec<Finding>) {
@@ -305,8 +374,8 @@ impl Rule for DnsTunnel {
             self.pairs_evicted += evict_stalest(&mut self.pairs, |p| p.last_ms, |_, _| {}) as u64;
         }
         let (bucket_ms, window_ms) = (self.bucket_ms, self.window_ms);
-        let pair = self.pairs.entry(pair_key).or_insert_with(|| Pair {
-            buckets: VecDeque::new(),
+        let pair = self.pairs.get_or_insert_with(pair_key, || Pair {
+            buckets: Buckets::new(),
             last_ms: record.end_ms,
             proto: key.proto,
             destination: *destination,
@@ -330,7 +399,7 @@ impl Rule for DnsTunnel {
         };
         pair.add(record.end_ms, sample, bucket_ms, window_ms);
         pair.slide(pair.last_ms.saturating_sub(window_ms), bucket_ms);
-        let sum = pair.totals();
+        let sum = pair.buckets.sum;
         let Some((score, step)) = self.judge(&sum) else {
             if let Some(pair) = self.pairs.get_mut(&pair_key) {
                 pair.reported = None;
@@ -825,6 +894,51 @@ mod tests {
         assert!(pair.buckets.len() <= 31, "{}", pair.buckets.len());
         h.rule.on_tick(T0 + 3600 * S + 600 * S, &mut h.findings);
         assert!(h.rule.pairs.is_empty());
+    }
+
+    #[test]
+    fn a_window_keeps_its_totals_through_late_records_and_slides() {
+        // Records mostly in order, one in eight late by up to four buckets, with a slide
+        // after each: the kept totals are always the buckets' sum, in start order.
+        let bucket_ms = 20 * S;
+        let mut buckets = Buckets::new();
+        let mut seed = 7u64;
+        for i in 0..2_000u64 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let late = if seed >> 61 == 0 {
+                (seed >> 40) % (4 * bucket_ms)
+            } else {
+                0
+            };
+            let end_ms = (T0 + i * 3 * S).saturating_sub(late);
+            let sample = Bucket {
+                start_ms: end_ms - end_ms % bucket_ms,
+                bytes_out: seed >> 50,
+                queries: 1,
+                records: 1,
+                first_ms: end_ms - 100,
+                ..Bucket::default()
+            };
+            buckets.add(sample);
+            buckets.slide((T0 + i * 3 * S).saturating_sub(600 * S), bucket_ms);
+            let all: Vec<&Bucket> = buckets.older.iter().chain(&buckets.newest).collect();
+            let expected = Bucket::total(all.iter().copied());
+            let sum = &buckets.sum;
+            assert_eq!(
+                (sum.bytes_out, sum.queries, sum.records, sum.first_ms),
+                (
+                    expected.bytes_out,
+                    expected.queries,
+                    expected.records,
+                    expected.first_ms
+                ),
+                "after record {i}"
+            );
+            assert!(all.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
+            assert!(buckets.len() <= 31);
+        }
+        buckets.slide(u64::MAX, bucket_ms);
+        assert!(buckets.is_empty() && buckets.sum.records == 0);
     }
 
     #[test]
