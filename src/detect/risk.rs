@@ -43,6 +43,9 @@ type DayAlert = (u64, &'static str, u8);
 struct Day {
     alerts: Vec<DayAlert>,
     last_ms: u64,
+    /// The host's score from `alerts` ([`Day::rescore`]), kept as they change: the gauge
+    /// of hosts by band reads every host's several times a second.
+    score: u8,
 }
 
 impl Day {
@@ -59,13 +62,15 @@ impl Day {
         best
     }
 
-    fn score(&self) -> u8 {
+    /// Sets `score` from the alerts: the top rule's score and a quarter of the others'.
+    fn rescore(&mut self) {
         let best = self.by_rule();
         let Some(&(_, top)) = best.first() else {
-            return 0;
+            self.score = 0;
+            return;
         };
         let others: u32 = best[1..].iter().map(|b| u32::from(b.1)).sum();
-        (u32::from(top) + others / 4).min(100) as u8
+        self.score = (u32::from(top) + others / 4).min(100) as u8;
     }
 }
 
@@ -110,8 +115,9 @@ impl Risk {
         if day.alerts.len() > MAX_ALERTS {
             day.alerts.remove(0);
         }
+        day.rescore();
         alert.host_risk = Some(HostRisk {
-            score: day.score(),
+            score: day.score,
             alerts: day.alerts.len() as u32,
             rules: day.by_rule().into_iter().map(|b| b.0).collect(),
         });
@@ -141,6 +147,7 @@ impl Risk {
             let mut day = Day {
                 alerts: Vec::new(),
                 last_ms,
+                score: 0,
             };
             for (at, rule, score) in alerts {
                 if let Some(rule) = super::RULES.iter().find(|r| **r == rule) {
@@ -150,6 +157,7 @@ impl Risk {
             day.alerts.sort_by_key(|a| a.0);
             let excess = day.alerts.len().saturating_sub(MAX_ALERTS);
             day.alerts.drain(..excess);
+            day.rescore();
             self.hosts.insert(host, day);
         }
         self.hosts.len()
@@ -166,7 +174,7 @@ impl Risk {
     pub fn hosts_by_band(&self) -> [u64; 4] {
         let mut bands = [0u64; 4];
         for day in self.hosts.values() {
-            let band = Severity::of_score(day.score());
+            let band = Severity::of_score(day.score);
             let i = Severity::ALL.iter().position(|s| *s == band).unwrap_or(0);
             bands[i] += 1;
         }
