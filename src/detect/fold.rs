@@ -23,8 +23,8 @@ use super::RecordEvent;
 /// Event time over which a conversation's records are summed at most.
 pub const FOLD_MS: u64 = 10_000;
 
-/// What a conversation's held records cost at most, with their map entry: the folds take
-/// `rules.max_state_bytes` (a shard's share) at this much each, as a rule's state does.
+/// What a conversation's held records cost at most, with their entry and slot: the folds
+/// take `rules.max_state_bytes` (a shard's share) at this much each, as a rule's state does.
 pub const HELD_BYTES: u64 = 256;
 
 /// A conversation's records not yet given to the folding rules: their sum.
@@ -37,15 +37,26 @@ pub struct Held {
     pub now_ms: u64,
     /// The exporter's clock at the first.
     since_ms: u64,
+    /// The ends a record may have to join: those in the same bucket of every folding rule
+    /// as the first record's end (the sum's end stays within them).
+    joins_ms: std::ops::Range<u64>,
     pub from_resolver: bool,
 }
 
 impl Held {
-    fn of(event: &RecordEvent<'_>) -> Held {
+    fn of(event: &RecordEvent<'_>, widths_ms: &[u64]) -> Held {
+        let end_ms = event.record.end_ms;
+        let (mut from_ms, mut to_ms) = (0, u64::MAX);
+        for &width in widths_ms {
+            let bucket_ms = end_ms - end_ms % width;
+            from_ms = from_ms.max(bucket_ms);
+            to_ms = to_ms.min(bucket_ms.saturating_add(width));
+        }
         Held {
             record: *event.record,
             now_ms: event.now_ms,
             since_ms: event.now_ms,
+            joins_ms: from_ms..to_ms,
             from_resolver: event.from_resolver,
         }
     }
@@ -156,15 +167,15 @@ impl Folds {
                     now: true,
                 };
             }
-            self.insert(event.id, *event.key, Held::of(event));
+            self.insert(event.id, *event.key, Held::of(event, &self.widths_ms));
             return Folded {
                 earlier: None,
                 now: false,
             };
         };
         let held = &mut self.held[at].2;
-        if !joins(&self.widths_ms, self.narrowest_ms, held, record) {
-            let earlier = std::mem::replace(held, Held::of(event));
+        if !joins(self.narrowest_ms, held, record) {
+            let earlier = std::mem::replace(held, Held::of(event, &self.widths_ms));
             return Folded {
                 earlier: Some(earlier),
                 now: false,
@@ -224,16 +235,14 @@ impl Folds {
     }
 }
 
-/// Whether `record` can be summed with `held`: in the same bucket of every width, and the
-/// sum no longer than the narrowest. Held records end no earlier than they start, so each
-/// counts at its end, and so does their sum.
-fn joins(widths_ms: &[u64], narrowest_ms: u64, held: &Held, record: &Oriented) -> bool {
+/// Whether `record` can be summed with `held`: ending in the same bucket of every width
+/// (no division: the range was worked out when the first was held), and the sum no longer
+/// than the narrowest. Held records end no earlier than they start, so each counts at its
+/// end, and so does their sum.
+fn joins(narrowest_ms: u64, held: &Held, record: &Oriented) -> bool {
     let sum = &held.record;
     let span_ms = sum.end_ms.max(record.end_ms) - sum.start_ms.min(record.start_ms);
-    span_ms <= narrowest_ms
-        && widths_ms
-            .iter()
-            .all(|&width| record.end_ms / width == sum.end_ms / width)
+    span_ms <= narrowest_ms && held.joins_ms.contains(&record.end_ms)
 }
 
 #[cfg(test)]
@@ -382,6 +391,12 @@ mod tests {
             "one conversation held at most: the next runs at once"
         );
         assert!(fold(&mut none, Update::Extended, 5, T0, T0 + 1000).now);
+    }
+
+    #[test]
+    fn a_held_conversation_costs_no_more_than_it_is_counted() {
+        let entry = std::mem::size_of::<(ConversationId, ConversationKey, Held)>();
+        assert!(entry + 4 <= HELD_BYTES as usize, "{entry} bytes and a slot");
     }
 
     #[test]
