@@ -266,6 +266,13 @@ impl Config {
         {
             problems.push("rules.*.window_s: must be at least 1".to_string());
         }
+        let slow_windows = self.rules.dns_tunnel.slow_windows.len();
+        if slow_windows >= crate::detect::dns_tunnel::MAX_WINDOWS {
+            problems.push(format!(
+                "rules.dns_tunnel.slow_windows: {slow_windows} given, at most {}",
+                crate::detect::dns_tunnel::MAX_WINDOWS - 1
+            ));
+        }
         if !(0.0..=1.0).contains(&self.rules.beacon.score_threshold) {
             problems.push(format!(
                 "rules.beacon.score_threshold: {} is outside 0..1",
@@ -452,6 +459,8 @@ mod tests {
     fn validation_reports_every_problem_with_its_path() {
         let mut config = Config::default();
         config.rules.long_lived_foreign.ladder_s = vec![3600, 60];
+        let slow = config.rules.dns_tunnel.slow_windows[0].clone();
+        config.rules.dns_tunnel.slow_windows = vec![slow; 4];
         config.sink.kafka = Some(KafkaConfig {
             topic: "bad topic".into(),
             ..KafkaConfig::new("kafka1")
@@ -460,6 +469,10 @@ mod tests {
         assert!(text.contains("rules.long_lived_foreign.ladder_s"), "{text}");
         assert!(text.contains("sink.kafka.brokers: 'kafka1'"), "{text}");
         assert!(text.contains("sink.kafka.topic: 'bad topic'"), "{text}");
+        assert!(
+            text.contains("rules.dns_tunnel.slow_windows: 4 given, at most 3"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! or more: data encoded in names). Inside resolvers forwarding for everyone are exempt.
 //!
 //! Slow tunnels (a query a second for hours) stay under the 10-minute thresholds: the
-//! detector runs again over each of `slow_windows` (default an hour and a day, with
-//! thresholds of their own), one instance per window; suppression keeps one alert per
-//! host, resolver and step whichever window saw it first.
+//! detector also judges each of `slow_windows` (at most three; default an hour and a day,
+//! with thresholds of their own), each window kept in the pair's one entry; suppression
+//! keeps one alert per host, resolver and step whichever window saw it first. A window
+//! forgets a pair when it holds nothing of it; the pair goes when every window has.
 //!
 //! A record counts at its end time, in buckets of a thirtieth of the window (20 s by
 //! default, 10 s at least), so the window is exact to a bucket.
@@ -16,6 +17,8 @@
 use std::collections::VecDeque;
 
 use std::net::IpAddr;
+
+use arrayvec::ArrayVec;
 
 use super::bounded::evict_stalest;
 use super::slab_map::SlabMap;
@@ -110,6 +113,8 @@ const DNS_PORT: u16 = 53;
 /// per pair).
 const MIN_BUCKET_MS: u64 = 10_000;
 const MAX_BUCKETS: u64 = 30;
+/// Windows at most: `window_s` and up to three `slow_windows`, kept in each pair's entry.
+pub const MAX_WINDOWS: usize = 4;
 /// Pairs tracked per shard; when full the stalest tenth goes. Most clients use the inside
 /// resolvers, so pairs are few.
 const MAX_PAIRS: usize = 16_384;
@@ -230,24 +235,27 @@ impl Buckets {
     }
 }
 
-/// One host's DNS traffic to one outside resolver.
+/// One window of a host's DNS traffic to one outside resolver.
 #[derive(Debug)]
-struct Pair {
-    /// At most the window's worth plus the one being filled.
+struct PairWindow {
+    /// At most the window's worth plus the one being filled; none: the window holds
+    /// nothing (it forgot the pair, or never saw it).
     buckets: Buckets,
-    /// Latest record end: the window ends here.
+    /// Latest record end since the window last held nothing: the window ends here.
     last_ms: u64,
-    /// Of the latest record, for the finding.
-    proto: u8,
-    destination: Destination,
-    exporter: IpAddr,
-    /// Of the latest record: what names the alert's interfaces.
-    interfaces: InterfaceRef,
     /// (step, event time) of the last report, while the pair stays over a threshold.
     reported: Option<(u8, u64)>,
 }
 
-impl Pair {
+impl PairWindow {
+    fn new() -> Self {
+        PairWindow {
+            buckets: Buckets::new(),
+            last_ms: 0,
+            reported: None,
+        }
+    }
+
     /// Adds a record's counters to the bucket of its end time `end_ms`; a record older than
     /// the window is dropped.
     fn add(&mut self, end_ms: u64, sample: Bucket, bucket_ms: u64, window_ms: u64) {
@@ -257,53 +265,60 @@ impl Pair {
         }
         self.buckets.add(Bucket { start_ms, ..sample });
     }
+}
 
-    /// Drops buckets that ended at or before `horizon_ms`.
-    fn slide(&mut self, horizon_ms: u64, bucket_ms: u64) {
-        self.buckets.slide(horizon_ms, bucket_ms);
+/// One host's DNS traffic to one outside resolver: a window of it per window of the rule,
+/// kept in the pair's entry (one lookup and one entry for a record, whatever the windows).
+#[derive(Debug)]
+struct Pair {
+    windows: ArrayVec<PairWindow, MAX_WINDOWS>,
+    /// Of the latest record, for the finding.
+    proto: u8,
+    destination: Destination,
+    exporter: IpAddr,
+    /// Of the latest record: what names the alert's interfaces.
+    interfaces: InterfaceRef,
+}
+
+impl Pair {
+    /// Whether no window holds anything.
+    fn is_empty(&self) -> bool {
+        self.windows.iter().all(|w| w.buckets.is_empty())
+    }
+
+    /// The latest record end any window holds, for eviction.
+    fn last_ms(&self) -> u64 {
+        self.windows.iter().map(|w| w.last_ms).max().unwrap_or(0)
     }
 }
 
-pub struct DnsTunnel {
+/// A window's width and thresholds.
+#[derive(Debug, Clone)]
+struct Window {
     window_ms: u64,
     bucket_ms: u64,
     min_bytes_out: u64,
     min_queries: u64,
-    min_bytes_per_query: u64,
     min_queries_for_ratio: u64,
-    allow: Allow,
-    pairs: SlabMap<(IpAddr, IpAddr), Pair>,
-    /// Pairs dropped to make room (counted, not otherwise reported).
-    pub pairs_evicted: u64,
-    /// Pairs held at most: `MAX_PAIRS`, or fewer when `limit_state` says so.
-    max_pairs: usize,
-    /// How far behind a tick records may still arrive (`allow_lateness`).
-    lateness_ms: u64,
 }
 
-impl DnsTunnel {
-    pub fn new(config: &DnsTunnelConfig) -> Self {
+impl Window {
+    fn new(config: &DnsTunnelConfig) -> Self {
         let window_ms = config.window_s.saturating_mul(1000).max(1);
-        DnsTunnel {
+        Window {
             window_ms,
             bucket_ms: (window_ms / MAX_BUCKETS).max(MIN_BUCKET_MS),
             min_bytes_out: config.min_bytes_out.max(1),
             min_queries: config.min_queries.max(1),
-            min_bytes_per_query: config.min_bytes_per_query,
             min_queries_for_ratio: config.min_queries_for_ratio.max(1),
-            allow: Allow::new(&config.allow),
-            pairs: SlabMap::new(),
-            pairs_evicted: 0,
-            max_pairs: MAX_PAIRS,
-            lateness_ms: 0,
         }
     }
 
     /// The alert score and ladder step of a window's totals, or `None` under every
     /// threshold. The score is 50 at a threshold, 20 more for each tenfold of the volume or
     /// count thresholds (whichever is further), and 10 more when the queries are long.
-    fn judge(&self, sum: &Bucket) -> Option<(u8, u8)> {
-        let long = sum.bytes_out / sum.queries.max(1) >= self.min_bytes_per_query;
+    fn judge(&self, min_bytes_per_query: u64, sum: &Bucket) -> Option<(u8, u8)> {
+        let long = sum.bytes_out / sum.queries.max(1) >= min_bytes_per_query;
         let crossed = sum.bytes_out >= self.min_bytes_out
             || sum.queries >= self.min_queries
             || (sum.queries >= self.min_queries_for_ratio && long);
@@ -325,6 +340,41 @@ impl DnsTunnel {
     }
 }
 
+pub struct DnsTunnel {
+    /// The window of `window_s`, then those of `slow_windows`.
+    windows: ArrayVec<Window, MAX_WINDOWS>,
+    min_bytes_per_query: u64,
+    allow: Allow,
+    pairs: SlabMap<(IpAddr, IpAddr), Pair>,
+    /// Pairs dropped to make room (counted, not otherwise reported).
+    pub pairs_evicted: u64,
+    /// Pairs held at most: `MAX_PAIRS`, or fewer when `limit_state` says so.
+    max_pairs: usize,
+    /// How far behind a tick records may still arrive (`allow_lateness`).
+    lateness_ms: u64,
+}
+
+impl DnsTunnel {
+    /// The rule over `config`'s windows (the first [`MAX_WINDOWS`]: the configuration's
+    /// check refuses more).
+    pub fn new(config: &DnsTunnelConfig) -> Self {
+        DnsTunnel {
+            windows: config
+                .windows()
+                .iter()
+                .take(MAX_WINDOWS)
+                .map(Window::new)
+                .collect(),
+            min_bytes_per_query: config.min_bytes_per_query,
+            allow: Allow::new(&config.allow),
+            pairs: SlabMap::new(),
+            pairs_evicted: 0,
+            max_pairs: MAX_PAIRS,
+            lateness_ms: 0,
+        }
+    }
+}
+
 impl Rule for DnsTunnel {
     fn name(&self) -> &'static str {
         NAME
@@ -338,12 +388,15 @@ impl Rule for DnsTunnel {
         self.lateness_ms = lateness_ms;
     }
 
-    /// A pair with its full window of buckets and its 5 bytes in the index, counted twice
-    /// (a map or deque just grown is half full).
+    /// A pair with every window full of buckets and its 5 bytes in the index, counted
+    /// twice (a map or deque just grown is half full). Each window is a rule's worth of
+    /// state: the rule takes `max_bytes` per window.
     fn limit_state(&mut self, max_bytes: u64) {
+        let windows = self.windows.len().max(1);
         let pair = std::mem::size_of::<((IpAddr, IpAddr), Pair)>()
             + 5
-            + (MAX_BUCKETS as usize + 1) * std::mem::size_of::<Bucket>();
+            + windows * (MAX_BUCKETS as usize + 1) * std::mem::size_of::<Bucket>();
+        let max_bytes = max_bytes.saturating_mul(windows as u64);
         self.max_pairs = usize::try_from(max_bytes / (2 * pair as u64))
             .unwrap_or(usize::MAX)
             .clamp(1, MAX_PAIRS);
@@ -366,24 +419,22 @@ impl Rule for DnsTunnel {
             return;
         }
         let pair_key = (key.inside, key.outside);
-        if record.bytes_out == 0 && record.packets_out == 0 && !self.pairs.contains_key(&pair_key) {
-            // Answers alone (the reply direction's record) open no window.
+        // Answers alone (the reply direction's record) open no window.
+        let answers = record.bytes_out == 0 && record.packets_out == 0;
+        if answers && !self.pairs.contains_key(&pair_key) {
             return;
         }
         if self.pairs.len() >= self.max_pairs && !self.pairs.contains_key(&pair_key) {
-            self.pairs_evicted += evict_stalest(&mut self.pairs, |p| p.last_ms, |_, _| {}) as u64;
+            self.pairs_evicted += evict_stalest(&mut self.pairs, Pair::last_ms, |_, _| {}) as u64;
         }
-        let (bucket_ms, window_ms) = (self.bucket_ms, self.window_ms);
+        let windows = self.windows.len();
         let pair = self.pairs.get_or_insert_with(pair_key, || Pair {
-            buckets: Buckets::new(),
-            last_ms: record.end_ms,
+            windows: (0..windows).map(|_| PairWindow::new()).collect(),
             proto: key.proto,
             destination: *destination,
             exporter: record.exporter,
             interfaces: record.interfaces,
-            reported: None,
         });
-        pair.last_ms = pair.last_ms.max(record.end_ms);
         pair.proto = key.proto;
         pair.destination = *destination;
         pair.exporter = record.exporter;
@@ -397,72 +448,91 @@ impl Rule for DnsTunnel {
             records: 1,
             first_ms: record.start_ms,
         };
-        pair.add(record.end_ms, sample, bucket_ms, window_ms);
-        pair.slide(pair.last_ms.saturating_sub(window_ms), bucket_ms);
-        let sum = pair.buckets.sum;
-        let Some((score, step)) = self.judge(&sum) else {
-            if let Some(pair) = self.pairs.get_mut(&pair_key) {
-                pair.reported = None;
+        let mut crossed: ArrayVec<(usize, Bucket, u8, u8), MAX_WINDOWS> = ArrayVec::new();
+        for (at, (window, state)) in self.windows.iter().zip(&mut pair.windows).enumerate() {
+            if state.buckets.is_empty() {
+                if answers {
+                    continue;
+                }
+                // A window that forgot the pair starts it afresh.
+                *state = PairWindow {
+                    last_ms: record.end_ms,
+                    ..PairWindow::new()
+                };
             }
-            return;
-        };
-        let Some(pair) = self.pairs.get_mut(&pair_key) else {
-            return;
-        };
-        let due = match pair.reported {
-            Some((reported, at)) => step > reported || event.now_ms >= at.saturating_add(REPEAT_MS),
-            None => true,
-        };
-        if !due {
-            return;
+            let (bucket_ms, window_ms) = (window.bucket_ms, window.window_ms);
+            state.last_ms = state.last_ms.max(record.end_ms);
+            state.add(record.end_ms, sample, bucket_ms, window_ms);
+            state
+                .buckets
+                .slide(state.last_ms.saturating_sub(window_ms), bucket_ms);
+            let sum = state.buckets.sum;
+            let Some((score, step)) = window.judge(self.min_bytes_per_query, &sum) else {
+                state.reported = None;
+                continue;
+            };
+            let due = match state.reported {
+                Some((reported, at)) => {
+                    step > reported || event.now_ms >= at.saturating_add(REPEAT_MS)
+                }
+                None => true,
+            };
+            if due {
+                state.reported = Some((step, event.now_ms));
+                crossed.push((at, sum, score, step));
+            }
         }
-        pair.reported = Some((step, event.now_ms));
-        let summary = format!(
-            "{} sent {} DNS queries ({}, {} B per query) to {} within {}",
-            key.inside,
-            sum.queries,
-            human_bytes(sum.bytes_out),
-            sum.bytes_out / sum.queries.max(1),
-            describe_destination(key.outside, DNS_PORT, destination),
-            human_window(window_ms),
-        );
-        findings.push(Finding {
-            rule: NAME,
-            step,
-            score,
-            summary,
-            inside: key.inside,
-            outside: key.outside,
-            outside_port: DNS_PORT,
-            inside_port: None,
-            proto: pair.proto,
-            destination: pair.destination,
-            bytes_out: sum.bytes_out,
-            bytes_in: sum.bytes_in,
-            packets_out: sum.queries,
-            packets_in: sum.packets_in,
-            flows: sum.records,
-            first_ms: sum.first_ms,
-            last_ms: pair.last_ms,
-            exporter: pair.exporter,
-            interfaces: pair.interfaces,
-            attack: ATTACK,
-            at_ms: event.now_ms,
-            explain: None,
-        });
+        for (at, sum, score, step) in crossed {
+            let window_ms = self.windows[at].window_ms;
+            let last_ms = pair.windows[at].last_ms;
+            let summary = format!(
+                "{} sent {} DNS queries ({}, {} B per query) to {} within {}",
+                key.inside,
+                sum.queries,
+                human_bytes(sum.bytes_out),
+                sum.bytes_out / sum.queries.max(1),
+                describe_destination(key.outside, DNS_PORT, destination),
+                human_window(window_ms),
+            );
+            findings.push(Finding {
+                rule: NAME,
+                step,
+                score,
+                summary,
+                inside: key.inside,
+                outside: key.outside,
+                outside_port: DNS_PORT,
+                inside_port: None,
+                proto: pair.proto,
+                destination: pair.destination,
+                bytes_out: sum.bytes_out,
+                bytes_in: sum.bytes_in,
+                packets_out: sum.queries,
+                packets_in: sum.packets_in,
+                flows: sum.records,
+                first_ms: sum.first_ms,
+                last_ms,
+                exporter: pair.exporter,
+                interfaces: pair.interfaces,
+                attack: ATTACK,
+                at_ms: event.now_ms,
+                explain: None,
+            });
+        }
     }
 
     /// Slides every window to the oldest time a record may still come from (`now_ms` less
-    /// the lateness allowed) and forgets pairs with nothing left in it: a tunnel whose
+    /// the lateness allowed) and forgets pairs with nothing left in any: a tunnel whose
     /// records all come late still adds up in the window of their own time.
     fn on_tick(&mut self, now_ms: u64, _findings: &mut Vec<Finding>) {
-        let horizon_ms = now_ms
-            .saturating_sub(self.lateness_ms)
-            .saturating_sub(self.window_ms);
-        let bucket_ms = self.bucket_ms;
+        let at_ms = now_ms.saturating_sub(self.lateness_ms);
+        let windows = &self.windows;
         self.pairs.retain(|_, pair| {
-            pair.slide(horizon_ms, bucket_ms);
-            !pair.buckets.is_empty()
+            for (window, state) in windows.iter().zip(&mut pair.windows) {
+                let horizon_ms = at_ms.saturating_sub(window.window_ms);
+                state.buckets.slide(horizon_ms, window.bucket_ms);
+            }
+            !pair.is_empty()
         });
     }
 }
@@ -490,6 +560,14 @@ mod tests {
         table: FlowTable,
         rule: DnsTunnel,
         findings: Vec<Finding>,
+    }
+
+    /// The 10-minute window alone.
+    fn ten_minutes() -> DnsTunnelConfig {
+        DnsTunnelConfig {
+            slow_windows: Vec::new(),
+            ..DnsTunnelConfig::default()
+        }
     }
 
     impl Harness {
@@ -536,7 +614,7 @@ mod tests {
 
     #[test]
     fn e1_long_txt_queries_from_one_port() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         // As softflowd exported it: 854 queries in 5.7 min, then 146 more.
         let interfaces = InterfaceRef {
             domain: (crate::decode::FlowKind::NetflowV9, 0),
@@ -591,7 +669,7 @@ mod tests {
 
     #[test]
     fn e2_null_queries_from_random_ports() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         for i in 0..300u64 {
             let at = T0 + 1_800_000 + i * S;
             let port = 1024 + (i.wrapping_mul(7919) % 60_000) as u16;
@@ -622,7 +700,7 @@ mod tests {
             ((100, 100 * 160 - 1), (0, 1)), // min_bytes_per_query
         ];
         for ((count, bytes), (more_count, more_bytes)) in cases {
-            let mut h = Harness::new(DnsTunnelConfig::default());
+            let mut h = Harness::new(ten_minutes());
             h.feed(
                 queries(
                     "10.10.40.30",
@@ -658,7 +736,7 @@ mod tests {
 
     #[test]
     fn inside_resolvers_are_exempt() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         h.feed(
             queries(
                 "10.10.0.53",
@@ -677,7 +755,7 @@ mod tests {
 
     #[test]
     fn ordinary_lookups_do_not_fire() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         // An unlisted resolver forwarding 122 queries of 62 B over two hours, answers apart.
         for i in 0..122u64 {
             let at = T0 + i * 59 * S;
@@ -729,7 +807,7 @@ mod tests {
 
     #[test]
     fn the_window_slides() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         h.feed(
             queries(
                 "10.10.40.30",
@@ -779,7 +857,7 @@ mod tests {
 
     #[test]
     fn steps_rise_with_volume() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         for (i, bytes) in [100_000u64, 100_000, 800_000, 9_000_000]
             .into_iter()
             .enumerate()
@@ -805,7 +883,7 @@ mod tests {
 
     #[test]
     fn other_ports_and_protocols_are_ignored() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         let mut r = queries(
             "10.10.40.30",
             5000,
@@ -845,7 +923,7 @@ mod tests {
 
     #[test]
     fn the_rules_allow_list_silences_it() {
-        let mut config = DnsTunnelConfig::default();
+        let mut config = ten_minutes();
         config.allow.countries = vec!["RU".parse().unwrap()];
         let mut h = Harness::new(config);
         h.feed(
@@ -865,7 +943,7 @@ mod tests {
 
     #[test]
     fn state_stays_bounded() {
-        let mut h = Harness::new(DnsTunnelConfig::default());
+        let mut h = Harness::new(ten_minutes());
         for i in 0..20_000u64 {
             let outside = format!("100.{}.{}.53", 64 + i / 256, i % 256);
             h.feed(
@@ -891,7 +969,8 @@ mod tests {
             );
         }
         let pair = &h.rule.pairs[&("10.10.40.31".parse().unwrap(), "77.88.8.8".parse().unwrap())];
-        assert!(pair.buckets.len() <= 31, "{}", pair.buckets.len());
+        let buckets = &pair.windows[0].buckets;
+        assert!(buckets.len() <= 31, "{}", buckets.len());
         h.rule.on_tick(T0 + 3600 * S + 600 * S, &mut h.findings);
         assert!(h.rule.pairs.is_empty());
     }
@@ -945,7 +1024,7 @@ mod tests {
     fn hostile_counters_and_times_do_not_panic() {
         let mut h = Harness::new(DnsTunnelConfig {
             window_s: u64::MAX,
-            ..DnsTunnelConfig::default()
+            ..ten_minutes()
         });
         h.feed(
             queries(
@@ -986,23 +1065,68 @@ mod tests {
     fn a_slow_tunnel_is_seen_by_the_hour_window_only() {
         // A 90-byte query every 2 s for 3 h: 300 queries and 27 kB in any 10 minutes, under
         // those thresholds; 1,800 in an hour.
-        let config = DnsTunnelConfig::default();
-        let mut windows: Vec<Harness> = config.windows().into_iter().map(Harness::new).collect();
-        assert_eq!(windows.len(), 3);
+        let mut h = Harness::new(DnsTunnelConfig::default());
+        assert_eq!(h.rule.windows.len(), 3);
         for i in 0..5_400u64 {
             let at = T0 + i * 2 * S;
-            for h in &mut windows {
-                h.feed(
-                    queries("10.10.40.50", 40_000, "114.114.114.114", 1, 90, at, at),
-                    false,
-                );
-            }
+            h.feed(
+                queries("10.10.40.50", 40_000, "114.114.114.114", 1, 90, at, at),
+                false,
+            );
         }
-        let fired: Vec<usize> = windows.iter().map(|h| h.findings.len()).collect();
-        assert_eq!(fired[0], 0, "not within 10 minutes");
-        assert!(fired[1] >= 1, "the hour: {fired:?}");
-        let f = &windows[1].findings[0];
-        assert!(f.summary.ends_with("within 60 min"), "{}", f.summary);
+        let within = |window: &str| {
+            h.findings
+                .iter()
+                .filter(|f| f.summary.ends_with(&format!("within {window}")))
+                .collect::<Vec<_>>()
+        };
+        assert!(within("10 min").is_empty(), "not within 10 minutes");
+        let hour = within("60 min");
+        assert!(!hour.is_empty(), "the hour: {:?}", h.findings);
+        let f = hour[0];
         assert!(f.packets_out >= 1_500 && f.packets_out < 1_810, "{f:?}");
+        assert_eq!(
+            hour.len() + within("1440 min").len(),
+            h.findings.len(),
+            "only the slow windows fire"
+        );
+        // Each window forgets the pair on its own time: an hour and a bucket (2 min) after
+        // the last query only the day's holds it, a day and a bucket after, none.
+        let last = T0 + 5_399 * 2 * S;
+        h.rule.on_tick(last + 3720 * S, &mut h.findings);
+        let pair = &h.rule.pairs[&(
+            "10.10.40.50".parse().unwrap(),
+            "114.114.114.114".parse().unwrap(),
+        )];
+        let held: Vec<bool> = pair.windows.iter().map(|w| !w.buckets.is_empty()).collect();
+        assert_eq!(held, [false, false, true]);
+        // A query now starts the windows that forgot the pair afresh, from its own time.
+        let again = last + 3721 * S;
+        h.feed(
+            queries(
+                "10.10.40.50",
+                40_001,
+                "114.114.114.114",
+                1,
+                90,
+                again,
+                again,
+            ),
+            false,
+        );
+        let pair = &h.rule.pairs[&(
+            "10.10.40.50".parse().unwrap(),
+            "114.114.114.114".parse().unwrap(),
+        )];
+        let windows: Vec<(u64, usize)> = pair
+            .windows
+            .iter()
+            .map(|w| (w.last_ms, w.buckets.len()))
+            .collect();
+        assert_eq!(windows[..2], [(again, 1), (again, 1)]);
+        assert_eq!(windows[2].0, again);
+        h.rule
+            .on_tick(again + 86_400 * S + 2880 * S, &mut h.findings);
+        assert!(h.rule.pairs.is_empty());
     }
 }

@@ -358,10 +358,8 @@ impl Detector {
             rules.push(Box::new(beacon::Beacon::new(&r.beacon)));
         }
         if r.dns_tunnel.enabled {
-            // One detector per window (10 min, and the slow tunnels' hour and day).
-            for window in r.dns_tunnel.windows() {
-                rules.push(Box::new(dns_tunnel::DnsTunnel::new(&window)));
-            }
+            // One rule for every window (10 min, and the slow tunnels' hour and day).
+            rules.push(Box::new(dns_tunnel::DnsTunnel::new(&r.dns_tunnel)));
         }
         if r.watchlist.enabled {
             rules.push(Box::new(watchlist::Watchlist::new(&r.watchlist)));

@@ -64,11 +64,6 @@ impl<K: Eq + Hash + Copy, V> SlabMap<K, V> {
         Some(&self.entries[self.position(key)?].1)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let at = self.position(key)?;
-        Some(&mut self.entries[at].1)
-    }
-
     /// `key`'s entry, made by `make` when it has none.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let at = match self.position(&key) {
