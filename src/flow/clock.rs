@@ -73,6 +73,7 @@ pub enum Rejected {
 
 #[derive(Debug, Clone, Copy)]
 struct ExporterClock {
+    address: IpAddr,
     /// The latest flow end of its accepted records, ms.
     now_ms: u64,
     /// The latest receive time of its records, ms.
@@ -83,7 +84,12 @@ struct ExporterClock {
 /// The exporters' clocks and the table clock of one ingest.
 #[derive(Debug)]
 pub struct EventClock {
-    exporters: HashMap<IpAddr, ExporterClock>,
+    exporters: Vec<ExporterClock>,
+    /// Each exporter's position in `exporters`.
+    positions: HashMap<IpAddr, u32>,
+    /// The position of the last record's exporter: a datagram's records are one
+    /// exporter's, and are not looked up one by one.
+    last: usize,
     max_exporters: usize,
     lateness_ms: u64,
     skew_ms: u64,
@@ -100,8 +106,10 @@ impl EventClock {
     /// Clocks for at most `max_exporters` exporters.
     pub fn new(max_exporters: usize, max_lateness_s: u64, max_clock_skew_s: u64) -> EventClock {
         EventClock {
-            exporters: HashMap::default(),
-            max_exporters: max_exporters.max(1),
+            exporters: Vec::new(),
+            positions: HashMap::default(),
+            last: usize::MAX,
+            max_exporters: max_exporters.clamp(1, u32::MAX as usize),
             lateness_ms: max_lateness_s.saturating_mul(1000),
             skew_ms: max_clock_skew_s.saturating_mul(1000),
             received_ms: 0,
@@ -138,14 +146,8 @@ impl EventClock {
         // Without a receive time the record's own end stands for it.
         let heard_ms = if received_ms > 0 { received_ms } else { end_ms };
         self.received_ms = self.received_ms.max(heard_ms);
-        if !self.exporters.contains_key(&exporter) && self.exporters.len() >= self.max_exporters {
-            self.forget_one();
-        }
-        let clock = self.exporters.entry(exporter).or_insert(ExporterClock {
-            now_ms: 0,
-            heard_ms,
-            records: 0,
-        });
+        let at = self.position(exporter, heard_ms);
+        let clock = &mut self.exporters[at];
         if clock.now_ms > 0 && end_ms.saturating_add(self.lateness_ms) < clock.now_ms {
             self.counters.late += 1;
             return Err(Rejected::Late);
@@ -171,7 +173,7 @@ impl EventClock {
     fn settle(&mut self, tick_ms: u64) {
         let horizon = self.received_ms.saturating_sub(SILENT_AFTER_MS);
         let (mut slowest, mut fastest) = (u64::MAX, 0);
-        for clock in self.exporters.values() {
+        for clock in &self.exporters {
             if clock.heard_ms >= horizon && clock.now_ms > 0 {
                 slowest = slowest.min(clock.now_ms);
                 fastest = fastest.max(clock.now_ms);
@@ -187,16 +189,55 @@ impl EventClock {
             .then(|| self.received_ms.saturating_add(RECHECK_MS));
     }
 
+    /// `exporter`'s position in `exporters`, with a clock started (heard at `heard_ms`)
+    /// when it has none.
+    #[inline]
+    fn position(&mut self, exporter: IpAddr, heard_ms: u64) -> usize {
+        if self
+            .exporters
+            .get(self.last)
+            .is_some_and(|c| c.address == exporter)
+        {
+            return self.last;
+        }
+        let at = match self.positions.get(&exporter) {
+            Some(&at) => at as usize,
+            None => {
+                if self.exporters.len() >= self.max_exporters {
+                    self.forget_one();
+                }
+                let at = self.exporters.len();
+                self.exporters.push(ExporterClock {
+                    address: exporter,
+                    now_ms: 0,
+                    heard_ms,
+                    records: 0,
+                });
+                self.positions.insert(
+                    exporter,
+                    u32::try_from(at).expect("max_exporters is at most u32::MAX"),
+                );
+                at
+            }
+        };
+        self.last = at;
+        at
+    }
+
     /// Forgets one clock to make room: of the exporters that sent fewest records (a
     /// spoofed source sends one), the least recently heard.
     fn forget_one(&mut self) {
-        let gone = self
-            .exporters
-            .iter()
-            .min_by_key(|(address, c)| (c.records.min(PROVEN_RECORDS), c.heard_ms, **address))
-            .map(|(address, _)| *address);
-        if let Some(address) = gone {
-            self.exporters.remove(&address);
+        let gone = (0..self.exporters.len()).min_by_key(|&at| {
+            let c = &self.exporters[at];
+            (c.records.min(PROVEN_RECORDS), c.heard_ms, c.address)
+        });
+        if let Some(at) = gone {
+            let clock = self.exporters.swap_remove(at);
+            self.positions.remove(&clock.address);
+            if let Some(moved) = self.exporters.get(at) {
+                self.positions.insert(moved.address, at as u32);
+            }
+            self.last = usize::MAX;
             self.counters.evicted += 1;
         }
     }
@@ -208,7 +249,8 @@ impl EventClock {
 
     /// An exporter's clock, ms.
     pub fn exporter_ms(&self, exporter: IpAddr) -> Option<u64> {
-        self.exporters.get(&exporter).map(|c| c.now_ms)
+        let &at = self.positions.get(&exporter)?;
+        Some(self.exporters[at as usize].now_ms)
     }
 }
 
@@ -387,5 +429,11 @@ mod tests {
         assert_eq!(clock.exporters(), 64);
         assert_eq!(clock.exporter_ms(address(1)), Some(T0 + 99));
         assert_eq!(clock.counters.evicted, 5_000 - 63);
+        // The steady one's next record finds its own clock, not the one last looked at
+        // (a forgotten spoofer's place).
+        feed(&mut clock, &[(1, T0 + 150, T0 + 150)]);
+        assert_eq!(clock.exporter_ms(address(1)), Some(T0 + 150));
+        let last_spoofed = IpAddr::from((0x7f00_0100 + 4_999u32).to_be_bytes());
+        assert_eq!(clock.exporter_ms(last_spoofed), Some(T0 + 200));
     }
 }
