@@ -308,7 +308,17 @@ fn merge_ranges<T: Copy + Ord + RangeBound>(mut ranges: Vec<(T, T)>) -> Vec<(T, 
 }
 
 /// Whether `value` falls in one of the sorted, disjoint `ranges`.
+/// Sets of up to this many ranges (per family) are scanned rather than searched.
+const LINEAR_UP_TO: usize = 8;
+
 fn contains_in<T: Copy + Ord>(ranges: &[(T, T)], value: T) -> bool {
+    // A few ranges (the inside networks, typically): compared all at once, independent
+    // comparisons instead of a search's chain of dependent ones.
+    if ranges.len() <= LINEAR_UP_TO {
+        return ranges.iter().fold(false, |hit, &(first, last)| {
+            hit | (first <= value && value <= last)
+        });
+    }
     // Index of the first range starting after `value`: only the range before it can hold it.
     let after = ranges.partition_point(|&(first, _)| first <= value);
     match after.checked_sub(1).and_then(|index| ranges.get(index)) {
@@ -372,6 +382,25 @@ mod tests {
         assert!(set.contains(ip("192.0.2.0")));
         assert!(set.contains(ip("192.0.2.255")));
         assert!(!set.contains(ip("192.0.3.0")));
+    }
+
+    #[test]
+    fn scanned_and_searched_sets_agree_at_every_edge() {
+        // Every other /24 of 198.51.0.0/16 from the first: LINEAR_UP_TO of them are
+        // scanned, more are searched.
+        for count in [1, LINEAR_UP_TO, LINEAR_UP_TO + 1, 40] {
+            let nets = (0..count).map(|i| net(&format!("198.51.{}.0/24", 2 * i)));
+            let set = NetSet::from_nets(nets);
+            assert_eq!(set.range_count(), count);
+            for third in 0..=2 * count + 1 {
+                let inside = third % 2 == 0 && third < 2 * count;
+                for fourth in [0, 128, 255] {
+                    let address = ip(&format!("198.51.{third}.{fourth}"));
+                    assert_eq!(set.contains(address), inside, "{count} ranges, {address}");
+                }
+            }
+            assert!(!set.contains(ip("198.50.255.255")) && !set.contains(ip("10.0.0.1")));
+        }
     }
 
     #[test]
