@@ -184,10 +184,11 @@ fn pmacct_sfprobe_exports_sflow_and_the_volume_alerts_come_out() {
     )
     .unwrap();
     run_pmacctd(&config);
-    wait_until(
+    daemon.wait_for_metric(
         "sfprobe's 44494 samples are decoded",
+        "exflow_decode_records_total",
+        44494.0,
         Duration::from_secs(60),
-        || daemon.metric("exflow_decode_records_total") == 44494.0,
     );
     assert_eq!(daemon.metric("exflow_decode_lost_datagrams_total"), 0.0);
     daemon.stop();
@@ -476,10 +477,11 @@ fn a_failed_threat_intel_reload_is_counted_and_the_previous_list_kept() {
     );
     std::fs::write(&intel, "185.220.101.45/32\nnot a network\n").unwrap();
     daemon.signal(libc::SIGHUP);
-    wait_until(
+    daemon.wait_for_metric(
         "the failed reload is counted",
+        "exflow_enrich_threat_intel_reload_failures_total",
+        1.0,
         Duration::from_secs(10),
-        || daemon.metric("exflow_enrich_threat_intel_reload_failures_total") == 1.0,
     );
     assert!(daemon.log_contains("keeping the previous threat intel"));
     daemon.send_capture(&data("softflowd_ipfix.pcap"));

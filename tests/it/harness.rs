@@ -391,6 +391,33 @@ impl Daemon {
             .unwrap_or(-1.0)
     }
 
+    /// Polls until the metric `name` is `value`; past `timeout` fails the test with its
+    /// last value (`None`: the scrape failed or lacked it) and the datagrams the kernel
+    /// dropped at the daemon's sockets (what a sender faster than a busy machine's daemon
+    /// leaves short), so that a timeout says which it was.
+    pub fn wait_for_metric(&self, what: &str, name: &str, value: f64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let metrics = self.scrape().unwrap_or_default();
+            let last = metrics.get(name).copied();
+            if last == Some(value) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let dropped: f64 = metrics
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("exflow_source_kernel_dropped_datagrams_total"))
+                    .map(|(_, v)| v)
+                    .sum();
+                panic!(
+                    "timed out waiting until {what}: {name} is {last:?}, not {value}; the \
+                     kernel dropped {dropped} datagrams at the daemon's sockets"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs `exflow loadgen` against the daemon with `args`; asserts that it succeeded and
     /// that every datagram it sent is accounted for within a deadline: received by the
     /// socket or counted as dropped by the kernel. The kernel reports a socket's drops with
