@@ -97,11 +97,10 @@ fn main() {
         state ^= state << 17;
         batch.push(record(state % count as u64, 2000));
         if batch.len() == WARM_AHEAD {
-            for r in &batch {
-                table.warm(r);
-            }
-            for r in &batch {
-                table.update(r, Destination::default, |_, _, _| {});
+            let hashes: Vec<_> = batch.iter().map(|r| table.warm(r)).collect();
+            for (r, &hash) in batch.iter().zip(&hashes) {
+                let (lookup, _) = table.look_up(r, hash);
+                table.update_looked_up(r, &lookup, Destination::default, |_, _, _| {});
             }
             batch.clear();
         }

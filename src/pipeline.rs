@@ -11,7 +11,7 @@ use crate::decode::{DecodeCounters, Decoder, DecoderConfig, FlowRecord, Sampling
 use crate::detect::{Alert, Detector, ParsedCheckpoint, RULES, RecordEvent, Severity};
 use crate::enrich::Enricher;
 use crate::flow::clock::EventClock;
-use crate::flow::{FlowCounters, FlowTable, Orientation, Oriented, orient};
+use crate::flow::{FlowCounters, FlowTable, KeyHash, Lookup, Orientation, Oriented, orient};
 
 /// Alerts counted by rule and severity (the order of [`RULES`] and [`Severity::ALL`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -294,14 +294,6 @@ fn next_tick(now_ms: u64, tick_ms: u64) -> u64 {
     now_ms - now_ms % tick_ms + tick_ms
 }
 
-/// The records of a batch's chunk.
-fn records(chunk: &[Routed]) -> impl Iterator<Item = &Oriented> {
-    chunk.iter().filter_map(|routed| match routed {
-        Routed::Record { record, .. } => Some(record),
-        Routed::Tick { .. } => None,
-    })
-}
-
 /// Records a shard warms ahead of running them: enough to overlap their cache misses,
 /// few enough that the first is still cached when it runs.
 const WARM_AHEAD: usize = 16;
@@ -373,34 +365,56 @@ impl Shard {
     /// caches, that is most of the cost. The conversations are warmed a chunk ahead of the
     /// rules' state, which is found by them (a window of the destination's network).
     pub fn run_batch(&mut self, batch: &[Routed], alerts: &mut Vec<Alert>) {
+        // A record's key is hashed when its conversation is warmed, and looked up once
+        // before its update.
+        let mut hashes = [KeyHash::default(); WARM_AHEAD];
+        let mut lookups = [None; WARM_AHEAD];
         let mut chunks = batch.chunks(WARM_AHEAD).peekable();
         if let Some(first) = chunks.peek() {
-            records(first).for_each(|record| self.table.warm(record));
+            self.warm_table(first, &mut hashes);
         }
         while let Some(chunk) = chunks.next() {
+            let chunk_hashes = hashes;
             if let Some(next) = chunks.peek() {
-                records(next).for_each(|record| self.table.warm(record));
+                self.warm_table(next, &mut hashes);
             }
-            for record in records(chunk) {
-                self.detector.warm(record, self.table.find(&record.key()));
+            for ((routed, &hash), lookup) in chunk.iter().zip(&chunk_hashes).zip(&mut lookups) {
+                if let Routed::Record { record, .. } = routed {
+                    let (looked_up, conversation) = self.table.look_up(record, hash);
+                    self.detector.warm(record, conversation);
+                    *lookup = Some(looked_up);
+                }
             }
-            for routed in chunk {
+            for (routed, lookup) in chunk.iter().zip(&lookups) {
                 match *routed {
-                    Routed::Record { ref record, now_ms } => self.run(record, now_ms, alerts),
+                    Routed::Record { ref record, now_ms } => {
+                        let lookup = lookup.as_ref().expect("looked up above");
+                        self.run(record, lookup, now_ms, alerts)
+                    }
                     Routed::Tick { now_ms } => self.tick(now_ms, alerts),
                 }
             }
         }
     }
 
+    /// Warms the conversations of a chunk's records, keeping their keys' hashes.
+    fn warm_table(&self, chunk: &[Routed], hashes: &mut [KeyHash; WARM_AHEAD]) {
+        for (routed, hash) in chunk.iter().zip(hashes) {
+            if let Routed::Record { record, .. } = routed {
+                *hash = self.table.warm(record);
+            }
+        }
+    }
+
     /// Runs a record at `now_ms`, its exporter's clock: a conversation it ends and what
     /// the rules make of it are on that time, whatever other exporters say.
-    fn run(&mut self, oriented: &Oriented, now_ms: u64, alerts: &mut Vec<Alert>) {
+    fn run(&mut self, oriented: &Oriented, lookup: &Lookup, now_ms: u64, alerts: &mut Vec<Alert>) {
         let enricher = &self.enricher;
         let detector = &mut self.detector;
         let produced = alerts.len();
-        let (update, id, conversation) = self.table.update(
+        let (update, id, conversation) = self.table.update_looked_up(
             oriented,
+            lookup,
             || {
                 enricher.destination(
                     oriented.inside,
@@ -411,10 +425,10 @@ impl Shard {
             },
             |id, key, ended| detector.on_end(id, key, ended, now_ms, alerts),
         );
-        let key = oriented.key();
+        let key = lookup.key();
         let event = RecordEvent {
             record: oriented,
-            key: &key,
+            key,
             id,
             conversation,
             update,
@@ -425,7 +439,7 @@ impl Shard {
         if oriented.ends {
             // The exporter says the flow is over: its conversation ends now, not at the
             // idle timeout.
-            self.table.close(&key, |id, key, ended| {
+            self.table.close(key, |id, key, ended| {
                 detector.on_end(id, key, ended, now_ms, alerts)
             });
         }

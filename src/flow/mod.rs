@@ -26,4 +26,4 @@ pub use self::config::{BYTES_PER_CONVERSATION, FlowConfig};
 pub use self::conversation::{Conversation, ConversationKey};
 pub use self::initiator::{Evidence, Initiator, Opening};
 pub use self::orientation::{Orientation, Oriented, orient};
-pub use self::table::{ConversationId, FlowCounters, FlowTable, Update};
+pub use self::table::{ConversationId, FlowCounters, FlowTable, KeyHash, Lookup, Update};

@@ -98,6 +98,15 @@ impl Conversations {
         self.entries.get(handle)
     }
 
+    /// Whether `handle` is `key`'s open (so indexed) entry: a handle found earlier may have
+    /// been closed or freed since, or handed to another key.
+    #[inline]
+    fn holds(&self, handle: u32, key: &ConversationKey) -> bool {
+        self.entries
+            .try_get(handle)
+            .is_some_and(|entry| !entry.is_closed() && entry.key == *key)
+    }
+
     /// Stores an entry whose key (hashing to `hash`) is not in the table.
     fn insert(&mut self, hash: u64, entry: Entry) -> u32 {
         let handle = self.entries.insert(entry);
@@ -195,6 +204,28 @@ impl ConversationId {
     }
 }
 
+/// A record's key hashed for its table ([`FlowTable::warm`]): a record hashes its key once
+/// on its way through a batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHash(u64);
+
+/// A record's key looked up ahead of its update ([`FlowTable::look_up`]): the key, its hash
+/// and the open conversation found. The records updated in between may have ended that
+/// conversation or started one for the key, so the update checks the one found still holds
+/// the key, and searches again when it does not (or none was found).
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup {
+    key: ConversationKey,
+    hash: u64,
+    found: Option<u32>,
+}
+
+impl Lookup {
+    pub fn key(&self) -> &ConversationKey {
+        &self.key
+    }
+}
+
 /// What [`FlowTable::update`] did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Update {
@@ -245,6 +276,29 @@ impl FlowTable {
         ))
     }
 
+    /// Looks up the key of a record [`warm`](Self::warm) gave `hash`, ahead of its
+    /// [`update_looked_up`](Self::update_looked_up): its open conversation, with its id,
+    /// and the lookup for the update.
+    #[inline]
+    pub fn look_up(
+        &self,
+        record: &Oriented,
+        hash: KeyHash,
+    ) -> (Lookup, Option<(ConversationId, &Conversation)>) {
+        let key = record.key();
+        let found = self.conversations.find(hash.0, &key);
+        let conversation =
+            found.map(|h| (ConversationId(h), &self.conversations.get(h).conversation));
+        (
+            Lookup {
+                key,
+                hash: hash.0,
+                found,
+            },
+            conversation,
+        )
+    }
+
     /// The open conversation `id` names, with its key (`None`: it ended).
     pub fn by_id(&self, id: ConversationId) -> Option<(&ConversationKey, &Conversation)> {
         let entry = self.conversations.entries.try_get(id.0)?;
@@ -255,13 +309,15 @@ impl FlowTable {
     /// lookups of a batch then overlap in memory instead of stalling one by one. The
     /// entries the index holds under the key's hash are prefetched from their handles
     /// alone (one but for a collision of seven bits): comparing a key would be the miss.
+    /// Returns the key's hash, for [`look_up`](Self::look_up).
     #[inline]
-    pub fn warm(&self, record: &Oriented) {
+    pub fn warm(&self, record: &Oriented) -> KeyHash {
         let conversations = &self.conversations;
         let hash = conversations.hash(&record.key());
         for &handle in conversations.index.iter_hash(hash) {
             conversations.entries.prefetch(handle);
         }
+        KeyHash(hash)
     }
 
     /// When a conversation last active at `last_ms` ends.
@@ -277,13 +333,35 @@ impl FlowTable {
         &mut self,
         record: &Oriented,
         destination: impl FnOnce() -> Destination,
+        ended: impl FnMut(ConversationId, &ConversationKey, &Conversation),
+    ) -> (Update, ConversationId, &Conversation) {
+        let key = record.key();
+        let lookup = Lookup {
+            hash: self.conversations.hash(&key),
+            found: None,
+            key,
+        };
+        self.update_looked_up(record, &lookup, destination, ended)
+    }
+
+    /// [`update`](Self::update) of a record looked up earlier in its batch
+    /// ([`look_up`](Self::look_up)): neither hashed nor searched again when the
+    /// conversation found then still holds the key.
+    pub fn update_looked_up(
+        &mut self,
+        record: &Oriented,
+        lookup: &Lookup,
+        destination: impl FnOnce() -> Destination,
         mut ended: impl FnMut(ConversationId, &ConversationKey, &Conversation),
     ) -> (Update, ConversationId, &Conversation) {
         self.counters.records += 1;
-        let key = record.key();
-        let hash = self.conversations.hash(&key);
+        let (key, hash) = (lookup.key, lookup.hash);
         let fresh = |destination: Destination| Conversation::first(record, destination);
-        if let Some(handle) = self.conversations.find(hash, &key) {
+        let found = lookup
+            .found
+            .filter(|&handle| self.conversations.holds(handle, &key))
+            .or_else(|| self.conversations.find(hash, &key));
+        if let Some(handle) = found {
             // The wheel is not told: it finds out when it reaches the handle's old slot.
             let conversation = &mut self.conversations.entries.get_mut(handle).conversation;
             if record.start_ms <= conversation.last_ms.saturating_add(self.idle_timeout_ms) {
@@ -593,6 +671,41 @@ mod tests {
         assert_eq!(expired, [1, 2]);
         assert_eq!(table.counters.conversations_expired, 2);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_lookup_made_before_earlier_records_ran_is_checked_not_trusted() {
+        // A batch looks its records up before any runs: by a record's update, the
+        // conversation found may have been closed, or evicted and its entry given to
+        // another key, by the records before it.
+        let mut table = FlowTable::new(1, 30, 30);
+        let (first, other) = (on_port(1, 0, 1000), on_port(2, 2000, 3000));
+        run(&mut table, &first);
+        let (lookup, found) = table.look_up(&first, table.warm(&first));
+        let (first_id, _) = found.expect("open");
+        // The table is full: `other` takes the entry `first` held.
+        run(&mut table, &other);
+        let (update, id, conversation) =
+            table.update_looked_up(&first, &lookup, Destination::default, |_, _, _| {});
+        assert_eq!((update, conversation.bytes_out), (Update::Created, 100));
+        assert_eq!(table.get(&first.key()).map(|c| c.flows), Some(1));
+        assert!(
+            table.get(&other.key()).is_none(),
+            "evicted for `first`'s return"
+        );
+        assert_eq!(id, first_id, "the freed entry is reused");
+        // Closed after its lookup: the record starts a new conversation.
+        let (lookup, _) = table.look_up(&first, table.warm(&first));
+        table.close(&first.key(), |_, _, _| {});
+        let (update, _, conversation) =
+            table.update_looked_up(&first, &lookup, Destination::default, |_, _, _| {});
+        assert_eq!((update, conversation.flows), (Update::Created, 1));
+        // Found and still open: extended.
+        let (lookup, _) = table.look_up(&first, table.warm(&first));
+        let (update, _, conversation) =
+            table.update_looked_up(&first, &lookup, Destination::default, |_, _, _| {});
+        assert_eq!((update, conversation.flows), (Update::Extended, 2));
+        assert_eq!(table.counters.conversations_created, 4);
     }
 
     #[test]
